@@ -1,0 +1,36 @@
+"""mlm-export: measure a trained model and describe it as a STAC Item with the MLM extension."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlm_export.errors import MLMExportError
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mlm_export.api import export_item
+    from mlm_export.stac.validate import ValidationReport, validate_item
+    from mlm_export.stac.writer import save_item
+
+_LAZY = {
+    "export_item": "mlm_export.api",
+    "apply_overrides": "mlm_export.api",
+    "validate_item": "mlm_export.stac.validate",
+    "ValidationReport": "mlm_export.stac.validate",
+    "save_item": "mlm_export.stac.writer",
+    "build_item": "mlm_export.stac.builder",
+    "ModelDescription": "mlm_export.description",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlm_export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["MLMExportError", "ValidationReport", "__version__", "export_item", "save_item", "validate_item"]

@@ -1,0 +1,5 @@
+"""``python -m mlm_export``."""
+
+from mlm_export.cli import run
+
+run()

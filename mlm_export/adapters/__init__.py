@@ -1,0 +1,113 @@
+"""Adapter registry: which module describes which source. Imports nothing heavy.
+
+Each adapter module exposes ``can_describe(source) -> bool`` (cheap, no framework import unless the source's
+module already is) and ``describe(source, options: ExportOptions) -> ModelDescription``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from mlm_export.errors import ArtifactNotFoundError, MissingDependencyError, SourceError, UnsupportedSourceError
+
+#: File suffix -> adapter module.
+ADAPTERS_BY_SUFFIX: dict[str, str] = {
+    ".pt": "mlm_export.adapters.torch",
+    ".pth": "mlm_export.adapters.torch",
+    ".ckpt": "mlm_export.adapters.torch",
+    ".bin": "mlm_export.adapters.torch",
+    ".safetensors": "mlm_export.adapters.torch",
+    ".pt2": "mlm_export.adapters.torch",
+    ".onnx": "mlm_export.adapters.onnx",
+}
+#: Top-level package of an in-memory object -> adapter module.
+ADAPTERS_BY_PACKAGE: dict[str, str] = {
+    "torch": "mlm_export.adapters.torch",
+    "torchvision": "mlm_export.adapters.torch",
+    "torchgeo": "mlm_export.adapters.torch",
+    "lightning": "mlm_export.adapters.torch",
+    "pytorch_lightning": "mlm_export.adapters.torch",
+    "timm": "mlm_export.adapters.torch",
+    "segmentation_models_pytorch": "mlm_export.adapters.torch",
+    "onnx": "mlm_export.adapters.onnx",
+}
+#: Extra that provides each adapter's dependencies.
+EXTRAS = {"mlm_export.adapters.torch": "torch", "mlm_export.adapters.onnx": "onnx"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the caller told ``export_item`` that an adapter needs to measure the model."""
+
+    example_input: Any = None
+    input_shape: Any = None
+    input_dtype: Any = None
+    artifact_dir: Path | None = None
+    artifact_format: str | None = None
+    model_class: Any = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    device: Any = "cpu"
+    trust_pickle: bool = False
+    probe_dynamic: bool = True
+    embed_metadata: bool = False
+    progress: bool | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _import_adapter(module_name: str, what: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(module_name, "all")
+        raise MissingDependencyError(
+            f"Describing {what} needs the '{extra}' extra, which is not installed ({exc}).",
+            hint=f"pip install 'mlm-export[{extra}]'",
+        ) from exc
+
+
+def adapter_for(source: Any) -> ModuleType:
+    """Return the adapter module for ``source`` (an object or a path).
+
+    Raises:
+        ArtifactNotFoundError: the path does not exist.
+        UnsupportedSourceError: no adapter supports this kind of source.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ArtifactNotFoundError(f"Model file '{path}' does not exist.", hint="Check the path.")
+        if path.is_dir():
+            raise UnsupportedSourceError(
+                f"'{path}' is a directory, not a model file.",
+                hint=f"Pass one file with a suffix among {sorted(ADAPTERS_BY_SUFFIX)}.",
+            )
+        module_name = ADAPTERS_BY_SUFFIX.get(path.suffix.lower())
+        if module_name is None:
+            raise UnsupportedSourceError(
+                f"'{path}' has suffix {path.suffix!r}, which no adapter reads.",
+                hint=f"Supported suffixes: {', '.join(sorted(ADAPTERS_BY_SUFFIX))}.",
+            )
+        return _import_adapter(module_name, f"'{path}'")
+    package = type(source).__module__.split(".")[0]
+    module_name = ADAPTERS_BY_PACKAGE.get(package)
+    if module_name is None:
+        for klass in type(source).__mro__:
+            module_name = ADAPTERS_BY_PACKAGE.get(klass.__module__.split(".")[0])
+            if module_name is not None:
+                break
+    if module_name is None:
+        raise UnsupportedSourceError(
+            f"Cannot describe an object of type {type(source).__module__}.{type(source).__qualname__}.",
+            hint="Pass a torch.nn.Module, TorchScript module, ExportedProgram, onnx.ModelProto or a model file path.",
+        )
+    adapter = _import_adapter(module_name, f"a {type(source).__qualname__}")
+    if not adapter.can_describe(source):
+        raise SourceError(
+            f"The {module_name.rsplit('.', 1)[-1]} adapter cannot describe a {type(source).__qualname__}."
+        )
+    return adapter

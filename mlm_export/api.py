@@ -1,0 +1,472 @@
+"""``export_item``: source -> adapter -> ModelDescription -> overrides -> hashing -> Item -> validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlm_export.adapters import ExportOptions, adapter_for
+from mlm_export.description import (
+    Band,
+    ClassInfo,
+    InputSpec,
+    Link,
+    ModelDescription,
+    OutputSpec,
+    ValueScaling,
+    classes_from,
+)
+from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError
+from mlm_export.hashing import hash_file
+from mlm_export.probing import infer_output_task
+
+if TYPE_CHECKING:
+    import pystac
+
+_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
+CLASS_TASKS = ("classification", "scene-classification", "semantic-segmentation", "segmentation",
+               "instance-segmentation", "panoptic-segmentation", "object-detection", "detection")  # fmt: skip
+
+
+def export_item(
+    model: Any,
+    *,
+    example_input: Any = None,
+    input_shape: Any = None,
+    input_dtype: Any = None,
+    tasks: Sequence[str] | None = None,
+    bands: Sequence[str | Mapping[str, Any]] | None = None,
+    classes: Sequence[str | Mapping[str, Any] | ClassInfo] | None = None,
+    name: str | None = None,
+    item_id: str | None = None,
+    collection: str | None = None,
+    description: str | None = None,
+    bbox: Sequence[float] | None = None,
+    geometry: Mapping[str, Any] | None = None,
+    datetime: str | dt.datetime | None = None,
+    start_datetime: str | dt.datetime | None = None,
+    end_datetime: str | dt.datetime | None = None,
+    artifact_dir: str | os.PathLike[str] | None = None,
+    artifact_format: str | None = None,
+    model_class: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    device: Any = "cpu",
+    trust_pickle: bool = False,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None,
+    resize_type: str | None = None,
+    dim_orders: Mapping[str, Sequence[str]] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    pretrained: bool | None = None,
+    pretrained_source: str | None = None,
+    license: str | None = None,  # noqa: A002 - the STAC field's name
+    links: Sequence[Link] | None = None,
+    href_base: str | None = None,
+    probe_dynamic: bool = True,
+    embed_metadata: bool = False,
+    progress: bool | None = None,
+    validate: bool = True,
+    schema_dir: str | os.PathLike[str] | None = None,
+) -> pystac.Item:
+    """Measure ``model`` and return a valid MLM v1.5.2 STAC Item.
+
+    Args:
+        model: an ``nn.Module``, TorchScript module, ``ExportedProgram``, ``onnx.ModelProto`` or a model file.
+        example_input: tensors for the dry-run (a tensor, tuple or dict).
+        input_shape: shape(s) to dry-run with when there is no example input; -1 marks a dynamic dimension.
+        input_dtype: dtype of the generated input (default float32).
+        tasks: MLM tasks; inferred from the output shapes when omitted (the item description says so).
+        bands: band names of the (first image) input, in channel order.
+        classes: class names, dicts or :class:`ClassInfo` for the classification/segmentation output.
+        name: ``mlm:name``; defaults to the model's class name.
+        item_id: the Item id; defaults to a slug of the name.
+        collection: collection id written on the Item.
+        description: free text for the Item.
+        bbox: spatial extent [west, south, east, north] in WGS84; the whole globe (with a warning) when omitted.
+        geometry: GeoJSON geometry of the extent; derived from ``bbox`` when omitted.
+        datetime: a single date-time; defaults to now when no start/end is given.
+        start_datetime: start of the model's temporal domain (with ``end_datetime``).
+        end_datetime: end of the model's temporal domain.
+        artifact_dir: where an in-memory model's weights are written (default ``./artifacts``).
+        artifact_format: ``safetensors`` (default for modules), ``torch.save``, ``torchscript``, ``torch.export``
+            or ``onnx``.
+        model_class: class (or ``"pkg.mod:Class"``) that rebuilds a module from a state_dict / safetensors file.
+        model_kwargs: keyword arguments for ``model_class``.
+        device: where the dry-run happens: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+        trust_pickle: allow unpickling arbitrary objects from the model file (only for files you trust).
+        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all.
+        resize_type: ``resize_type`` of the (first) input.
+        dim_orders: dim_order overrides by input/output name.
+        hyperparameters: ``mlm:hyperparameters`` (merged over the measured ones).
+        pretrained: whether the weights come from pre-training.
+        pretrained_source: the pre-training dataset or source.
+        license: SPDX license of the model.
+        links: extra links (``derived_from`` with ``ml-aoi:split``, ``cite-as``...).
+        href_base: public URL prefix for artifact hrefs instead of local paths.
+        probe_dynamic: probe batch/spatial/temporal dims (one run only when False).
+        embed_metadata: write the MLM properties into the artifact's own metadata where the format allows.
+        progress: progress bars for hashing (default: on a terminal, for large files).
+        validate: validate the Item against the schemas and semantic checks before returning it.
+        schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
+
+    Returns:
+        The Item; local artifact hrefs are absolute until :func:`mlm_export.save_item` makes them relative.
+
+    Raises:
+        MLMExportError: a subclass naming what failed and what to do.
+
+    .. versionadded:: 0.1
+    """
+    options = ExportOptions(
+        example_input=example_input,
+        input_shape=input_shape,
+        input_dtype=input_dtype,
+        artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
+        artifact_format=artifact_format,
+        model_class=model_class,
+        model_kwargs=dict(model_kwargs or {}),
+        device=device,
+        trust_pickle=trust_pickle,
+        probe_dynamic=probe_dynamic,
+        embed_metadata=embed_metadata,
+        progress=progress,
+    )
+    adapter = adapter_for(model)
+    measured = adapter.describe(model, options)
+    described = apply_overrides(
+        measured,
+        tasks=tasks,
+        bands=bands,
+        classes=classes,
+        name=name,
+        description=description,
+        bbox=bbox,
+        geometry=geometry,
+        datetime=datetime,
+        start_datetime=start_datetime,
+        end_datetime=end_datetime,
+        value_scaling=value_scaling,
+        resize_type=resize_type,
+        dim_orders=dim_orders,
+        hyperparameters=hyperparameters,
+        pretrained=pretrained,
+        pretrained_source=pretrained_source,
+        license=license,
+        links=links,
+    )
+    described = hash_artifacts(described, href_base=href_base, progress=progress)
+    return item_from_description(described, item_id=item_id, collection=collection, validate=validate,
+                                 schema_dir=schema_dir)  # fmt: skip
+
+
+def item_from_description(
+    described: ModelDescription,
+    *,
+    item_id: str | None = None,
+    collection: str | None = None,
+    validate: bool = True,
+    schema_dir: str | os.PathLike[str] | None = None,
+) -> pystac.Item:
+    """Build the Item of a finished description and (by default) validate it.
+
+    Raises:
+        ItemValidationError: the Item fails the schemas or the semantic checks.
+    """
+    from mlm_export.stac.builder import build_item
+
+    item = build_item(described, item_id=item_id, collection=collection)
+    if validate:
+        from mlm_export.stac.validate import validate_item
+
+        report = validate_item(item, schema_dir=schema_dir, check_files=True)
+        if not report.valid:
+            raise ItemValidationError(
+                f"The item built for {described.name!r} is invalid: {report.problems[0]}",
+                problems=report.problems,
+                hint="Fix the argument named in the message; if it is a measured value, please report a bug.",
+            )
+    return item
+
+
+def hash_artifacts(
+    described: ModelDescription, *, href_base: str | None = None, progress: bool | None = None
+) -> ModelDescription:
+    """Fill ``file:size``/``file:checksum`` of every local artifact; point hrefs at ``href_base`` when given."""
+    artifacts = []
+    for artifact in described.artifacts:
+        if artifact.path is not None and artifact.file_checksum is None:
+            digest = hash_file(artifact.path, progress=progress)
+            artifact = replace(artifact, file_size=digest.size, file_checksum=digest.checksum)
+        if href_base and artifact.path is not None and artifact.href is None:
+            artifact = replace(artifact, href=href_base.rstrip("/") + "/" + Path(artifact.path).name)
+        artifacts.append(artifact)
+    return described.replace(artifacts=tuple(artifacts))
+
+
+def model_name_from(text: str) -> str:
+    """A valid ``mlm:name`` from a class or file name (letters first, letter/digit last)."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_.\-\s]+", "-", text).strip(" _.-")
+    cleaned = re.sub(r"^[^a-zA-Z]+", "", cleaned)
+    if len(cleaned) < 3:
+        cleaned = f"model-{cleaned}" if cleaned else "model"
+    return cleaned
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigurationError(
+            f"name={name!r} is not a valid mlm:name.",
+            hint="Use at least 3 characters: a letter first, then letters, digits, '_', '.', '-' or spaces, "
+            "ending with a letter or digit.",
+        )
+    return name
+
+
+def _channel_axis(spec: InputSpec) -> int | None:
+    for candidate in ("channel", "bands"):
+        if candidate in spec.dim_order:
+            return spec.dim_order.index(candidate)
+    return None
+
+
+def _apply_bands(
+    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]]
+) -> tuple[list[InputSpec], tuple[Band, ...]]:
+    definitions = tuple(
+        Band(name=str(b)) if isinstance(b, str) else Band(name=str(b["name"]), description=b.get("description"))
+        for b in bands
+    )
+    names = tuple(b.name for b in definitions)
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"bands={list(names)} repeats a name.", hint="Give each band once, in channel order.")
+    for index, spec in enumerate(inputs):
+        axis = _channel_axis(spec)
+        if axis is None:
+            continue
+        size = spec.shape[axis]
+        if size not in (-1, len(names)):
+            raise ConfigurationError(
+                f"bands= names {len(names)} bands but input {spec.name!r} has {size} channels "
+                f"(shape {list(spec.shape)}).",
+                hint="Give one band name per input channel, in channel order.",
+            )
+        order = list(spec.dim_order)
+        order[axis] = "bands"
+        inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
+        return inputs, definitions
+    raise ConfigurationError(
+        "bands= was given but no input has a channel dimension.",
+        hint="Set dim_orders= so that one input has a 'channel' dimension.",
+    )
+
+
+def _class_axis(spec: OutputSpec) -> int | None:
+    return spec.dim_order.index("class") if "class" in spec.dim_order else None
+
+
+def _apply_classes(outputs: list[OutputSpec], classes: tuple[ClassInfo, ...], *, strict: bool) -> list[OutputSpec]:
+    applied = False
+    for index, spec in enumerate(outputs):
+        if not any(t in CLASS_TASKS for t in spec.tasks):
+            continue
+        axis = _class_axis(spec)
+        size = spec.shape[axis] if axis is not None else -1
+        if size not in (-1, len(classes)):
+            if strict:
+                raise ConfigurationError(
+                    f"classes= has {len(classes)} entries but output {spec.name!r} has {size} classes "
+                    f"(shape {list(spec.shape)}).",
+                    hint="Give one class per output channel.",
+                )
+            continue
+        outputs[index] = replace(spec, classes=classes)
+        applied = True
+    if strict and not applied:
+        raise ConfigurationError(
+            "classes= was given but no output has a classification or segmentation task.",
+            hint="Pass tasks=['classification'] (or a segmentation task) too.",
+        )
+    return outputs
+
+
+def apply_overrides(
+    described: ModelDescription,
+    *,
+    tasks: Sequence[str] | None = None,
+    bands: Sequence[str | Mapping[str, Any]] | None = None,
+    classes: Sequence[str | Mapping[str, Any] | ClassInfo] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    bbox: Sequence[float] | None = None,
+    geometry: Mapping[str, Any] | None = None,
+    datetime: str | dt.datetime | None = None,
+    start_datetime: str | dt.datetime | None = None,
+    end_datetime: str | dt.datetime | None = None,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None,
+    resize_type: str | None = None,
+    dim_orders: Mapping[str, Sequence[str]] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    pretrained: bool | None = None,
+    pretrained_source: str | None = None,
+    license: str | None = None,  # noqa: A002
+    links: Sequence[Link] | None = None,
+) -> ModelDescription:
+    """Apply what the caller knows on top of what was measured; infer tasks and classes when not given."""
+    try:
+        return _apply_overrides(**locals())
+    except DescriptionError as exc:
+        raise ConfigurationError(exc.message, hint=exc.hint or "Check the argument named in the message.") from exc
+
+
+def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription:  # noqa: C901, PLR0912
+    inputs = list(described.inputs)
+    outputs = list(described.outputs)
+    notes = list(described.notes)
+    changes: dict[str, Any] = {}
+
+    for key, order in (kw["dim_orders"] or {}).items():
+        matched = False
+        for seq in (inputs, outputs):
+            for index, spec in enumerate(seq):
+                if spec.name == key:
+                    seq[index] = replace(spec, dim_order=tuple(order))
+                    matched = True
+        if not matched:
+            names = [s.name for s in (*inputs, *outputs)]
+            raise ConfigurationError(f"dim_orders names {key!r}, which is no input or output ({names}).")
+
+    band_definitions = described.band_definitions
+    if kw["bands"] is not None:
+        inputs, band_definitions = _apply_bands(inputs, kw["bands"])
+        changes["band_definitions"] = band_definitions
+
+    if kw["value_scaling"] is not None or kw["resize_type"] is not None:
+        scaling = None
+        if kw["value_scaling"] is not None:
+            scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in kw["value_scaling"])
+            axis = _channel_axis(inputs[0])
+            channels = inputs[0].shape[axis] if axis is not None else -1
+            if len(scaling) not in (1, channels) and channels != -1:
+                raise ConfigurationError(
+                    f"value_scaling has {len(scaling)} entries but input {inputs[0].name!r} has {channels} channels.",
+                    hint="Give one entry per channel, or a single entry for all.",
+                )
+        inputs[0] = replace(
+            inputs[0],
+            value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
+            resize_type=kw["resize_type"] if kw["resize_type"] is not None else inputs[0].resize_type,
+        )
+
+    if kw["tasks"] is not None:
+        model_tasks = tuple(kw["tasks"])
+        outputs = [replace(o, tasks=tuple(t for t in o.tasks if t in model_tasks) or model_tasks) for o in outputs]
+    elif described.tasks:
+        model_tasks = described.tasks
+        outputs = [o if o.tasks else replace(o, tasks=model_tasks) for o in outputs]
+    else:
+        inferred: list[str] = []
+        for index, out in enumerate(outputs):
+            task = out.tasks[0] if out.tasks else infer_output_task(out) or "regression"
+            outputs[index] = replace(out, tasks=out.tasks or (task,))
+            for t in outputs[index].tasks:
+                if t not in inferred:
+                    inferred.append(t)
+        model_tasks = tuple(inferred)
+        notes.append(f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them.")
+    changes["tasks"] = model_tasks
+
+    hyper = dict(described.hyperparameters)
+    hyper.update(kw["hyperparameters"] or {})
+    if kw["classes"] is not None:
+        outputs = _apply_classes(outputs, classes_from(kw["classes"]), strict=True)
+    elif not any(o.classes for o in outputs):
+        count = hyper.get("num_classes")
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            outputs = _apply_classes(outputs, classes_from(count), strict=False)
+        else:
+            for index, out in enumerate(outputs):
+                axis = _class_axis(out)
+                if "classification" in out.tasks and axis is not None and out.shape[axis] > 1:
+                    outputs[index] = replace(out, classes=classes_from(out.shape[axis]))
+    changes["hyperparameters"] = hyper
+
+    if kw["name"] is not None:
+        changes["name"] = _check_name(kw["name"])
+    elif not _NAME.match(described.name):
+        changes["name"] = model_name_from(described.name)
+    for key in ("description", "pretrained", "pretrained_source", "license"):
+        if kw[key] is not None:
+            changes[key] = kw[key]
+    if kw["pretrained_source"] is not None and kw["pretrained"] is None:
+        changes["pretrained"] = True
+
+    changes.update(_extent(kw))
+    if kw["links"]:
+        changes["links"] = (*described.links, *kw["links"])
+    changes["inputs"] = tuple(inputs)
+    changes["outputs"] = tuple(outputs)
+    changes["notes"] = tuple(notes)
+    return described.replace(**changes)
+
+
+def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    bbox = kw["bbox"]
+    if bbox is not None:
+        values = [float(v) for v in bbox]
+        if len(values) not in (4, 6):
+            raise ConfigurationError(f"bbox={bbox!r} must have 4 numbers: west, south, east, north.")
+        west, south, east, north = values[0], values[1], values[-2], values[-1]
+        if not (-90 <= south <= 90 and -90 <= north <= 90):
+            raise ConfigurationError(
+                f"bbox={bbox!r}: latitudes must lie in [-90, 90].", hint="Order is west, south, east, north."
+            )
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise ConfigurationError(f"bbox={bbox!r}: longitudes must lie in [-180, 180].", hint="Use WGS84 degrees.")
+        if south > north:
+            raise ConfigurationError(
+                f"bbox={bbox!r}: south {south} is north of north {north}.", hint="Order is west, south, east, north."
+            )
+        # west > east is read as a box across the antimeridian only when that box is narrower than a hemisphere.
+        if west > east and not (west > 0 > east and 360 - (west - east) < 180):
+            raise ConfigurationError(
+                f"bbox={bbox!r}: west {west} is east of east {east} and the box does not cross the antimeridian.",
+                hint="Order is west, south, east, north; across the antimeridian west > 0 > east.",
+            )
+        changes["bbox"] = tuple(values)
+    if kw["geometry"] is not None:
+        changes["geometry"] = dict(kw["geometry"])
+    for key in ("datetime", "start_datetime", "end_datetime"):
+        value = kw[key]
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            value = value.isoformat()
+        else:
+            try:
+                parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{key}={value!r} is not an ISO 8601 date-time.", hint="Use e.g. 2024-01-31T00:00:00Z."
+                ) from exc
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            value = parsed.isoformat()
+        changes[key] = value
+    start, end = changes.get("start_datetime"), changes.get("end_datetime")
+    if (start is None) != (end is None):
+        raise ConfigurationError("start_datetime and end_datetime must be given together.")
+    if start is not None and dt.datetime.fromisoformat(end) < dt.datetime.fromisoformat(start):
+        raise ConfigurationError(f"end_datetime={end} is before start_datetime={start}.")
+    if start is not None and "datetime" not in changes:
+        changes["datetime"] = None
+    return changes
+
+
+__all__ = ["apply_overrides", "export_item", "hash_artifacts", "item_from_description", "model_name_from"]

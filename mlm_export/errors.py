@@ -1,0 +1,98 @@
+"""Exceptions raised by mlm-export.
+
+Every error derives from :class:`MLMExportError` and carries a ``hint`` saying what to do::
+
+    MLMExportError
+    +-- ConfigurationError (ValueError)       a bad argument or option
+    +-- SourceError                           the model source cannot be used
+    |   +-- ArtifactNotFoundError (FileNotFoundError)
+    |   +-- UnsupportedSourceError
+    |   +-- ArtifactLoadError                 truncated, corrupt or mismatching file
+    |       +-- UntrustedPickleError          loading needs ``trust_pickle=True``
+    |       +-- ChecksumMismatchError         file:size / file:checksum differ from the item
+    +-- ProbeError                            the dry-run failed
+    +-- DescriptionError (ValueError)         invalid model description
+    +-- MissingDependencyError (ImportError)  an optional extra is not installed
+    +-- SchemaNotFoundError                   a JSON schema is not available offline
+    +-- ItemValidationError                   an item fails the schemas or semantic checks
+    +-- OutputError                           cannot write the output
+        +-- OutputExistsError (FileExistsError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MLMExportError(Exception):
+    """Base class of every error raised by mlm-export."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} Hint: {self.hint}"
+        return self.message
+
+
+class ConfigurationError(MLMExportError, ValueError):
+    """A function argument or CLI option is invalid."""
+
+
+class SourceError(MLMExportError):
+    """The model source (object or file) cannot be used."""
+
+
+class ArtifactNotFoundError(SourceError, FileNotFoundError):
+    """A model file or one of its side files does not exist."""
+
+
+class UnsupportedSourceError(SourceError):
+    """The source is of a kind no adapter supports."""
+
+
+class ArtifactLoadError(SourceError):
+    """A model file exists but cannot be read (truncated, corrupt, wrong content)."""
+
+
+class UntrustedPickleError(ArtifactLoadError):
+    """Loading the file would unpickle arbitrary code; the caller did not opt in."""
+
+
+class ChecksumMismatchError(ArtifactLoadError):
+    """A file's size or checksum differs from the value recorded in the item."""
+
+
+class ProbeError(MLMExportError):
+    """The dry-run of the model failed or produced unusable outputs."""
+
+
+class DescriptionError(MLMExportError, ValueError):
+    """A model description violates its own invariants."""
+
+
+class MissingDependencyError(MLMExportError, ImportError):
+    """An optional dependency needed for this source is not installed."""
+
+
+class SchemaNotFoundError(MLMExportError):
+    """A JSON schema is neither in the schema directory nor downloadable."""
+
+
+class ItemValidationError(MLMExportError):
+    """An item does not pass validation; ``.problems`` holds every problem found."""
+
+    def __init__(self, message: str, *, problems: list[Any] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = list(problems or [])
+
+
+class OutputError(MLMExportError):
+    """The output cannot be written."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output file exists and ``overwrite`` was not set."""

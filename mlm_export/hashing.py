@@ -1,0 +1,97 @@
+"""Streamed SHA2-256 multihash (``file:checksum``) and size (``file:size``) of model files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlm_export.errors import ArtifactNotFoundError, SourceError
+
+#: Multihash prefix of SHA2-256: function code 0x12, digest length 0x20 (32 bytes).
+SHA256_MULTIHASH_PREFIX = "1220"
+#: Read buffer: 1 MiB fits the CPU cache and keeps syscalls rare (measured faster than 8 MiB and 256 KiB).
+BUFFER_SIZE = 1024 * 1024
+#: Files larger than this get a progress bar when stderr is a terminal.
+PROGRESS_THRESHOLD = 100 * 1024 * 1024
+
+_KNOWN_MULTIHASH = {"12": 32, "13": 64, "11": 20, "16": 32, "14": 64}
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and multihash of one file."""
+
+    path: Path
+    size: int
+    checksum: str
+
+
+def multihash_sha256(digest: bytes) -> str:
+    """Return the hex multihash of a raw SHA2-256 digest."""
+    return SHA256_MULTIHASH_PREFIX + digest.hex()
+
+
+def is_multihash(checksum: str) -> bool:
+    """Whether ``checksum`` is a lowercase hex multihash of a known function with a matching digest length."""
+    if not _HEX.match(checksum) or len(checksum) < 4:
+        return False
+    code, length = checksum[:2], int(checksum[2:4], 16)
+    expected = _KNOWN_MULTIHASH.get(code)
+    return expected == length and len(checksum) == 4 + 2 * length
+
+
+def hash_file(path: str | os.PathLike[str], *, progress: bool | None = None) -> FileDigest:
+    """Hash one file in a stream of large reads.
+
+    Args:
+        path: the file.
+        progress: show a progress bar; ``None`` shows one for files over 100 MB when stderr is a terminal.
+
+    Raises:
+        ArtifactNotFoundError: the file does not exist.
+        SourceError: the path is not a regular file or cannot be read.
+    """
+    file_path = Path(path)
+    if not file_path.exists():
+        raise ArtifactNotFoundError(f"Cannot hash '{file_path}': no such file.", hint="Check the path.")
+    if not file_path.is_file():
+        raise SourceError(f"Cannot hash '{file_path}': it is not a regular file.", hint="Pass a file, not a directory.")
+    size = file_path.stat().st_size
+    show = progress if progress is not None else (size > PROGRESS_THRESHOLD and sys.stderr.isatty())
+    digest = hashlib.sha256()
+    buffer = bytearray(BUFFER_SIZE)
+    view = memoryview(buffer)
+    try:
+        with open(file_path, "rb", buffering=0) as stream:
+            bar = _progress_bar(size, file_path.name) if show else None
+            try:
+                while True:
+                    count = stream.readinto(buffer)
+                    if not count:
+                        break
+                    digest.update(view[:count])
+                    if bar is not None:
+                        bar.update(count)
+            finally:
+                if bar is not None:
+                    bar.close()
+    except OSError as exc:
+        raise SourceError(f"Cannot read '{file_path}' to hash it: {exc.strerror}.", hint="Check permissions.") from exc
+    return FileDigest(file_path, size, multihash_sha256(digest.digest()))
+
+
+def hash_files(paths: Iterable[str | os.PathLike[str]], *, progress: bool | None = None) -> list[FileDigest]:
+    """Hash several files (e.g. an ONNX model and its external data)."""
+    return [hash_file(p, progress=progress) for p in paths]
+
+
+def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is optional at type-check time
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {name}", leave=False)

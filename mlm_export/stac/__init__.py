@@ -1,0 +1,1 @@
+"""STAC side: build Items from descriptions, validate them offline, write them atomically."""

@@ -1,0 +1,283 @@
+"""Turn a :class:`~mlm_export.description.ModelDescription` into a ``pystac.Item`` that declares MLM v1.5.2.
+
+Band definitions use STAC 1.1 common ``bands`` (in Item properties and on the ``mlm:model`` asset): pystac 1.15
+writes STAC 1.1.0 Items, STAC 1.1 ``bands`` replace ``eo:bands``/``raster:bands``, they satisfy MLM's band
+cross-reference check without another extension, and eo v2 / raster v2 (the 1.1-era extensions) do not satisfy it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pystac
+from pystac.extensions import mlm as mlm_props
+from pystac.extensions.file import FileExtension
+from pystac.utils import str_to_datetime
+
+from mlm_export.description import Artifact, ClassInfo, InputSpec, ModelDescription, OutputSpec, slugify
+from mlm_export.errors import DescriptionError
+
+logger = logging.getLogger(__name__)
+
+#: The MLM version every item declares; change it here to move to a later spec.
+MLM_VERSION = "1.5.2"
+MLM_SCHEMA_URI = f"https://stac-extensions.github.io/mlm/v{MLM_VERSION}/schema.json"
+FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+CLASSIFICATION_SCHEMA_URI = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
+ML_AOI_SCHEMA_URI = "https://stac-extensions.github.io/ml-aoi/v0.2.0/schema.json"
+PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
+
+#: Used when neither the caller nor the description gives a spatial extent.
+WHOLE_GLOBE_BBOX = (-180.0, -90.0, 180.0, 90.0)
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_HYPERPARAMETER_KEY = re.compile(r"[^0-9a-zA-Z_.-]+")
+
+
+def to_semver(version: str) -> str:
+    """Return ``version`` as strict semver: ``2.14.1+cu130`` stays, ``2.1`` -> ``2.1.0``, ``2.5.0a0`` -> ``2.5.0-a0``.
+
+    Raises:
+        DescriptionError: no ``X[.Y[.Z]]`` can be found in ``version``.
+    """
+    if _SEMVER.match(version):
+        return version
+    match = re.match(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(.*)$", version.strip())
+    if not match:
+        raise DescriptionError(f"framework_version {version!r} is not a version number.")
+    major, minor, patch, rest = match.groups()
+    core = f"{int(major)}.{int(minor or 0)}.{int(patch or 0)}"
+    local = ""
+    if "+" in rest:
+        rest, local = rest.split("+", 1)
+        local = "+" + ".".join(p for p in re.split(r"[^0-9a-zA-Z-]+", local) if p)
+    pre = ".".join(p for p in re.split(r"[^0-9a-zA-Z-]+", rest) if p)
+    candidate = core + (f"-{pre}" if pre else "") + (local if local != "+" else "")
+    if not _SEMVER.match(candidate):
+        candidate = core
+    return candidate
+
+
+def hyperparameter_key(key: str) -> str:
+    """Return ``key`` with characters outside ``[0-9a-zA-Z_.-]`` replaced by ``_``."""
+    return _HYPERPARAMETER_KEY.sub("_", str(key)) or "_"
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _classes_json(classes: tuple[ClassInfo, ...]) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in classes]
+
+
+def _expressions_json(expressions: tuple[Mapping[str, Any], ...] | None) -> Any:
+    if expressions is None:
+        return None
+    items = [dict(e) for e in expressions]
+    return items[0] if len(items) == 1 else items
+
+
+def input_json(spec: InputSpec) -> dict[str, Any]:
+    """Return one ``mlm:input`` object."""
+    result: dict[str, Any] = {
+        mlm_props.NAME_INPUT_OBJECT_PROP: spec.name,
+        mlm_props.BANDS_INPUT_OBJECT_PROP: list(spec.bands),
+        mlm_props.INPUT_INPUT_OBJECT_PROP: {
+            mlm_props.SHAPE_INPUT_STRUCTURE_PROP: list(spec.shape),
+            mlm_props.DIM_ORDER_INPUT_STRUCTURE_PROP: list(spec.dim_order),
+            mlm_props.DATA_TYPE_INPUT_STRUCTURE_PROP: spec.data_type,
+        },
+        mlm_props.VALUE_SCALING_INPUT_OBJECT_PROP: None
+        if spec.value_scaling is None
+        else [v.to_dict() for v in spec.value_scaling],
+        mlm_props.RESIZE_TYPE_INPUT_OBJECT_PROP: spec.resize_type,
+        mlm_props.PRE_PROCESSING_FUNCTION_INPUT_OBJECT_PROP: _expressions_json(spec.pre_processing),
+    }
+    if spec.description:
+        result[mlm_props.DESCRIPTION_INPUT_OBJECT_PROP] = spec.description
+    return result
+
+
+def output_json(spec: OutputSpec, model_tasks: tuple[str, ...]) -> dict[str, Any]:
+    """Return one ``mlm:output`` object."""
+    result: dict[str, Any] = {
+        mlm_props.NAME_RESULT_PROP: spec.name,
+        mlm_props.TASKS_RESULT_PROP: list(spec.tasks or model_tasks),
+        mlm_props.RESULT_RESULT_PROP: {
+            mlm_props.SHAPE_RESULT_STRUCTURE_PROP: list(spec.shape),
+            mlm_props.DIM_ORDER_RESULT_STRUCTURE_PROP: list(spec.dim_order),
+            mlm_props.DATA_TYPE_RESULT_STRUCTURE_PROP: spec.data_type,
+        },
+        mlm_props.POST_PROCESSING_FUNCTION_RESULT_PROP: _expressions_json(spec.post_processing),
+    }
+    if spec.description:
+        result[mlm_props.DESCRIPTION_RESULT_PROP] = spec.description
+    if spec.bands:
+        result["bands"] = list(spec.bands)
+    if spec.classes:
+        result[mlm_props.CLASSES_RESULT_PROP] = _classes_json(spec.classes)
+    return result
+
+
+def _parse_datetime(value: str | dt.datetime | None, argument: str) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    try:
+        return str_to_datetime(value)
+    except (ValueError, TypeError) as exc:
+        raise DescriptionError(
+            f"{argument} {value!r} is not an ISO 8601 date-time (e.g. 2024-01-31T00:00:00Z)."
+        ) from exc
+
+
+def _geometry_for(bbox: tuple[float, ...]) -> dict[str, Any]:
+    west, south, east, north = bbox[0], bbox[1], bbox[-2], bbox[-1]
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _asset(artifact: Artifact, band_objects: list[dict[str, Any]] | None) -> pystac.Asset:
+    asset = pystac.Asset(
+        href=artifact.href or str(artifact.path),
+        title=artifact.title,
+        description=artifact.description,
+        media_type=artifact.media_type,
+        roles=list(artifact.roles),
+    )
+    if artifact.is_model:
+        asset.extra_fields[mlm_props.ARTIFACT_TYPE_ASSET_PROP] = artifact.artifact_type
+        if band_objects:
+            asset.extra_fields["bands"] = band_objects
+    if artifact.file_size is not None or artifact.file_checksum is not None:
+        file_ext = FileExtension.ext(asset, add_if_missing=False)
+        file_ext.size = artifact.file_size
+        file_ext.checksum = artifact.file_checksum
+    return asset
+
+
+def build_item(
+    description: ModelDescription,
+    *,
+    item_id: str | None = None,
+    collection: str | None = None,
+) -> pystac.Item:
+    """Build the STAC Item for ``description``.
+
+    Args:
+        description: the model description (measured and overridden values).
+        item_id: the Item id; defaults to a slug of the model name.
+        collection: id of the collection the item belongs to (written as the ``collection`` field).
+
+    Raises:
+        DescriptionError: the description lacks what an item needs (e.g. an ``mlm:model`` artifact).
+    """
+    if not any(a.is_model for a in description.artifacts):
+        raise DescriptionError(
+            f"model {description.name!r} has no artifact with role 'mlm:model'.",
+            hint="Export weights (artifact_dir=...) or pass a model file so there is something to publish.",
+        )
+    bbox = description.bbox
+    geometry = dict(description.geometry) if description.geometry is not None else None
+    if bbox is None and geometry is None:
+        logger.warning("No spatial extent given for %r: using the whole globe.", description.name)
+        bbox = WHOLE_GLOBE_BBOX
+    if geometry is None:
+        geometry = _geometry_for(bbox)  # type: ignore[arg-type]
+    if bbox is None:
+        from shapely.geometry import shape
+
+        bbox = tuple(shape(geometry).bounds)
+
+    start = _parse_datetime(description.start_datetime, "start_datetime")
+    end = _parse_datetime(description.end_datetime, "end_datetime")
+    when = _parse_datetime(description.datetime, "datetime")
+    if (start is None) != (end is None):
+        raise DescriptionError("start_datetime and end_datetime must be given together.")
+    if start is not None and end is not None and end < start:
+        raise DescriptionError(f"end_datetime {end.isoformat()} is before start_datetime {start.isoformat()}.")
+    if when is None and start is None:
+        when = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    item = pystac.Item(
+        id=item_id or slugify(description.name),
+        geometry=geometry,
+        bbox=list(bbox),
+        datetime=when,
+        start_datetime=start,
+        end_datetime=end,
+        properties={},
+        collection=collection,
+    )
+    extensions = [MLM_SCHEMA_URI]
+    props = item.properties
+    text = " ".join(p for p in (description.description, *description.notes) if p)
+    if text:
+        props["description"] = text
+    if description.license:
+        props["license"] = description.license
+
+    band_objects = [b.to_dict() for b in description.band_definitions]
+    if band_objects:
+        props["bands"] = band_objects
+
+    hyperparameters = {hyperparameter_key(k): v for k, v in description.hyperparameters.items()}
+    props.update(
+        _drop_none(
+            {
+                mlm_props.NAME_PROP: description.name,
+                mlm_props.ARCHITECTURE_PROP: description.architecture,
+                mlm_props.TASKS_PROP: list(description.tasks),
+                mlm_props.FRAMEWORK_PROP: description.framework,
+                mlm_props.FRAMEWORK_VERSION_PROP: to_semver(description.framework_version)
+                if description.framework_version
+                else None,
+                mlm_props.MEMORY_SIZE_PROP: description.memory_size,
+                mlm_props.TOTAL_PARAMETERS_PROP: description.total_parameters,
+                mlm_props.PRETRAINED_PROP: description.pretrained,
+                mlm_props.BATCH_SIZE_SUGGESTION_PROP: description.batch_size_suggestion,
+                mlm_props.ACCELERATOR_PROP: description.accelerator,
+                mlm_props.ACCELERATOR_CONSTRAINED_PROP: description.accelerator_constrained,
+                mlm_props.ACCELERATOR_SUMMARY_PROP: description.accelerator_summary,
+                mlm_props.ACCELERATOR_COUNT_PROP: description.accelerator_count,
+                mlm_props.HYPERPARAMETERS_PROP: hyperparameters or None,
+            }
+        )
+    )
+    if description.pretrained is not None:
+        # MLM README: an explicit null source when the model was trained from scratch.
+        props[mlm_props.PRETRAINED_SOURCE_PROP] = description.pretrained_source
+    props[mlm_props.INPUT_PROP] = [input_json(i) for i in description.inputs]
+    props[mlm_props.OUTPUT_PROP] = [output_json(o, description.tasks) for o in description.outputs]
+
+    for artifact in description.artifacts:
+        item.add_asset(artifact.key, _asset(artifact, band_objects if artifact.is_model else None))
+    if any(a.file_size is not None or a.file_checksum is not None for a in description.artifacts):
+        extensions.append(FILE_SCHEMA_URI)
+    if any(o.classes for o in description.outputs):
+        extensions.append(CLASSIFICATION_SCHEMA_URI)
+
+    for link in description.links:
+        stac_link = pystac.Link(
+            rel=link.rel, target=link.href, media_type=link.media_type, title=link.title, extra_fields=dict(link.extra)
+        )
+        item.add_link(stac_link)
+        if any(k.startswith("ml-aoi:") for k in link.extra) and ML_AOI_SCHEMA_URI not in extensions:
+            extensions.append(ML_AOI_SCHEMA_URI)
+
+    if any(i.pre_processing for i in description.inputs) or any(o.post_processing for o in description.outputs):
+        from mlm_export import __version__
+
+        props["processing:software"] = {"mlm-export": __version__}
+        extensions.append(PROCESSING_SCHEMA_URI)
+
+    item.stac_extensions = extensions
+    return item

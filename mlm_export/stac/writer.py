@@ -1,0 +1,103 @@
+"""Write an Item to JSON atomically, with local asset hrefs made relative to the item file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from pystac.utils import make_relative_href
+
+from mlm_export.errors import ConfigurationError, OutputError, OutputExistsError
+
+if TYPE_CHECKING:
+    import pystac
+
+
+def _check_href(href: str, where: str) -> None:
+    parsed = urlparse(href)
+    if parsed.password is not None or (parsed.username is not None and parsed.scheme not in ("", "file")):
+        raise ConfigurationError(
+            f"{where} href {parsed.scheme}://{parsed.hostname}/... contains credentials.",
+            hint="Remove user:password@ from the URL; publish a URL that needs no secret.",
+        )
+
+
+def _relative(href: str, item_path: Path) -> str:
+    parsed = urlparse(href)
+    if parsed.scheme not in ("", "file") or (parsed.scheme == "" and not os.path.isabs(href)):
+        return href
+    absolute = parsed.path if parsed.scheme == "file" else href
+    return make_relative_href(absolute, str(item_path))
+
+
+def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON document of ``item`` as saved at ``path``: local hrefs relative, credentials refused."""
+    item_path = Path(path).resolve()
+    document = dict(item) if isinstance(item, Mapping) else item.to_dict(include_self_link=False, transform_hrefs=False)
+    assets = {}
+    for key, asset in (document.get("assets") or {}).items():
+        asset = dict(asset)
+        _check_href(asset["href"], f"asset {key!r}")
+        asset["href"] = _relative(asset["href"], item_path)
+        assets[key] = asset
+    document["assets"] = assets
+    links = []
+    for link in document.get("links") or []:
+        link = dict(link)
+        _check_href(link["href"], f"link rel={link.get('rel')!r}")
+        link["href"] = _relative(link["href"], item_path)
+        links.append(link)
+    document["links"] = links
+    return document
+
+
+def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``document`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: the directory does not exist or is not writable.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"Output '{target}' is a directory.", hint="Give a file name such as item.json.")
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"Output directory '{directory}' does not exist.", hint="Create it first.")
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            "w", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+        )
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write in '{directory}': {exc.strerror}.", hint="Choose a writable directory."
+        ) from exc
+    try:
+        with handle:
+            handle.write(text)
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Save ``item`` as JSON at ``path``, atomically, with local asset and link hrefs relative to it.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: the directory is missing or not writable.
+        ConfigurationError: an href carries credentials.
+
+    .. versionadded:: 0.1
+    """
+    return write_json_atomic(item_to_json_dict(item, path), path, overwrite=overwrite)

@@ -1,0 +1,23 @@
+"""Shared fixtures: offline schemas from ../shared/schemas, small model factories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SCHEMA_DIR = Path(os.environ.get("MLM_EXPORT_SCHEMA_DIR", SHARED / "schemas"))
+EXAMPLES_DIR = SHARED / "mlm-examples"
+
+os.environ.setdefault("MLM_EXPORT_SCHEMA_DIR", str(SCHEMA_DIR))
+
+
+@pytest.fixture(scope="session")
+def schema_dir() -> Path:
+    """The offline schema store the tests validate against."""
+    if not (SCHEMA_DIR / "INDEX.json").exists():
+        pytest.fail(f"Schema store not found at {SCHEMA_DIR}; set MLM_EXPORT_SCHEMA_DIR.")
+    return SCHEMA_DIR
