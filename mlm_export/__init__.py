@@ -9,13 +9,14 @@ from mlm_export.errors import MLMExportError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from mlm_export.api import export_item
+    from mlm_export.api import export_item, inspect_model
     from mlm_export.stac.validate import ValidationReport, validate_item
     from mlm_export.stac.writer import save_item
 
 _LAZY = {
     "export_item": "mlm_export.api",
     "apply_overrides": "mlm_export.api",
+    "inspect_model": "mlm_export.api",
     "validate_item": "mlm_export.stac.validate",
     "ValidationReport": "mlm_export.stac.validate",
     "save_item": "mlm_export.stac.writer",
@@ -33,4 +34,12 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["MLMExportError", "ValidationReport", "__version__", "export_item", "save_item", "validate_item"]
+__all__ = [
+    "MLMExportError",
+    "ValidationReport",
+    "__version__",
+    "export_item",
+    "inspect_model",
+    "save_item",
+    "validate_item",
+]

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from mlm_export.description import (
     classes_from,
 )
 from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError
-from mlm_export.hashing import hash_file
+from mlm_export.hashing import FileDigest, hash_file
 from mlm_export.probing import infer_output_task
 
 if TYPE_CHECKING:
@@ -136,7 +137,19 @@ def export_item(
         progress=progress,
     )
     adapter = adapter_for(model)
-    measured = adapter.describe(model, options)
+    # A model file is hashed in a background thread while the adapter loads and dry-runs it (hashlib releases
+    # the GIL), so exporting costs little more than hashing alone.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
+        pending: dict[str, Future[FileDigest]] = {}
+        if isinstance(model, (str, os.PathLike)):
+            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=progress)
+        try:
+            measured = adapter.describe(model, options)
+        except BaseException:
+            for future in pending.values():
+                future.cancel()
+            raise
+        digests = {path: future.result() for path, future in pending.items()}
     described = apply_overrides(
         measured,
         tasks=tasks,
@@ -158,9 +171,26 @@ def export_item(
         license=license,
         links=links,
     )
-    described = hash_artifacts(described, href_base=href_base, progress=progress)
+    described = hash_artifacts(described, href_base=href_base, progress=progress, digests=digests)
     return item_from_description(described, item_id=item_id, collection=collection, validate=validate,
                                  schema_dir=schema_dir)  # fmt: skip
+
+
+def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelDescription:
+    """Measure ``model`` like :func:`export_item` and return its description, writing nothing.
+
+    Takes the measuring options of :func:`export_item` (``example_input``, ``input_shape``, ``input_dtype``,
+    ``model_class``, ``model_kwargs``, ``device``, ``trust_pickle``, ``probe_dynamic``) and its overrides
+    (``tasks``, ``bands``, ``classes``, ``name``...). In-memory modules need ``artifact_dir`` since their weights
+    are written to be described; files are described where they are.
+
+    .. versionadded:: 0.1
+    """
+    measuring = {k: options.pop(k) for k in list(options) if k in ExportOptions.__dataclass_fields__}
+    if "artifact_dir" in measuring and measuring["artifact_dir"] is not None:
+        measuring["artifact_dir"] = Path(measuring["artifact_dir"])
+    measured = adapter_for(model).describe(model, ExportOptions(**measuring))
+    return apply_overrides(measured, **options)
 
 
 def item_from_description(
@@ -193,13 +223,23 @@ def item_from_description(
 
 
 def hash_artifacts(
-    described: ModelDescription, *, href_base: str | None = None, progress: bool | None = None
+    described: ModelDescription,
+    *,
+    href_base: str | None = None,
+    progress: bool | None = None,
+    digests: Mapping[str, FileDigest] | None = None,
 ) -> ModelDescription:
-    """Fill ``file:size``/``file:checksum`` of every local artifact; point hrefs at ``href_base`` when given."""
+    """Fill ``file:size``/``file:checksum`` of every local artifact; point hrefs at ``href_base`` when given.
+
+    ``digests`` maps resolved paths to digests already computed (they are used when the file is unchanged).
+    """
     artifacts = []
     for artifact in described.artifacts:
         if artifact.path is not None and artifact.file_checksum is None:
-            digest = hash_file(artifact.path, progress=progress)
+            known = (digests or {}).get(str(Path(artifact.path).resolve()))
+            stat = Path(artifact.path).stat() if known is not None else None
+            fresh = known is not None and stat is not None and stat.st_size == known.size
+            digest = known if fresh else hash_file(artifact.path, progress=progress)
             artifact = replace(artifact, file_size=digest.size, file_checksum=digest.checksum)
         if href_base and artifact.path is not None and artifact.href is None:
             artifact = replace(artifact, href=href_base.rstrip("/") + "/" + Path(artifact.path).name)
@@ -469,4 +509,11 @@ def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
-__all__ = ["apply_overrides", "export_item", "hash_artifacts", "item_from_description", "model_name_from"]
+__all__ = [
+    "apply_overrides",
+    "export_item",
+    "hash_artifacts",
+    "inspect_model",
+    "item_from_description",
+    "model_name_from",
+]

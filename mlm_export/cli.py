@@ -7,12 +7,18 @@ Exit codes: 0 success (every item valid), 1 an item is invalid or an error was r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlm_export import __version__
-from mlm_export.errors import MLMExportError
+from mlm_export.errors import ConfigurationError, MLMExportError, OutputExistsError
+
+if TYPE_CHECKING:
+    from mlm_export.description import ModelDescription
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -32,6 +38,187 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 for problem in report.problems:
                     print(f"  - {problem}")
     return EXIT_OK if all(r.valid for r in reports) else EXIT_INVALID
+
+
+def _parse_shape(text: str) -> list[int]:
+    """``-1,13,64,64`` / ``?,13,64,64`` / ``1x13x64x64`` -> list of ints (``?`` = -1)."""
+    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
+    try:
+        return [-1 if p in ("?", "-1", "*") else int(p) for p in parts]
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"--input-shape {text!r} is not a list of integers.", hint="Write e.g. --input-shape=-1,13,64,64."
+        ) from exc
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of export_item/inspect_model from the shared options."""
+    options: dict[str, Any] = {
+        "device": args.device,
+        "trust_pickle": args.trust_pickle,
+        "model_class": args.model_class,
+        "probe_dynamic": not args.no_probe,
+    }
+    if args.input_shape:
+        shapes = [_parse_shape(s) for s in args.input_shape]
+        options["input_shape"] = shapes[0] if len(shapes) == 1 else shapes
+    if args.input_dtype:
+        options["input_dtype"] = args.input_dtype
+    if args.model_kwargs:
+        try:
+            options["model_kwargs"] = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(
+                f"--model-kwargs is not JSON: {exc.msg}.", hint="Write e.g. --model-kwargs '{\"num_classes\": 10}'."
+            ) from exc
+    for key in ("tasks", "bands", "classes", "name"):
+        value = getattr(args, key)
+        if value:
+            options[key] = value
+    return options
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mlm_export.api import export_item
+    from mlm_export.stac.writer import save_item
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise OutputExistsError(f"Output '{output}' already exists.", hint="Pass --overwrite or choose another -o.")
+    options = _model_options(args)
+    extent: dict[str, Any] = {}
+    if args.bbox:
+        extent["bbox"] = args.bbox
+    if args.datetime:
+        extent["datetime"] = args.datetime
+    if args.start or args.end:
+        extent["start_datetime"], extent["end_datetime"] = args.start, args.end
+    with _status(f"Measuring {args.path}"):
+        item = export_item(
+            args.path,
+            **options,
+            **extent,
+            item_id=args.item_id,
+            collection=args.collection,
+            description=args.description,
+            href_base=args.href_base,
+            progress=False if args.no_progress else None,
+            schema_dir=args.schema_dir,
+        )
+    path = save_item(item, output, overwrite=args.overwrite)
+    props = item.properties
+    print(f"wrote {path}")
+    print(
+        f"  {props['mlm:name']}: {props.get('mlm:framework')} {props.get('mlm:framework_version', '')}, "
+        f"{props.get('mlm:total_parameters', '?')} parameters, tasks {', '.join(props['mlm:tasks'])}"
+    )
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from mlm_export.api import inspect_model
+
+    with _status(f"Measuring {args.path}"):
+        described = inspect_model(args.path, **_model_options(args))
+    if args.json:
+        print(json.dumps(described.to_dict(), indent=2))
+        return EXIT_OK
+    _print_description(described)
+    return EXIT_OK
+
+
+def _rows(described: ModelDescription) -> list[tuple[str, str, str, str, str, str]]:
+    rows = []
+    for kind, specs in (("input", described.inputs), ("output", described.outputs)):
+        for spec in specs:
+            dynamic = [name for size, name in zip(spec.shape, spec.dim_order, strict=True) if size == -1]
+            rows.append(
+                (
+                    kind,
+                    spec.name,
+                    "[" + ", ".join(str(s) for s in spec.shape) + "]",
+                    ", ".join(spec.dim_order),
+                    spec.data_type,
+                    ", ".join(dynamic) or "-",
+                )
+            )
+    return rows
+
+
+def _human_bytes(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{size} B"
+
+
+def _print_description(described: ModelDescription) -> None:
+    header = ("", "name", "shape", "dim_order", "data_type", "dynamic")
+    summary = [
+        ("name", described.name),
+        ("architecture", described.architecture),
+        ("framework", f"{described.framework or '?'} {described.framework_version or ''}".strip()),
+        ("tasks", ", ".join(described.tasks) or "-"),
+        ("parameters", f"{described.total_parameters} total, {described.trainable_parameters} trainable"),
+        ("memory", _human_bytes(described.memory_size)),
+        ("accelerator", described.accelerator or "-"),
+    ]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        for key, value in summary:
+            console.print(f"[bold]{key:>12}[/bold]  {value}")
+        table = Table(*header)
+        for row in _rows(described):
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for key, value in summary:
+            print(f"{key:>12}  {value}")
+        rows = [header, *_rows(described)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for note in described.notes:
+        print(f"note: {note}")
+
+
+@contextlib.contextmanager
+def _status(message: str) -> Iterator[None]:
+    """A spinner on a terminal while long work (loading, dry-runs) runs; nothing otherwise."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(message):
+            yield
+    else:
+        yield
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="model file (.pt, .pth, .ckpt, .safetensors, .pt2, .onnx)")
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="SHAPE",
+        help="input shape, e.g. --input-shape=-1,13,64,64 (-1 or ? = dynamic); repeat for several inputs",
+    )
+    parser.add_argument("--input-dtype", help="input dtype, e.g. float32 (default) or int64")
+    parser.add_argument("--tasks", nargs="+", help="MLM tasks (default: inferred from the outputs)")
+    parser.add_argument("--bands", nargs="+", help="band names of the input, in channel order")
+    parser.add_argument("--classes", nargs="+", help="class names, in output channel order")
+    parser.add_argument("--name", help="mlm:name (default: the model's class or file name)")
+    parser.add_argument("--device", default="cpu", help="dry-run device: cpu (default), cuda, cuda:1")
+    parser.add_argument("--model-class", metavar="PKG.MOD:CLASS", help="class that rebuilds a model from weights")
+    parser.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of --model-class, as JSON")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling code (trusted files only)")
+    parser.add_argument("--no-probe", action="store_true", help="one dry-run only; no dynamic-dimension search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +246,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--no-check-files", action="store_true", help="do not hash local asset files")
     validate.set_defaults(handler=_cmd_validate)
+
+    export = commands.add_parser(
+        "export",
+        help="measure a model file and write its STAC Item",
+        description="Load the model, dry-run it, hash it, and write a validated MLM STAC Item.",
+    )
+    _add_model_options(export)
+    export.add_argument("-o", "--output", required=True, metavar="ITEM_JSON", help="where to write the item")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    export.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="WGS84 extent")
+    when = export.add_mutually_exclusive_group()
+    when.add_argument("--datetime", help="ISO 8601 date-time of the item")
+    when.add_argument("--start", help="start of the temporal extent (with --end)")
+    export.add_argument("--end", help="end of the temporal extent (with --start)")
+    export.add_argument("--item-id", help="Item id (default: slug of the name)")
+    export.add_argument("--collection", help="collection id to record on the item")
+    export.add_argument("--description", help="item description")
+    export.add_argument("--href-base", metavar="URL", help="public URL prefix of the artifacts")
+    export.add_argument("--schema-dir", help="offline schema directory")
+    export.add_argument("--no-progress", action="store_true", help="no progress bars")
+    export.set_defaults(handler=_cmd_export)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="print a model's inputs, outputs, parameters and memory without writing anything",
+        description="Measure a model file and print its description as a table (or --json).",
+    )
+    _add_model_options(inspect)
+    inspect.add_argument("--json", action="store_true", help="print the model description as JSON")
+    inspect.set_defaults(handler=_cmd_inspect)
     return parser
 
 
