@@ -40,6 +40,43 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.valid for r in reports) else EXIT_INVALID
 
 
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    from mlm_export.stac.catalog import build_catalog
+
+    collection = build_catalog(
+        args.items,
+        args.output,
+        collection_id=args.collection_id,
+        title=args.title,
+        description=args.description,
+        overwrite=args.overwrite,
+        validate=not args.no_validate,
+        schema_dir=args.schema_dir,
+    )
+    count = sum(1 for link in collection.links if link.rel == "item")
+    print(f"wrote {collection.get_self_href()}: collection {collection.id!r} with {count} model(s)")
+    return EXIT_OK
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from mlm_export.stac.catalog import format_hits, search_catalog
+
+    hits = search_catalog(
+        args.catalog,
+        bbox=args.bbox,
+        datetime=args.datetime,
+        task=args.task,
+        bands=args.bands,
+        framework=args.framework,
+        input_channels=args.input_channels,
+    )
+    if args.json:
+        print(json.dumps([hit.to_dict() for hit in hits], indent=2))
+    else:
+        print(format_hits(hits))
+    return EXIT_OK
+
+
 def _parse_shape(text: str) -> list[int]:
     """``-1,13,64,64`` / ``?,13,64,64`` / ``1x13x64x64`` -> list of ints (``?`` = -1)."""
     parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
@@ -276,6 +313,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(inspect)
     inspect.add_argument("--json", action="store_true", help="print the model description as JSON")
     inspect.set_defaults(handler=_cmd_inspect)
+    catalog = commands.add_parser(
+        "catalog",
+        help="write a self-contained STAC Collection of model Items",
+        description="Copy model Items to DIR/<id>/<id>.json (local asset hrefs made relative) and write "
+        "DIR/collection.json with their extent and summaries (tasks, frameworks, accelerators, bands).",
+    )
+    catalog.add_argument("items", nargs="+", metavar="ITEM", help="model Item JSON file(s)")
+    catalog.add_argument("-o", "--output", required=True, metavar="DIR", help="catalog directory (created if missing)")
+    catalog.add_argument("--id", dest="collection_id", default="mlm-models", help="Collection id (default: mlm-models)")
+    catalog.add_argument("--title", help="Collection title")
+    catalog.add_argument("--description", help="Collection description")
+    catalog.add_argument("--overwrite", action="store_true", help="replace an existing catalog in DIR")
+    catalog.add_argument("--schema-dir", help="offline schema directory")
+    catalog.add_argument("--no-validate", action="store_true", help="do not validate the items before writing")
+    catalog.set_defaults(handler=_cmd_catalog)
+
+    search = commands.add_parser(
+        "search",
+        help="find the models of a catalog that fit your data, most specific first",
+        description="List the models of a catalog built by 'mlm-export catalog' that match every given criterion, "
+        "ranked by specificity (smallest footprint containing the box, tightest time range, exact band set).",
+    )
+    search.add_argument("catalog", metavar="DIR", help="catalog directory (or its collection.json)")
+    search.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="area of your data (WGS84)")
+    search.add_argument("--datetime", help="instant or START/END interval of your data ('..' = open end)")
+    search.add_argument("--task", help="MLM task, e.g. semantic-segmentation (generic tasks match specific ones)")
+    search.add_argument("--bands", nargs="+", metavar="BAND", help="band names your data has, e.g. B02 B03 B04 B08")
+    search.add_argument("--framework", help="framework name (case-insensitive)")
+    search.add_argument("--input-channels", type=int, metavar="N", help="number of channels of your input")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(handler=_cmd_search)
     return parser
 
 

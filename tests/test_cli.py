@@ -74,3 +74,16 @@ print("HEAVY", heavy)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def test_catalog_and_search_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = tmp_path / "catalog"
+    assert main(["catalog", str(EXAMPLES_DIR / "item_basic.json"), "-o", str(catalog)]) == 0
+    assert (catalog / "collection.json").is_file()
+    assert main(["validate", str(catalog / "collection.json")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(catalog), "--task", "classification", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in hits] == ["example-model"]
+    assert main(["search", str(catalog), "--task", "super-resolution"]) == 0
+    assert "No model matches" in capsys.readouterr().out
