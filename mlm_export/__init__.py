@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mlm_export.api import export_item, inspect_model
+    from mlm_export.loading import check_item, load_model
+    from mlm_export.stac.catalog import build_catalog, search_catalog
     from mlm_export.stac.validate import ValidationReport, validate_item
     from mlm_export.stac.writer import save_item
 
@@ -18,6 +20,10 @@ _LAZY = {
     "apply_overrides": "mlm_export.api",
     "inspect_model": "mlm_export.api",
     "validate_item": "mlm_export.stac.validate",
+    "load_model": "mlm_export.loading",
+    "check_item": "mlm_export.loading",
+    "build_catalog": "mlm_export.stac.catalog",
+    "search_catalog": "mlm_export.stac.catalog",
     "ValidationReport": "mlm_export.stac.validate",
     "save_item": "mlm_export.stac.writer",
     "build_item": "mlm_export.stac.builder",
@@ -38,8 +44,12 @@ __all__ = [
     "MLMExportError",
     "ValidationReport",
     "__version__",
+    "build_catalog",
+    "check_item",
     "export_item",
     "inspect_model",
+    "load_model",
     "save_item",
+    "search_catalog",
     "validate_item",
 ]

@@ -135,6 +135,17 @@ def export_item(
         probe_dynamic=probe_dynamic,
         embed_metadata=embed_metadata,
         progress=progress,
+        metadata={
+            key: value
+            for key, value in {
+                "name": name,
+                "tasks": list(tasks) if tasks is not None else None,
+                "bands": list(bands) if bands is not None else None,
+                "classes": list(classes) if classes is not None else None,
+                "description": description,
+            }.items()
+            if value is not None
+        },
     )
     adapter = adapter_for(model)
     # A model file is hashed in a background thread while the adapter loads and dry-runs it (hashlib releases
@@ -418,6 +429,13 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
         model_tasks = tuple(inferred)
         notes.append(f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them.")
     changes["tasks"] = model_tasks
+    # An embedding model's vector is not a class dimension.
+    outputs = [
+        replace(o, dim_order=tuple("embedding" if d == "class" else d for d in o.dim_order))
+        if "similarity-search" in o.tasks and not any(t in CLASS_TASKS for t in o.tasks)
+        else o
+        for o in outputs
+    ]
 
     hyper = dict(described.hyperparameters)
     hyper.update(kw["hyperparameters"] or {})

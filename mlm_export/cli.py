@@ -40,6 +40,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.valid for r in reports) else EXIT_INVALID
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from mlm_export.loading import check_item
+
+    kwargs = None
+    if args.model_kwargs:
+        try:
+            kwargs = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"--model-kwargs is not JSON: {exc.msg}.") from exc
+    with _status(f"Loading and running {args.item}"):
+        report = check_item(
+            args.item,
+            asset_key=args.asset,
+            model_class=args.model_class,
+            model_kwargs=kwargs,
+            trust_pickle=args.trust_pickle,
+            device=args.device,
+        )
+    print(report)
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from mlm_export.stac.catalog import build_catalog
 
@@ -313,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(inspect)
     inspect.add_argument("--json", action="store_true", help="print the model description as JSON")
     inspect.set_defaults(handler=_cmd_inspect)
+    check = commands.add_parser(
+        "check",
+        help="load an item's model (checksum verified), run it, compare outputs with the item",
+        description="Verify the mlm:model file's size and checksum, load it by mlm:artifact_type, run it on inputs "
+        "built from mlm:input and check every mlm:output's shape and dtype. Exit 0 when all match, 1 otherwise.",
+    )
+    check.add_argument("item", metavar="ITEM_JSON", help="the item to check")
+    check.add_argument("--asset", help="asset key to load (default: the first mlm:model asset)")
+    check.add_argument("--model-class", metavar="PKG.MOD:CLASS", help="class that rebuilds a model from weights")
+    check.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of --model-class, as JSON")
+    check.add_argument("--trust-pickle", action="store_true", help="allow unpickling code (trusted files only)")
+    check.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    check.set_defaults(handler=_cmd_check)
+
     catalog = commands.add_parser(
         "catalog",
         help="write a self-contained STAC Collection of model Items",

@@ -230,6 +230,7 @@ class Artifact:
     description: str | None = None
     file_size: int | None = None
     file_checksum: str | None = None
+    compile_method: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", tuple(self.roles))

@@ -28,6 +28,7 @@ from mlm_export.errors import ProbeError
 #: Layout of an input by rank: tabular [B, C], sequence [B, T, C], image [B, C, H, W], image-time [B, T, C, H, W].
 LAYOUT_BY_RANK: dict[int, str] = {2: "tabular", 3: "sequence", 4: "image", 5: "image-time"}
 LAYOUTS: dict[str, tuple[str, ...]] = {
+    "tokens": ("batch", "token"),
     "tabular": ("batch", "channel"),
     "sequence": ("batch", "time", "channel"),
     "image": ("batch", "channel", "height", "width"),
@@ -35,12 +36,13 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 #: Axes of each layout that are probed together (a group either grows or not).
 PROBE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "tokens": {"token": ("token",)},
     "tabular": {},
     "sequence": {"time": ("time",)},
     "image": {"spatial": ("height", "width")},
     "image-time": {"time": ("time",), "spatial": ("height", "width")},
 }
-DEFAULT_SIZES = {"batch": 1, "height": 64, "width": 64, "time": 8}
+DEFAULT_SIZES = {"batch": 1, "height": 64, "width": 64, "time": 8, "token": 16}
 PROBE_STEPS = (32, 64)
 ODD_STEP = 7
 
@@ -68,11 +70,19 @@ class ProbeInput:
     dim_order: tuple[str, ...] | None = None
     fixed: tuple[bool, ...] | None = None
 
+    def resolved_layout(self) -> str | None:
+        """The layout given, else by rank; an integer [B, N] input is read as token ids (tokens layout)."""
+        if self.layout is not None:
+            return self.layout
+        if len(self.shape) == 2 and self.data_type.startswith(("int", "uint")):
+            return "tokens"
+        return LAYOUT_BY_RANK.get(len(self.shape))
+
     def resolved_dim_order(self) -> tuple[str, ...]:
         """The dim_order given, else the layout's, else generic names."""
         if self.dim_order is not None:
             return tuple(self.dim_order)
-        layout = self.layout or LAYOUT_BY_RANK.get(len(self.shape))
+        layout = self.resolved_layout()
         if layout is not None and len(LAYOUTS[layout]) == len(self.shape):
             return LAYOUTS[layout]
         return generic_dim_order(len(self.shape))
@@ -252,9 +262,9 @@ def probe(
     if probe_dynamic:
         groups: dict[str, list[tuple[int, int]]] = {"batch": []}
         for index, order in enumerate(dim_orders):
-            layout = inputs[index].layout or LAYOUT_BY_RANK.get(len(order))
-            if order and order[0] == "batch":
-                groups["batch"].append((index, 0))
+            layout = inputs[index].resolved_layout()
+            if "batch" in order:
+                groups["batch"].append((index, order.index("batch")))
             for group, names in PROBE_GROUPS.get(layout or "", {}).items():
                 for name in names:
                     if name in order:

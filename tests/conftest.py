@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,8 @@ SCHEMA_DIR = Path(os.environ.get("MLM_EXPORT_SCHEMA_DIR", SHARED / "schemas"))
 EXAMPLES_DIR = SHARED / "mlm-examples"
 
 os.environ.setdefault("MLM_EXPORT_SCHEMA_DIR", str(SCHEMA_DIR))
+# pytest's log capture would format every torch.export DEBUG trace record (doubles the suite's time).
+logging.getLogger("torch.__trace").propagate = False
 
 
 @pytest.fixture(scope="session")

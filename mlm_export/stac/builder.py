@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pystac
@@ -147,7 +148,7 @@ def _geometry_for(bbox: tuple[float, ...]) -> dict[str, Any]:
 
 def _asset(artifact: Artifact, band_objects: list[dict[str, Any]] | None) -> pystac.Asset:
     asset = pystac.Asset(
-        href=artifact.href or str(artifact.path),
+        href=artifact.href or str(Path(artifact.path).resolve()),
         title=artifact.title,
         description=artifact.description,
         media_type=artifact.media_type,
@@ -155,6 +156,8 @@ def _asset(artifact: Artifact, band_objects: list[dict[str, Any]] | None) -> pys
     )
     if artifact.is_model:
         asset.extra_fields[mlm_props.ARTIFACT_TYPE_ASSET_PROP] = artifact.artifact_type
+        if artifact.compile_method:
+            asset.extra_fields[mlm_props.COMPILE_METHOD_ASSET_PROP] = artifact.compile_method
         if band_objects:
             asset.extra_fields["bands"] = band_objects
     if artifact.file_size is not None or artifact.file_checksum is not None:

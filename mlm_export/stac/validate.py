@@ -360,7 +360,8 @@ def _file_problems(document: Mapping[str, Any], base: Path | None, check_files: 
             yield Problem(f"/links/{index}/file:checksum", "is not a multihash ('1220' + sha2-256 hex)", "semantic")
 
 
-def _load(item: Any) -> tuple[dict[str, Any], Path | None, str | None]:
+def read_item_document(item: Any) -> tuple[dict[str, Any], Path | None, str | None]:
+    """The JSON document of an item (path, dict or pystac object), the directory of its file, and its location."""
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         try:
@@ -416,7 +417,7 @@ def validate_item(
 
     .. versionadded:: 0.1
     """
-    document, base, location = _load(item)
+    document, base, location = read_item_document(item)
     problems: list[Problem] = []
     kind = _KINDS.get(str(document.get("type")))
     version = document.get("stac_version")

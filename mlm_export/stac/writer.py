@@ -83,6 +83,10 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
     try:
         with handle:
             handle.write(text)
+        # NamedTemporaryFile creates 0600 files; give the item the mode an ordinary file would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask)
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

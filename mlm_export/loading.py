@@ -1,0 +1,307 @@
+"""Round trip: load the model an Item publishes (after verifying its file) and check it against the Item.
+
+``load_model`` finds the ``mlm:model`` asset, checks ``file:size`` and ``file:checksum`` before anything is
+deserialised, and loads by ``mlm:artifact_type`` through the adapter of that framework. ``check_item`` then builds
+inputs from the declared ``mlm:input`` (dynamic dimensions at small sizes, declared dtypes), runs the model once and
+compares every declared output's shape and dtype with what came out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from mlm_export.adapters import ExportOptions
+from mlm_export.errors import (
+    ArtifactNotFoundError,
+    ChecksumMismatchError,
+    ConfigurationError,
+    ItemValidationError,
+    UnsupportedSourceError,
+)
+from mlm_export.hashing import hash_file
+from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
+
+if TYPE_CHECKING:
+    import pystac
+
+#: ``mlm:artifact_type`` -> adapter module that loads and runs it.
+LOADERS: dict[str, str] = {
+    "safetensors.torch.save_file": "mlm_export.adapters.torch",
+    "torch.save": "mlm_export.adapters.torch",
+    "torch.jit.save": "mlm_export.adapters.torch",
+    "torch.export.save": "mlm_export.adapters.torch",
+    "onnx": "mlm_export.adapters.onnx",
+}
+#: Sizes used for dynamic dimensions when checking (batch 2 so that batch handling is exercised).
+CHECK_SIZES = {**DEFAULT_SIZES, "batch": 2}
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """The ``mlm:model`` asset of an Item, resolved to a local file."""
+
+    key: str
+    path: Path
+    artifact_type: str
+    size: int | None
+    checksum: str | None
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One declared output against what the model produced."""
+
+    name: str
+    declared_shape: tuple[int, ...]
+    declared_type: str
+    actual_shape: tuple[int, ...] | None
+    actual_type: str | None
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Result of :func:`check_item`: ``ok`` when every declared output matched."""
+
+    ok: bool
+    artifact: Path
+    artifact_type: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    outputs: tuple[OutputCheck, ...]
+    problems: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        lines = [f"check_item {'ok' if self.ok else 'FAILED'}: {self.artifact.name} ({self.artifact_type})"]
+        lines.append(f"  inputs  {', '.join(str(list(s)) for s in self.input_shapes)}")
+        for out in self.outputs:
+            actual = f"{list(out.actual_shape)} {out.actual_type}" if out.actual_shape is not None else "missing"
+            mark = "ok" if out.ok else f"MISMATCH: {out.reason}"
+            lines.append(f"  output  {out.name}: declared {list(out.declared_shape)} {out.declared_type}, "
+                         f"got {actual}  {mark}")  # fmt: skip
+        lines += [f"  problem {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _item_document(item: Any) -> tuple[dict[str, Any], Path | None]:
+    if isinstance(item, (str, os.PathLike)):
+        from mlm_export.stac.validate import read_item_document
+
+        document, base, _ = read_item_document(item)
+        return document, base
+    if isinstance(item, Mapping):
+        return dict(item), None
+    if hasattr(item, "to_dict"):
+        self_href = item.get_self_href()
+        base = Path(self_href).parent if self_href and urlparse(self_href).scheme in ("", "file") else None
+        return item.to_dict(include_self_link=False, transform_hrefs=False), base
+    raise ConfigurationError(
+        f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
+        hint="Pass the Item returned by export_item or the path of its JSON file.",
+    )
+
+
+def model_artifact(
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str], asset_key: str | None = None
+) -> ModelArtifact:
+    """Find the ``mlm:model`` asset of ``item`` (or ``asset_key``) and resolve it to a local file.
+
+    Raises:
+        ItemValidationError: the item has no ``mlm:model`` asset or it has no ``mlm:artifact_type``.
+        ArtifactNotFoundError: the asset's file does not exist.
+        ConfigurationError: the asset is remote (download it first).
+    """
+    document, base = _item_document(item)
+    assets = document.get("assets") or {}
+    if asset_key is not None:
+        if asset_key not in assets:
+            raise ConfigurationError(f"asset_key={asset_key!r} is not an asset of the item ({sorted(assets)}).")
+        key = asset_key
+    else:
+        keys = [k for k, a in assets.items() if "mlm:model" in (a.get("roles") or [])]
+        if not keys:
+            raise ItemValidationError("The item has no asset with role 'mlm:model'.", hint="Export it with mlm-export.")
+        key = keys[0]
+    asset = assets[key]
+    artifact_type = asset.get("mlm:artifact_type")
+    if not artifact_type:
+        raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
+    href = asset["href"]
+    parsed = urlparse(href)
+    if parsed.scheme not in ("", "file"):
+        raise ConfigurationError(
+            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
+            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
+        )
+    path = Path(parsed.path if parsed.scheme == "file" else href)
+    if not path.is_absolute():
+        if base is None:
+            raise ConfigurationError(
+                f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
+                hint="Pass the path of the item JSON file instead of a dict.",
+            )
+        path = base / path
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"Model file '{path}' of asset {key!r} does not exist.", hint="Check the href.")
+    return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
+
+
+def verify_artifact(artifact: ModelArtifact) -> None:
+    """Check ``file:size`` and ``file:checksum`` of the file before it is loaded.
+
+    Raises:
+        ChecksumMismatchError: the size or the checksum differ.
+    """
+    actual_size = artifact.path.stat().st_size
+    if artifact.size is not None and artifact.size != actual_size:
+        raise ChecksumMismatchError(
+            f"'{artifact.path}' has {actual_size} bytes but the item records file:size {artifact.size}; "
+            "not loading it.",
+            hint="The file was changed or truncated: fetch it again.",
+        )
+    if artifact.checksum is not None:
+        digest = hash_file(artifact.path)
+        if digest.checksum != artifact.checksum:
+            raise ChecksumMismatchError(
+                f"'{artifact.path}' has checksum {digest.checksum} but the item records {artifact.checksum}; "
+                "not loading it.",
+                hint="The file was changed or replaced: fetch it again from a trusted source.",
+            )
+
+
+def _loader(artifact_type: str) -> Any:
+    module = LOADERS.get(artifact_type)
+    if module is None:
+        raise UnsupportedSourceError(
+            f"mlm:artifact_type {artifact_type!r} has no loader.", hint=f"Supported: {', '.join(sorted(LOADERS))}."
+        )
+    from mlm_export.adapters import _import_adapter
+
+    return _import_adapter(module, f"an artifact of type {artifact_type!r}")
+
+
+def load_model(
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    asset_key: str | None = None,
+    model_class: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    device: Any = "cpu",
+) -> Any:
+    """Load the model an Item publishes, after verifying its size and checksum.
+
+    Args:
+        item: a ``pystac.Item``, a dict or the path of an Item JSON file.
+        asset_key: the asset to load (default: the first with role ``mlm:model``).
+        model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
+        model_kwargs: keyword arguments of ``model_class``.
+        trust_pickle: allow unpickling arbitrary objects (trusted files only).
+        device: where a PyTorch model is placed (ONNX: the execution provider follows it).
+
+    Returns:
+        An ``nn.Module`` (for weights, TorchScript and ``torch.export`` artifacts) or an
+        ``onnxruntime.InferenceSession``.
+
+    Raises:
+        ChecksumMismatchError: the file differs from the Item.
+        MLMExportError: a subclass naming what else failed.
+
+    .. versionadded:: 0.1
+    """
+    artifact = model_artifact(item, asset_key)
+    verify_artifact(artifact)
+    options = ExportOptions(
+        model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
+    )
+    return _loader(artifact.artifact_type).load_artifact(artifact.path, artifact.artifact_type, options)
+
+
+def _check_shape(declared: Sequence[int], dim_order: Sequence[str]) -> tuple[int, ...]:
+    return tuple(
+        size if size >= 0 else CHECK_SIZES.get(name, 1) for size, name in zip(declared, dim_order, strict=True)
+    )
+
+
+def _matches(declared: Sequence[int], actual: Sequence[int]) -> bool:
+    return len(declared) == len(actual) and all(d in (-1, a) for d, a in zip(declared, actual, strict=True))
+
+
+def check_item(
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    asset_key: str | None = None,
+    model_class: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    device: Any = "cpu",
+) -> CheckReport:
+    """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
+
+    Returns:
+        A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
+
+    Raises:
+        MLMExportError: the model cannot be loaded or run (see :func:`load_model`).
+
+    .. versionadded:: 0.1
+    """
+    document, _ = _item_document(item)
+    artifact = model_artifact(item, asset_key)
+    model = load_model(
+        item,
+        asset_key=asset_key,
+        model_class=model_class,
+        model_kwargs=model_kwargs,
+        trust_pickle=trust_pickle,
+        device=device,
+    )
+    props = document.get("properties") or {}
+    inputs = [
+        (
+            str(spec["name"]),
+            _check_shape(spec["input"]["shape"], spec["input"]["dim_order"]),
+            spec["input"]["data_type"],
+        )
+        for spec in props.get("mlm:input", [])
+    ]
+    produced: list[MeasuredTensor] = list(
+        _loader(artifact.artifact_type).run_artifact(model, inputs, ExportOptions(device=device))
+    )
+    declared = props.get("mlm:output", [])
+    checks = []
+    for index, spec in enumerate(declared):
+        shape, dtype = tuple(spec["result"]["shape"]), spec["result"]["data_type"]
+        if index >= len(produced):
+            checks.append(
+                OutputCheck(spec["name"], shape, dtype, None, None, False, "the model produced no such output")
+            )
+            continue
+        out = produced[index]
+        reasons = []
+        if not _matches(shape, out.shape):
+            reasons.append(f"shape {list(out.shape)} does not fit {list(shape)}")
+        if out.data_type != dtype:
+            reasons.append(f"data_type {out.data_type} is not {dtype}")
+        checks.append(
+            OutputCheck(spec["name"], shape, dtype, out.shape, out.data_type, not reasons, "; ".join(reasons))
+        )
+    problems = []
+    if len(produced) > len(declared):
+        extra = ", ".join(o.name for o in produced[len(declared) :])
+        problems.append(f"the model produced {len(produced) - len(declared)} undeclared output(s): {extra}")
+    ok = all(c.ok for c in checks) and not problems
+    return CheckReport(
+        ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems)
+    )
+
+
+__all__ = ["CheckReport", "OutputCheck", "check_item", "load_model", "model_artifact", "verify_artifact"]
