@@ -135,19 +135,27 @@ def export_item(
         probe_dynamic=probe_dynamic,
         embed_metadata=embed_metadata,
         progress=progress,
-        metadata={
-            key: value
-            for key, value in {
-                "name": name,
-                "tasks": list(tasks) if tasks is not None else None,
-                "bands": list(bands) if bands is not None else None,
-                "classes": list(classes) if classes is not None else None,
-                "description": description,
-            }.items()
-            if value is not None
-        },
+        metadata=embeddable_metadata(
+            name=name,
+            tasks=tasks,
+            bands=bands,
+            classes=classes,
+            description=description,
+            value_scaling=value_scaling,
+            resize_type=resize_type,
+            pretrained=pretrained,
+            pretrained_source=pretrained_source,
+            license=license,
+        ),
     )
     adapter = adapter_for(model)
+    # Arguments that need no measurement are checked first, so a typo costs no dry-run.
+    _extent({"bbox": bbox, "geometry": geometry, "datetime": datetime, "start_datetime": start_datetime,
+             "end_datetime": end_datetime})  # fmt: skip
+    if name is not None:
+        _check_name(name)
+    output_dir = (options.artifact_dir or Path.cwd() / "artifacts").resolve()
+    existing = set(output_dir.rglob("*")) if output_dir.is_dir() else None
     # A model file is hashed in a background thread while the adapter loads and dry-runs it (hashlib releases
     # the GIL), so exporting costs little more than hashing alone.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
@@ -161,30 +169,78 @@ def export_item(
                 future.cancel()
             raise
         digests = {path: future.result() for path, future in pending.items()}
+    try:
+        return _finish_export(measured, locals())
+    except BaseException:
+        _remove_new_artifacts(measured, output_dir, existing)
+        raise
+
+
+def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
+    """Delete the artifacts this export wrote into ``output_dir`` (and the directory if it made it)."""
+    for artifact in measured.artifacts:
+        if artifact.path is None:
+            continue
+        path = Path(artifact.path).resolve()
+        if path.is_relative_to(output_dir) and (existing is None or path not in existing):
+            path.unlink(missing_ok=True)
+    if existing is None and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+
+
+def _finish_export(measured: ModelDescription, args: Mapping[str, Any]) -> pystac.Item:
+    """Overrides (embedded metadata filling gaps), hashing, Item building and validation of a measured model."""
+    tasks, bands, classes, name, description = (args[k] for k in ("tasks", "bands", "classes", "name", "description"))
+    value_scaling, resize_type, pretrained = args["value_scaling"], args["resize_type"], args["pretrained"]
+    pretrained_source, license = args["pretrained_source"], args["license"]  # noqa: A001
+    given = {
+        "tasks": tasks,
+        "bands": bands,
+        "classes": classes,
+        "name": name,
+        "description": description,
+        "value_scaling": value_scaling,
+        "resize_type": resize_type,
+        "pretrained": pretrained,
+        "pretrained_source": pretrained_source,
+        "license": license,
+    }
+    # What the artifact carries in its embedded metadata fills what the caller left out.
+    given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
+    extent = {k: args[k] for k in ("bbox", "geometry", "datetime", "start_datetime", "end_datetime")}
     described = apply_overrides(
-        measured,
-        tasks=tasks,
-        bands=bands,
-        classes=classes,
-        name=name,
-        description=description,
-        bbox=bbox,
-        geometry=geometry,
-        datetime=datetime,
-        start_datetime=start_datetime,
-        end_datetime=end_datetime,
-        value_scaling=value_scaling,
-        resize_type=resize_type,
-        dim_orders=dim_orders,
-        hyperparameters=hyperparameters,
-        pretrained=pretrained,
-        pretrained_source=pretrained_source,
-        license=license,
-        links=links,
+        measured, **given, **extent, dim_orders=args["dim_orders"], hyperparameters=args["hyperparameters"],
+        links=args["links"],
+    )  # fmt: skip
+    described = hash_artifacts(
+        described, href_base=args["href_base"], progress=args["progress"], digests=args["digests"]
     )
-    described = hash_artifacts(described, href_base=href_base, progress=progress, digests=digests)
-    return item_from_description(described, item_id=item_id, collection=collection, validate=validate,
-                                 schema_dir=schema_dir)  # fmt: skip
+    return item_from_description(
+        described,
+        item_id=args["item_id"],
+        collection=args["collection"],
+        validate=args["validate"],
+        schema_dir=args["schema_dir"],
+    )
+
+
+def embeddable_metadata(**values: Any) -> dict[str, Any]:
+    """The caller's values as JSON-safe data, for artifacts that embed them (safetensors, .pt2, ONNX).
+
+    ``export_item`` on such an artifact reads them back and uses them where the caller passes nothing.
+    """
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in ("tasks", "bands"):
+            value = [v if isinstance(v, str) else dict(v) for v in value]
+        elif key == "classes":
+            value = [c.to_dict() for c in classes_from(value)]
+        elif key == "value_scaling":
+            value = [v.to_dict() if isinstance(v, ValueScaling) else dict(v) for v in value]
+        result[key] = value
+    return result
 
 
 def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelDescription:
@@ -201,7 +257,8 @@ def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelD
     if "artifact_dir" in measuring and measuring["artifact_dir"] is not None:
         measuring["artifact_dir"] = Path(measuring["artifact_dir"])
     measured = adapter_for(model).describe(model, ExportOptions(**measuring))
-    return apply_overrides(measured, **options)
+    defaults = {k: v for k, v in measured.embedded.items() if options.get(k) is None}
+    return apply_overrides(measured, **{**options, **defaults})
 
 
 def item_from_description(
@@ -477,7 +534,9 @@ def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:
     if bbox is not None:
         values = [float(v) for v in bbox]
         if len(values) not in (4, 6):
-            raise ConfigurationError(f"bbox={bbox!r} must have 4 numbers: west, south, east, north.")
+            raise ConfigurationError(
+                f"bbox={bbox!r} must have 4 numbers: west, south, east, north.", hint="Use WGS84 degrees."
+            )
         west, south, east, north = values[0], values[1], values[-2], values[-1]
         if not (-90 <= south <= 90 and -90 <= north <= 90):
             raise ConfigurationError(
@@ -519,15 +578,21 @@ def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:
         changes[key] = value
     start, end = changes.get("start_datetime"), changes.get("end_datetime")
     if (start is None) != (end is None):
-        raise ConfigurationError("start_datetime and end_datetime must be given together.")
+        raise ConfigurationError(
+            "start_datetime and end_datetime must be given together.",
+            hint="Pass both, or a single datetime; for an open end use 9999-12-31T23:59:59Z.",
+        )
     if start is not None and dt.datetime.fromisoformat(end) < dt.datetime.fromisoformat(start):
-        raise ConfigurationError(f"end_datetime={end} is before start_datetime={start}.")
+        raise ConfigurationError(
+            f"end_datetime={end} is before start_datetime={start}.", hint="Swap them, or fix the dates."
+        )
     if start is not None and "datetime" not in changes:
         changes["datetime"] = None
     return changes
 
 
 __all__ = [
+    "embeddable_metadata",
     "apply_overrides",
     "export_item",
     "hash_artifacts",

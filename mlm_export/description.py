@@ -291,6 +291,9 @@ class ModelDescription:
     license: str | None = None
     description: str | None = None
     notes: tuple[str, ...] = ()
+    #: Caller-level values (name, tasks, bands, classes, value_scaling...) recovered from metadata embedded in the
+    #: artifact; ``export_item`` uses them where the caller passes nothing. Not written to the item as such.
+    embedded: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("tasks", "inputs", "outputs", "artifacts", "band_definitions", "links", "notes"):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from mlm_export.errors import ProbeError
+from mlm_export.errors import ConfigurationError, ProbeError
 
 #: Layout of an input by rank: tabular [B, C], sequence [B, T, C], image [B, C, H, W], image-time [B, T, C, H, W].
 LAYOUT_BY_RANK: dict[int, str] = {2: "tabular", 3: "sequence", 4: "image", 5: "image-time"}
@@ -44,6 +44,8 @@ PROBE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 DEFAULT_SIZES = {"batch": 1, "height": 64, "width": 64, "time": 8, "token": 16}
 PROBE_STEPS = (32, 64)
+#: Largest dry-run input (elements per tensor, 1 GiB of float32): bigger shapes are refused before allocating.
+MAX_PROBE_ELEMENTS = 2**28
 ODD_STEP = 7
 
 
@@ -199,6 +201,13 @@ def probe(
     """
     dim_orders = [spec.resolved_dim_order() for spec in inputs]
     base = [tuple(s) for s in base_shapes] if base_shapes is not None else [_base_shape(s) for s in inputs]
+    for spec, shape in zip(inputs, base, strict=True):
+        if math.prod(shape) > MAX_PROBE_ELEMENTS:
+            raise ConfigurationError(
+                f"input_shape: input {spec.name!r} of shape {list(shape)} has {math.prod(shape):,} elements, too "
+                f"many for a dry-run (at most {MAX_PROBE_ELEMENTS:,}).",
+                hint="Give a small example size (e.g. batch 1 and 64x64 pixels); -1 marks dynamic dimensions.",
+            )
     runs = 0
 
     def run(shapes: list[tuple[int, ...]]) -> list[MeasuredTensor]:

@@ -616,13 +616,46 @@ def test_exported_program_and_script_module_in_memory(tmp_path: Path) -> None:
 
 
 def test_embed_metadata_in_safetensors(tmp_path: Path) -> None:
-    """embed_metadata writes the measured description into the safetensors header."""
-    item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, embed_metadata=True)
+    """embed_metadata writes the caller's values and the measured description into the safetensors header."""
+    item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, embed_metadata=True, name="tiny-mlp")
     with safetensors.safe_open(str(tmp_path / "TinyMLP.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
-    embedded = json.loads(metadata["mlm"])
+    assert json.loads(metadata["mlm"]) == {"name": "tiny-mlp"}
+    embedded = json.loads(metadata["mlm.description"])
     assert embedded["total_parameters"] == item.properties["mlm:total_parameters"]
     assert embedded["inputs"][0]["shape"] == [-1, 6]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch.export"])
+def test_embedded_metadata_round_trip(fmt: str, tmp_path: Path, schema_dir: Path) -> None:
+    """What the caller said is embedded in the artifact and recovered by export_item on the file alone."""
+    torch.manual_seed(0)
+    scaling = [{"type": "z-score", "mean": 0.5 * i, "stddev": 2.0} for i in range(4)]
+    first = export_item(
+        tm.TinyConvNet(),
+        input_shape=[-1, 4, 32, 32],
+        artifact_format=fmt,
+        artifact_dir=tmp_path,
+        embed_metadata=True,
+        name="conv-demo",
+        tasks=["scene-classification"],
+        bands=["B02", "B03", "B04", "B08"],
+        classes=["water", "forest", "urban", "crop", "bare"],
+        value_scaling=scaling,
+    )
+    path = Path(first.assets["model"].href)
+    kwargs = {"model_class": tm.TinyConvNet} if fmt == "safetensors" else {}
+    again = export_item(path, input_shape=[-1, 4, 32, 32], **kwargs)
+    props, first_props = again.properties, first.properties
+    assert props["mlm:name"] == "conv-demo"
+    assert props["mlm:tasks"] == ["scene-classification"]
+    assert props["mlm:input"][0]["bands"] == ["B02", "B03", "B04", "B08"]
+    assert props["mlm:input"][0]["value_scaling"] == scaling
+    assert props["mlm:output"][0]["classification:classes"] == first_props["mlm:output"][0]["classification:classes"]
+    assert [c["name"] for c in props["mlm:output"][0]["classification:classes"]][:2] == ["water", "forest"]
+    assert validate_item(again, schema_dir).valid
+    overridden = export_item(path, input_shape=[-1, 4, 32, 32], name="renamed", **kwargs)
+    assert overridden.properties["mlm:name"] == "renamed"
 
 
 def test_onnx_format_is_delegated(tmp_path: Path) -> None:

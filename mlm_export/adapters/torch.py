@@ -371,6 +371,30 @@ class _Loaded:
     notes: list[str] = field(default_factory=list)
     example_input: Any = None
     example_origin: str | None = None
+    embedded: dict[str, Any] = field(default_factory=dict)
+
+
+#: Key of the embedded caller metadata: safetensors ``__metadata__`` key, and ``<key>.json`` in a .pt2's extra files.
+EMBEDDED_KEY = "mlm"
+
+
+def _parse_embedded(text: str | bytes | None, path: Path) -> dict[str, Any]:
+    """The embedded metadata JSON object of ``path``; invalid metadata is ignored with a warning."""
+    if not text:
+        return {}
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        warnings.warn(
+            f"'{path}': embedded MLM metadata is not JSON ({exc}); it is ignored.", RuntimeWarning, stacklevel=3
+        )
+        return {}
+    if not isinstance(payload, dict):
+        warnings.warn(
+            f"'{path}': embedded MLM metadata is not a JSON object; it is ignored.", RuntimeWarning, stacklevel=3
+        )
+        return {}
+    return payload
 
 
 def _load_source(source: Any, options: ExportOptions) -> _Loaded:
@@ -494,9 +518,11 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         loaded.artifact = _file_artifact(path, "torchscript")
         return loaded
     if kind == "exported":
+        extra_files = {f"{EMBEDDED_KEY}.json": ""}
         with _loading(path, "an ExportedProgram (.pt2)"):
-            program = torch.export.load(str(path))
+            program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
+        loaded.embedded = _parse_embedded(extra_files[f"{EMBEDDED_KEY}.json"], path)
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -720,6 +746,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
+    loaded.embedded = _parse_embedded(metadata.get(EMBEDDED_KEY), path)
     return loaded
 
 
@@ -1631,6 +1658,7 @@ def _describe_loaded(
         memory_size=int(memory),
         hyperparameters=loaded.hyperparameters,
         notes=tuple(notes),
+        embedded=loaded.embedded,
         **_accelerator(torch, device),
     )
     if loaded.artifact is not None and fmt is None:
@@ -1771,7 +1799,8 @@ def _write_artifact(
             notes.append(f"Non-tensor state_dict entries {_listing(dropped, 4)} are not in the safetensors file.")
         metadata = {"format": "pt"}
         if options.embed_metadata:
-            metadata["mlm"] = json.dumps(description.to_dict(), sort_keys=True)
+            metadata[EMBEDDED_KEY] = json.dumps(options.metadata, sort_keys=True)
+            metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
         _atomic_write(target, lambda p: save_file(tensors, str(p), metadata=metadata))
     elif fmt == "torch.save":
         tensors, _dropped = _plain_state_dict(torch, module, keep_objects=True)
@@ -1785,7 +1814,8 @@ def _write_artifact(
         program, export_notes = _to_exported(torch, loaded, module, runner, result)
         notes.extend(export_notes)
         with _compiling("torch.export.save"):
-            _atomic_write(target, lambda p: torch.export.save(program, str(p)))
+            extra = {f"{EMBEDDED_KEY}.json": json.dumps(options.metadata)} if options.embed_metadata else None
+            _atomic_write(target, lambda p: torch.export.save(program, str(p), extra_files=extra))
     artifact = Artifact(
         key="model",
         roles=info.roles,
