@@ -552,7 +552,8 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
     refused: pickle.UnpicklingError | None = None
     with _loading(path, "a PyTorch checkpoint"):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # Zip-format checkpoints are memory-mapped: tensors are read lazily from the page cache, not copied.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except pickle.UnpicklingError as exc:
             refused = exc
     found = _pickle_globals(path)
@@ -797,6 +798,32 @@ def _init_kwargs(factory: Callable[..., Any], hyper: Mapping[str, Any]) -> dict[
     return {k: v for k, v in hyper.items() if k in accepted}
 
 
+def _build_on_meta(torch: Any, factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """Build the model without allocating or initialising weights (they are replaced by the file's anyway).
+
+    Returns None when the factory cannot run on the meta device; the caller then builds it normally.
+    """
+    try:
+        with torch.device("meta"):
+            module = factory(**kwargs)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError, IndexError):
+        return None
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def _has_meta_tensors(torch: Any, module: Any) -> bool:
+    """Whether any parameter, buffer or plain tensor attribute (e.g. ``example_input_array``) is still on meta."""
+    tensors = [*module.parameters(), *module.buffers()]
+    for sub in module.modules():
+        tensors += [v for v in vars(sub).values() if isinstance(v, torch.Tensor)]
+    return any(t.is_meta for t in tensors)
+
+
+def _can_assign(own: Mapping[str, Any], tensors: Mapping[str, Any]) -> bool:
+    """Whether the file's tensors can replace the module's as they are (same dtypes, every key present)."""
+    return all(key in tensors and tensors[key].dtype == value.dtype for key, value in own.items())
+
+
 def _rebuild(
     path: Path,
     state_dict: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
@@ -818,8 +845,9 @@ def _rebuild(
     factory = _resolve_model_class(options.model_class)
     from_hparams = _init_kwargs(factory, hyper)
     kwargs = {**from_hparams, **dict(options.model_kwargs or {})}
+    module = _build_on_meta(torch, factory, kwargs)
     try:
-        module = factory(**kwargs)
+        module = module if module is not None else factory(**kwargs)
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
         raise ConfigurationError(
             f"model_class {getattr(factory, '__qualname__', factory)!r} could not be built with "
@@ -849,8 +877,16 @@ def _rebuild(
         notes.append(f"The weights' key prefix {prefix!r} was stripped to fit {type(module).__name__}.")
     tensors = state_dict() if callable(state_dict) else state_dict
     tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    on_meta = any(t.is_meta for t in own.values())
+    if on_meta and (tied or not _can_assign(own, tensors)):  # assigning would untie shared weights
+        module, on_meta = factory(**kwargs), False
     with _loading(path, f"weights of {type(module).__name__}"):
-        result = module.load_state_dict(tensors, strict=False)
+        result = module.load_state_dict(tensors, strict=False, assign=on_meta)
+    if on_meta and _has_meta_tensors(torch, module):
+        # Something the file does not hold (a non-persistent buffer, a tied weight) was left unmaterialised.
+        module = factory(**kwargs)
+        with _loading(path, f"weights of {type(module).__name__}"):
+            result = module.load_state_dict(tensors, strict=False)
     left = [k for k in result.missing_keys if not (tied.get(k, set()) & tensors.keys())]
     if left or result.unexpected_keys:
         raise ArtifactLoadError(
@@ -865,7 +901,9 @@ def _tied_keys(tensors: Mapping[str, Any]) -> dict[str, set[str]]:
     """Map each key to the other keys sharing its memory (tied weights that safetensors.save_model stores once)."""
     groups: dict[tuple[int, int, tuple[int, ...]], set[str]] = {}
     for key, tensor in tensors.items():
-        if tensor.numel():
+        if tensor.is_meta:  # no memory yet: tied weights are the same Parameter object
+            groups.setdefault((id(tensor), 0, tuple(tensor.shape)), set()).add(key)
+        elif tensor.numel():
             groups.setdefault((tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape)), set()).add(key)
     return {k: group - {k} for group in groups.values() if len(group) > 1 for k in group}
 
