@@ -60,6 +60,14 @@ _SLUG = re.compile(r"[^0-9A-Za-z_-]+")
 T = TypeVar("T")
 
 
+_HYPERPARAMETER_KEY = re.compile(r"[^0-9a-zA-Z_.-]+")
+
+
+def hyperparameter_key(key: object) -> str:
+    """Return ``key`` as an ``mlm:hyperparameters`` key: characters outside ``[0-9a-zA-Z_.-]`` become ``_``."""
+    return _HYPERPARAMETER_KEY.sub("_", str(key)).strip("_") or "_"
+
+
 def slugify(text: str) -> str:
     """Return ``text`` as a class-name slug (``[0-9A-Za-z_-]+``), e.g. ``"Water body"`` -> ``"water-body"``."""
     slug = _SLUG.sub("-", text.strip()).strip("-")

@@ -22,6 +22,7 @@ from mlm_export.description import (
     TensorSpec,
     ValueScaling,
     classes_from,
+    hyperparameter_key,
     slugify,
 )
 from mlm_export.errors import (
@@ -33,7 +34,7 @@ from mlm_export.errors import (
     SourceError,
 )
 from mlm_export.hashing import hash_file, is_multihash
-from mlm_export.stac.builder import MLM_SCHEMA_URI, build_item, hyperparameter_key, to_semver
+from mlm_export.stac.builder import MLM_SCHEMA_URI, build_item, to_semver
 
 # -- hashing -------------------------------------------------------------------------------------------------
 

@@ -13,18 +13,13 @@ from __future__ import annotations
 import enum
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
-_KEY = re.compile(r"[^0-9a-zA-Z_.-]+")
+from mlm_export.description import hyperparameter_key
+
 #: Tensors/arrays with more elements than this are summarised by their shape instead of listed.
 MAX_LISTED_ELEMENTS = 64
-
-
-def hyperparameter_key(key: Any) -> str:
-    """Return ``key`` as an ``mlm:hyperparameters`` key: characters outside ``[0-9a-zA-Z_.-]`` become ``_``."""
-    return _KEY.sub("_", str(key)).strip("_") or "_"
 
 
 def json_safe(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value

@@ -19,7 +19,15 @@ from pystac.extensions import mlm as mlm_props
 from pystac.extensions.file import FileExtension
 from pystac.utils import str_to_datetime
 
-from mlm_export.description import Artifact, ClassInfo, InputSpec, ModelDescription, OutputSpec, slugify
+from mlm_export.description import (
+    Artifact,
+    ClassInfo,
+    InputSpec,
+    ModelDescription,
+    OutputSpec,
+    hyperparameter_key,
+    slugify,
+)
 from mlm_export.errors import DescriptionError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +48,6 @@ _SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
-_HYPERPARAMETER_KEY = re.compile(r"[^0-9a-zA-Z_.-]+")
 
 
 def to_semver(version: str) -> str:
@@ -65,11 +72,6 @@ def to_semver(version: str) -> str:
     if not _SEMVER.match(candidate):
         candidate = core
     return candidate
-
-
-def hyperparameter_key(key: str) -> str:
-    """Return ``key`` with characters outside ``[0-9a-zA-Z_.-]`` replaced by ``_``."""
-    return _HYPERPARAMETER_KEY.sub("_", str(key)) or "_"
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:

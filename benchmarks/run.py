@@ -1,0 +1,148 @@
+"""Every performance target of mlm-export, each measured against its baseline in the same run, as one table.
+
+Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
+
+| row | ours | baseline | target |
+|---|---|---|---|
+| hashing | ``hash_file`` | ``hashlib.file_digest``, same file | throughput ratio >= 0.95 |
+| export | ``export_item`` on a state_dict file | sha256 of the file + one forward | time ratio <= 1.10 |
+| rss | peak RSS of that export (net of the idle interpreter + torch) | the weights' size | <= 1.20 |
+| safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
+| onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
+| validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+SHARED_SCHEMAS = HERE.parents[1] / "shared" / "schemas"
+if SHARED_SCHEMAS.is_dir():
+    os.environ.setdefault("MLM_EXPORT_SCHEMA_DIR", str(SHARED_SCHEMAS))
+
+Row = tuple[str, str, str, float, str, bool]  # measure, ours, baseline, ratio, target, met
+
+
+def hashing(size_mb: int) -> list[Row]:
+    import bench_hashing
+
+    r = bench_hashing.measure(size_mb, 3)
+    return [(f"hash_file vs hashlib.file_digest ({size_mb} MiB)", f"{size_mb / r['ours_s']:.0f} MiB/s",
+             f"{size_mb / r['baseline_s']:.0f} MiB/s", r["ratio"], ">= 0.95", r["ratio"] >= 0.95)]  # fmt: skip
+
+
+def export(size_mb: int) -> list[Row]:
+    import bench_export
+
+    r = bench_export.measure(size_mb, 2)
+    mib = r["weights_bytes"] / 2**20
+    return [
+        (f"export_item vs sha256+forward ({mib:.0f} MiB state_dict)", f"{r['export_s']:.2f} s",
+         f"{r['baseline_s']:.2f} s", r["time_ratio"], "<= 1.10", r["time_ratio"] <= 1.10),
+        ("export peak RSS net of interpreter+torch vs weights", f"{r['added_rss'] / 2**20:.0f} MiB",
+         f"{mib:.0f} MiB", r["added_ratio"], "<= 1.20", r["added_ratio"] <= 1.20),
+        ("export peak RSS of the whole process vs weights", f"{r['peak_rss'] / 2**20:.0f} MiB",
+         f"{mib:.0f} MiB", r["rss_ratio"], "(info)", True),
+    ]  # fmt: skip
+
+
+def _best(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def safetensors_header(size_mb: int) -> list[Row]:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.safetensors"
+        count = max(1, size_mb // 64)
+        save_file({f"layer{i}.weight": torch.zeros(4096, 4096) for i in range(count)}, str(path))
+
+        def header() -> None:
+            with safe_open(str(path), framework="numpy") as handle:
+                for key in handle.keys():  # noqa: SIM118
+                    handle.get_slice(key).get_shape()
+
+        # load_file maps the file lazily; cloning reads every byte, as any real use of the weights does.
+        full = _best(lambda: [t.clone() for t in load_file(str(path)).values()], 3)
+        head = _best(header, 5)
+    mib = count * 64
+    return [(f"safetensors header-only vs full load ({mib} MiB)", f"{head * 1e3:.2f} ms", f"{full * 1e3:.0f} ms",
+             head / full, "<= 0.01", head / full <= 0.01)]  # fmt: skip
+
+
+def onnx_static(size_mb: int) -> list[Row]:
+    import bench_onnx
+    import onnx
+    from onnx_models import big_external_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = big_external_model(Path(tmp), size_mb)
+        bench_onnx.densify(model.with_name(model.name + ".data"))
+        best, _median, _params = bench_onnx.time_describe(model, 10)
+        full = _best(lambda: onnx.load(str(model)), 2)
+    return [(f"ONNX describe_static vs onnx.load with data ({size_mb} MiB)", f"{best * 1e3:.2f} ms",
+             f"{full * 1e3:.0f} ms", best / full, "< 50 ms", best < 0.050)]  # fmt: skip
+
+
+def validate_startup(size_mb: int) -> list[Row]:
+    example = HERE.parents[1] / "shared" / "mlm-examples" / "item_basic.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        item = Path(tmp) / "item.json"
+        item.write_text(example.read_text() if example.exists() else "{}")
+        ours = _best(lambda: subprocess.run([sys.executable, "-m", "mlm_export", "validate", str(item)],
+                                            capture_output=True, check=False), 3)  # fmt: skip
+        base = _best(lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), 3)
+    return [("mlm-export validate (process) vs python -c 'import torch'", f"{ours:.2f} s", f"{base:.2f} s",
+             ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
+
+
+BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
+    "hashing": hashing,
+    "export": export,
+    "safetensors": safetensors_header,
+    "onnx": onnx_static,
+    "validate": validate_startup,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="size of the weights/data files (default 1024)")
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    for name, bench in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        rows += bench(args.size_mb)
+    header = ("measure", "ours", "baseline", "ratio", "target", "")
+    table = [header] + [(m, o, b, f"{r:.3f}", t, "ok" if ok else "MISSED") for m, o, b, r, t, ok in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for index, row in enumerate(table):
+        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print("-+-".join("-" * width for width in widths))
+    return 0 if all(row[-1] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
