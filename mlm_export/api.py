@@ -22,13 +22,15 @@ from mlm_export.description import (
     ValueScaling,
     classes_from,
 )
-from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError
+from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError, SourceError
 from mlm_export.hashing import FileDigest, hash_file
 from mlm_export.probing import infer_output_task
 
 if TYPE_CHECKING:
     import pystac
 
+#: Stands for a sha2-256 multihash still being computed (validity does not depend on the digest's digits).
+PLACEHOLDER_CHECKSUM = "1220" + "0" * 64
 _NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
 CLASS_TASKS = ("classification", "scene-classification", "semantic-segmentation", "segmentation",
                "instance-segmentation", "panoptic-segmentation", "object-detection", "detection")  # fmt: skip
@@ -156,43 +158,7 @@ def export_item(
         _check_name(name)
     output_dir = (options.artifact_dir or Path.cwd() / "artifacts").resolve()
     existing = set(output_dir.rglob("*")) if output_dir.is_dir() else None
-    # A model file is hashed in a background thread while the adapter loads and dry-runs it (hashlib releases
-    # the GIL), so exporting costs little more than hashing alone.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
-        pending: dict[str, Future[FileDigest]] = {}
-        if isinstance(model, (str, os.PathLike)):
-            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=progress)
-        try:
-            measured = adapter.describe(model, options)
-        except BaseException:
-            for future in pending.values():
-                future.cancel()
-            raise
-        digests = {path: future.result() for path, future in pending.items()}
-    try:
-        return _finish_export(measured, locals())
-    except BaseException:
-        _remove_new_artifacts(measured, output_dir, existing)
-        raise
-
-
-def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
-    """Delete the artifacts this export wrote into ``output_dir`` (and the directory if it made it)."""
-    for artifact in measured.artifacts:
-        if artifact.path is None:
-            continue
-        path = Path(artifact.path).resolve()
-        if path.is_relative_to(output_dir) and (existing is None or path not in existing):
-            path.unlink(missing_ok=True)
-    if existing is None and output_dir.is_dir() and not any(output_dir.iterdir()):
-        output_dir.rmdir()
-
-
-def _finish_export(measured: ModelDescription, args: Mapping[str, Any]) -> pystac.Item:
-    """Overrides (embedded metadata filling gaps), hashing, Item building and validation of a measured model."""
-    tasks, bands, classes, name, description = (args[k] for k in ("tasks", "bands", "classes", "name", "description"))
-    value_scaling, resize_type, pretrained = args["value_scaling"], args["resize_type"], args["pretrained"]
-    pretrained_source, license = args["pretrained_source"], args["license"]  # noqa: A001
+    # What the caller says about the model; values embedded in the artifact fill the ones left out (None).
     given = {
         "tasks": tasks,
         "bands": bands,
@@ -205,23 +171,64 @@ def _finish_export(measured: ModelDescription, args: Mapping[str, Any]) -> pysta
         "pretrained_source": pretrained_source,
         "license": license,
     }
-    # What the artifact carries in its embedded metadata fills what the caller left out.
-    given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
-    extent = {k: args[k] for k in ("bbox", "geometry", "datetime", "start_datetime", "end_datetime")}
-    described = apply_overrides(
-        measured, **given, **extent, dim_orders=args["dim_orders"], hyperparameters=args["hyperparameters"],
-        links=args["links"],
-    )  # fmt: skip
-    described = hash_artifacts(
-        described, href_base=args["href_base"], progress=args["progress"], digests=args["digests"]
-    )
-    return item_from_description(
-        described,
-        item_id=args["item_id"],
-        collection=args["collection"],
-        validate=args["validate"],
-        schema_dir=args["schema_dir"],
-    )
+    fixed = {
+        "bbox": bbox,
+        "geometry": geometry,
+        "datetime": datetime,
+        "start_datetime": start_datetime,
+        "end_datetime": end_datetime,
+        "dim_orders": dim_orders,
+        "hyperparameters": hyperparameters,
+        "links": links,
+    }
+    build = {"item_id": item_id, "collection": collection, "schema_dir": schema_dir}
+    measured: ModelDescription | None = None
+    # A model file is hashed in a background thread while the adapter loads and dry-runs it and the item is built
+    # and validated (hashlib releases the GIL), so exporting costs little more than hashing alone.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
+        pending: dict[str, Future[FileDigest]] = {}
+        if isinstance(model, (str, os.PathLike)):
+            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=progress)
+        try:
+            measured = adapter.describe(model, options)
+            given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
+            described = apply_overrides(measured, **given, **fixed)
+            # The checksum's digits do not change validity: the item is built and validated with a placeholder
+            # for the model file's checksum while its hash is still running, then the real one is filled in.
+            placeholders = {p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending}
+            described = hash_artifacts(described, href_base=href_base, progress=progress, digests=placeholders)
+            item = item_from_description(described, validate=validate, **build)
+            from pystac.extensions.file import FileExtension
+
+            for artifact in described.artifacts:
+                if artifact.path is not None and artifact.file_checksum == PLACEHOLDER_CHECKSUM:
+                    digest = pending[str(Path(artifact.path).resolve())].result()
+                    if digest.size != artifact.file_size:
+                        raise SourceError(
+                            f"'{artifact.path}' changed while it was exported ({artifact.file_size} -> {digest.size} "
+                            "bytes).",
+                            hint="Export it again once nothing writes to it.",
+                        )
+                    FileExtension.ext(item.assets[artifact.key]).checksum = digest.checksum
+            return item
+        except BaseException:
+            for future in pending.values():
+                future.cancel()
+            if measured is not None:
+                _remove_new_artifacts(measured, output_dir, existing)
+            raise
+
+
+def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
+    """Delete the artifacts this export wrote into ``output_dir`` (and the directory if it made it)."""
+    for artifact in measured.artifacts:
+        if artifact.path is None:
+            continue
+        path = Path(artifact.path).resolve()
+        if path.is_relative_to(output_dir) and (existing is None or path not in existing):
+            path.unlink(missing_ok=True)
+    if existing is None and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
 
 
 def embeddable_metadata(**values: Any) -> dict[str, Any]:
