@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -71,6 +72,7 @@ def export_item(
     href_base: str | None = None,
     probe_dynamic: bool = True,
     embed_metadata: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
@@ -112,6 +114,8 @@ def export_item(
         href_base: public URL prefix for artifact hrefs instead of local paths.
         probe_dynamic: probe batch/spatial/temporal dims (one run only when False).
         embed_metadata: write the MLM properties into the artifact's own metadata where the format allows.
+        overwrite: replace artifact files already in ``artifact_dir`` (refused by default: an earlier item may
+            point to them).
         progress: progress bars for hashing (default: on a terminal, for large files).
         validate: validate the Item against the schemas and semantic checks before returning it.
         schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
@@ -124,6 +128,10 @@ def export_item(
 
     .. versionadded:: 0.1
     """
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise ConfigurationError(
+            f"model_kwargs={model_kwargs!r} is not a mapping.", hint="Pass a dict of model_class's keyword arguments."
+        )
     options = ExportOptions(
         example_input=example_input,
         input_shape=input_shape,
@@ -136,6 +144,7 @@ def export_item(
         trust_pickle=trust_pickle,
         probe_dynamic=probe_dynamic,
         embed_metadata=embed_metadata,
+        overwrite=overwrite,
         progress=progress,
         metadata=embeddable_metadata(
             name=name,
@@ -156,6 +165,10 @@ def export_item(
              "end_datetime": end_datetime})  # fmt: skip
     if name is not None:
         _check_name(name)
+    if href_base is not None:
+        from mlm_export.stac.writer import check_href
+
+        check_href(href_base, "href_base")
     output_dir = (options.artifact_dir or Path.cwd() / "artifacts").resolve()
     existing = set(output_dir.rglob("*")) if output_dir.is_dir() else None
     # What the caller says about the model; values embedded in the artifact fill the ones left out (None).
@@ -515,6 +528,13 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
                 axis = _class_axis(out)
                 if "classification" in out.tasks and axis is not None and out.shape[axis] > 1:
                     outputs[index] = replace(out, classes=classes_from(out.shape[axis]))
+    try:
+        json.dumps(hyper, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"hyperparameters are not JSON data ({exc}).",
+            hint="Give numbers, strings, booleans, lists or dicts of them (e.g. str() of other objects).",
+        ) from exc
     changes["hyperparameters"] = hyper
 
     if kw["name"] is not None:
@@ -529,11 +549,24 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
 
     changes.update(_extent(kw))
     if kw["links"]:
-        changes["links"] = (*described.links, *kw["links"])
+        changes["links"] = (*described.links, *(_as_link(link) for link in kw["links"]))
     changes["inputs"] = tuple(inputs)
     changes["outputs"] = tuple(outputs)
     changes["notes"] = tuple(notes)
     return described.replace(**changes)
+
+
+def _as_link(link: Link | Mapping[str, Any]) -> Link:
+    """A :class:`Link` from a Link or a STAC link dict (``rel``, ``href``, ``type``, ``title``, extra fields)."""
+    if isinstance(link, Link):
+        return link
+    if isinstance(link, Mapping) and isinstance(link.get("rel"), str) and isinstance(link.get("href"), str):
+        extra = {k: v for k, v in link.items() if k not in ("rel", "href", "type", "title")}
+        return Link(link["rel"], link["href"], link.get("type"), link.get("title"), extra)
+    raise ConfigurationError(
+        f"links= entry {link!r} is not a link.",
+        hint="Pass mlm_export.description.Link(rel, href) objects or dicts with 'rel' and 'href'.",
+    )
 
 
 def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,12 +43,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from mlm_export.loading import check_item
 
-    kwargs = None
-    if args.model_kwargs:
-        try:
-            kwargs = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"--model-kwargs is not JSON: {exc.msg}.") from exc
+    kwargs = _json_object(args.model_kwargs, "--model-kwargs") if args.model_kwargs else None
     with _status(f"Loading and running {args.item}"):
         report = check_item(
             args.item,
@@ -99,6 +94,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """Parse ``text`` as a JSON object for ``option``."""
+    hint = f"Write e.g. {option} '{{\"num_classes\": 10}}'."
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{option} is not JSON: {exc.msg}.", hint=hint) from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{option} must be a JSON object, got {type(value).__name__}.", hint=hint)
+    return value
+
+
 def _parse_shape(text: str) -> list[int]:
     """``-1,13,64,64`` / ``?,13,64,64`` / ``1x13x64x64`` -> list of ints (``?`` = -1)."""
     parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
@@ -124,12 +131,7 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.input_dtype:
         options["input_dtype"] = args.input_dtype
     if args.model_kwargs:
-        try:
-            options["model_kwargs"] = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(
-                f"--model-kwargs is not JSON: {exc.msg}.", hint="Write e.g. --model-kwargs '{\"num_classes\": 10}'."
-            ) from exc
+        options["model_kwargs"] = _json_object(args.model_kwargs, "--model-kwargs")
     for key in ("tasks", "bands", "classes", "name"):
         value = getattr(args, key)
         if value:

@@ -290,11 +290,42 @@ def test_output_not_writable_and_existing(tmp_path: Path) -> None:
         export_item(tm.TinyMLP(), artifact_dir=blocker)
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
+def test_existing_artifact_is_not_overwritten(fmt: str, tmp_path: Path, schema_dir: Path) -> None:
+    example = {"input_shape": [-1, 6]}
+    first = export_item(tm.TinyMLP(), artifact_dir=tmp_path, artifact_format=fmt, **example)
+    path = save_item(first, tmp_path / "first.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(OutputExistsError, match="already exists") as info:
+        export_item(tm.TinyMLP(), artifact_dir=tmp_path, artifact_format=fmt, **example)
+    assert "overwrite=True" in str(info.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert validate_item(path, schema_dir).valid
+    export_item(tm.TinyMLP(), artifact_dir=tmp_path, artifact_format=fmt, overwrite=True, **example)
+
+
 def test_credentials_in_href_refused(tmp_path: Path) -> None:
-    item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, href_base="https://user:secret@example.com/models")
+    with pytest.raises(ConfigurationError, match="href_base .*credentials"):
+        export_item(tm.TinyMLP(), artifact_dir=tmp_path, href_base="https://user:secret@example.com/models")
+    assert not list(tmp_path.iterdir())
+    item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, href_base="https://example.com/models")
+    item.assets["model"].href = "https://user:secret@example.com/models/TinyMLP.safetensors"
     with pytest.raises(ConfigurationError, match="credentials"):
         save_item(item, tmp_path / "item.json")
     assert not (tmp_path / "item.json").exists()
+
+
+def test_links_hyperparameters_and_model_kwargs_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="links= entry 'http://x'"):
+        export_item(tm.TinyMLP(), artifact_dir=tmp_path, links=["http://x"])
+    with pytest.raises(ConfigurationError, match="hyperparameters are not JSON"):
+        export_item(tm.TinyMLP(), artifact_dir=tmp_path, hyperparameters={"lr": object()})
+    with pytest.raises(ConfigurationError, match="model_kwargs"):
+        export_item(tm.TinyMLP(), artifact_dir=tmp_path, model_kwargs=[1])
+    assert not list(tmp_path.iterdir())
+    link = {"rel": "derived_from", "href": "https://example.com/train.json", "ml-aoi:split": "train"}
+    item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, links=[link])
+    assert any(lk.extra_fields.get("ml-aoi:split") == "train" for lk in item.links)
 
 
 def test_interrupted_write_leaves_directory_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,7 +348,9 @@ def test_saved_items_hold_no_local_paths(tmp_path: Path) -> None:
     item = export_item(tm.TinyMLP(), artifact_dir=artifacts)
     text = save_item(item, tmp_path / "item.json").read_text()
     assert str(tmp_path) not in text and "file://" not in text
-    public = export_item(tm.TinyMLP(), artifact_dir=artifacts, href_base="https://models.example.com/v1")
+    public = export_item(
+        tm.TinyMLP(), artifact_dir=artifacts, href_base="https://models.example.com/v1", overwrite=True
+    )
     text = save_item(public, tmp_path / "public.json").read_text()
     assert "https://models.example.com/v1/TinyMLP.safetensors" in text and str(tmp_path) not in text
 

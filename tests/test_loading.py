@@ -132,3 +132,5 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert "missing.pt" in capsys.readouterr().err
     assert main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", "{bad"]) == 1
     assert "--model-kwargs is not JSON" in capsys.readouterr().err
+    assert main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", "[1]"]) == 1
+    assert "must be a JSON object" in capsys.readouterr().err

@@ -53,6 +53,7 @@ class ExportOptions:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     device: Any = "cpu"
     trust_pickle: bool = False
+    overwrite: bool = False
     probe_dynamic: bool = True
     embed_metadata: bool = False
     progress: bool | None = None

@@ -63,6 +63,7 @@ from mlm_export.errors import (
     ConfigurationError,
     DescriptionError,
     OutputError,
+    OutputExistsError,
     ProbeError,
     SourceError,
     UnsupportedSourceError,
@@ -271,7 +272,7 @@ def describe_torch_module(
         described = _describe_graph(
             graph, plain, name=name, architecture=architecture, requested=requested, examples=True
         )
-        moved = _commit(stage, target)
+        moved = _commit(stage, target, overwrite=options.overwrite)
     return _relocate(described, moved)
 
 
@@ -375,7 +376,7 @@ def _describe_path(path: Path, options: ExportOptions) -> ModelDescription:
         if not same_dir:
             for external in graph.externals:
                 _copy(external.path, stage / external.location)
-        moved = _commit(stage, target)
+        moved = _commit(stage, target, overwrite=options.overwrite)
     moved[str(graph.path)] = str(target / filename)
     if not same_dir:
         for external in graph.externals:
@@ -416,7 +417,7 @@ def _describe_proto(proto: onnx.ModelProto, options: ExportOptions) -> ModelDesc
         _save_proto(copy, path, data_location=f"{path.name}.data")
         graph = _load_graph(path)  # its embedded metadata, if any, is applied by _describe_graph
         described = _describe_graph(graph, options, name=name, architecture=architecture)
-        moved = _commit(stage, target)
+        moved = _commit(stage, target, overwrite=options.overwrite)
     return _relocate(described, moved)
 
 
@@ -1403,9 +1404,19 @@ def _staging(target: Path) -> Iterator[Path]:
     shutil.rmtree(stage, ignore_errors=True)
 
 
-def _commit(stage: Path, target: Path) -> dict[str, str]:
-    """Move every staged file to ``target`` (side files first, ``.onnx`` last); return old -> new paths."""
+def _commit(stage: Path, target: Path, *, overwrite: bool = False) -> dict[str, str]:
+    """Move every staged file to ``target`` (side files first, ``.onnx`` last); return old -> new paths.
+
+    Raises:
+        OutputExistsError: a file of that name is already there and ``overwrite`` is False.
+    """
     files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".onnx", str(p)))
+    taken = [target / f.relative_to(stage) for f in files if (target / f.relative_to(stage)).exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(
+            f"Artifact '{taken[0]}' already exists; an earlier item may point to it.",
+            hint="Pass overwrite=True to replace it, or another artifact_dir.",
+        )
     moved: dict[str, str] = {}
     try:
         for staged in files:

@@ -44,6 +44,7 @@ from mlm_export.errors import (
     MissingDependencyError,
     MLMExportError,
     OutputError,
+    OutputExistsError,
     ProbeError,
     UntrustedPickleError,
 )
@@ -1828,6 +1829,11 @@ def _write_artifact(
     info = _FORMATS[fmt]
     directory = Path(options.artifact_dir) if options.artifact_dir is not None else Path.cwd() / "artifacts"
     target = directory / f"{slugify(loaded.name)}{info.suffix}"
+    if target.exists() and not options.overwrite:
+        raise OutputExistsError(
+            f"Artifact '{target}' already exists; an earlier item may point to it.",
+            hint="Pass overwrite=True to replace it, or another artifact_dir.",
+        )
 
     if fmt == "safetensors":
         from safetensors.torch import save_file

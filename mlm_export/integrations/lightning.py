@@ -99,7 +99,8 @@ class MLMExportCallback(Callback):
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.on = on
         self.artifact_format = artifact_format
-        self.export_options = dict(export_options)
+        # The callback owns its outputs: a later export of the same run replaces the artifact next to its item.
+        self.export_options = {"overwrite": True, **export_options}
         #: Item JSON paths written, oldest first.
         self.exported: list[str] = []
         self._by_checkpoint: dict[str, str] = {}

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     import pystac
 
 
-def _check_href(href: str, where: str) -> None:
+def check_href(href: str, where: str) -> None:
+    """Refuse an href that carries credentials (``user:password@``).
+
+    Raises:
+        ConfigurationError: the href has a password, or a user name on a remote URL.
+    """
     parsed = urlparse(href)
     if parsed.password is not None or (parsed.username is not None and parsed.scheme not in ("", "file")):
         raise ConfigurationError(
@@ -42,14 +47,14 @@ def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.Path
     assets = {}
     for key, asset in (document.get("assets") or {}).items():
         asset = dict(asset)
-        _check_href(asset["href"], f"asset {key!r}")
+        check_href(asset["href"], f"asset {key!r}")
         asset["href"] = _relative(asset["href"], item_path)
         assets[key] = asset
     document["assets"] = assets
     links = []
     for link in document.get("links") or []:
         link = dict(link)
-        _check_href(link["href"], f"link rel={link.get('rel')!r}")
+        check_href(link["href"], f"link rel={link.get('rel')!r}")
         link["href"] = _relative(link["href"], item_path)
         links.append(link)
     document["links"] = links
@@ -71,7 +76,13 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"Output directory '{directory}' does not exist.", hint="Create it first.")
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise OutputError(
+            f"Cannot write '{target}': the document is not JSON data ({exc}).",
+            hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
+        ) from exc
     try:
         handle = tempfile.NamedTemporaryFile(
             "w", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False, encoding="utf-8"
