@@ -122,9 +122,22 @@ def generic_dim_order(rank: int) -> tuple[str, ...]:
     return _GENERIC_NAMES + tuple(f"axis-{letters[i]}" for i in range(rank - len(_GENERIC_NAMES)))
 
 
-def output_dim_order(shape: Sequence[int], input_layouts: Sequence[str | None]) -> tuple[str, ...]:
-    """dim_order of an output by rank: [batch, class], [batch, class, height, width], [batch, time, channel]..."""
+def output_dim_order(
+    shape: Sequence[int], input_layouts: Sequence[str | None], input_dim_orders: Sequence[Sequence[str]] = ()
+) -> tuple[str, ...]:
+    """dim_order of an output: [batch, class], [batch, class, height, width], [batch, time, channel]...
+
+    An output of the same rank as an input whose axes were named after its first layer (Conv1d [batch, channel,
+    time], Conv3d [batch, channel, time, height, width], a time-major RNN [time, batch, channel]) keeps that
+    input's axis order, with the channel axis of a spatial map named ``class``.
+    """
     rank = len(shape)
+    for order in input_dim_orders:
+        default = LAYOUTS.get(LAYOUT_BY_RANK.get(len(order), ""))
+        if len(order) == rank and tuple(order) != default and "bands" not in order:
+            if "height" in order:
+                return tuple("class" if d == "channel" else d for d in order)
+            return tuple(order)
     image_like = any(layout in ("image", "image-time") for layout in input_layouts)
     if rank == 1:
         return ("batch",)
@@ -154,6 +167,9 @@ def infer_output_task(out: MeasuredTensor | TensorLike) -> str | None:
     if getattr(out, "kind", "tensor") != "tensor" or out.data_type == "other":
         return None
     shape = out.shape
+    order = tuple(getattr(out, "dim_order", ()) or ())
+    if "class" in order and "height" in order:
+        return "semantic-segmentation" if shape[order.index("class")] != 1 else "regression"
     if len(shape) in (4, 5) and shape[-3] != 1:
         return "semantic-segmentation"
     if len(shape) == 2 and shape[1] != 1:

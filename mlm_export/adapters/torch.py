@@ -1458,7 +1458,19 @@ def _plan_inputs(loaded: _Loaded, module: Any, options: ExportOptions) -> _Input
         return _example_plans(module, options.example_input, "example_input")
     if options.input_shape is not None:
         return _shape_plans(module, options)
-    return _inferred_plans(loaded, module)
+    inputs = _inferred_plans(loaded, module)
+    if options.input_dtype is not None:
+        names = [p.keyword or p.name for p in inputs.plans]
+        dtypes = _input_dtypes(options.input_dtype, names, len(inputs.plans), _float_dtype(module))
+        for plan, dtype in zip(inputs.plans, dtypes, strict=True):
+            plan.dtype, plan.example = dtype, None
+            if not dtype.is_floating_point and not dtype.is_complex:
+                plan.low, plan.high = 0, _embedding_high(module)
+        inputs.probe_inputs = [
+            dataclasses.replace(probe_input, data_type=data_type_of(dtype))
+            for probe_input, dtype in zip(inputs.probe_inputs, dtypes, strict=True)
+        ]
+    return inputs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1752,7 +1764,7 @@ def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpe
             OutputSpec(
                 name=out.name,
                 shape=out.shape,
-                dim_order=output_dim_order(out.shape, layouts),
+                dim_order=output_dim_order(out.shape, layouts, result.input_dim_orders),
                 data_type=out.data_type,
                 description=description,
             )
