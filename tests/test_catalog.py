@@ -463,3 +463,13 @@ def test_build_warns_only_for_repaired_bboxes(tmp_path: Path, schema_dir: Path) 
         build_catalog([EXAMPLES_DIR / "item_basic.json"], tmp_path / "cat", schema_dir=schema_dir)
     with pytest.warns(UserWarning, match="south > north"):
         build_catalog([DATACUBE], tmp_path / "cube", schema_dir=schema_dir)
+
+
+def test_edge_contact_is_no_match_and_boxes_follow_export_rules(built: tuple[Path, pystac.Collection]) -> None:
+    west, south, east, north = ALPS
+    touching = search_catalog(built[0] / "cat", bbox=[east, south, east + 1, north], task="object-detection")
+    assert "alps-any" not in ids(touching)
+    inside = search_catalog(built[0] / "cat", bbox=[west, south, (west + east) / 2, north], task="object-detection")
+    assert "alps-any" in ids(inside)
+    with pytest.raises(ConfigurationError, match="antimeridian"):
+        search_catalog(built[0] / "cat", bbox=[east, south, west, north])

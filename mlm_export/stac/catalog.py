@@ -630,6 +630,12 @@ def _query_bbox(bbox: Sequence[Any]) -> tuple[BaseGeometry, str]:
         )
     if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
         raise ConfigurationError(f"bbox: west {west} and east {east} must lie in -180..180 (west > east crosses 180°).")
+    # Same rule as export_item: west > east crosses the antimeridian only for a box narrower than a hemisphere.
+    if west > east and not (west > 0 > east and 360 - (west - east) < 180):
+        raise ConfigurationError(
+            f"bbox: west {west} is east of east {east} and the box does not cross the antimeridian.",
+            hint="Give the box as WEST SOUTH EAST NORTH; across the antimeridian west > 0 > east.",
+        )
     text = f"[{west:g}, {south:g}, {east:g}, {north:g}]"
     if west <= east and (west == east or south == north):
         if (west, south) == (east, north):
@@ -746,12 +752,14 @@ def _match_bbox(document: Mapping[str, Any], source: str, query: _Query) -> tupl
     footprint = _footprint_of(bbox)
     if not footprint.intersects(query.bbox):
         return None
+    if query.bbox.area > 0 and footprint.area > 0 and footprint.intersection(query.bbox).area == 0:
+        return None  # the boxes only touch along an edge
     overlap = footprint.intersection(query.bbox).area + AREA_EPSILON
     covered = overlap / (query.bbox.area + AREA_EPSILON)
     share = overlap / (footprint.area + AREA_EPSILON)
     shown = ", ".join(f"{v:.6g}" for v in bbox)
     reason = f"bbox: the model's footprint [{shown}] covers {min(covered, 1.0):.0%} of {query.bbox_text}"
-    reason += f"; the query is {min(share, 1.0):.2%} of the footprint"
+    reason += f"; the overlap is {min(share, 1.0):.2%} of the footprint"
     return min(covered * share, 1.0), reason
 
 
