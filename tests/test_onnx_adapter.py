@@ -770,3 +770,31 @@ def test_no_warnings_for_a_clean_model(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         adapter.describe(path, ExportOptions())
+
+
+def test_bfloat16_output_is_measured_and_checked(tmp_path: Path) -> None:
+    """numpy has no bfloat16: such outputs are read as OrtValues, so the dry-run and check_item still work."""
+    from onnx import TensorProto, helper
+
+    from mlm_export import check_item, save_item
+
+    image = helper.make_tensor_value_info("img", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    relu = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    half = helper.make_tensor_value_info("z", TensorProto.BFLOAT16, ["batch", 3, 8, 8])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["img"], ["y"]), helper.make_node("Cast", ["img"], ["z"], to=TensorProto.BFLOAT16)],
+        "g",
+        [image],
+        [relu, half],
+    )
+    path = tmp_path / "bf16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run_with_ort_values(None, {"img": ort.OrtValue.ortvalue_from_numpy(np.zeros((2, 3, 8, 8), "f4"))})
+    assert [o.shape() for o in outputs] == [[2, 3, 8, 8], [2, 3, 8, 8]]
+    item = export_item(path, bbox=[0, 0, 1, 1], tasks=["regression"])
+    results = {o["name"]: o["result"] for o in item.properties["mlm:output"]}
+    assert results["y"]["data_type"] == "float32" and results["z"]["data_type"] == "other"
+    assert results["z"]["shape"] == [-1, 3, 8, 8]
+    assert "dry-run failed" not in item.properties.get("description", "")
+    assert check_item(save_item(item, tmp_path / "item.json")).ok

@@ -334,11 +334,10 @@ def run_artifact(
         else:
             feeds[meta.name] = np.zeros(shape, dtype=dtype)
     try:
-        values = session.run(None, feeds)
+        return _run_session(session, feeds, [o.name for o in session.get_outputs()])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class; all are reported
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
-    return [_measure(o.name, v) for o, v in zip(session.get_outputs(), values, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1040,8 +1039,7 @@ def _dry_run(
     def runner(shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
         pairs = zip(graph.inputs, shapes, strict=True)
         feeds = {v.name: _feed(v, shape, seed) for seed, (v, shape) in enumerate(pairs)}
-        values = session.run(None, feeds)
-        return [_measure(n, value) for n, value in zip(output_names, values, strict=True)]
+        return _run_session(session, feeds, output_names)
 
     try:
         result = probe(runner, probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=base)
@@ -1073,6 +1071,32 @@ def _feed(value: _Value, shape: tuple[int, ...], seed: int) -> np.ndarray:
     if dtype.kind in "fc":
         return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     return np.zeros(shape, dtype=dtype)
+
+
+def _run_session(session: Any, feeds: Mapping[str, Any], names: Sequence[str]) -> list[MeasuredTensor]:
+    """Run once and measure every output. Outputs numpy cannot hold (bfloat16, float8) are read as OrtValues."""
+    try:
+        values = session.run(None, dict(feeds))
+    except RuntimeError as exc:
+        if "No corresponding Numpy type" not in str(exc):
+            raise
+        import onnxruntime as ort
+
+        ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        return [_measure_ort_value(n, v) for n, v in zip(names, session.run_with_ort_values(None, ort_feeds),
+                                                         strict=True)]  # fmt: skip
+    return [_measure(n, value) for n, value in zip(names, values, strict=True)]
+
+
+def _measure_ort_value(name: str, value: Any) -> MeasuredTensor:
+    """An output kept as an OrtValue: shape and element type without converting to numpy."""
+    if not value.is_tensor():
+        return MeasuredTensor(name, (1,), "other", kind="other", description="non-tensor value")
+    element = value.data_type().removeprefix("tensor(").removesuffix(")")
+    try:
+        return _measure(name, value.numpy())
+    except (RuntimeError, TypeError, ValueError):
+        return MeasuredTensor(name, tuple(value.shape()), _mlm_type(element), description=element)
 
 
 def _measure(name: str, value: Any) -> MeasuredTensor:
