@@ -59,6 +59,8 @@ class MeasuredTensor:
     kind: str = "tensor"
     non_finite: bool = False
     description: str | None = None
+    #: A 0-d tensor, described as shape [1] (MLM shapes need one dimension) with dim_order ["value"].
+    scalar: bool = False
 
 
 @dataclass(frozen=True)

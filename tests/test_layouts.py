@@ -74,3 +74,23 @@ def test_input_dtype_applies_to_an_inferred_input(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="input_dtype='floaty'"):
         export_item(model, input_dtype="floaty", artifact_dir=tmp_path / "b")
+
+
+class ScalarAndVector(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.linear(x)
+        return {"y": y, "total": y.sum()}
+
+
+def test_scalar_output_is_a_value_not_a_batch(tmp_path: Path) -> None:
+    from mlm_export import check_item, save_item
+
+    item = export_item(ScalarAndVector(), artifact_dir=tmp_path, bbox=[0, 0, 1, 1], tasks=["regression"])
+    results = {o["name"]: o["result"] for o in item.properties["mlm:output"]}
+    assert results["total"]["shape"] == [1] and results["total"]["dim_order"] == ["value"]
+    assert results["y"]["shape"] == [-1, 2]
+    assert check_item(save_item(item, tmp_path / "item.json"), model_class=ScalarAndVector).ok

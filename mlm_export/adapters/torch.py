@@ -1575,7 +1575,9 @@ def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
     non_finite = False
     if (tensor.is_floating_point() or tensor.is_complex()) and tensor.layout == torch.strided and tensor.numel():
         non_finite = not bool(torch.isfinite(tensor).all())
-    return MeasuredTensor(name, shape, data_type, non_finite=non_finite, description=description)
+    return MeasuredTensor(
+        name, shape, data_type, non_finite=non_finite, description=description, scalar=tensor.dim() == 0
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1764,7 +1766,7 @@ def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpe
             OutputSpec(
                 name=out.name,
                 shape=out.shape,
-                dim_order=output_dim_order(out.shape, layouts, result.input_dim_orders),
+                dim_order=("value",) if out.scalar else output_dim_order(out.shape, layouts, result.input_dim_orders),
                 data_type=out.data_type,
                 description=description,
             )
