@@ -94,3 +94,27 @@ def test_scalar_output_is_a_value_not_a_batch(tmp_path: Path) -> None:
     assert results["total"]["shape"] == [1] and results["total"]["dim_order"] == ["value"]
     assert results["y"]["shape"] == [-1, 2]
     assert check_item(save_item(item, tmp_path / "item.json"), model_class=ScalarAndVector).ok
+
+
+@pytest.mark.parametrize(("factory", "small", "large", "in_order", "out_order", "task"), [CASES[0], CASES[2]],
+                         ids=["Conv1dNet", "VideoSegmenter"])  # fmt: skip
+def test_onnx_export_keeps_the_measured_axes(
+    factory: type[nn.Module], small: tuple, large: tuple, in_order: list, out_order: list, task: str, tmp_path: Path
+) -> None:
+    """artifact_format='onnx' takes the axis names the PyTorch adapter measured, and checks against onnxruntime."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mlm_export import check_item, save_item
+
+    torch.manual_seed(0)
+    item = export_item(factory(), artifact_format="onnx", artifact_dir=tmp_path, bbox=[0, 0, 1, 1])
+    spec_in, spec_out = item.properties["mlm:input"][0]["input"], item.properties["mlm:output"][0]["result"]
+    assert spec_in["dim_order"] == in_order and spec_out["dim_order"] == out_order
+    session = ort.InferenceSession(item.assets["model"].href, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    a = session.run(None, {name: np.random.default_rng(0).standard_normal(small).astype("float32")})[0]
+    b = session.run(None, {name: np.random.default_rng(1).standard_normal(large).astype("float32")})[0]
+    assert spec_out["shape"] == [-1 if x != y else x for x, y in zip(a.shape, b.shape, strict=True)]
+    assert spec_in["shape"] == [-1 if x != y else x for x, y in zip(small, large, strict=True)]
+    assert check_item(save_item(item, tmp_path / "item.json")).ok

@@ -54,6 +54,8 @@ class ExportOptions:
     device: Any = "cpu"
     trust_pickle: bool = False
     overwrite: bool = False
+    #: Axis names of each input when a framework adapter knows them better than the rank (Conv1d, RNN...).
+    input_dim_orders: tuple[tuple[str, ...], ...] | None = None
     probe_dynamic: bool = True
     embed_metadata: bool = False
     progress: bool | None = None

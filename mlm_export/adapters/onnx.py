@@ -263,7 +263,7 @@ def describe_torch_module(
     target = _artifact_dir(options)
     with _staging(target) as stage:
         onnx_path = stage / f"{_slug(name)}.onnx"
-        _export_torch(module, args, kwargs, onnx_path)
+        _export_torch(module, args, kwargs, onnx_path, options.input_dim_orders)
         if payload is not None:
             _embed_in_file(onnx_path, payload)
         graph = _load_graph(onnx_path)
@@ -812,13 +812,20 @@ def _input_dim_order(rank: int) -> tuple[str, ...]:
     return LAYOUTS[layout] if layout is not None else generic_dim_order(rank)
 
 
-def _probe_axes(rank: int) -> set[int]:
-    """Axes :func:`probing.probe` varies for an input of this rank (batch, spatial, time)."""
-    order = _input_dim_order(rank)
-    axes = {0} if order and order[0] == "batch" else set()
-    for names in PROBE_GROUPS.get(LAYOUT_BY_RANK.get(rank, ""), {}).values():
-        axes.update(order.index(n) for n in names if n in order)
-    return axes
+def _order_of(index: int, rank: int, dim_orders: Sequence[Sequence[str]] | None) -> tuple[str, ...]:
+    """Axis names of input ``index``: those the caller's framework adapter measured, else by rank."""
+    if dim_orders is not None and index < len(dim_orders) and len(dim_orders[index]) == rank:
+        return tuple(dim_orders[index])
+    return _input_dim_order(rank)
+
+
+_PROBED_NAMES = frozenset(name for groups in PROBE_GROUPS.values() for names in groups.values() for name in names)
+
+
+def _probe_axes(rank: int, order: Sequence[str] | None = None) -> set[int]:
+    """Axes :func:`probing.probe` varies for an input of this rank or axis order (batch, spatial, time, token)."""
+    order = tuple(order) if order is not None else _input_dim_order(rank)
+    return {axis for axis, name in enumerate(order) if name == "batch" or name in _PROBED_NAMES}
 
 
 def _tensor_text(role: str, value: _Value, order: Sequence[str], extra: Sequence[str] = ()) -> str:
@@ -848,7 +855,9 @@ def _input_specs(graph: _Graph, measured: _Measured | None, notes: list[str]) ->
         elif not value.dims:
             shape, order = (1,), ("value",)
         else:
-            order = _input_dim_order(len(value.dims))
+            order = (
+                measured.result.input_dim_orders[index] if measured is not None else _input_dim_order(len(value.dims))
+            )
             sizes = []
             refused: list[str] = []
             for axis, dim in enumerate(value.dims):
@@ -901,6 +910,7 @@ def _output_specs(
 ) -> list[OutputSpec]:
     input_params = {d for v in graph.inputs for d in (v.dims or ()) if isinstance(d, str)}
     layouts = [LAYOUT_BY_RANK.get(len(i.shape)) for i in inputs]
+    input_orders = [i.dim_order for i in inputs]
     specs = []
     for index, value in enumerate(graph.outputs):
         data_type = value.data_type
@@ -938,7 +948,7 @@ def _output_specs(
         if not shape:
             shape, order = [1], ("value",)
         else:
-            order = output_dim_order(shape, layouts)
+            order = output_dim_order(shape, layouts, input_orders)
         specs.append(
             OutputSpec(
                 name=value.name,
@@ -991,7 +1001,8 @@ def _dry_run(
     notes: list[str],
 ) -> _Measured | None:
     """Run the model with onnxruntime and probe its dynamic dims; None (and a note) when it cannot run."""
-    base, caller_fixed = _base_shapes(graph, requested, examples)
+    dim_orders = options.input_dim_orders
+    base, caller_fixed = _base_shapes(graph, requested, examples, dim_orders)
     unusable = [v for v in graph.inputs if not v.is_tensor or v.dims is None]
     if unusable:
         names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
@@ -1025,12 +1036,15 @@ def _dry_run(
             name=v.name,
             shape=base[i],
             data_type=v.data_type,
+            dim_order=_order_of(i, len(v.dims or ()), dim_orders),
             fixed=tuple(isinstance(d, int) or a in caller_fixed[i] for a, d in enumerate(v.dims or ())),
         )
         for i, v in enumerate(graph.inputs)
     ]
     probed = [
-        _probe_axes(len(v.dims or ())) - {a for a, d in enumerate(v.dims or ()) if isinstance(d, int)} - caller_fixed[i]
+        _probe_axes(len(v.dims or ()), _order_of(i, len(v.dims or ()), dim_orders))
+        - {a for a, d in enumerate(v.dims or ()) if isinstance(d, int)}
+        - caller_fixed[i]
         if options.probe_dynamic
         else set()
         for i, v in enumerate(graph.inputs)
@@ -1116,7 +1130,10 @@ def _measure(name: str, value: Any) -> MeasuredTensor:
 
 
 def _base_shapes(
-    graph: _Graph, requested: Mapping[str, tuple[int, ...]], examples: bool
+    graph: _Graph,
+    requested: Mapping[str, tuple[int, ...]],
+    examples: bool,
+    dim_orders: Sequence[Sequence[str]] | None = None,
 ) -> tuple[list[tuple[int, ...]], list[set[int]]]:
     """Concrete dry-run shapes and, per input, the axes the caller fixed (``input_shape`` sizes).
 
@@ -1148,9 +1165,9 @@ def _base_shapes(
                 params.setdefault(dim, size)
     shapes: list[tuple[int, ...]] = []
     fixed: list[set[int]] = []
-    for value in graph.inputs:
+    for index, value in enumerate(graph.inputs):
         dims = value.dims or ()
-        order = _input_dim_order(len(dims))
+        order = _order_of(index, len(dims), dim_orders)
         want = requested.get(value.name)
         sizes: list[int] = []
         caller: set[int] = set()
@@ -1533,17 +1550,19 @@ def _torch_dtype(value: Any) -> torch.dtype:
     return candidate
 
 
-def _dynamic_spec(tensor: Any, index: int, *, spatial: bool) -> dict[int, str] | None:
-    """Dynamic axes of one example tensor: batch, plus height/width or time when ``spatial``."""
+def _dynamic_spec(
+    tensor: Any, index: int, *, spatial: bool, dim_orders: Sequence[Sequence[str]] | None = None
+) -> dict[int, str] | None:
+    """Dynamic axes of one example tensor: batch, plus height/width, time or token when ``spatial``."""
     import torch
 
     if not isinstance(tensor, torch.Tensor) or tensor.dim() == 0:
         return None
     suffix = "" if index == 0 else f"_{index}"
-    order = _input_dim_order(tensor.dim())
-    axes = {0: "batch"} if order[0] == "batch" else {}
+    order = _order_of(index, tensor.dim(), dim_orders)
+    axes = {order.index("batch"): "batch"} if "batch" in order else {}
     if spatial:
-        for axis in _probe_axes(tensor.dim()) - {0}:
+        for axis in _probe_axes(tensor.dim(), order) - set(axes):
             axes[axis] = order[axis] + suffix
     return axes or None
 
@@ -1561,7 +1580,11 @@ def _output_names(output: Any) -> list[str] | None:
 
 
 def _export_torch(
-    module: torch.nn.Module | torch.export.ExportedProgram, args: tuple[Any, ...], kwargs: dict[str, Any], path: Path
+    module: torch.nn.Module | torch.export.ExportedProgram,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    path: Path,
+    dim_orders: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """``torch.onnx.export`` with dynamic batch and spatial/time dims, falling back to fewer dynamic dims.
 
@@ -1597,10 +1620,18 @@ def _export_torch(
             if not dynamic:
                 attempts.append((label, None))
             elif kwargs:
-                specs = {k: _dynamic_spec(v, i, spatial=spatial) for i, (k, v) in enumerate(kwargs.items())}
+                specs = {
+                    k: _dynamic_spec(v, i, spatial=spatial, dim_orders=dim_orders)
+                    for i, (k, v) in enumerate(kwargs.items())
+                }
                 attempts.append((label, specs))
             else:
-                attempts.append((label, tuple(_dynamic_spec(a, i, spatial=spatial) for i, a in enumerate(args))))
+                attempts.append(
+                    (
+                        label,
+                        tuple(_dynamic_spec(a, i, spatial=spatial, dim_orders=dim_orders) for i, a in enumerate(args)),
+                    )
+                )
         failures: list[str] = []
         for label, dynamic_shapes in attempts:
             try:

@@ -2148,8 +2148,11 @@ def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> ModelDescription:
     module = loaded.module if loaded.kind != "exported" else loaded.program
     changes: dict[str, Any] = {"metadata": {"name": loaded.name, "architecture": loaded.architecture,
                                             **dict(options.metadata or {})}}  # fmt: skip
+    runnable = module if loaded.kind != "exported" else module.module()
+    if loaded.kind != "exported" and options.input_dim_orders is None:
+        planned = _plan_inputs(loaded, runnable, options)
+        changes["input_dim_orders"] = tuple(p.resolved_dim_order() for p in planned.probe_inputs)
     if options.example_input is None and options.input_shape is None:
-        runnable = module if loaded.kind != "exported" else module.module()
         inputs = _inferred_plans(loaded, runnable)
         device = _single_device(runnable) or _import_torch().device("cpu")
         tensors = _Runner(runnable, inputs, device).make_inputs(_base_shapes(inputs), device=device)
