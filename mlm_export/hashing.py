@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +83,6 @@ def hash_file(path: str | os.PathLike[str], *, progress: bool | None = None) -> 
     except OSError as exc:
         raise SourceError(f"Cannot read '{file_path}' to hash it: {exc.strerror}.", hint="Check permissions.") from exc
     return FileDigest(file_path, size, multihash_sha256(digest.digest()))
-
-
-def hash_files(paths: Iterable[str | os.PathLike[str]], *, progress: bool | None = None) -> list[FileDigest]:
-    """Hash several files (e.g. an ONNX model and its external data)."""
-    return [hash_file(p, progress=progress) for p in paths]
 
 
 def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is optional at type-check time

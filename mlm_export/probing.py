@@ -154,16 +154,6 @@ def output_dim_order(
     return generic_dim_order(rank)
 
 
-def infer_tasks(outputs: Sequence[MeasuredTensor | TensorLike]) -> tuple[str, ...]:
-    """Tasks from outputs: [B, C>1, H, W] -> semantic-segmentation; [B, C>1] -> classification; else regression."""
-    tasks: list[str] = []
-    for out in outputs:
-        task = infer_output_task(out)
-        if task and task not in tasks:
-            tasks.append(task)
-    return tuple(tasks)
-
-
 def infer_output_task(out: MeasuredTensor | TensorLike) -> str | None:
     """The task of one output (by its shape), or None for non-tensor outputs."""
     if getattr(out, "kind", "tensor") != "tensor" or out.data_type == "other":

@@ -58,6 +58,7 @@ from shapely.ops import unary_union
 from mlm_export.description import TASKS
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
+from mlm_export.stac.validate import read_json_object
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
 
 if TYPE_CHECKING:
@@ -105,25 +106,6 @@ def _is_url(href: str) -> bool:
     return len(scheme) > 1 and scheme != "file"
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigurationError(f"{what} '{path}' does not exist.", hint="Check the path.") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{what} '{path}' cannot be read: {exc}.", hint="Pass a JSON file.") from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(
-            f"{what} '{path}' is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-            hint="Pass a STAC JSON file.",
-        ) from exc
-    if not isinstance(document, dict):
-        raise ConfigurationError(f"{what} '{path}' holds JSON {type(document).__name__}, not an object.")
-    return document
-
-
 def _check_item(document: Mapping[str, Any], source: str) -> None:
     kind = document.get("type")
     if kind != "Feature":
@@ -145,7 +127,7 @@ def _check_item(document: Mapping[str, Any], source: str) -> None:
 def _entry(item: ItemSource) -> _Entry:
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        document = _read_json(path, "Item file")
+        document = read_json_object(path, "Item file", ConfigurationError)
         entry = _Entry(document, f"'{path}'", path.resolve().parent, str(path))
     elif isinstance(item, pystac.Item):
         self_href = item.get_self_href()
@@ -870,7 +852,7 @@ def _catalog_entries(path: Path, seen: set[Path]) -> Iterator[_Entry]:
     if resolved in seen:
         return
     seen.add(resolved)
-    document = _read_json(path, "Catalog file")
+    document = read_json_object(path, "Catalog file", ConfigurationError)
     if document.get("type") not in ("Collection", "Catalog"):
         raise ConfigurationError(
             f"'{path}' is not a STAC Collection or Catalog (type {document.get('type')!r}).",
@@ -895,7 +877,7 @@ def _catalog_entries(path: Path, seen: set[Path]) -> Iterator[_Entry]:
                 f"'{path}' links the item {href!r} but '{target}' does not exist.",
                 hint="Rebuild the catalog (mlm-export catalog ... --overwrite).",
             )
-        document_ = _read_json(target, "Item file")
+        document_ = read_json_object(target, "Item file", ConfigurationError)
         if document_.get("type") != "Feature":
             raise ConfigurationError(f"'{target}', linked as an item from '{path}', is not a STAC Item.")
         yield _Entry(document_, f"'{target}'", target.resolve().parent, str(target))

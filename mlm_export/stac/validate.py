@@ -20,7 +20,7 @@ from jsonschema import validators
 from jsonschema.exceptions import ValidationError, best_match
 from referencing.exceptions import Unresolvable
 
-from mlm_export.errors import ItemValidationError, SchemaNotFoundError
+from mlm_export.errors import ItemValidationError, MLMExportError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
 from mlm_export.stac.schemas import SchemaStore
 
@@ -360,28 +360,38 @@ def _file_problems(document: Mapping[str, Any], base: Path | None, check_files: 
             yield Problem(f"/links/{index}/file:checksum", "is not a multihash ('1220' + sha2-256 hex)", "semantic")
 
 
+def read_json_object(path: Path, what: str, error: type[MLMExportError] = ItemValidationError) -> dict[str, Any]:
+    """Return the JSON object in ``path``.
+
+    Raises:
+        MLMExportError: ``error``, naming ``what`` and the path, when the file is missing, unreadable or not a JSON
+            object.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise error(f"{what} '{path}' does not exist.", hint="Check the path.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} '{path}' cannot be read: {exc}.", hint="Pass a JSON file.") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{what} '{path}' is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+            hint="Pass a STAC JSON file.",
+        ) from exc
+    if not isinstance(document, dict):
+        raise error(
+            f"{what} '{path}' holds JSON {type(document).__name__}, not an object.", hint="Pass a STAC JSON file."
+        )
+    return document
+
+
 def read_item_document(item: Any) -> tuple[dict[str, Any], Path | None, str | None]:
     """The JSON document of an item (path, dict or pystac object), the directory of its file, and its location."""
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise ItemValidationError(f"Item file '{path}' does not exist.", hint="Check the path.") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ItemValidationError(f"Item file '{path}' cannot be read: {exc}.", hint="Pass a JSON file.") from exc
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ItemValidationError(
-                f"'{path}' is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-                hint="Pass a STAC Item JSON file.",
-            ) from exc
-        if not isinstance(document, dict):
-            raise ItemValidationError(
-                f"'{path}' holds JSON {type(document).__name__}, not an object.", hint="Pass a STAC Item JSON file."
-            )
-        return document, path.resolve().parent, str(path)
+        return read_json_object(path, "Item file"), path.resolve().parent, str(path)
     if isinstance(item, Mapping):
         return dict(item), None, None
     to_dict = getattr(item, "to_dict", None)
