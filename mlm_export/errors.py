@@ -70,6 +70,18 @@ class ProbeError(MLMExportError):
     """The dry-run of the model failed or produced unusable outputs."""
 
 
+class DryRunLimitError(ProbeError):
+    """The dry-run was stopped by one of its caps (``max_dry_run_memory=``, ``dry_run_timeout=``)."""
+
+
+class DryRunMemoryError(DryRunLimitError, MemoryError):
+    """The dry-run's predicted peak memory is over ``max_dry_run_memory=``; nothing was run."""
+
+
+class DryRunTimeoutError(DryRunLimitError, TimeoutError):
+    """The dry-run ran longer than ``dry_run_timeout=`` seconds and was interrupted."""
+
+
 class DescriptionError(MLMExportError, ValueError):
     """A model description violates its own invariants."""
 

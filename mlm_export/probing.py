@@ -1,27 +1,34 @@
 """Framework-neutral dry-run and dynamic-dimension search.
 
-An adapter supplies a *runner*: a callable that takes one concrete shape per model input, runs the real model on
-inputs of those shapes and returns what came out (:class:`MeasuredTensor`). :func:`probe` calls it a few times:
+An adapter supplies a :class:`ProbeBackend`: ``infer`` gives the output shapes and dtypes for inputs of given
+shapes without computing anything (PyTorch's fake/meta tensors, ONNX shape inference), ``run`` runs the real
+model on seeded inputs and keeps the output values, ``same_values`` compares two outputs. :func:`probe`:
 
-* once at the base shapes (batch 1, height/width 64, time 8 unless the caller fixed them);
-* batch: once more at batch 2. If that works the batch dimension is dynamic (-1);
-* spatial (height/width together) and temporal dimensions: at base + 32 and base + 64. If both work the dimension
-  is dynamic. Because both probes are multiples of 32 apart, a net that needs sizes divisible by 32 (a U-Net with
-  five poolings) is reported dynamic; a third probe at an odd size tells whether any size works, and when it does
-  not, the input's description says which multiple is required. A net fixed at one size (a ViT at 224) fails the
-  probes and keeps its size.
-* an output dimension that changed between runs follows a dynamic input dimension and becomes -1.
+* asks ``infer`` for the outputs at the base shapes (batch 1, height/width 64, time 8, tokens 16 unless the
+  caller fixed them), then probes each axis group on shapes alone: batch at 2; spatial (height/width together),
+  time and token at base + 32 and base + 64, and, when both work, at base + 7 (a net that needs multiples of 32
+  fails there, and the input's description says which multiple). A group that works at every probe size follows
+  the input; an output dimension that changed with it follows it too. A probe whose shape-only run cannot decide
+  (an op without a meta kernel, a data-dependent shape) is run for real instead, and the debug log says which
+  path each probe took;
+* runs the model for real once at the base shapes, for dtypes, NaN/Inf checks and the values compared later;
+* decides, with real runs at the smallest sizes that decide it, whether the extra slices of each group that
+  accepts other sizes change the output: two inputs of the same size that agree on the first slices and differ
+  beyond them must give different outputs. When they do not (a change-detection net that reads ``x[:, 0]`` and
+  ``x[:, 1]`` of a longer series), the dimension is fixed at its base size.
 
 Dimension names come from the input *layout*, chosen by rank unless the caller says otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from mlm_export.errors import ConfigurationError, ProbeError
 
@@ -61,6 +68,8 @@ class MeasuredTensor:
     description: str | None = None
     #: A 0-d tensor, described as shape [1] (MLM shapes need one dimension) with dim_order ["value"].
     scalar: bool = False
+    #: The output's values (a real run only), for :meth:`ProbeBackend.same_values`; never compared or shown.
+    values: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,10 @@ class ProbeResult:
     runs: int
     notes: tuple[str, ...] = ()
     input_notes: dict[int, str] = field(default_factory=dict)
+    #: Shape-only runs made (meta/fake tensors, ONNX shape inference).
+    shape_runs: int = 0
+    #: How each probe was decided, e.g. ``"spatial +32: shapes"`` or ``"batch 2: real (meta failed: ...)"``.
+    paths: tuple[str, ...] = ()
 
 
 class TensorLike(Protocol):
@@ -111,7 +124,41 @@ class TensorLike(Protocol):
     data_type: str
 
 
-Runner = Callable[[Sequence[tuple[int, ...]]], Sequence[MeasuredTensor]]
+Shapes = Sequence[tuple[int, ...]]
+
+
+class ShapeInferenceUnavailable(Exception):  # noqa: N818 - a signal to fall back, not an error the user sees
+    """A shape-only run cannot decide these shapes (an op without a meta kernel, a data-dependent shape)."""
+
+
+class ProbeBackend(Protocol):
+    """What :func:`probe` needs from a framework adapter."""
+
+    def infer(self, shapes: Shapes) -> Sequence[MeasuredTensor]:
+        """Outputs (shapes, dtypes) for inputs of ``shapes`` without running the model's arithmetic.
+
+        Raises:
+            ShapeInferenceUnavailable: shapes alone cannot tell (the probe is then run for real).
+            Exception: anything else means the model does not accept these shapes.
+        """
+        ...
+
+    def run(self, shapes: Shapes, keep: Shapes | None = None) -> Sequence[MeasuredTensor]:
+        """Run the real model on seeded inputs of ``shapes``; outputs carry their ``values``.
+
+        With ``keep``, the inputs equal those of ``run(shapes)`` on the leading ``keep`` slices of every axis and
+        differ (other seeded values) everywhere else.
+        """
+        ...
+
+    def same_values(self, first: MeasuredTensor, second: MeasuredTensor) -> bool:
+        """Whether two outputs of real runs hold the same values (up to floating-point noise)."""
+        ...
+
+
+#: Set to 1 to run every probe both ways (shapes only, then real forwards only) and fail when they disagree.
+VERIFY_ENV = "MLM_EXPORT_VERIFY_PROBES"
+_log = logging.getLogger(__name__)
 
 _GENERIC_NAMES = ("batch", "channel", "height", "width", "depth", "x", "y", "z")
 
@@ -184,30 +231,17 @@ def _base_shape(spec: ProbeInput) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _describe_shapes(shapes: Sequence[tuple[int, ...]]) -> str:
+def _describe_shapes(shapes: Shapes) -> str:
     return ", ".join(str(list(s)) for s in shapes)
 
 
-def probe(
-    runner: Runner,
-    inputs: Sequence[ProbeInput],
-    *,
-    probe_dynamic: bool = True,
-    base_shapes: Sequence[tuple[int, ...]] | None = None,
-) -> ProbeResult:
-    """Run the model at the base shapes, then search which dimensions are dynamic.
-
-    Args:
-        runner: executes the model on inputs of the given shapes.
-        inputs: the model inputs; a -1 in a shape means "use the default size and probe it".
-        probe_dynamic: when False, run once and mark only the caller's -1 dimensions as dynamic.
-        base_shapes: concrete shapes of a caller's example input (overrides the defaults).
+def base_shapes_of(inputs: Sequence[ProbeInput], base_shapes: Shapes | None = None) -> list[tuple[int, ...]]:
+    """The shapes of the first run: the caller's example shapes, else the inputs' with default sizes for -1.
 
     Raises:
-        ProbeError: the base run fails (the message names the shapes tried and the original error), or the
-            outputs change in number between runs.
+        ConfigurationError: an input is too large for a dry-run.
+        ProbeError: a dynamic dimension has no default size.
     """
-    dim_orders = [spec.resolved_dim_order() for spec in inputs]
     base = [tuple(s) for s in base_shapes] if base_shapes is not None else [_base_shape(s) for s in inputs]
     for spec, shape in zip(inputs, base, strict=True):
         if math.prod(shape) > MAX_PROBE_ELEMENTS:
@@ -216,15 +250,102 @@ def probe(
                 f"many for a dry-run (at most {MAX_PROBE_ELEMENTS:,}).",
                 hint="Give a small example size (e.g. batch 1 and 64x64 pixels); -1 marks dynamic dimensions.",
             )
-    runs = 0
+    return base
 
-    def run(shapes: list[tuple[int, ...]]) -> list[MeasuredTensor]:
-        nonlocal runs
-        runs += 1
-        return list(runner(shapes))
 
+@dataclass
+class _Group:
+    """Input axes probed together (batch, spatial, time, token) and what probing found out about them."""
+
+    name: str
+    axes: list[tuple[int, int]]
+    #: The model ran at every probe size.
+    accepted: bool = False
+    #: It also ran at base + ODD_STEP (any size works, not only multiples).
+    odd_ok: bool = False
+    #: Output axes (output index, axis) whose size changed with the group.
+    followed: set[tuple[int, int]] = field(default_factory=set)
+    #: The extra slices change the output (decided by an output following the group, or by real runs).
+    used: bool = True
+
+    def sizes(self, shapes: Shapes, size_of: Any) -> list[tuple[int, ...]]:
+        """``shapes`` with each axis of the group set to ``size_of(base_size)``."""
+        result = [list(s) for s in shapes]
+        for index, axis in self.axes:
+            result[index][axis] = int(size_of(result[index][axis]))
+        return [tuple(s) for s in result]
+
+
+class _Session:
+    """Runs the backend for :func:`probe`: shape-only first, real when shapes alone cannot tell; counts and logs."""
+
+    def __init__(self, backend: ProbeBackend, *, shapes_first: bool) -> None:
+        self.backend = backend
+        self.shapes_usable = shapes_first
+        self.real_runs = 0
+        self.shape_runs = 0
+        self.paths: list[str] = []
+        self._real: dict[Any, list[MeasuredTensor]] = {}
+
+    def log(self, label: str, path: str) -> None:
+        self.paths.append(f"{label}: {path}")
+        _log.debug("probe %s: %s", label, path)
+
+    def real(self, shapes: Shapes, keep: Shapes | None = None) -> list[MeasuredTensor]:
+        """A real run (the same shapes and ``keep`` are run once)."""
+        key = (tuple(map(tuple, shapes)), tuple(map(tuple, keep)) if keep is not None else None)
+        if key not in self._real:
+            self.real_runs += 1
+            self._real[key] = list(self.backend.run([tuple(s) for s in shapes], keep))
+        return self._real[key]
+
+    def outputs(self, shapes: Shapes, label: str, expected: int | None = None) -> list[MeasuredTensor] | None:
+        """Outputs for ``shapes`` (shape-only when possible), or None when the model does not accept them."""
+        reason = ""
+        if self.shapes_usable:
+            self.shape_runs += 1
+            try:
+                outputs = list(self.backend.infer(shapes))
+            except ShapeInferenceUnavailable as exc:
+                reason = f" (shapes alone could not tell: {_first_line(exc)})"
+            except Exception as exc:  # noqa: BLE001 - the model refused these shapes
+                self.log(label, f"shapes, refused ({type(exc).__name__}: {_first_line(exc)})")
+                return None
+            else:
+                self.log(label, "shapes")
+                return outputs if expected is None or len(outputs) == expected else None
+        try:
+            outputs = self.real(shapes)
+        except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
+            self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
+            return None
+        self.log(label, f"real{reason}")
+        return outputs if expected is None or len(outputs) == expected else None
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
+    """Outputs at the base shapes (shape-only when possible) and the one real run there.
+
+    Raises:
+        ProbeError: the real run fails, or the model returns no output.
+    """
+    shaped = None
+    if session.shapes_usable:
+        session.shape_runs += 1
+        try:
+            shaped = list(session.backend.infer(base))
+            session.log("base", "shapes")
+        except Exception as exc:  # noqa: BLE001 - shapes alone do not work for this model: every probe runs for real
+            session.shapes_usable = False
+            session.log("base", f"real (shapes alone could not run: {type(exc).__name__}: {_first_line(exc)})")
     try:
-        base_outputs = run(base)
+        real = session.real(base)
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any error of a user's forward is reported, with its shapes
@@ -232,97 +353,237 @@ def probe(
             f"The model's forward failed on inputs of shape {_describe_shapes(base)}: {type(exc).__name__}: {exc}",
             hint="Pass example_input= or input_shape= with shapes the model accepts.",
         ) from exc
-    if not base_outputs:
+    if not real:
         raise ProbeError(
             "The model returned no tensor output.", hint="Return a tensor, tuple, list or dict of tensors."
         )
-    if any(o.non_finite for o in base_outputs):
-        names = ", ".join(o.name for o in base_outputs if o.non_finite)
-        warnings.warn(f"The dry-run produced NaN or inf values in output(s) {names}.", RuntimeWarning, stacklevel=2)
+    if shaped is not None and [(o.shape, o.kind) for o in shaped] != [(o.shape, o.kind) for o in real]:
+        session.shapes_usable = False  # the shape-only run disagrees with the real one: trust only real runs
+        session.log("base", "real (the shape-only outputs differ from the real ones)")
+    return real
 
-    dynamic_inputs = [[False] * len(s) for s in base]
-    dynamic_outputs = [[False] * len(o.shape) for o in base_outputs]
+
+def _groups(inputs: Sequence[ProbeInput], base_given: bool) -> list[_Group]:
+    """The axis groups to probe: batch over every input, then each layout's spatial/time/token axes."""
+    axes_by_group: dict[str, list[tuple[int, int]]] = {"batch": []}
+    for index, spec in enumerate(inputs):
+        order = spec.resolved_dim_order()
+        if "batch" in order:
+            axes_by_group["batch"].append((index, order.index("batch")))
+        for group, names in PROBE_GROUPS.get(spec.resolved_layout() or "", {}).items():
+            for name in names:
+                if name in order:
+                    axes_by_group.setdefault(group, []).append((index, order.index(name)))
+    groups = []
+    for name, axes in axes_by_group.items():
+        probed = [
+            (i, a) for i, a in axes if _caller_dynamic(inputs[i], a) or not _caller_fixed(inputs[i], a, base_given)
+        ]
+        if probed:
+            groups.append(_Group(name, probed))
+    return groups
+
+
+def _caller_dynamic(spec: ProbeInput, axis: int) -> bool:
+    size = spec.shape[axis]
+    return size is not None and size < 0
+
+
+def _caller_fixed(spec: ProbeInput, axis: int, base_given: bool) -> bool:
+    if spec.fixed is not None:
+        return spec.fixed[axis]
+    size = spec.shape[axis]
+    return not base_given and size is not None and size >= 0
+
+
+def _follow(base_outputs: Sequence[MeasuredTensor], outputs: Sequence[MeasuredTensor], group: _Group) -> None:
+    """Record the output axes whose size differs from the base run's."""
+    for o_index, (before, after) in enumerate(zip(base_outputs, outputs, strict=True)):
+        if len(before.shape) == len(after.shape):
+            pairs = enumerate(zip(before.shape, after.shape, strict=True))
+            group.followed |= {(o_index, a) for a, (x, y) in pairs if x != y}
+
+
+def _probe_sizes(session: _Session, group: _Group, base: Shapes, base_outputs: Sequence[MeasuredTensor]) -> None:
+    """Whether the group accepts other sizes (batch + 1; base + 32, + 64 and + 7 for the others)."""
+    steps = (1,) if group.name == "batch" else PROBE_STEPS
+    count = len(base_outputs)
+    for step in steps:
+        outputs = session.outputs(group.sizes(base, lambda s, step=step: s + step), f"{group.name} +{step}", count)
+        if outputs is None:
+            return
+        _follow(base_outputs, outputs, group)
+    group.accepted = True
+    if group.name != "batch":
+        odd = session.outputs(group.sizes(base, lambda s: s + ODD_STEP), f"{group.name} +{ODD_STEP}", count)
+        group.odd_ok = odd is not None
+
+
+def _multiple(group: _Group, base: Shapes) -> int:
+    return math.gcd(*[base[i][a] for i, a in group.axes], *PROBE_STEPS)
+
+
+def _decision_sizes(session: _Session, group: _Group, base: Shapes, count: int) -> tuple[Any, Any]:
+    """(keep, grown) size functions: the smallest accepted size and the next one; else base and base + step."""
+    unit = 1 if group.odd_ok else _multiple(group, base)
+    smallest = min(base[i][a] for i, a in group.axes)
+    for size in sorted({unit, 8 * unit, 32 * unit}):
+        if size + unit > smallest:
+            break
+        small = session.outputs(group.sizes(base, lambda _s, n=size: n), f"{group.name} ={size}", count)
+        if (
+            small is not None
+            and session.outputs(group.sizes(base, lambda _s, n=size + unit: n), f"{group.name} ={size + unit}", count)
+            is not None
+        ):
+            return (lambda _s, n=size: n), (lambda _s, n=size + unit: n)
+    step = ODD_STEP if group.odd_ok else PROBE_STEPS[0]
+    return (lambda s: s), (lambda s, step=step: s + step)
+
+
+def _extra_slices_matter(session: _Session, group: _Group, base: Shapes, count: int) -> bool:
+    """Two real runs at the decision size that differ only beyond the kept slices: do their outputs differ?"""
+    keep_size, grown_size = _decision_sizes(session, group, base, count)
+    grown, keep = group.sizes(base, grown_size), group.sizes(base, keep_size)
+    label = f"{group.name} extra slices ({_describe_shapes(keep)} kept of {_describe_shapes(grown)})"
+    try:
+        first, second = session.real(grown), session.real(grown, keep)
+    except Exception as exc:  # noqa: BLE001 - the real model refused a size the shapes accepted
+        session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
+        group.accepted = False
+        return False
+    matter = len(first) != len(second) or any(
+        a.kind == "tensor" and not session.backend.same_values(a, b) for a, b in zip(first, second, strict=True)
+    )
+    session.log(label, f"real, {'changed' if matter else 'did not change'} the output")
+    return matter
+
+
+def _decide(session: _Session, groups: Sequence[_Group], base: Shapes, base_outputs: Sequence[MeasuredTensor]) -> None:
+    """Probe each group's sizes, then whether its extra slices matter (an output that follows it says they do)."""
+    for group in groups:
+        _probe_sizes(session, group, base, base_outputs)
+    for group in groups:
+        if group.accepted and not group.followed:
+            group.used = _extra_slices_matter(session, group, base, len(base_outputs))
+
+
+def _group_notes(
+    group: _Group, inputs: Sequence[ProbeInput], base: Shapes, notes: list[str], input_notes: dict[int, str]
+) -> None:
+    """Warnings and notes for one decided group."""
+    dim_orders = [spec.resolved_dim_order() for spec in inputs]
+    asked = [(i, a) for i, a in group.axes if _caller_dynamic(inputs[i], a)]
+    for i, a in asked if not (group.accepted and group.used) else ():
+        why = "failed at other sizes" if not group.accepted else "ignores the extra slices (same output)"
+        warnings.warn(
+            f"input {inputs[i].name!r}: dimension {dim_orders[i][a]!r} was given as -1 but the model {why}; it is "
+            "kept dynamic as asked.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    if not group.accepted and group.name == "batch":
+        notes.append("The model failed at batch size 2; the batch dimension is fixed.")
+    if group.accepted and not group.used:
+        for i in sorted({i for i, _ in group.axes}):
+            names = [dim_orders[i][a] for ii, a in group.axes if ii == i]
+            sizes = [base[i][a] for ii, a in group.axes if ii == i]
+            notes.append(
+                f"input {inputs[i].name!r}: {'/'.join(names)} accept other sizes, but extra slices do not change the "
+                f"output; fixed at {'x'.join(map(str, sizes))}."
+            )
+    if group.accepted and group.used and group.name != "batch" and not group.odd_ok:
+        multiple = _multiple(group, base)
+        for i, a in group.axes:
+            input_notes[i] = (
+                f"{'/'.join(dim_orders[i][ax] for ii, ax in group.axes if ii == i)} must be multiples of "
+                f"{multiple} (probed sizes {base[i][a]}, {base[i][a] + 32}, {base[i][a] + 64} ran; "
+                f"{base[i][a] + ODD_STEP} did not)."
+            )
+
+
+def _result(
+    session: _Session,
+    inputs: Sequence[ProbeInput],
+    groups: Sequence[_Group],
+    base: Shapes,
+    base_outputs: Sequence[MeasuredTensor],
+) -> ProbeResult:
     notes: list[str] = []
     input_notes: dict[int, str] = {}
-
-    for index, spec in enumerate(inputs):
-        for axis, size in enumerate(spec.shape):
-            if size is not None and size < 0:
-                dynamic_inputs[index][axis] = True
-
-    def caller_fixed(index: int, axis: int) -> bool:
-        spec = inputs[index]
-        if spec.fixed is not None:
-            return spec.fixed[axis]
-        return base_shapes is None and spec.shape[axis] is not None and spec.shape[axis] >= 0
-
-    def try_shapes(changes: dict[tuple[int, int], int]) -> list[MeasuredTensor] | None:
-        shapes = [list(s) for s in base]
-        for (index, axis), size in changes.items():
-            shapes[index][axis] = size
-        try:
-            outputs = run([tuple(s) for s in shapes])
-        except Exception:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
-            return None
-        if len(outputs) != len(base_outputs):
-            return None
-        return outputs
-
-    def mark_outputs(outputs: list[MeasuredTensor]) -> None:
-        for o_index, (before, after) in enumerate(zip(base_outputs, outputs, strict=True)):
-            if len(before.shape) != len(after.shape):
-                continue
-            for axis, (a, b) in enumerate(zip(before.shape, after.shape, strict=True)):
-                if a != b:
-                    dynamic_outputs[o_index][axis] = True
-
-    if probe_dynamic:
-        groups: dict[str, list[tuple[int, int]]] = {"batch": []}
-        for index, order in enumerate(dim_orders):
-            layout = inputs[index].resolved_layout()
-            if "batch" in order:
-                groups["batch"].append((index, order.index("batch")))
-            for group, names in PROBE_GROUPS.get(layout or "", {}).items():
-                for name in names:
-                    if name in order:
-                        groups.setdefault(group, []).append((index, order.index(name)))
-        for group, axes in groups.items():
-            axes = [(i, a) for i, a in axes if not caller_fixed(i, a) or dynamic_inputs[i][a]]
-            if not axes:
-                continue
-            steps = (1,) if group == "batch" else PROBE_STEPS
-            results = [try_shapes({(i, a): base[i][a] + step for i, a in axes}) for step in steps]
-            if all(r is not None for r in results):
-                for i, a in axes:
-                    dynamic_inputs[i][a] = True
-                for outputs in results:
-                    mark_outputs(outputs)  # type: ignore[arg-type]
-                if group != "batch" and try_shapes({(i, a): base[i][a] + ODD_STEP for i, a in axes}) is None:
-                    multiple = math.gcd(*[base[i][a] for i, a in axes], *PROBE_STEPS)
-                    for i, a in axes:
-                        input_notes[i] = (
-                            f"{'/'.join(dim_orders[i][ax] for ii, ax in axes if ii == i)} must be multiples of "
-                            f"{multiple} (probed sizes {base[i][a]}, {base[i][a] + 32}, {base[i][a] + 64} ran; "
-                            f"{base[i][a] + ODD_STEP} did not)."
-                        )
-            else:
-                for i, a in axes:
-                    if dynamic_inputs[i][a]:
-                        warnings.warn(
-                            f"input {inputs[i].name!r}: dimension {dim_orders[i][a]!r} was given as -1 but the model "
-                            f"failed at other sizes; it is kept dynamic as asked.",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                if group == "batch":
-                    notes.append("The model failed at batch size 2; the batch dimension is fixed.")
-
+    dynamic_in = {(i, a) for i, spec in enumerate(inputs) for a in range(len(spec.shape)) if _caller_dynamic(spec, a)}
+    dynamic_out: set[tuple[int, int]] = set()
+    for group in groups:
+        _group_notes(group, inputs, base, notes, input_notes)
+        if group.accepted and group.used:
+            dynamic_in |= set(group.axes)
+            dynamic_out |= group.followed
+        elif any((i, a) in dynamic_in for i, a in group.axes):
+            dynamic_out |= group.followed
     input_shapes = tuple(
-        tuple(-1 if dyn else size for size, dyn in zip(shape, dynamic_inputs[i], strict=True))
-        for i, shape in enumerate(base)
+        tuple(-1 if (i, a) in dynamic_in else size for a, size in enumerate(shape)) for i, shape in enumerate(base)
     )
     outputs = tuple(
-        replace(o, shape=tuple(-1 if dyn else size for size, dyn in zip(o.shape, dynamic_outputs[k], strict=True)))
+        replace(o, values=None, shape=tuple(-1 if (k, a) in dynamic_out else s for a, s in enumerate(o.shape)))
         for k, o in enumerate(base_outputs)
     )
-    return ProbeResult(input_shapes, tuple(dim_orders), outputs, runs, tuple(notes), input_notes)
+    dim_orders = tuple(spec.resolved_dim_order() for spec in inputs)
+    return ProbeResult(
+        input_shapes, dim_orders, outputs, session.real_runs, tuple(notes), input_notes, session.shape_runs,
+        tuple(session.paths),
+    )  # fmt: skip
+
+
+def _probe_once(
+    backend: ProbeBackend, inputs: Sequence[ProbeInput], base: Shapes, *, probe_dynamic: bool, base_given: bool,
+    shapes_first: bool,
+) -> ProbeResult:  # fmt: skip
+    session = _Session(backend, shapes_first=shapes_first)
+    base_outputs = _base_outputs(session, base)
+    groups = _groups(inputs, base_given) if probe_dynamic else []
+    _decide(session, groups, base, base_outputs)
+    return _result(session, inputs, groups, base, base_outputs)
+
+
+def probe(
+    backend: ProbeBackend,
+    inputs: Sequence[ProbeInput],
+    *,
+    probe_dynamic: bool = True,
+    base_shapes: Shapes | None = None,
+    shapes_first: bool = True,
+) -> ProbeResult:
+    """Run the model at the base shapes, then search which dimensions are dynamic (see the module docstring).
+
+    Args:
+        backend: shape-only and real runs of the model.
+        inputs: the model inputs; a -1 in a shape means "use the default size and probe it".
+        probe_dynamic: when False, run once and mark only the caller's -1 dimensions as dynamic.
+        base_shapes: concrete shapes of a caller's example input (overrides the defaults).
+        shapes_first: probe on shapes alone where possible; False runs every probe for real.
+
+    Raises:
+        ProbeError: the base run fails (the message names the shapes tried and the original error).
+        ConfigurationError: an input is too large for a dry-run.
+    """
+    base = base_shapes_of(inputs, base_shapes)
+    options = {"probe_dynamic": probe_dynamic, "base_given": base_shapes is not None}
+    result = _probe_once(backend, inputs, base, shapes_first=shapes_first, **options)
+    if any(o.non_finite for o in result.outputs):
+        names = ", ".join(o.name for o in result.outputs if o.non_finite)
+        warnings.warn(f"The dry-run produced NaN or inf values in output(s) {names}.", RuntimeWarning, stacklevel=2)
+    if shapes_first and os.environ.get(VERIFY_ENV) == "1":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            real = _probe_once(backend, inputs, base, shapes_first=False, **options)
+        verify_same(result, real)
+    return result
+
+
+def verify_same(shaped: ProbeResult, real: ProbeResult) -> None:
+    """Raise AssertionError when probing on shapes found something else than probing with real forwards."""
+    fields = ("input_shapes", "input_dim_orders", "outputs", "notes", "input_notes")
+    differing = [name for name in fields if getattr(shaped, name) != getattr(real, name)]
+    if differing:
+        details = "; ".join(f"{n}: {getattr(shaped, n)!r} vs {getattr(real, n)!r}" for n in differing)
+        raise AssertionError(f"Shape-only and real-forward probing disagree on {details}")

@@ -60,6 +60,10 @@ class ExportOptions:
     embed_metadata: bool = False
     progress: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Cap on the dry-run's predicted peak memory (bytes or e.g. "8GB"); None: weights + 80 % of free memory.
+    max_dry_run_memory: int | str | None = None
+    #: Wall-clock limit of the dry-run in seconds (None: no limit); see mlm_export.dryrun.
+    dry_run_timeout: float | None = 600.0
 
 
 def _import_adapter(module_name: str, what: str) -> ModuleType:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_export.adapters import ExportOptions
+from mlm_export.adapters.onnx_shapes import OnnxProbeBackend
 from mlm_export.description import (
     DATA_TYPES,
     TASKS,
@@ -57,11 +58,13 @@ from mlm_export.description import (
     classes_from,
     slugify,
 )
+from mlm_export.dryrun import DryRunLimits, time_limit
 from mlm_export.errors import (
     ArtifactLoadError,
     ArtifactNotFoundError,
     ConfigurationError,
     DescriptionError,
+    DryRunLimitError,
     OutputError,
     OutputExistsError,
     ProbeError,
@@ -334,7 +337,10 @@ def run_artifact(
         else:
             feeds[meta.name] = np.zeros(shape, dtype=dtype)
     try:
-        return _run_session(session, feeds, [o.name for o in session.get_outputs()])
+        with time_limit(DryRunLimits.of(options).timeout, "of the check"):
+            return _run_session(session, feeds, [o.name for o in session.get_outputs()])
+    except DryRunLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class; all are reported
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
@@ -1030,7 +1036,6 @@ def _dry_run(
         _degrade(notes, "onnxruntime could not use the CUDA provider; the dry-run ran on the CPU.")
         accelerator = "amd64"
 
-    output_names = [o.name for o in session.get_outputs()]
     probe_inputs = [
         ProbeInput(
             name=v.name,
@@ -1050,13 +1055,13 @@ def _dry_run(
         for i, v in enumerate(graph.inputs)
     ]
 
-    def runner(shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
-        pairs = zip(graph.inputs, shapes, strict=True)
-        feeds = {v.name: _feed(v, shape, seed) for seed, (v, shape) in enumerate(pairs)}
-        return _run_session(session, feeds, output_names)
-
+    limits = DryRunLimits.of(options)
+    backend = OnnxProbeBackend(graph.proto, graph.inputs, session, _feed, _run_session, graph.memory_size, limits)
     try:
-        result = probe(runner, probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=base)
+        with backend.timed(f"of '{graph.path.name}'"):
+            result = probe(backend, probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=base)
+    except DryRunLimitError:
+        raise
     except ProbeError as exc:
         _degrade(
             notes,
@@ -1120,7 +1125,9 @@ def _measure(name: str, value: Any) -> MeasuredTensor:
     if isinstance(value, np.ndarray):
         data_type = _mlm_type(value.dtype.name)
         non_finite = value.dtype.kind in "fc" and value.size > 0 and not bool(np.isfinite(value).all())
-        return MeasuredTensor(name, tuple(value.shape), data_type, non_finite=non_finite, description=value.dtype.name)
+        return MeasuredTensor(
+            name, tuple(value.shape), data_type, non_finite=non_finite, description=value.dtype.name, values=value
+        )
     if isinstance(value, (list, tuple)):
         return MeasuredTensor(name, (len(value),), "other", kind="other", description=f"sequence of {len(value)}")
     if isinstance(value, dict):

@@ -36,11 +36,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlm_export.adapters.torch_meta import TorchProbeBackend
 from mlm_export.description import Artifact, InputSpec, ModelDescription, OutputSpec, slugify
+from mlm_export.dryrun import DryRunLimits
 from mlm_export.errors import (
     ArtifactLoadError,
     ArtifactNotFoundError,
     ConfigurationError,
+    DryRunLimitError,
     MissingDependencyError,
     MLMExportError,
     OutputError,
@@ -1488,18 +1491,20 @@ class _Runner:
         self.calls = 0
         self.peak_bytes: int | None = None
 
-    def make_inputs(self, shapes: Sequence[tuple[int, ...]], device: Any = None) -> list[torch.Tensor]:
+    def make_inputs(
+        self, shapes: Sequence[tuple[int, ...]], device: Any = None, seed: int = _SEED
+    ) -> list[torch.Tensor]:
         """Tensors of ``shapes``: the example itself where the shape matches, else seeded random values."""
         torch = _import_torch()
         device = device if device is not None else self.device
-        generator = torch.Generator().manual_seed(_SEED)
+        generator = torch.Generator().manual_seed(seed)
         tensors = []
         for plan, shape in zip(self.inputs.plans, shapes, strict=True):
             shape = tuple(int(s) for s in shape)
-            if plan.example is not None and tuple(plan.example.shape) == shape:
+            if plan.example is not None and tuple(plan.example.shape) == shape and seed == _SEED:
                 tensor = plan.example
-            elif plan.dtype == torch.bool:
-                tensor = torch.zeros(shape, dtype=torch.bool)
+            elif plan.dtype == torch.bool:  # another seed: other values (all True)
+                tensor = torch.zeros(shape, dtype=torch.bool) if seed == _SEED else torch.ones(shape, dtype=torch.bool)
             elif plan.dtype.is_floating_point or plan.dtype.is_complex:
                 tensor = torch.randn(shape, generator=generator, dtype=plan.dtype)
             else:
@@ -1514,8 +1519,11 @@ class _Runner:
         return self.module(*args, **kwargs)
 
     def __call__(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
+        return self.measure(self.make_inputs(shapes))
+
+    def measure(self, tensors: Sequence[torch.Tensor]) -> list[MeasuredTensor]:
+        """Run the module on ``tensors`` and measure its outputs (values kept for comparisons)."""
         torch = _import_torch()
-        tensors = self.make_inputs(shapes)
         first = self.calls == 0
         self.calls += 1
         with torch.inference_mode():
@@ -1573,11 +1581,14 @@ def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
         extra = f"The tensor's dtype is {tensor.dtype} (MLM has no such data type)."
         description = f"{description} {extra}" if description else extra
     non_finite = False
-    if (tensor.is_floating_point() or tensor.is_complex()) and tensor.layout == torch.strided and tensor.numel():
+    fake = torch._subclasses.fake_tensor.is_fake(tensor)  # a shape-only run has no values to check
+    floating = tensor.is_floating_point() or tensor.is_complex()
+    if floating and not fake and tensor.layout == torch.strided and tensor.numel():
         non_finite = not bool(torch.isfinite(tensor).all())
     return MeasuredTensor(
-        name, shape, data_type, non_finite=non_finite, description=description, scalar=tensor.dim() == 0
-    )
+        name, shape, data_type, non_finite=non_finite, description=description, scalar=tensor.dim() == 0,
+        values=None if fake else tensor.detach(),
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1671,14 +1682,15 @@ def _describe_loaded(
         baseline = torch.cuda.memory_allocated(device) - on_device
         torch.cuda.reset_peak_memory_stats(device)
     fork_devices = [device.index] if device.type == "cuda" else []
+    backend = TorchProbeBackend(runner, counts.tensor_bytes, DryRunLimits.of(options), _flatten)
     with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
         try:
-            result = probe(
-                runner,
-                inputs.probe_inputs,
-                probe_dynamic=options.probe_dynamic,
-                base_shapes=inputs.base_shapes,
-            )
+            with backend.timed(f"of {loaded.name}"):
+                result = probe(
+                    backend, inputs.probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=inputs.base_shapes
+                )
+        except DryRunLimitError:
+            raise
         except ProbeError as exc:
             if inputs.origin == "inferred":
                 raise ProbeError(
@@ -2113,10 +2125,13 @@ def run_artifact(
     shapes = [tuple(int(s) for s in shape) for _, shape, _ in inputs]
     probe_inputs = [ProbeInput(p.name, s, data_type_of(p.dtype)) for p, s in zip(plans, shapes, strict=True)]
     runner = _Runner(model, _Inputs(plans, probe_inputs, shapes), device)
+    weights = sum(t.numel() * t.element_size() for t in _unique(_tensors_of(model)))
+    backend = TorchProbeBackend(runner, weights, DryRunLimits.of(options), _flatten)
     switch = not isinstance(model, torch.fx.GraphModule)  # an unlifted ExportedProgram has no train/eval
     with _dry_run_state(model, device, switch_mode=switch), torch.random.fork_rng(devices=[]):
         try:
-            measured = runner(shapes)
+            with backend.timed("of the check"):
+                measured = backend.run(shapes)
         except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
             shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
             raise ProbeError(

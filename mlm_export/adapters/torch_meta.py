@@ -1,0 +1,230 @@
+"""PyTorch shape-only runs for probing, the dry-run memory prediction they give, and the probing backend.
+
+A *fake* forward runs the module under ``FakeTensorMode``: every tensor the forward makes carries a shape, dtype
+and device but no data, and no arithmetic is done, so a probe at batch 2 or 320 px costs a small fraction of a real
+forward and no memory. The real weights stay where they are (fake mode reads their metadata only). A tracking
+dispatch mode records the bytes of every storage the forward creates and frees (reference counting frees them
+exactly as in a real forward), which gives the peak of live activation bytes: with the weights, the predicted peak
+memory of the real run at the same shapes.
+
+Tensor attributes a forward caches on its modules during a fake run (a grid, a mask) are put back afterwards, so
+the real runs never see a fake tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mlm_export.dryrun import DryRunLimits, available_memory, check_memory, memory_budget, time_limit
+from mlm_export.probing import MeasuredTensor, ShapeInferenceUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+#: Words of an error message that mean "fake tensors cannot do this", not "the model refuses these shapes".
+_UNAVAILABLE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "symbolic", "unbacked", "cannot be called")
+
+
+def _import_torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a fake forward failed because fake tensors cannot run it (then the probe is run for real)."""
+    from torch._subclasses import fake_tensor
+
+    kinds = (
+        NotImplementedError,
+        fake_tensor.DataDependentOutputException,
+        fake_tensor.DynamicOutputShapeException,
+        fake_tensor.UnsupportedFakeTensorException,
+        fake_tensor.UnsupportedOperatorException,
+    )
+    if isinstance(exc, kinds):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in _UNAVAILABLE_WORDS)
+
+
+def _live_bytes_mode() -> Any:
+    """A dispatch mode that tracks the bytes of the live storages created by the ops it sees, and their peak."""
+    torch = _import_torch()
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[int, tuple[Any, int]] = {}
+            self.current = 0
+            self.peak = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for key, (ref, size) in list(self.live.items()):
+                if ref.expired():
+                    self.current -= size
+                    del self.live[key]
+            for tensor in torch.utils._pytree.tree_leaves(out):
+                if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+                    storage = tensor.untyped_storage()
+                    ref = StorageWeakRef(storage)
+                    if ref.cdata not in self.live:
+                        self.live[ref.cdata] = (ref, storage.nbytes())
+                        self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+            return out
+
+    return LiveBytes()
+
+
+def _tensor_attributes(module: Any) -> dict[tuple[int, str], Any]:
+    torch = _import_torch()
+    found = {}
+    for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
+        for name, value in [*vars(sub).items(), *getattr(sub, "_buffers", {}).items()]:
+            if isinstance(value, torch.Tensor):
+                found[(id(sub), name)] = value
+    return found
+
+
+def _restore_attributes(module: Any, before: dict[tuple[int, str], Any]) -> None:
+    """Put back tensor attributes and buffers that a fake forward replaced by fake tensors."""
+    torch = _import_torch()
+    from torch._subclasses.fake_tensor import is_fake
+
+    for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
+        for owner in (vars(sub), getattr(sub, "_buffers", {})):
+            for name, value in list(owner.items()):
+                if isinstance(value, torch.Tensor) and is_fake(value):
+                    if (id(sub), name) in before:
+                        owner[name] = before[(id(sub), name)]
+                    else:
+                        del owner[name]
+
+
+class TorchProbeBackend:
+    """:class:`~mlm_export.probing.ProbeBackend` of a PyTorch module, with the dry-run's memory and time caps.
+
+    Args:
+        runner: the adapter's runner (makes seeded inputs, calls the module, measures its outputs).
+        weights: bytes of the parameters and buffers (part of every predicted peak).
+        limits: the dry-run's caps; the memory cap is checked before every real run.
+        flatten: turns a forward's result into measured outputs.
+    """
+
+    def __init__(self, runner: Any, weights: int, limits: DryRunLimits, flatten: Any) -> None:
+        self.runner = runner
+        self.weights = weights
+        self.limits = limits
+        self.flatten = flatten
+        self.activations: dict[tuple[tuple[int, ...], ...], int] = {}
+        self._mode: Any = None
+        self._shapes_failed = False
+
+    def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
+        """Outputs of a fake forward at ``shapes``; records the peak of live activation bytes."""
+        torch = _import_torch()
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        if self._mode is None:
+            self._mode = FakeTensorMode(allow_non_fake_inputs=True)
+        module = self.runner.module
+        before = _tensor_attributes(module)
+        tracker = _live_bytes_mode()
+        try:
+            with self._mode, torch.inference_mode(), tracker:
+                tensors = [
+                    torch.empty(tuple(shape), dtype=plan.dtype, device=self.runner.device)
+                    for plan, shape in zip(self.runner.inputs.plans, shapes, strict=True)
+                ]
+                result = self.runner.call(tensors)
+            measured: list[MeasuredTensor] = []
+            self.flatten(result, "", measured)
+        except Exception as exc:
+            if _unavailable(exc):
+                raise ShapeInferenceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        finally:
+            _restore_attributes(module, before)
+        self.activations[_key(shapes)] = tracker.peak
+        return measured
+
+    def predict(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
+        """Predicted peak bytes of a real run at ``shapes`` (weights + live activations), None when unknown."""
+        key = _key(shapes)
+        if key not in self.activations and not self._shapes_failed:
+            try:
+                self.infer(shapes)
+            except Exception:  # noqa: BLE001 - no prediction; the real run will tell
+                self._shapes_failed = True
+        activations = self.activations.get(key)
+        return None if activations is None else self.weights + activations
+
+    def check_memory(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        """Refuse a real run at ``shapes`` whose predicted peak is over the budget (DryRunMemoryError)."""
+        predicted = self.predict(shapes)
+        if predicted is None:
+            predicted = self.weights + sum(_input_bytes(p.dtype, s) for p, s in zip(self.runner.inputs.plans,
+                                                                                   shapes, strict=True))  # fmt: skip
+        budget = memory_budget(self.limits, self.weights, self._free_memory())
+        shown = ", ".join(str(list(s)) for s in shapes)
+        check_memory(predicted, self.weights, budget, f"at input shapes {shown}",
+                     given=self.limits.max_memory is not None)  # fmt: skip
+
+    def _free_memory(self) -> int | None:
+        device = self.runner.device
+        if device.type == "cuda":
+            torch = _import_torch()
+            return int(torch.cuda.mem_get_info(device)[0])
+        return available_memory() if device.type == "cpu" else None
+
+    def run(
+        self, shapes: Sequence[tuple[int, ...]], keep: Sequence[tuple[int, ...]] | None = None
+    ) -> list[MeasuredTensor]:
+        """A real run on seeded inputs; with ``keep``, other values beyond the leading ``keep`` slices."""
+        self.check_memory(shapes)
+        tensors = self.runner.make_inputs(shapes)
+        if keep is not None:
+            others = self.runner.make_inputs(shapes, seed=1)
+            for tensor, other, kept in zip(tensors, others, keep, strict=True):
+                region = tuple(slice(0, int(k)) for k in kept)
+                other[region] = tensor[region]
+            tensors = others
+        return self.runner.measure(tensors)
+
+    def same_values(self, first: MeasuredTensor, second: MeasuredTensor) -> bool:
+        """Equal shapes and values up to a few units of the dtype's rounding (NaN equals NaN)."""
+        return same_tensor_values(first.values, second.values)
+
+    def timed(self, what: str) -> Any:
+        """The dry-run's wall-clock limit, as a context manager."""
+        return time_limit(self.limits.timeout, what)
+
+
+def same_tensor_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether two output tensors hold the same values (``None`` on either side: unknown, counted as different)."""
+    torch = _import_torch()
+    if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not (a.is_floating_point() or a.is_complex()):
+        return bool(torch.equal(a, b))
+    a64, b64 = a.detach().cpu().to(torch.complex128 if a.is_complex() else torch.float64), b.detach().cpu()
+    eps = torch.finfo(a.real.dtype if a.is_complex() else a.dtype).eps
+    scale = float(a64.abs().nan_to_num(0, 0, 0).max()) if a.numel() else 0.0
+    return bool(torch.allclose(a64, b64.to(a64.dtype), rtol=0, atol=16 * eps * (1 + scale), equal_nan=True))
+
+
+def _key(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(s) for s in shape) for shape in shapes)
+
+
+def _input_bytes(dtype: Any, shape: Sequence[int]) -> int:
+    torch = _import_torch()
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    return size * (torch.empty((), dtype=dtype).element_size())
