@@ -23,8 +23,9 @@ from mlm_export.description import (
     ValueScaling,
     classes_from,
 )
+from mlm_export.dryrun import DEFAULT_TIMEOUT_S
 from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError, SourceError
-from mlm_export.hashing import FileDigest, hash_file
+from mlm_export.hashing import FileDigest, hash_file, start_background, take_background
 from mlm_export.probing import infer_output_task
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ def export_item(
     links: Sequence[Link] | None = None,
     href_base: str | None = None,
     probe_dynamic: bool = True,
+    max_dry_run_memory: int | str | None = None,
+    dry_run_timeout: float | None = DEFAULT_TIMEOUT_S,
     embed_metadata: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -113,6 +116,10 @@ def export_item(
         links: extra links (``derived_from`` with ``ml-aoi:split``, ``cite-as``...).
         href_base: public URL prefix for artifact hrefs instead of local paths.
         probe_dynamic: probe batch/spatial/temporal dims (one run only when False).
+        max_dry_run_memory: cap on the dry-run's predicted peak memory, weights included (bytes or "8GB"); the
+            prediction (a shape-only forward) is checked before each real forward. Default: the weights plus 80 %
+            of the memory free when it starts; 0 for no cap.
+        dry_run_timeout: wall-clock limit of the dry-run in seconds (None: no limit).
         embed_metadata: write the MLM properties into the artifact's own metadata where the format allows.
         overwrite: replace artifact files already in ``artifact_dir`` (refused by default: an earlier item may
             point to them).
@@ -128,6 +135,9 @@ def export_item(
 
     .. versionadded:: 0.1
     """
+    early_hash = None
+    if isinstance(model, (str, os.PathLike)):  # hashing runs beside the framework's import and the dry-run
+        early_hash = take_background(model) or start_background(model, progress=progress)
     if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
         raise ConfigurationError(
             f"model_kwargs={model_kwargs!r} is not a mapping.", hint="Pass a dict of model_class's keyword arguments."
@@ -143,6 +153,8 @@ def export_item(
         device=device,
         trust_pickle=trust_pickle,
         probe_dynamic=probe_dynamic,
+        max_dry_run_memory=max_dry_run_memory,
+        dry_run_timeout=dry_run_timeout,
         embed_metadata=embed_metadata,
         overwrite=overwrite,
         progress=progress,
@@ -201,7 +213,7 @@ def export_item(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
         pending: dict[str, Future[FileDigest]] = {}
         if isinstance(model, (str, os.PathLike)):
-            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=progress)
+            pending[str(Path(model).resolve())] = early_hash or pool.submit(hash_file, model, progress=progress)
         try:
             measured = adapter.describe(model, options)
             given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
@@ -267,7 +279,8 @@ def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelD
     """Measure ``model`` like :func:`export_item` and return its description, writing nothing.
 
     Takes the measuring options of :func:`export_item` (``example_input``, ``input_shape``, ``input_dtype``,
-    ``model_class``, ``model_kwargs``, ``device``, ``trust_pickle``, ``probe_dynamic``) and its overrides
+    ``model_class``, ``model_kwargs``, ``device``, ``trust_pickle``, ``probe_dynamic``,
+    ``max_dry_run_memory``, ``dry_run_timeout``) and its overrides
     (``tasks``, ``bands``, ``classes``, ``name``...). In-memory modules need ``artifact_dir`` since their weights
     are written to be described; files are described where they are.
 

@@ -52,6 +52,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             model_kwargs=kwargs,
             trust_pickle=args.trust_pickle,
             device=args.device,
+            **_limit_options(args),
         )
     print(report)
     return EXIT_OK if report.ok else EXIT_INVALID
@@ -124,6 +125,7 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
         "trust_pickle": args.trust_pickle,
         "model_class": args.model_class,
         "probe_dynamic": not args.no_probe,
+        **_limit_options(args),
     }
     if args.input_shape:
         shapes = [_parse_shape(s) for s in args.input_shape]
@@ -139,7 +141,25 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _limit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """max_dry_run_memory / dry_run_timeout from --max-dry-run-memory / --dry-run-timeout (0: no limit)."""
+    options: dict[str, Any] = {}
+    if args.max_dry_run_memory is not None:
+        options["max_dry_run_memory"] = args.max_dry_run_memory
+    if args.dry_run_timeout is not None:
+        options["dry_run_timeout"] = args.dry_run_timeout if args.dry_run_timeout > 0 else None
+    return options
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-dry-run-memory", metavar="SIZE", help="cap on the dry-run's peak memory, e.g. 8GB")
+    parser.add_argument("--dry-run-timeout", type=float, metavar="SECONDS", help="dry-run time limit (0: none)")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    from mlm_export.hashing import start_background
+
+    start_background(args.path)  # before torch/onnx/pystac are imported: the hash runs beside the imports
     from mlm_export.api import export_item
     from mlm_export.stac.writer import save_item
 
@@ -280,6 +300,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of --model-class, as JSON")
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling code (trusted files only)")
     parser.add_argument("--no-probe", action="store_true", help="one dry-run only; no dynamic-dimension search")
+    _add_limit_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of --model-class, as JSON")
     check.add_argument("--trust-pickle", action="store_true", help="allow unpickling code (trusted files only)")
     check.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    _add_limit_options(check)
     check.set_defaults(handler=_cmd_check)
 
     catalog = commands.add_parser(

@@ -6,6 +6,8 @@ import hashlib
 import os
 import re
 import sys
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +91,53 @@ def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is optional at 
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {name}", leave=False)
+
+
+#: Hashes started early (before heavy imports), by resolved path: (size, mtime_ns, future).
+_BACKGROUND: dict[str, tuple[int, int, Future[FileDigest]]] = {}
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def _stat_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    return (str(resolved), stat.st_size, stat.st_mtime_ns) if resolved.is_file() else None
+
+
+def start_background(path: str | os.PathLike[str], *, progress: bool | None = None) -> Future[FileDigest] | None:
+    """Start hashing ``path`` in a daemon thread now (before torch/onnx/pystac are imported); None if not a file.
+
+    :func:`take_background` hands the running hash to whoever needs it (``export_item``), so a file is read once.
+    """
+    key = _stat_key(Path(path))
+    if key is None:
+        return None
+    future: Future[FileDigest] = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(hash_file(key[0], progress=progress))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the digest
+            future.set_exception(exc)
+
+    with _BACKGROUND_LOCK:
+        _BACKGROUND[key[0]] = (key[1], key[2], future)
+    threading.Thread(target=work, name="mlm-export-hash-early", daemon=True).start()
+    return future
+
+
+def take_background(path: str | os.PathLike[str]) -> Future[FileDigest] | None:
+    """The hash :func:`start_background` started for ``path``, if the file is unchanged since (size, mtime)."""
+    key = _stat_key(Path(path))
+    if key is None:
+        return None
+    with _BACKGROUND_LOCK:
+        entry = _BACKGROUND.pop(key[0], None)
+    if entry is None or entry[:2] != key[1:]:
+        return None
+    return entry[2]

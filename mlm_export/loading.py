@@ -243,11 +243,16 @@ def check_item(
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     device: Any = "cpu",
+    max_dry_run_memory: int | str | None = None,
+    dry_run_timeout: float | None = 600.0,
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
 
     Returns:
         A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
+
+    The run has the caps of :func:`~mlm_export.export_item`'s dry-run: ``max_dry_run_memory`` (checked against a
+    shape-only prediction before running) and ``dry_run_timeout`` (seconds).
 
     Raises:
         MLMExportError: the model cannot be loaded or run (see :func:`load_model`).
@@ -274,7 +279,11 @@ def check_item(
         for spec in props.get("mlm:input", [])
     ]
     produced: list[MeasuredTensor] = list(
-        _loader(artifact.artifact_type).run_artifact(model, inputs, ExportOptions(device=device))
+        _loader(artifact.artifact_type).run_artifact(
+            model,
+            inputs,
+            ExportOptions(device=device, max_dry_run_memory=max_dry_run_memory, dry_run_timeout=dry_run_timeout),
+        )
     )
     declared = props.get("mlm:output", [])
     checks = []

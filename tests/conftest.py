@@ -14,6 +14,8 @@ SCHEMA_DIR = Path(os.environ.get("MLM_EXPORT_SCHEMA_DIR", SHARED / "schemas"))
 EXAMPLES_DIR = SHARED / "mlm-examples"
 
 os.environ.setdefault("MLM_EXPORT_SCHEMA_DIR", str(SCHEMA_DIR))
+# Every model the suite exports is probed twice, on shapes alone and with real forwards only; any difference fails.
+os.environ.setdefault("MLM_EXPORT_VERIFY_PROBES", "1")
 # pytest's log capture would format every torch.export DEBUG trace record (doubles the suite's time).
 logging.getLogger("torch.__trace").propagate = False
 

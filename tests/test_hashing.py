@@ -1,0 +1,62 @@
+"""Hash first: the model file's hash starts before torch is imported and export_item uses that same hash."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from mlm_export import hashing
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_background_hash_is_handed_over_once(tmp_path: Path) -> None:
+    """start_background -> take_background returns the running hash once, with the right digest."""
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 3_000_000)
+    future = hashing.start_background(path)
+    assert future is not None
+    taken = hashing.take_background(path)
+    assert taken is future
+    assert taken.result().checksum == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hashing.take_background(path) is None
+
+
+def test_changed_file_is_not_reused(tmp_path: Path) -> None:
+    """A file rewritten after the hash started is hashed again (size/mtime differ)."""
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 10)
+    hashing.start_background(path)
+    path.write_bytes(b"b" * 20)
+    assert hashing.take_background(path) is None
+    assert hashing.start_background(tmp_path / "missing.bin") is None
+    assert hashing.start_background(tmp_path) is None
+
+
+def test_cli_export_hashes_before_importing_torch(tmp_path: Path) -> None:
+    """`mlm-export export FILE` starts hashing while torch is not imported yet; export_item takes that hash."""
+    import torch
+
+    path = tmp_path / "mlp.pt"
+    torch.save(torch.nn.Linear(4, 2), path)
+    script = textwrap.dedent(f"""
+        import sys
+        from mlm_export import hashing, cli
+        seen = []
+        original_start, original_take = hashing.start_background, hashing.take_background
+        def start(path, **kw):
+            seen.append(("start", "torch" in sys.modules))
+            return original_start(path, **kw)
+        def take(path):
+            future = original_take(path)
+            seen.append(("take", future is not None))
+            return future
+        hashing.start_background, hashing.take_background = start, take
+        code = cli.main(["export", {str(path)!r}, "--trust-pickle", "--input-shape=-1,4", "-o", {str(tmp_path / "i.json")!r}])
+        print(code, seen)
+    """)  # noqa: E501
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.stdout.strip().splitlines()[-1] == "0 [('start', False), ('take', True)]", result.stderr
