@@ -1581,7 +1581,7 @@ def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
         extra = f"The tensor's dtype is {tensor.dtype} (MLM has no such data type)."
         description = f"{description} {extra}" if description else extra
     non_finite = False
-    fake = torch._subclasses.fake_tensor.is_fake(tensor)  # a shape-only run has no values to check
+    fake = tensor.is_meta  # a shape-only run has no values to check
     floating = tensor.is_floating_point() or tensor.is_complex()
     if floating and not fake and tensor.layout == torch.strided and tensor.numel():
         non_finite = not bool(torch.isfinite(tensor).all())
@@ -1687,7 +1687,11 @@ def _describe_loaded(
         try:
             with backend.timed(f"of {loaded.name}"):
                 result = probe(
-                    backend, inputs.probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=inputs.base_shapes
+                    backend,
+                    inputs.probe_inputs,
+                    probe_dynamic=options.probe_dynamic,
+                    base_shapes=inputs.base_shapes,
+                    shapes_first=backend.use_shapes,
                 )
         except DryRunLimitError:
             raise

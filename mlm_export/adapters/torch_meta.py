@@ -1,19 +1,23 @@
 """PyTorch shape-only runs for probing, the dry-run memory prediction they give, and the probing backend.
 
-A *fake* forward runs the module under ``FakeTensorMode``: every tensor the forward makes carries a shape, dtype
-and device but no data, and no arithmetic is done, so a probe at batch 2 or 320 px costs a small fraction of a real
-forward and no memory. The real weights stay where they are (fake mode reads their metadata only). A tracking
-dispatch mode records the bytes of every storage the forward creates and frees (reference counting frees them
-exactly as in a real forward), which gives the peak of live activation bytes: with the weights, the predicted peak
-memory of the real run at the same shapes.
+A *meta* forward runs the module with its parameters and buffers swapped for ``meta`` tensors of the same shapes
+(restored afterwards; nothing is copied) on ``meta`` inputs: every tensor carries a shape and dtype but no data and
+no arithmetic is done, so a probe at batch 2 or 320 px costs a small fraction of a real forward and no memory.
+(``FakeTensorMode`` would keep the device, but its first use imports ``torch._dynamo``: seconds.) A forward that
+meta tensors cannot run (``.item()``, a CPU tensor made inside the forward, an op without a meta kernel) is run
+for real, probe by probe. A tracking dispatch mode records the bytes of every storage the forward creates and
+frees (reference counting frees them exactly as in a real forward), which gives the peak of live activation bytes:
+with the weights, the predicted peak memory of the real run at the same shapes.
 
-Tensor attributes a forward caches on its modules during a fake run (a grid, a mask) are put back afterwards, so
-the real runs never see a fake tensor.
+Tensor attributes a forward caches on its modules during a meta run (a grid, a mask) are put back afterwards, so
+the real runs never see a meta tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlm_export.dryrun import DryRunLimits, available_memory, check_memory, memory_budget, time_limit
@@ -22,7 +26,7 @@ from mlm_export.probing import MeasuredTensor, ShapeInferenceUnavailable
 if TYPE_CHECKING:
     import torch
 
-#: Words of an error message that mean "fake tensors cannot do this", not "the model refuses these shapes".
+#: Words of an error message that mean "meta tensors cannot do this", not "the model refuses these shapes".
 _UNAVAILABLE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "symbolic", "unbacked", "cannot be called")
 
 
@@ -33,17 +37,8 @@ def _import_torch() -> Any:
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """Whether a fake forward failed because fake tensors cannot run it (then the probe is run for real)."""
-    from torch._subclasses import fake_tensor
-
-    kinds = (
-        NotImplementedError,
-        fake_tensor.DataDependentOutputException,
-        fake_tensor.DynamicOutputShapeException,
-        fake_tensor.UnsupportedFakeTensorException,
-        fake_tensor.UnsupportedOperatorException,
-    )
-    if isinstance(exc, kinds):
+    """Whether a meta forward failed because meta tensors cannot run it (then the probe is run for real)."""
+    if isinstance(exc, NotImplementedError):
         return True
     text = f"{type(exc).__name__} {exc}".lower()
     return any(word in text for word in _UNAVAILABLE_WORDS)
@@ -85,25 +80,59 @@ def _tensor_attributes(module: Any) -> dict[tuple[int, str], Any]:
     torch = _import_torch()
     found = {}
     for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
-        for name, value in [*vars(sub).items(), *getattr(sub, "_buffers", {}).items()]:
+        for name, value in vars(sub).items():
             if isinstance(value, torch.Tensor):
                 found[(id(sub), name)] = value
     return found
 
 
 def _restore_attributes(module: Any, before: dict[tuple[int, str], Any]) -> None:
-    """Put back tensor attributes and buffers that a fake forward replaced by fake tensors."""
+    """Put back tensor attributes that a meta forward replaced by meta tensors."""
     torch = _import_torch()
-    from torch._subclasses.fake_tensor import is_fake
-
     for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
-        for owner in (vars(sub), getattr(sub, "_buffers", {})):
-            for name, value in list(owner.items()):
-                if isinstance(value, torch.Tensor) and is_fake(value):
-                    if (id(sub), name) in before:
-                        owner[name] = before[(id(sub), name)]
-                    else:
-                        del owner[name]
+        owner = vars(sub)
+        for name, value in list(owner.items()):
+            if isinstance(value, torch.Tensor) and value.is_meta:
+                if (id(sub), name) in before:
+                    owner[name] = before[(id(sub), name)]
+                else:
+                    del owner[name]
+
+
+@contextlib.contextmanager
+def _weights_on_meta(module: Any) -> Iterator[None]:
+    """Swap every parameter and buffer for a meta tensor of the same shape (tied ones stay tied), then restore."""
+    torch = _import_torch()
+    swapped: list[tuple[dict[str, Any], str, Any]] = []
+    metas: dict[int, Any] = {}
+    try:
+        for sub in module.modules():
+            for owner in (sub._parameters, sub._buffers):
+                for name, tensor in list(owner.items()):
+                    if tensor is None or tensor.is_meta:
+                        continue
+                    if id(tensor) not in metas:
+                        meta = torch.empty_like(tensor, device="meta")
+                        metas[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if isinstance(
+                            tensor, torch.nn.Parameter) else meta  # fmt: skip
+                    swapped.append((owner, name, tensor))
+                    owner[name] = metas[id(tensor)]
+        yield
+    finally:
+        for owner, name, tensor in reversed(swapped):
+            owner[name] = tensor
+
+
+def shape_runs_worthwhile(ranks: Sequence[int]) -> bool:
+    """Whether meta runs are worth their one-time cost.
+
+    The first meta run imports ``torch._dynamo`` (torch's Python meta kernels are wrapped by it), which takes about
+    as long as ``import torch`` itself. They are worth it when that module is already loaded, or when an input has
+    more than two axes (spatial, time or token axes, whose real probes are forwards at larger sizes). A
+    [batch, features] model is probed with real forwards (one more, at batch 2) and its memory check counts weights
+    and inputs only.
+    """
+    return "torch._dynamo" in sys.modules or any(rank > 2 for rank in ranks)
 
 
 class TorchProbeBackend:
@@ -118,6 +147,8 @@ class TorchProbeBackend:
 
     def __init__(self, runner: Any, weights: int, limits: DryRunLimits, flatten: Any) -> None:
         self.runner = runner
+        #: Use meta runs (probes, memory prediction); see :func:`shape_runs_worthwhile`.
+        self.use_shapes = shape_runs_worthwhile([len(p.shape) for p in runner.inputs.probe_inputs])
         self.weights = weights
         self.limits = limits
         self.flatten = flatten
@@ -126,19 +157,17 @@ class TorchProbeBackend:
         self._shapes_failed = False
 
     def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
-        """Outputs of a fake forward at ``shapes``; records the peak of live activation bytes."""
+        """Outputs of a forward on the meta device at ``shapes``; records the peak of live activation bytes."""
         torch = _import_torch()
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        if self._mode is None:
-            self._mode = FakeTensorMode(allow_non_fake_inputs=True)
         module = self.runner.module
+        if isinstance(module, torch.jit.ScriptModule):
+            raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         before = _tensor_attributes(module)
         tracker = _live_bytes_mode()
         try:
-            with self._mode, torch.inference_mode(), tracker:
+            with _weights_on_meta(module), torch.inference_mode(), tracker:
                 tensors = [
-                    torch.empty(tuple(shape), dtype=plan.dtype, device=self.runner.device)
+                    torch.empty(tuple(shape), dtype=plan.dtype, device="meta")
                     for plan, shape in zip(self.runner.inputs.plans, shapes, strict=True)
                 ]
                 result = self.runner.call(tensors)
@@ -156,7 +185,7 @@ class TorchProbeBackend:
     def predict(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
         """Predicted peak bytes of a real run at ``shapes`` (weights + live activations), None when unknown."""
         key = _key(shapes)
-        if key not in self.activations and not self._shapes_failed:
+        if key not in self.activations and self.use_shapes and not self._shapes_failed:
             try:
                 self.infer(shapes)
             except Exception:  # noqa: BLE001 - no prediction; the real run will tell

@@ -1,0 +1,166 @@
+"""Probing cost and memory prediction, measured in one process.
+
+* ``probing``: a torchgeo ResNet-50 (13 bands, 256 px) and a timm ViT-B/16 (13 bands, 224 px), every axis probed
+  from an example input. The cost of all probes = the time of :func:`mlm_export.probing.probe` less one real forward
+  at the base size, in units of that forward. Before = the real-forward path (``shapes_first=False``, what every
+  probe cost before fake tensors: a real forward each); after = shapes first. Target: after <= 1.
+* ``memory``: the dry-run's predicted peak (weights + live activations of the fake forward at the base shapes)
+  against the measured one: weights + inputs + the peak of live bytes torch's CPU allocator reports to the profiler
+  during one real forward at the same shapes (CUDA would use ``max_memory_allocated``). Target: within +-25 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+def big_models() -> dict[str, Callable[[], tuple[Any, Any]]]:
+    """name -> factory of (model, example input)."""
+    import timm
+    import torch
+    from torchgeo.models import resnet50
+
+    return {
+        "torchgeo ResNet-50 (13 bands, 256 px)": lambda: (
+            resnet50(weights=None, in_chans=13, num_classes=10), torch.randn(1, 13, 256, 256)),
+        "timm ViT-B/16 (13 bands, 224 px)": lambda: (
+            timm.create_model("vit_base_patch16_224", pretrained=False, in_chans=13, num_classes=10),
+            torch.randn(1, 13, 224, 224)),
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def captured_probe(shapes_first: bool) -> Iterator[dict[str, Any]]:
+    """Patch the torch adapter's ``probe``: force the path, time it, keep the backend and the result."""
+    from mlm_export.adapters import torch as adapter
+
+    original = adapter.probe
+    seen: dict[str, Any] = {}
+
+    def timed(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = original(backend, *args, shapes_first=shapes_first, **kwargs)
+        seen.update(seconds=time.perf_counter() - start, backend=backend, result=result)
+        return result
+
+    adapter.probe = timed
+    try:
+        yield seen
+    finally:
+        adapter.probe = original
+
+
+def _forward_seconds(model: Any, example: Any, repeats: int = 2) -> float:
+    import torch
+
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _inspect(model: Any, example: Any, shapes_first: bool) -> dict[str, Any]:
+    from mlm_export import inspect_model
+
+    with tempfile.TemporaryDirectory() as tmp, captured_probe(shapes_first) as seen, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inspect_model(model, artifact_dir=tmp, example_input=example)
+    return seen
+
+
+def probing(repeats: int = 1) -> list[dict[str, Any]]:
+    """Rows: model, one forward (s), probes before/after in forwards, real runs, shape-only runs."""
+    os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
+    rows = []
+    for name, factory in big_models().items():
+        model, example = factory()
+        forward = _forward_seconds(model, example)
+        row: dict[str, Any] = {"model": name, "forward_s": forward}
+        for label, shapes_first in (("before", False), ("after", True)):
+            runs = [_inspect(model, example, shapes_first) for _ in range(repeats)]
+            best = min(runs, key=lambda r: r["seconds"])
+            row[f"{label}_probe_s"] = best["seconds"]
+            row[f"{label}_probes_in_forwards"] = max(0.0, best["seconds"] - forward) / forward
+            row[f"{label}_real_runs"] = best["result"].runs
+            row[f"{label}_shape_runs"] = best["result"].shape_runs
+        rows.append(row)
+    return rows
+
+
+def measured_peak(backend: Any, shapes: Any) -> int:
+    """Weights + inputs + peak live bytes of torch's CPU allocator during one real forward (profiler)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    runner = backend.runner
+    runner.module.eval()
+    tensors = runner.make_inputs(shapes)
+    inputs = sum(t.numel() * t.element_size() for t in tensors)
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        runner.call(tensors)
+    events = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == "[memory]")
+    live = peak = 0
+    for _start, change in events:
+        live += change
+        peak = max(peak, live)
+    return backend.weights + inputs + peak
+
+
+def memory() -> list[dict[str, Any]]:
+    """Rows: model, predicted bytes, measured bytes, ratio."""
+    import torch
+    from test_torch_adapter import CASES
+
+    os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
+    cases = [(c.name, lambda c=c: (c.factory(**c.kwargs), c.export_kwargs())) for c in CASES]
+    cases += [(n, lambda f=f: (f()[0], {"example_input": f()[1]})) for n, f in big_models().items()]
+    rows = []
+    for name, factory in cases:
+        torch.manual_seed(0)
+        model, kwargs = factory()
+        from mlm_export import inspect_model
+
+        with tempfile.TemporaryDirectory() as tmp, captured_probe(True) as seen, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inspect_model(model, artifact_dir=tmp, **kwargs)
+        backend, result = seen["backend"], seen["result"]
+        base = [tuple(s if s > 0 else 1 for s in shape) for shape in result.input_shapes]
+        base = list(backend.activations)[0] if backend.activations else base  # the base run's shapes
+        predicted = backend.predict(base)
+        measured = measured_peak(backend, base)
+        rows.append({"model": name, "predicted": predicted, "measured": measured,
+                     "ratio": predicted / measured if predicted else float("nan")})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=("probing", "memory"))
+    args = parser.parse_args()
+    if args.only != "memory":
+        for row in probing():
+            print(row)
+    if args.only != "probing":
+        for row in memory():
+            print(f"{row['model']:<45} {row['predicted'] / 2**20:>9.2f} MiB {row['measured'] / 2**20:>9.2f} MiB "
+                  f"{row['ratio']:>6.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
