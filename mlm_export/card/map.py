@@ -44,7 +44,8 @@ class Footprint:
             return f"from the {self.source}"
         west, south, east, north = self.bbox
         crossing = " (crosses the antimeridian)" if west > east else ""
-        return f"W {west:g}, S {south:g}, E {east:g}, N {north:g}{crossing}"
+        world = "global: " if (west, south, east, north) == (-180, -90, 180, 90) else ""
+        return f"{world}W {west:g}, S {south:g}, E {east:g}, N {north:g}{crossing}"
 
 
 @lru_cache(maxsize=1)
@@ -112,7 +113,8 @@ def _ring(value: Any) -> Ring | None:
         if lon is None or lat is None or not (-180 <= lon <= 360 and -90 <= lat <= 90):
             return None
         ring.append((normalise_longitude(lon), lat))
-    return unwrap(ring)
+    # A ring on the +-180 meridian is already cut there (RFC 7946 3.1.9), e.g. the whole globe: keep it as given.
+    return ring if any(abs(lon) == 180 for lon, _ in ring) else unwrap(ring)
 
 
 def _geometry_rings(geometry: Any) -> list[Ring] | None:

@@ -12,11 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlm_export.card.map import Footprint, footprint
 
 _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6})")
-_SAFE_URL = re.compile(r"(https?://|\./|\.\./|[\w.-]+(/|$))", re.ASCII)
 _DOI = re.compile(r"10\.\d{4,9}/\S+")
 
 
@@ -54,10 +54,13 @@ def human_bytes(size: Any) -> str:
 
 
 def safe_href(href: Any) -> str | None:
-    """The href if it may become a link (http(s) or a relative path), else None (javascript:, data:, ...)."""
-    if not isinstance(href, str) or not href or ":" in href.split("/")[0] and not href.startswith(("http:", "https:")):
+    """The href if it may become a link: http(s) URLs and relative paths; None for javascript:, data:, file:, ..."""
+    if not isinstance(href, str) or not href.strip() or any(ord(c) < 32 or c == "\\" for c in href):
         return None
-    return href if _SAFE_URL.match(href) else None
+    scheme = urlsplit(href).scheme.lower()
+    if scheme in ("http", "https") or (not scheme and not href.startswith("//") and ":" not in href.split("/")[0]):
+        return href
+    return None
 
 
 def colour(value: Any) -> str | None:

@@ -123,3 +123,10 @@ def test_standalone_svg_is_xml() -> None:
 
     root = ET.fromstring(map_svg(footprint(item([5, 45, 10, 48])), standalone=True).split("\n", 1)[1])
     assert root.get("viewBox") == "-180 -90 360 180"
+
+
+def test_ring_cut_at_the_antimeridian_is_kept() -> None:
+    world = [[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]
+    found = footprint(item([-180, -90, 180, 90], geometry={"type": "Polygon", "coordinates": [world]}))
+    assert found.rings == [[(-180, -90), (180, -90), (180, 90), (-180, 90), (-180, -90)]]
+    assert found.label == "global: W -180, S -90, E 180, N 90"

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from card_items import EXAMPLES, HOSTILE, hostile_item, names
 from conftest import EXAMPLES_DIR
 from factories import item_dict
 from markdown_it import MarkdownIt
@@ -17,22 +18,6 @@ from markdown_it import MarkdownIt
 from mlm_export.card import map_svg_of, render_card, write_card
 from mlm_export.card.render import CLASSES_SHOWN, markdown_text
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputExistsError
-
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.json"))
-HOSTILE = "<script>alert(1)</script>"
-
-
-def names(document: dict) -> tuple[list[str], list[str]]:
-    """Band/variable names and class names of an Item, read here from the JSON."""
-    properties = document.get("properties", {})
-    bands, classes = [], []
-    for spec in properties.get("mlm:input", []):
-        bands += [b["name"] if isinstance(b, dict) else b for b in spec.get("bands") or []]
-        bands += spec.get("variables") or []
-    for spec in properties.get("mlm:output", []):
-        for entry in spec.get("classification:classes") or spec.get("classification_classes") or []:
-            classes.append(entry.get("title") or entry["name"])
-    return bands, classes
 
 
 def markdown_html(text: str) -> str:
@@ -82,20 +67,6 @@ def test_z_score_per_band_and_pre_processing() -> None:
     assert "torchgeo.datamodules.eurosat.EuroSATDataModule.collate_fn" in card
     assert "coastal, 0.443 µm" in card  # eo:bands of the model asset
     assert '<span class="size">any</span><span class="name">batch</span>' in card
-
-
-def hostile_item(directory: Path) -> dict:
-    document = item_dict(directory)
-    properties = document["properties"]
-    properties["description"] = '<img src=x onerror="alert(2)"> | **bold** [x](javascript:alert(3))'
-    properties["mlm:name"] = "# heading </title><script>alert(4)</script>"
-    output = properties["mlm:output"][0]
-    output["classification:classes"][0]["name"] = HOSTILE
-    output["classification:classes"][1]["description"] = "a | b\n\n# not a heading\n<!-- c"
-    document["assets"]["model"]["title"] = "</td></tr></table><script>alert(5)</script>"
-    document["assets"]["evil"] = {"href": "javascript:alert(6)", "roles": ["metadata"], "title": "evil"}
-    document["links"] = [{"rel": "derived_from", "href": "javascript:alert(7)", "title": 'data"><script>'}]
-    return document
 
 
 def test_html_injection_renders_as_text(tmp_path: Path) -> None:
