@@ -7,7 +7,10 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.embedded import _apply_embedded, _metadata_payload, _read_embedded, _set_metadata
@@ -38,10 +41,6 @@ from mlm_export.probing import (
     LAYOUT_BY_RANK,
     output_dim_order,
 )
-
-if TYPE_CHECKING:
-    import onnx
-
 
 FRAMEWORK = "ONNX"
 
@@ -163,8 +162,6 @@ def _describe_path(path: Path, options: ExportOptions) -> ModelDescription:
 
 
 def _describe_proto(proto: onnx.ModelProto, options: ExportOptions) -> ModelDescription:
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
     for tensor in _all_tensors(proto):
         if uses_external_data(tensor) and not tensor.HasField("raw_data"):
             raise ArtifactNotFoundError(
@@ -230,8 +227,6 @@ def _describe_graph(
     requested: Mapping[str, tuple[int, ...]] | None = None,
     examples: bool = False,
 ) -> ModelDescription:
-    import onnx
-
     notes = list(graph.notes)
     measured = None
     if dry_run:

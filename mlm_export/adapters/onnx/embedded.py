@@ -7,7 +7,9 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import onnx
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.files import _save_proto
@@ -21,10 +23,6 @@ from mlm_export.errors import (
     ConfigurationError,
     DescriptionError,
 )
-
-if TYPE_CHECKING:
-    import onnx
-
 
 #: ``metadata_props`` key of the embedded MLM metadata.
 METADATA_KEY = "mlm"
@@ -158,8 +156,6 @@ def _set_metadata(proto: onnx.ModelProto, payload: Mapping[str, Any]) -> None:
 
 def _embed_in_file(path: Path, payload: Mapping[str, Any]) -> None:
     """Rewrite the graph file ``path`` (ours, in staging) with ``payload`` embedded; external data is untouched."""
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     _set_metadata(proto, payload)
     _save_proto(proto, path)

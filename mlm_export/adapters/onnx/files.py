@@ -9,7 +9,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import onnx
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.description import (
@@ -20,10 +21,6 @@ from mlm_export.errors import (
     OutputError,
     OutputExistsError,
 )
-
-if TYPE_CHECKING:
-    import onnx
-
 
 #: In-memory models larger than this are saved with their tensors in ``<name>.onnx.data`` (protobuf's 2 GiB limit).
 INLINE_LIMIT = 1_800_000_000
@@ -39,8 +36,6 @@ def _artifact_dir(options: ExportOptions) -> Path:
 
 
 def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
-    import onnx
-
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     return copy
@@ -48,8 +43,6 @@ def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _save_proto(proto: onnx.ModelProto, path: Path, *, data_location: str | None = None) -> None:
     """Save ``proto`` to ``path``; above :data:`INLINE_LIMIT` its tensors go to ``data_location`` (mutates proto)."""
-    import onnx
-
     try:
         if data_location is not None and proto.ByteSize() > INLINE_LIMIT:
             onnx.save_model(proto, str(path), save_as_external_data=True, location=data_location, size_threshold=1024)

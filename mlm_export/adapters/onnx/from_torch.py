@@ -6,7 +6,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.boundary import _first_line
@@ -26,9 +28,6 @@ from mlm_export.errors import (
 from mlm_export.probing import (
     DEFAULT_SIZES,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 
 def describe_torch_module(
@@ -81,8 +80,6 @@ def _torch_example(module: torch.nn.Module, options: ExportOptions) -> tuple[tup
     Raises:
         ConfigurationError: there is no example, or ``input_shape``/``input_dtype`` is malformed.
     """
-    import torch
-
     example = options.example_input
     if example is None and options.input_shape is None:
         example = getattr(module, "example_input_array", None)
@@ -127,8 +124,6 @@ def _torch_example(module: torch.nn.Module, options: ExportOptions) -> tuple[tup
 
 
 def _torch_dtype(value: Any) -> torch.dtype:
-    import torch
-
     if value is None:
         return torch.float32
     if isinstance(value, torch.dtype):
@@ -145,8 +140,6 @@ def _dynamic_spec(
     tensor: Any, index: int, *, spatial: bool, dim_orders: Sequence[Sequence[str]] | None = None
 ) -> dict[int, str] | None:
     """Dynamic axes of one example tensor: batch, plus height/width, time or token when ``spatial``."""
-    import torch
-
     if not isinstance(tensor, torch.Tensor) or tensor.dim() == 0:
         return None
     suffix = "" if index == 0 else f"_{index}"
@@ -159,8 +152,6 @@ def _dynamic_spec(
 
 
 def _output_names(output: Any) -> list[str] | None:
-    import torch
-
     if isinstance(output, torch.Tensor):
         return ["output"]
     if isinstance(output, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in output):
@@ -185,8 +176,6 @@ def _export_torch(
         ProbeError: the forward fails on the example.
         SourceError: every export attempt fails.
     """
-    import torch
-
     program = isinstance(module, torch.export.ExportedProgram)
     modes = [] if program else [(m, m.training) for m in module.modules()]
     if not program:
@@ -273,5 +262,3 @@ def _example_shapes(graph: _Graph, args: tuple[Any, ...], kwargs: Mapping[str, A
     if len(tensors) != len(names):
         return {}
     return {name: tuple(int(s) for s in t.shape) for name, t in zip(names, tensors, strict=True)}
-
-

@@ -6,7 +6,11 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from mlm_export.adapters.onnx.boundary import _degrade
 from mlm_export.adapters.onnx.embedded import METADATA_KEY, _read_embedded
@@ -25,10 +29,6 @@ from mlm_export.probing import (
     PROBE_GROUPS,
     generic_dim_order,
 )
-
-if TYPE_CHECKING:
-    import onnx
-
 
 _ELEMENT_NAMES = {"FLOAT": "float32", "DOUBLE": "float64", "STRING": "string", "UNDEFINED": "undefined"}
 
@@ -94,9 +94,6 @@ def _load_graph(path: Path) -> _Graph:
         ArtifactNotFoundError: ``path`` or an external-data file is missing.
         ArtifactLoadError: not an ONNX model, truncated, or rejected by the ONNX checker.
     """
-    import onnx
-    from google.protobuf.message import DecodeError
-
     if not path.exists():
         raise ArtifactNotFoundError(f"ONNX file '{path}' does not exist.", hint="Check the path.")
     if not path.is_file():
@@ -165,8 +162,6 @@ def _without_external_data(proto: onnx.ModelProto) -> onnx.ModelProto:
     Checking the file by path would also make the checker refuse external data that is a symbolic link (the
     Hugging Face cache layout) or has several hard links, which onnxruntime loads without complaint.
     """
-    from onnx.external_data_helper import uses_external_data
-
     copy = _copy_proto(proto)
     for tensor in _all_tensors(copy):
         if uses_external_data(tensor):
@@ -178,8 +173,6 @@ def _without_external_data(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _infer_shapes(proto: onnx.ModelProto, path: Path, notes: list[str]) -> onnx.ModelProto | None:
-    import onnx
-
     try:
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
@@ -224,8 +217,6 @@ def _type_text(type_proto: onnx.TypeProto) -> str:
 
 def _element_name(element_type: int) -> str:
     """``float32``, ``int64``, ``bool``, ``bfloat16``... for an ONNX ``TensorProto.DataType``."""
-    import onnx
-
     try:
         name = onnx.TensorProto.DataType.Name(element_type)
     except ValueError:
@@ -245,8 +236,6 @@ def _element_bits(element_type: int) -> int:
         return _ELEMENT_BITS[name]
     if name.startswith("float8"):
         return 8
-    import onnx
-
     try:
         return int(onnx.helper.tensor_dtype_to_np_dtype(element_type).itemsize) * 8
     except (KeyError, ValueError, TypeError):
@@ -286,8 +275,6 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[tuple[onnx.TensorProto, bool
 
 def _count_initializers(proto: onnx.ModelProto) -> tuple[int, int]:
     """Element count and bytes of every initializer, from ``dims`` (external data is never read)."""
-    import onnx
-
     count = 0
     size = 0
     for tensor, is_initializer in _graph_tensors(proto.graph):
@@ -311,8 +298,6 @@ def _external_files(proto: onnx.ModelProto, path: Path) -> list[_ExternalFile]:
         ArtifactNotFoundError: a file is missing.
         ArtifactLoadError: a location leaves the model's directory, or a file is shorter than its tensors.
     """
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
     base = path.parent
     counts: dict[str, int] = {}
     ends: dict[str, tuple[int, str]] = {}

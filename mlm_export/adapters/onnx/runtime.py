@@ -6,7 +6,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.boundary import _degrade, _first_line, _ort_errors
@@ -23,10 +28,6 @@ from mlm_export.probing import (
     ProbeResult,
     probe,
 )
-
-if TYPE_CHECKING:
-    import numpy as np
-
 
 #: Size of a dynamic dimension in the dry-run when neither the caller nor the layout defaults give one.
 FALLBACK_SIZE = 8
@@ -55,9 +56,6 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
 
     .. versionadded:: 0.1
     """
-    import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state
-
     graph = _load_graph(Path(os.path.abspath(path)))
     providers, _ = _providers(ort, options.device, [])
     session_options = ort.SessionOptions()
@@ -83,8 +81,6 @@ def run_artifact(
 
     .. versionadded:: 0.1
     """
-    import numpy as np
-
     shapes = {name: tuple(shape) for name, shape, _ in inputs}
     ordered = [tuple(shape) for _, shape, _ in inputs]
     feeds = {}
@@ -138,12 +134,6 @@ def _dry_run(
     if unusable:
         names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
         _degrade(notes, f"The onnxruntime dry-run was skipped: input(s) {names} have no known tensor shape to build.")
-        return None
-    try:
-        import onnxruntime as ort
-        from onnxruntime.capi import onnxruntime_pybind11_state
-    except ImportError as exc:
-        _degrade(notes, f"The onnxruntime dry-run was skipped: onnxruntime is not installed ({exc}).")
         return None
     providers, accelerator = _providers(ort, options.device, notes)
     session_options = ort.SessionOptions()
@@ -201,9 +191,6 @@ def _dry_run(
 
 def _feed(value: _Value, shape: tuple[int, ...], seed: int) -> np.ndarray:
     """A deterministic input array: normal floats, zero integers, False booleans, empty strings."""
-    import numpy as np
-    import onnx
-
     if value.element == "string":
         return np.full(shape, "", dtype=object)
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.element_type or onnx.TensorProto.FLOAT))
@@ -219,8 +206,6 @@ def _run_session(session: Any, feeds: Mapping[str, Any], names: Sequence[str]) -
     except RuntimeError as exc:
         if "No corresponding Numpy type" not in str(exc):
             raise
-        import onnxruntime as ort
-
         ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
         return [_measure_ort_value(n, v) for n, v in zip(names, session.run_with_ort_values(None, ort_feeds),
                                                          strict=True)]  # fmt: skip
@@ -240,8 +225,6 @@ def _measure_ort_value(name: str, value: Any) -> MeasuredTensor:
 
 def _measure(name: str, value: Any) -> MeasuredTensor:
     """What onnxruntime returned for one output: a tensor, or a sequence/map (``other``)."""
-    import numpy as np
-
     if isinstance(value, np.ndarray):
         data_type = _mlm_type(value.dtype.name)
         non_finite = value.dtype.kind in "fc" and value.size > 0 and not bool(np.isfinite(value).all())

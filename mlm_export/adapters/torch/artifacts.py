@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from safetensors.torch import save_file
+from torch.jit.frontend import FrontendError
+
 from mlm_export.adapters.torch.boundary import _compiling, _first_line, _quiet_torch
 from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
@@ -73,7 +77,6 @@ def _atomic_write(target: Path, writer: Callable[[Path], None]) -> None:
 
 
 def _write_artifact(
-    torch: Any,
     loaded: _Loaded,
     module: Any,
     runner: _Runner,
@@ -94,9 +97,7 @@ def _write_artifact(
         )
 
     if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        tensors, dropped = _plain_state_dict(torch, module)
+        tensors, dropped = _plain_state_dict(module)
         if dropped:
             notes.append(f"Non-tensor state_dict entries {_listing(dropped, 4)} are not in the safetensors file.")
         metadata = {"format": "pt"}
@@ -105,15 +106,15 @@ def _write_artifact(
             metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
         _atomic_write(target, lambda p: save_file(tensors, str(p), metadata=metadata))
     elif fmt == "torch.save":
-        tensors, _dropped = _plain_state_dict(torch, module, keep_objects=True)
+        tensors, _dropped = _plain_state_dict(module, keep_objects=True)
         _atomic_write(target, lambda p: torch.save(tensors, p))
     elif fmt == "torchscript":
-        scripted, script_notes = _to_torchscript(torch, loaded, module, runner, result)
+        scripted, script_notes = _to_torchscript(loaded, module, runner, result)
         notes.extend(script_notes)
         with _compiling("torch.jit.save"):
             _atomic_write(target, lambda p: torch.jit.save(scripted, str(p)))
     else:
-        program, export_notes = _to_exported(torch, loaded, module, runner, result)
+        program, export_notes = _to_exported(loaded, module, runner, result)
         notes.extend(export_notes)
         with _compiling("torch.export.save"):
             extra = {f"{EMBEDDED_KEY}.json": json.dumps(options.metadata)} if options.embed_metadata else None
@@ -130,7 +131,7 @@ def _write_artifact(
     return artifact, notes
 
 
-def _plain_state_dict(torch: Any, module: Any, *, keep_objects: bool = False) -> tuple[dict[str, Any], list[str]]:
+def _plain_state_dict(module: Any, *, keep_objects: bool = False) -> tuple[dict[str, Any], list[str]]:
     """CPU, contiguous tensors; tensors sharing memory (tied weights) are cloned so safetensors accepts them."""
     tensors: dict[str, Any] = {}
     dropped: list[str] = []
@@ -160,13 +161,9 @@ def _export_inputs(runner: _Runner, result: ProbeResult, device: Any) -> list[An
     return runner.make_inputs(shapes, device=device)
 
 
-def _to_torchscript(
-    torch: Any, loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult
-) -> tuple[Any, list[str]]:
+def _to_torchscript(loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult) -> tuple[Any, list[str]]:
     if loaded.kind == "torchscript":
         return module, []
-    from torch.jit.frontend import FrontendError
-
     notes: list[str] = []
     device = _single_device(module) or torch.device("cpu")
     with _quiet_torch(), _eval_mode(module):
@@ -190,16 +187,14 @@ def _to_torchscript(
     return scripted, notes
 
 
-def _to_exported(
-    torch: Any, loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult
-) -> tuple[Any, list[str]]:
+def _to_exported(loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult) -> tuple[Any, list[str]]:
     if loaded.kind == "exported":
         return loaded.program, []
     notes: list[str] = []
     device = _single_device(module) or torch.device("cpu")
     tensors = _export_inputs(runner, result, device)
     args, kwargs = _call_structure(runner.inputs, tensors)
-    dynamic = _dynamic_shapes(torch, runner, result)
+    dynamic = _dynamic_shapes(runner, result)
     with _quiet_torch(), _eval_mode(module):
         program = None
         if dynamic is not None:
@@ -224,7 +219,7 @@ def _to_exported(
     return program, notes
 
 
-def _dynamic_shapes(torch: Any, runner: _Runner, result: ProbeResult) -> Any:
+def _dynamic_shapes(runner: _Runner, result: ProbeResult) -> Any:
     specs = []
     for shape in result.input_shapes:
         specs.append({axis: torch.export.Dim.AUTO for axis, size in enumerate(shape) if size == -1} or None)

@@ -8,28 +8,14 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+from safetensors import SafetensorError
 
 from mlm_export.errors import (
     ArtifactLoadError,
-    MissingDependencyError,
     MLMExportError,
     ProbeError,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
-def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"Describing a PyTorch model needs torch, which is not installed ({exc}).",
-            hint="pip install 'mlm-export[torch]'",
-        ) from exc
-    return torch
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
@@ -50,8 +36,6 @@ def _quiet_torch() -> Iterator[None]:
 @contextlib.contextmanager
 def _loading(path: Path, what: str) -> Iterator[None]:
     """Translate errors of reading ``path`` into :class:`ArtifactLoadError` naming the file."""
-    from safetensors import SafetensorError
-
     try:
         with _quiet_torch():
             yield

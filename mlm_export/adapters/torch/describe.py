@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from mlm_export.adapters.torch.artifacts import _check_combination, _write_artifact
-from mlm_export.adapters.torch.boundary import _import_torch
 from mlm_export.adapters.torch.formats import _check_format
 from mlm_export.adapters.torch.inputs import (
     _base_shapes,
@@ -43,8 +44,6 @@ from mlm_export.errors import (
 from mlm_export.probing import LAYOUT_BY_RANK, ProbeResult, output_dim_order, probe
 
 if TYPE_CHECKING:
-    import torch
-
     from mlm_export.adapters import ExportOptions
 
 
@@ -92,13 +91,12 @@ def describe(source: Any, options: ExportOptions) -> ModelDescription:
 
     .. versionadded:: 0.1
     """
-    torch = _import_torch()
     fmt = _check_format(options.artifact_format)
     device = _resolve_device(options.device)
     loaded = _load_source(source, options)
     if fmt == "onnx":
         return _delegate_onnx(loaded, options)
-    return _describe_loaded(torch, loaded, options, device, fmt)
+    return _describe_loaded(loaded, options, device, fmt)
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ class _Counts:
     tensor_bytes: int
 
 
-def _count(torch: Any, loaded: _Loaded) -> _Counts:
+def _count(loaded: _Loaded) -> _Counts:
     if loaded.kind == "exported":
         program = loaded.program
         signature = program.graph_signature
@@ -137,7 +135,7 @@ def _count(torch: Any, loaded: _Loaded) -> _Counts:
 
 def _unique(tensors: Sequence[Any]) -> list[Any]:
     """Tensors without repeats: the same object, or views of the same memory (tied weights after a reload)."""
-    strided = _import_torch().strided
+    strided = torch.strided
     seen: set[Any] = set()
     result = []
     for tensor in tensors:
@@ -151,11 +149,11 @@ def _unique(tensors: Sequence[Any]) -> list[Any]:
 
 
 def _describe_loaded(
-    torch: Any, loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None
+    loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None
 ) -> ModelDescription:
     _check_combination(loaded, fmt)
-    counts = _count(torch, loaded)
-    module, can_eval = _runnable(torch, loaded, device)
+    counts = _count(loaded)
+    module, can_eval = _runnable(loaded, device)
     inputs = _plan_inputs(loaded, module, options)
     runner = _Runner(module, inputs, device)
     notes = list(loaded.notes)
@@ -208,12 +206,12 @@ def _describe_loaded(
         hyperparameters=loaded.hyperparameters,
         notes=tuple(notes),
         embedded=loaded.embedded,
-        **_accelerator(torch, device),
+        **_accelerator(device),
     )
     if loaded.artifact is not None and fmt is None:
         artifacts.append(loaded.artifact)
     else:
-        artifact, write_notes = _write_artifact(torch, loaded, module, runner, result, options, fmt, description)
+        artifact, write_notes = _write_artifact(loaded, module, runner, result, options, fmt, description)
         artifacts.append(artifact)
         notes.extend(write_notes)
     return description.replace(artifacts=tuple(artifacts), notes=tuple(notes))
@@ -298,7 +296,7 @@ def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> ModelDescription:
         changes["input_dim_orders"] = tuple(p.resolved_dim_order() for p in planned.probe_inputs)
     if options.example_input is None and options.input_shape is None:
         inputs = _inferred_plans(loaded, runnable)
-        device = _single_device(runnable) or _import_torch().device("cpu")
+        device = _single_device(runnable) or torch.device("cpu")
         tensors = _Runner(runnable, inputs, device).make_inputs(_base_shapes(inputs), device=device)
         args, kwargs = _call_structure(inputs, tensors)
         changes["example_input"] = kwargs if kwargs and not args else (args[0] if len(args) == 1 else args)

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from mlm_export.errors import (
     ConfigurationError,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 #: Values of ``artifact_format`` for an in-memory module.
 ARTIFACT_FORMATS: tuple[str, ...] = ("safetensors", "torch.save", "torchscript", "torch.export", "onnx")

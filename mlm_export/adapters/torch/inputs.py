@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.adapters.torch.boundary import _import_torch
+import torch
+from torch import nn
+
 from mlm_export.adapters.torch.sources import _Loaded
 from mlm_export.errors import (
     ConfigurationError,
@@ -17,9 +19,6 @@ from mlm_export.errors import (
 from mlm_export.probing import LAYOUT_BY_RANK, LAYOUTS, ProbeInput
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
     from mlm_export.adapters import ExportOptions
 
 
@@ -125,7 +124,6 @@ def _positional_names(module: Any, count: int) -> list[str]:
 
 
 def _float_dtype(module: Any) -> Any:
-    torch = _import_torch()
     for tensor in _tensors_of(module) if module is not None else []:
         if tensor.is_floating_point():
             return tensor.dtype
@@ -133,7 +131,6 @@ def _float_dtype(module: Any) -> Any:
 
 
 def _parse_dtype(spec: Any, argument: str) -> Any:
-    torch = _import_torch()
     if isinstance(spec, torch.dtype):
         return spec
     if isinstance(spec, str):
@@ -146,11 +143,10 @@ def _parse_dtype(spec: Any, argument: str) -> Any:
 
 
 def _embedding_high(module: Any) -> int:
-    torch = _import_torch()
     if module is None:
         return 2
     for sub in module.modules():
-        if _layer_kind(torch, sub) == "Embedding":
+        if _layer_kind(sub) == "Embedding":
             return int(sub.num_embeddings)
     return 2
 
@@ -182,7 +178,7 @@ def _fixed_image_size(module: Any) -> tuple[int, int] | None:
 _RNN_KINDS = ("LSTM", "GRU", "RNN")
 
 
-def _layer_kind(torch: Any, layer: Any) -> str | None:
+def _layer_kind(layer: Any) -> str | None:
     """Conv1d/Conv2d/Conv3d/Linear/Embedding/LSTM/GRU/RNN, for nn modules and their TorchScript versions."""
     if isinstance(layer, torch.jit.ScriptModule):
         name = getattr(layer, "original_name", "")
@@ -199,12 +195,11 @@ def _layer_kind(torch: Any, layer: Any) -> str | None:
 
 def _layer_hint(module: Any) -> _LayerHint | None:
     """The input implied by the first Conv/Linear/Embedding/RNN layer in ``module.modules()`` order."""
-    torch = _import_torch()
     if module is None:
         return None
     for layer_name, layer in module.named_modules():
         where = f"'{layer_name}'" if layer_name else "the model itself"
-        kind = _layer_kind(torch, layer)
+        kind = _layer_kind(layer)
         if kind is None:
             continue
         if kind == "Conv2d":
@@ -278,7 +273,6 @@ def _meta_channels(module: Any) -> tuple[int, str] | None:
 
 def _example_plans(module: Any, example: Any, origin: str) -> _Inputs:
     """Input plans from example tensors: a tensor, a tuple/list, a dict, or (args, kwargs) of an ExportedProgram."""
-    torch = _import_torch()
     pairs: list[tuple[str, Any, str | None]] = []  # name, tensor, keyword
     dict_argument = False
     if isinstance(example, torch.Tensor):
@@ -404,7 +398,7 @@ def _plans_from_shapes(
     return _Inputs(plans, probe_inputs, None, origin=origin)
 
 
-def _program_inputs(torch: Any, program: Any) -> tuple[list[tuple[int, ...]], list[Any]]:
+def _program_inputs(program: Any) -> tuple[list[tuple[int, ...]], list[Any]]:
     """Shapes (-1 for symbolic sizes) and dtypes of an ExportedProgram's user inputs, from its placeholders."""
     user_inputs = set(program.graph_signature.user_inputs)
     shapes, dtypes = [], []
@@ -437,11 +431,10 @@ def _input_dtypes(spec: Any, names: Sequence[str | None], count: int, default: A
 
 
 def _inferred_plans(loaded: _Loaded, module: Any) -> _Inputs:
-    torch = _import_torch()
     if loaded.example_input is not None:
         return _example_plans(module, loaded.example_input, loaded.example_origin or "the model's example inputs")
     if loaded.kind == "exported":
-        shapes, dtypes = _program_inputs(torch, loaded.program)
+        shapes, dtypes = _program_inputs(loaded.program)
         if shapes:
             plans = _plans_from_shapes(module, [None] * len(shapes), shapes, dtypes, origin="placeholders")
             plans.notes.append("The input shapes were read from the ExportedProgram's input placeholders.")

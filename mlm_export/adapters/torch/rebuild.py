@@ -13,15 +13,16 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.adapters.torch.boundary import _first_line, _import_torch, _loading
+import torch
+from torch import nn
+
+from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.errors import (
     ArtifactLoadError,
     ConfigurationError,
 )
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from mlm_export.adapters import ExportOptions
 
 
@@ -72,7 +73,7 @@ def _init_kwargs(factory: Callable[..., Any], hyper: Mapping[str, Any]) -> dict[
     return {k: v for k, v in hyper.items() if k in accepted}
 
 
-def _build_on_meta(torch: Any, factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+def _build_on_meta(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     """Build the model without allocating or initialising weights (they are replaced by the file's anyway).
 
     Returns None when the factory cannot run on the meta device; the caller then builds it normally.
@@ -85,7 +86,7 @@ def _build_on_meta(torch: Any, factory: Callable[..., Any], kwargs: Mapping[str,
     return module if isinstance(module, torch.nn.Module) else None
 
 
-def _has_meta_tensors(torch: Any, module: Any) -> bool:
+def _has_meta_tensors(module: Any) -> bool:
     """Whether any parameter, buffer or plain tensor attribute (e.g. ``example_input_array``) is still on meta."""
     tensors = [*module.parameters(), *module.buffers()]
     for sub in module.modules():
@@ -107,7 +108,6 @@ def _rebuild(
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
 ) -> tuple[nn.Module, list[str]]:
     """Build ``options.model_class`` and load the file's weights into it, checking keys and shapes first."""
-    torch = _import_torch()
     notes: list[str] = []
     if options.model_class is None:
         count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
@@ -119,7 +119,7 @@ def _rebuild(
     factory = _resolve_model_class(options.model_class)
     from_hparams = _init_kwargs(factory, hyper)
     kwargs = {**from_hparams, **dict(options.model_kwargs or {})}
-    module = _build_on_meta(torch, factory, kwargs)
+    module = _build_on_meta(factory, kwargs)
     try:
         module = module if module is not None else factory(**kwargs)
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
@@ -156,7 +156,7 @@ def _rebuild(
         module, on_meta = factory(**kwargs), False
     with _loading(path, f"weights of {type(module).__name__}"):
         result = module.load_state_dict(tensors, strict=False, assign=on_meta)
-    if on_meta and _has_meta_tensors(torch, module):
+    if on_meta and _has_meta_tensors(module):
         # Something the file does not hold (a non-persistent buffer, a tied weight) was left unmaterialised.
         module = factory(**kwargs)
         with _loading(path, f"weights of {type(module).__name__}"):

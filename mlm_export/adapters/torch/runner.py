@@ -10,7 +10,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.adapters.torch.boundary import _compiling, _first_line, _import_torch
+import torch
+from torch import nn
+from torch.export.passes import move_to_device_pass
+
+from mlm_export.adapters.torch.boundary import _compiling, _first_line
 from mlm_export.adapters.torch.inputs import (
     _DATA_TYPES,
     _call_structure,
@@ -29,9 +33,6 @@ from mlm_export.errors import (
 from mlm_export.probing import MeasuredTensor, ProbeInput
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
     from mlm_export.adapters import ExportOptions
 
 
@@ -39,7 +40,6 @@ _SEED = 0
 
 
 def _resolve_device(spec: Any) -> torch.device:
-    torch = _import_torch()
     if spec is None:
         spec = "cpu"
     try:
@@ -76,7 +76,7 @@ def _resolve_device(spec: Any) -> torch.device:
     )
 
 
-def _accelerator(torch: Any, device: torch.device) -> dict[str, Any]:
+def _accelerator(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {
             "accelerator": "cuda",
@@ -147,7 +147,6 @@ class _Runner:
 
     def make_inputs(self, shapes: Sequence[tuple[int, ...]], device: Any = None) -> list[torch.Tensor]:
         """Tensors of ``shapes``: the example itself where the shape matches, else seeded random values."""
-        torch = _import_torch()
         device = device if device is not None else self.device
         generator = torch.Generator().manual_seed(_SEED)
         tensors = []
@@ -171,7 +170,6 @@ class _Runner:
         return self.module(*args, **kwargs)
 
     def __call__(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
-        torch = _import_torch()
         tensors = self.make_inputs(shapes)
         first = self.calls == 0
         self.calls += 1
@@ -187,7 +185,6 @@ class _Runner:
 
 def _flatten(value: Any, prefix: str, out: list[MeasuredTensor]) -> None:
     """Flatten a forward's result: tensors, tuples/lists (output_0...), dicts (keys), nested (joined names)."""
-    torch = _import_torch()
     if isinstance(value, torch.Tensor):
         out.append(_measure(prefix or "output", value))
         return
@@ -219,7 +216,6 @@ def _flatten(value: Any, prefix: str, out: list[MeasuredTensor]) -> None:
 
 
 def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
-    torch = _import_torch()
     shape = tuple(int(s) for s in tensor.shape)
     description = None
     if not shape:
@@ -237,15 +233,13 @@ def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
     )
 
 
-def _runnable(torch: Any, loaded: _Loaded, device: torch.device) -> tuple[Any, bool]:
+def _runnable(loaded: _Loaded, device: torch.device) -> tuple[Any, bool]:
     """The module to run and whether it supports eval() (an ExportedProgram's module does not)."""
     if loaded.kind != "exported":
         return loaded.module, True
     program = loaded.program
     devices = {t.device for t in program.state_dict.values() if isinstance(t, torch.Tensor)}
     if devices and devices != {device}:
-        from torch.export.passes import move_to_device_pass
-
         with _compiling(f"Moving the ExportedProgram to {device}"):
             program = move_to_device_pass(copy.deepcopy(program), device)
     with _compiling("Unlifting the ExportedProgram (ExportedProgram.module())"):
@@ -273,10 +267,9 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
 
     .. versionadded:: 0.1
     """
-    torch = _import_torch()
     device = _resolve_device(options.device)
     loaded = _load_path(Path(path), options)
-    module, _can_eval = _runnable(torch, loaded, device)
+    module, _can_eval = _runnable(loaded, device)
     if loaded.kind != "exported":
         module.to(device)
         module.eval()
@@ -299,7 +292,6 @@ def run_artifact(
 
     .. versionadded:: 0.1
     """
-    torch = _import_torch()
     device = _resolve_device(options.device)
     keywords = {p.name for p in _forward_parameters(model) if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     by_keyword = len(inputs) > 1 and all(name in keywords for name, _, _ in inputs)

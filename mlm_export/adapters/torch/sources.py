@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.adapters.torch.boundary import _first_line, _import_torch, _loading
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+from torch._weights_only_unpickler import _get_allowed_globals
+
+from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
 from mlm_export.description import Artifact
@@ -29,8 +35,6 @@ from mlm_export.errors import (
 )
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from mlm_export.adapters import ExportOptions
 
 
@@ -80,7 +84,6 @@ def _parse_embedded(text: str | bytes | None, path: Path) -> dict[str, Any]:
 
 
 def _load_source(source: Any, options: ExportOptions) -> _Loaded:
-    torch = _import_torch()
     if isinstance(source, (str, os.PathLike)):
         return _load_path(Path(source), options)
     program_type = torch.export.ExportedProgram
@@ -187,7 +190,6 @@ def _sniff(path: Path) -> str:
 def _load_path(path: Path, options: ExportOptions) -> _Loaded:
     if not path.is_file():
         raise ArtifactNotFoundError(f"Model file '{path}' does not exist.", hint="Check the path.")
-    torch = _import_torch()
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
     kind = _sniff(path)
@@ -228,7 +230,6 @@ def _file_artifact(path: Path, fmt: str, *, roles: tuple[str, ...] | None = None
 
 
 def _torch_load(path: Path, options: ExportOptions) -> Any:
-    torch = _import_torch()
     refused: pickle.UnpicklingError | None = None
     with _loading(path, "a PyTorch checkpoint"):
         try:
@@ -306,11 +307,8 @@ def _scan_pickle(stream: io.BytesIO, found: list[str]) -> None:
 
 
 def _unsafe_globals(found: Sequence[str]) -> list[str]:
-    torch = _import_torch()
     allowed: set[str] = set()
     with contextlib.suppress(ImportError, AttributeError):
-        from torch._weights_only_unpickler import _get_allowed_globals
-
         allowed.update(_get_allowed_globals())
     for item in torch.serialization.get_safe_globals():
         obj = item[0] if isinstance(item, tuple) else item
@@ -327,7 +325,6 @@ _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", 
 
 
 def _is_tensor_mapping(value: Any) -> bool:
-    torch = _import_torch()
     return (
         isinstance(value, Mapping)
         and len(value) > 0
@@ -337,7 +334,6 @@ def _is_tensor_mapping(value: Any) -> bool:
 
 
 def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loaded:
-    torch = _import_torch()
     if isinstance(content, torch.export.ExportedProgram):
         loaded = _from_program(content, path)
         loaded.artifact = _file_artifact(path, "torch.save")
@@ -391,8 +387,6 @@ def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loade
 
 
 def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
-    from safetensors import safe_open
-
     header: dict[str, tuple[tuple[int, ...], str]] = {}
     metadata: dict[str, str] = {}
     with _loading(path, "a safetensors file"), safe_open(str(path), framework="numpy") as handle:
@@ -416,8 +410,6 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
         )
 
     def state_dict_loader() -> dict[str, Any]:
-        from safetensors.torch import load_file
-
         with _loading(path, "a safetensors file"):
             return load_file(str(path), device="cpu")
 
