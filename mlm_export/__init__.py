@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mlm_export.api import export_item, inspect_model
+    from mlm_export.card import render_card, write_card
     from mlm_export.loading import check_item, load_model
     from mlm_export.stac.catalog import build_catalog, search_catalog
     from mlm_export.stac.validate import ValidationReport, validate_item
@@ -28,6 +29,8 @@ _LAZY = {
     "save_item": "mlm_export.stac.writer",
     "build_item": "mlm_export.stac.builder",
     "ModelDescription": "mlm_export.description",
+    "render_card": "mlm_export.card",
+    "write_card": "mlm_export.card",
 }
 
 
@@ -49,7 +52,9 @@ __all__ = [
     "export_item",
     "inspect_model",
     "load_model",
+    "render_card",
     "save_item",
     "search_catalog",
     "validate_item",
+    "write_card",
 ]

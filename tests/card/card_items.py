@@ -34,5 +34,10 @@ def hostile_item(directory: Path) -> dict:
     output["classification:classes"][1]["description"] = "a | b\n\n# not a heading\n<!-- c"
     document["assets"]["model"]["title"] = "</td></tr></table><script>alert(5)</script>"
     document["assets"]["evil"] = {"href": "javascript:alert(6)", "roles": ["metadata"], "title": "evil"}
+    document["assets"]["long"] = {
+        "href": "https://example.com/" + "a" * 3000,
+        "roles": ["metadata"],
+        "title": "L" * 500,
+    }
     document["links"] = [{"rel": "derived_from", "href": "javascript:alert(7)", "title": 'data"><script>'}]
     return document

@@ -55,8 +55,11 @@ _MAP_BOX = """() => {
 }"""
 
 
-def look(browser, path: Path, screenshot: Path, *, dark: bool = False) -> Seen:  # noqa: ANN001
-    """Open ``path`` at 1280 px wide, JavaScript disabled, and collect what it shows; save a full-page screenshot."""
+def look(browser, path: Path, screenshot: Path, *, dark: bool = False, pdf: Path | None = None) -> Seen:  # noqa: ANN001
+    """Open ``path`` at 1280 px wide, JavaScript disabled, and collect what it shows; save a full-page screenshot.
+
+    With ``pdf``, the page is laid out for print (A4 width) and also printed to that file.
+    """
     context = browser.new_context(
         viewport={"width": WIDTH, "height": 900}, java_script_enabled=False, color_scheme="dark" if dark else "light"
     )
@@ -68,7 +71,12 @@ def look(browser, path: Path, screenshot: Path, *, dark: bool = False) -> Seen: 
         page.on("console", lambda message: console.append((message.type, message.text)))
         page.on("request", lambda request: requests.append(request.url))
         page.on("pageerror", lambda error: errors.append(str(error)))
+        if pdf is not None:
+            page.set_viewport_size({"width": 794, "height": 1123})  # A4 at 96 dpi
+            page.emulate_media(media="print")
         page.goto(path.resolve().as_uri())
+        if pdf is not None:
+            page.pdf(path=str(pdf), format="A4", print_background=True)
         png = page.screenshot(path=str(screenshot), full_page=True)
         # page.evaluate runs in Playwright's utility world, which works with the page's scripts disabled.
         seen = Seen(

@@ -170,3 +170,13 @@ def test_five_thousand_classes_fit_and_fold(browser, screens, tmp_path) -> None:
     assert "class-0000" in seen.text and "class-0024" in seen.text
     assert "class-0025" not in seen.text and "class-4999" not in seen.text  # folded in a closed <details>
     assert "Show the other 4975 of 5000 classes" in seen.text
+
+
+def test_card_prints_on_a4(browser, screens, tmp_path) -> None:
+    pdf = screens / "item_eo_bands.pdf"
+    seen = open_card(browser, EXAMPLES_DIR / "item_eo_bands.json", tmp_path, screens, "print", pdf=pdf)
+    assert seen.console == [] and seen.requests == []
+    assert seen.scroll_width <= 794  # A4 width: nothing cut at the right edge
+    assert "B12" in seen.text and "SeaLake" in seen.text
+    assert "Raw JSON" not in seen.text  # folded parts are left out of the print
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.read_bytes().count(b"/Type /Page\n") in range(1, 6)

@@ -176,6 +176,16 @@ def test_bad_format_and_unreadable_items(tmp_path: Path) -> None:
         render_card(tmp_path / "missing.json")
 
 
+def test_pystac_item_and_top_level_import() -> None:
+    import pystac
+
+    import mlm_export
+
+    item = pystac.Item.from_file(str(EXAMPLES_DIR / "item_eo_bands.json"))
+    from_pystac = mlm_export.render_card(item).split('<details id="raw">')[0]
+    assert from_pystac == render_card(EXAMPLES_DIR / "item_eo_bands.json").split('<details id="raw">')[0]
+
+
 def test_render_does_not_change_the_item(tmp_path: Path) -> None:
     document = item_dict(tmp_path)
     before = copy.deepcopy(document)
