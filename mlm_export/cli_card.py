@@ -22,6 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="CARD", help="card.html or card.md")
     parser.add_argument("--allow-invalid", action="store_true", help="exit 0 even when the Item does not validate")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-validate", action="store_true", help="do not validate (the card says 'not checked')")
     parser.add_argument("--schema-dir", help="offline schema directory")
     parser.set_defaults(handler=run_card)
     return parser
@@ -31,10 +32,12 @@ def run_card(args: argparse.Namespace) -> int:
     """Write the card; print where, and the validation problems when the Item is invalid."""
     from mlm_export.card import write_card
 
-    written = write_card(args.item, args.output, overwrite=args.overwrite, schema_dir=args.schema_dir)
+    written = write_card(
+        args.item, args.output, overwrite=args.overwrite, schema_dir=args.schema_dir, validate=not args.no_validate
+    )
     extra = f" and {written.map_path}" if written.map_path else ""
     print(f"wrote {written.path}{extra} ({written.card.validation})")
-    if written.valid:
+    if written.valid or args.no_validate:
         return EXIT_OK
     for note in written.card.notes:
         print(f"  note: {note}")

@@ -38,6 +38,8 @@ def test_invalid_item_exits_one_unless_allowed(tmp_path: Path, capsys: pytest.Ca
     assert "/properties/mlm:accelerator" in page.split('id="problems"', 1)[1]
     assert main(["card", str(path), "-o", str(tmp_path / "bad.html"), "--allow-invalid"]) == 1  # exists
     assert main(["card", str(path), "-o", str(tmp_path / "bad.html"), "--allow-invalid", "--overwrite"]) == 0
+    assert main(["card", str(path), "-o", str(tmp_path / "unchecked.html"), "--no-validate"]) == 0
+    assert 'id="validation">not checked<' in (tmp_path / "unchecked.html").read_text()
 
 
 def test_card_errors_are_one_line_with_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
