@@ -58,7 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
-    from mlm_export.stac.catalog import build_catalog
+    from mlm_export.stac.collection import build_catalog
 
     collection = build_catalog(
         args.items,

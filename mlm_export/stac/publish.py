@@ -1,0 +1,1 @@
+"""Publish model Items to a STAC API (placeholder)."""
