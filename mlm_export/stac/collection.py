@@ -150,9 +150,10 @@ def _item_title(document: Mapping[str, Any]) -> str | None:
     return title if isinstance(title, str) else None
 
 
-def _collection_document(
+def collection_document(
     entries: list[Entry], collection_id: str, title: str | None, description: str | None
 ) -> dict[str, Any]:
+    """The Collection of ``entries``: extent, MLM summaries, and an ``item`` link per Item (catalog layout)."""
     documents = [e.document for e in entries]
     licenses = {(d.get("properties") or {}).get("license") for d in documents}
     license_ = licenses.pop() if len(licenses) == 1 and isinstance(next(iter(licenses)), str) else "other"
@@ -180,14 +181,15 @@ def _collection_document(
     return collection
 
 
-def _raise_invalid(report: ValidationReport, what: str) -> None:
+def raise_invalid(report: ValidationReport, what: str, consequence: str = "Nothing was written.") -> None:
+    """Raise :class:`ItemValidationError` naming ``what`` and its first problem unless ``report`` is valid."""
     if report.valid:
         return
     more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
     raise ItemValidationError(
-        f"{what} is invalid: {report.problems[0]}{more}. Nothing was written.",
+        f"{what} is invalid: {report.problems[0]}{more}. {consequence}",
         problems=list(report.problems),
-        hint="Fix the item (see mlm-export validate), or pass validate=False to build the catalog anyway.",
+        hint="Fix the item (see mlm-export validate).",
     )
 
 
@@ -280,13 +282,13 @@ def build_catalog(
     directory = Path(directory)
     root = directory.resolve()
     documents = [_catalog_item(e, collection_id, title) for e in entries]
-    collection = _collection_document(entries, collection_id, title, description)
+    collection = collection_document(entries, collection_id, title, description)
     if validate:
         from mlm_export.stac.validate import validate_item
 
         for entry, document in zip(entries, documents, strict=True):
-            _raise_invalid(validate_item(document, schema_dir, check_files=True), f"{entry.source}")
-        _raise_invalid(validate_item(collection, schema_dir), f"The collection {collection_id!r}")
+            raise_invalid(validate_item(document, schema_dir, check_files=True), f"{entry.source}")
+        raise_invalid(validate_item(collection, schema_dir), f"The collection {collection_id!r}")
 
     targets = {document["id"]: root / document["id"] / f"{document['id']}.json" for document in documents}
     finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document in documents}
