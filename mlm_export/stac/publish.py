@@ -320,8 +320,13 @@ def publish(
         raise ConfigurationError(f"if_exists: expected one of {', '.join(IF_EXISTS_CHOICES)}, got {if_exists!r}.")
     if not isinstance(collection_id, str) or not collection_id or "/" in collection_id:
         raise ConfigurationError(f"collection_id {collection_id!r} must be a non-empty name without '/'.")
+    if href_base is not None and (not isinstance(href_base, str) or len(urlparse(href_base).scheme) < 2):
+        raise ConfigurationError(
+            f"href_base: expected a URL (https://..., s3://..., file:///...), got {href_base!r}.",
+            hint="Give the public URL of the directory the Item files are in.",
+        )
     if href_base is not None:
-        check_api_url(href_base)  # an http(s) URL without credentials
+        check_href(href_base, "href_base")
     entries, documents = prepare_items(
         items, url, collection_id, href_base=href_base, upload_to=upload_to, schema_dir=schema_dir
     )
