@@ -208,7 +208,7 @@ def start_local_api(
     directory = Path(data_dir).resolve() if data_dir is not None else Path(tempfile.mkdtemp(prefix="mlm-stac-api-"))
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        shutil.chown(directory, _PG_USER, _PG_USER)
+        _hand_to_postgres(directory, remove=not keep)
     pg_port, api_port = _free_port(), port or _free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -232,6 +232,20 @@ def start_local_api(
         api.stop()
         raise
     return api
+
+
+def _hand_to_postgres(directory: Path, *, remove: bool) -> None:
+    """As root: give ``directory`` to the postgres user, and check that it can reach it through the parents."""
+    shutil.chown(directory, _PG_USER, _PG_USER)
+    reachable = subprocess.run(["runuser", "-u", _PG_USER, "--", "test", "-w", str(directory)], check=False)  # noqa: S603, S607
+    if reachable.returncode != 0:
+        if remove:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise LocalAPIError(
+            f"The postgres user cannot write in '{directory}' (a parent directory is closed to it); PostgreSQL "
+            "refuses to run as root, so it runs as postgres.",
+            hint="Choose a data directory under a world-traversable parent, e.g. /var/tmp/mlm-stac-api.",
+        )
 
 
 def _check_server_packages(python: str) -> None:
