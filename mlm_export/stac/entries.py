@@ -97,6 +97,7 @@ def catalog_entries(path: Path, seen: set[Path]) -> Iterator[Entry]:
             f"'{path}' is not a STAC Collection or Catalog (type {document.get('type')!r}).",
             hint="Pass a catalog directory written by build_catalog (mlm-export catalog).",
         )
+    parent, resolved_parent = os.path.dirname(path), os.path.dirname(resolved)
     for link in document.get("links") or []:
         if not isinstance(link, Mapping) or link.get("rel") not in ("item", "child"):
             continue
@@ -107,7 +108,8 @@ def catalog_entries(path: Path, seen: set[Path]) -> Iterator[Entry]:
             )
         if urlparse(href).scheme == "file":
             href = urlparse(href).path
-        target = Path(href) if os.path.isabs(href) else Path(os.path.normpath(path.parent / href))
+        absolute = os.path.isabs(href)
+        target = Path(href if absolute else os.path.normpath(os.path.join(parent, href)))
         if link["rel"] == "child":
             yield from catalog_entries(target, seen)
             continue
@@ -119,7 +121,8 @@ def catalog_entries(path: Path, seen: set[Path]) -> Iterator[Entry]:
         document_ = read_json_object(target, "Item file", ConfigurationError)
         if document_.get("type") != "Feature":
             raise ConfigurationError(f"'{target}', linked as an item from '{path}', is not a STAC Item.")
-        yield Entry(document_, f"'{target}'", target.resolve().parent, str(target))
+        base = os.path.dirname(href if absolute else os.path.normpath(os.path.join(resolved_parent, href)))
+        yield Entry(document_, f"'{target}'", Path(base), str(target))  # no realpath per Item: 1,000 cost 0.3 s
 
 
 def entries_of(directory_or_collection: Any) -> list[Entry]:
