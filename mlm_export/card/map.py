@@ -154,7 +154,8 @@ def footprint(document: Mapping[str, Any]) -> Footprint:
     bbox = _bbox(document.get("bbox"), problems)
     geometry = document.get("geometry")
     rings = _geometry_rings(geometry)
-    if geometry is not None and rings is None:
+    is_area = isinstance(geometry, Mapping) and geometry.get("type") in ("Polygon", "MultiPolygon")
+    if is_area and rings is None:
         problems.append("geometry is not a valid Polygon/MultiPolygon in WGS84; the bbox is drawn instead.")
     if rings:
         return Footprint(rings, bbox, problems, "geometry")

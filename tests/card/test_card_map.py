@@ -130,3 +130,9 @@ def test_ring_cut_at_the_antimeridian_is_kept() -> None:
     found = footprint(item([-180, -90, 180, 90], geometry={"type": "Polygon", "coordinates": [world]}))
     assert found.rings == [[(-180, -90), (180, -90), (180, 90), (-180, 90), (-180, -90)]]
     assert found.label == "global: W -180, S -90, E 180, N 90"
+
+
+def test_point_geometry_draws_its_bbox_with_a_marker() -> None:
+    found = footprint(item([7.0, 46.0, 7.0, 46.0], geometry={"type": "Point", "coordinates": [7.0, 46.0]}))
+    assert found.problems == [] and found.source == "bbox"
+    assert '<circle class="m-fp" cx="7.000" cy="-46.000"' in map_svg(found)
