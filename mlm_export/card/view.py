@@ -181,7 +181,7 @@ def _scaling_text(scaling: Any) -> str:
     scaling = as_dict(scaling)
     if not scaling:
         return ""
-    rest = [f"{k}={text(v) or json.dumps(v)}" for k, v in scaling.items() if k != "type"]
+    rest = [f"{k}={text(v) or json.dumps(v, default=str)}" for k, v in scaling.items() if k != "type"]
     return " ".join([text(scaling.get("type")) or "scaling", *rest])
 
 
@@ -243,8 +243,9 @@ def _processing_rows(value: Any, label: str) -> list[tuple[str, str]]:
         if not item:
             continue
         expression = item.get("expression")
-        shown = text(expression) or text(as_dict(expression).get("href")) or json.dumps(expression)
-        rows.append((label, f"{text(item.get('format'))}: {shown}".strip(": ")))
+        shown = text(expression) or text(as_dict(expression).get("href")) or json.dumps(expression, default=str)
+        form = text(item.get("format"))
+        rows.append((label, f"{form}: {shown}" if form else shown))
     return rows
 
 
@@ -253,11 +254,12 @@ def _classes(spec: Mapping[str, Any]) -> list[ClassEntry]:
     entries = []
     for entry in raw:
         entry = as_dict(entry)
-        name = text(entry.get("title")) or text(entry.get("name"))
+        title, name = text(entry.get("title")), text(entry.get("name"))
+        label = f"{title} ({name})" if title and name and title != name else title or name
         entries.append(
             ClassEntry(
                 text(entry.get("value")),
-                name if not entry.get("title") else f"{name} ({text(entry.get('name'))})".replace(" ()", ""),
+                label,
                 text(entry.get("description")),
                 colour(entry.get("color_hint") if "color_hint" in entry else entry.get("color-hint")),
                 entry.get("nodata") is True,
