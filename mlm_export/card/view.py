@@ -103,6 +103,7 @@ class Tensor:
     bands: list[Band] = field(default_factory=list)
     rows: list[tuple[str, str]] = field(default_factory=list)
     classes: list[ClassEntry] = field(default_factory=list)
+    band_label: str = "band"
 
 
 @dataclass
@@ -232,7 +233,10 @@ def _input(spec: Mapping[str, Any], definitions: Mapping[str, str]) -> Tensor:
         if text(spec.get(key)):
             rows.append((label, text(spec.get(key))))
     rows += _processing_rows(spec.get("pre_processing_function"), "pre-processing")
-    return Tensor(text(spec.get("name")), _dims(tensor), text(tensor.get("data_type")), bands=bands, rows=rows)
+    label = "variable" if not as_list(spec.get("bands")) and as_list(spec.get("variables")) else "band"
+    return Tensor(
+        text(spec.get("name")), _dims(tensor), text(tensor.get("data_type")), bands=bands, rows=rows, band_label=label
+    )
 
 
 def _processing_rows(value: Any, label: str) -> list[tuple[str, str]]:
