@@ -44,7 +44,7 @@ def big_models() -> dict[str, Callable[[], tuple[Any, Any]]]:
 @contextlib.contextmanager
 def captured_probe(shapes_first: bool) -> Iterator[dict[str, Any]]:
     """Patch the torch adapter's ``probe``: force the path, time it, keep the backend and the result."""
-    from mlm_export.adapters import torch as adapter
+    from mlm_export.adapters.torch import describe as adapter
 
     original = adapter.probe
     seen: dict[str, Any] = {}

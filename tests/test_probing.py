@@ -54,7 +54,7 @@ def test_shapes_and_real_agree_on_every_family(case, tmp_path: Path, caplog: pyt
         inspect_model(model, artifact_dir=tmp_path, **case.export_kwargs())  # raises AssertionError on a mismatch
     paths = _paths(caplog)
     if all(t.dim() <= 2 for t in case.make_inputs(1, 0)) and "torch._dynamo" not in sys.modules:
-        return  # [batch, features] models are probed with real forwards until meta runs are cheap (see torch_meta)
+        return  # [batch, features] models are probed with real forwards (adapters/torch/meta.py)
     assert "probe base: shapes" in paths
     assert any(p.startswith("probe batch +1: shapes") for p in paths)
 

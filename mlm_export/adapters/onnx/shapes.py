@@ -137,7 +137,7 @@ class OnnxProbeBackend:
 
     def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
         """Outputs by ONNX shape inference; ShapeInferenceUnavailable when a dimension stays unknown."""
-        from mlm_export.adapters.onnx import _element_name, _mlm_type
+        from mlm_export.adapters.onnx.graph import _element_name, _mlm_type
 
         inferred = self._inferred(shapes)
         outputs = {o.name: o for o in inferred.graph.output}
