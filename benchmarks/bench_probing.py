@@ -26,12 +26,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-def big_models() -> dict[str, Callable[[], tuple[Any, Any]]]:
-    """name -> factory of (model, example input)."""
+def big_models(small: bool = False) -> dict[str, Callable[[], tuple[Any, Any]]]:
+    """name -> factory of (model, example input); ``small``: a ResNet-18 at 64 px and a ViT-Tiny (smoke runs)."""
     import timm
     import torch
-    from torchgeo.models import resnet50
+    from torchgeo.models import resnet18, resnet50
 
+    if small:
+        return {
+            "torchgeo ResNet-18 (13 bands, 64 px)": lambda: (
+                resnet18(weights=None, in_chans=13, num_classes=10), torch.randn(1, 13, 64, 64)),
+            "timm ViT-Ti/16 (13 bands, 224 px)": lambda: (
+                timm.create_model("vit_tiny_patch16_224", pretrained=False, in_chans=13, num_classes=10),
+                torch.randn(1, 13, 224, 224)),
+        }  # fmt: skip
     return {
         "torchgeo ResNet-50 (13 bands, 256 px)": lambda: (
             resnet50(weights=None, in_chans=13, num_classes=10), torch.randn(1, 13, 256, 256)),
@@ -84,11 +92,11 @@ def _inspect(model: Any, example: Any, shapes_first: bool) -> dict[str, Any]:
     return seen
 
 
-def probing(repeats: int = 1) -> list[dict[str, Any]]:
+def probing(repeats: int = 1, small: bool = False) -> list[dict[str, Any]]:
     """Rows: model, one forward (s), probes before/after in forwards, real runs, shape-only runs."""
     os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
     rows = []
-    for name, factory in big_models().items():
+    for name, factory in big_models(small).items():
         model, example = factory()
         forward = _forward_seconds(model, example)
         row: dict[str, Any] = {"model": name, "forward_s": forward}
@@ -122,14 +130,14 @@ def measured_peak(backend: Any, shapes: Any) -> int:
     return backend.weights + inputs + peak
 
 
-def memory() -> list[dict[str, Any]]:
+def memory(small: bool = False) -> list[dict[str, Any]]:
     """Rows: model, predicted bytes, measured bytes, ratio."""
     import torch
     from test_torch_adapter import CASES
 
     os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
     cases = [(c.name, lambda c=c: (c.factory(**c.kwargs), c.export_kwargs())) for c in CASES]
-    cases += [(n, lambda f=f: (f()[0], {"example_input": f()[1]})) for n, f in big_models().items()]
+    cases += [(n, lambda f=f: (f()[0], {"example_input": f()[1]})) for n, f in big_models(small).items()]
     rows = []
     for name, factory in cases:
         torch.manual_seed(0)

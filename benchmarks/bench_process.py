@@ -64,42 +64,43 @@ def _timed(kind: str, target: str, args: list[str], env: dict[str, str]) -> tupl
     return elapsed, int(peak[-1]) * 1024
 
 
-def _export_args(path: Path, output: Path) -> list[str]:
+def _export_args(path: Path, output: Path, layers: int) -> list[str]:
     return ["export", str(path), "--model-class", "bench_export:Wide",
-            "--model-kwargs", json.dumps({"layers": LAYERS}), "--input-shape=-1,4096", "--bbox", "0", "0", "1", "1",
+            "--model-kwargs", json.dumps({"layers": layers}), "--input-shape=-1,4096", "--bbox", "0", "0", "1", "1",
             "--datetime", "2024-01-01T00:00:00Z", "--overwrite", "-o", str(output)]  # fmt: skip
 
 
-def _write_weights(path: Path) -> int:
+def _write_weights(path: Path, layers: int) -> int:
     import torch
 
     sys.path.insert(0, str(HERE))
     from bench_export import Wide
 
     with torch.device("meta"):
-        model = Wide(LAYERS)
+        model = Wide(layers)
     torch.save({k: torch.randn(v.shape) for k, v in model.state_dict().items()}, path)
     return path.stat().st_size
 
 
-def measure(repeats: int = 3, before: str | None = None) -> dict[str, float]:
-    """Medians of ``repeats`` runs of each process, interleaved."""
+def measure(repeats: int = 3, before: str | None = None, layers: int = LAYERS) -> dict[str, float]:
+    """Medians of ``repeats`` runs of each process, interleaved (``layers`` x 64 MiB of weights)."""
     env = dict(os.environ)
     code_dir = str(HERE.parent)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "wide.pt"
-        weights = _write_weights(path)
-        forward = FORWARD.format(bench=str(HERE), layers=LAYERS, width=WIDTH)
+        weights = _write_weights(path, layers)
+        forward = FORWARD.format(bench=str(HERE), layers=layers, width=WIDTH)
         runs: dict[str, list[tuple[float, int]]] = {"hash": [], "forward": [], "ours": [], "before": []}
         _timed("code", HASH, [str(path)], env)  # page cache warm
         for _ in range(repeats):
             runs["hash"].append(_timed("code", HASH, [str(path)], env))
             runs["forward"].append(_timed("code", forward, [str(path)], env))
             ours_env = {**env, "PYTHONPATH": os.pathsep.join([code_dir, str(HERE)])}
-            runs["ours"].append(_timed("module", "mlm_export", _export_args(path, Path(tmp) / "ours.json"), ours_env))
+            ours_args = _export_args(path, Path(tmp) / "ours.json", layers)
+            runs["ours"].append(_timed("module", "mlm_export", ours_args, ours_env))
             if before:
                 before_env = {**env, "PYTHONPATH": os.pathsep.join([before, str(HERE)])}
-                before_args = _export_args(path, Path(tmp) / "before.json")
+                before_args = _export_args(path, Path(tmp) / "before.json", layers)
                 runs["before"].append(_timed("module", "mlm_export", before_args, before_env))
     result: dict[str, float] = {"weights_bytes": weights}
     for name, values in runs.items():

@@ -11,6 +11,9 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
 | card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
+| process | ``mlm-export export`` of a 1 GiB MLP state_dict (process) | max(sha256, torch + load + forward) | <= 1.15 |
+| probing | all probes of a ResNet-50 / ViT-B/16, in real forwards at base size | the real-forward path | <= 1 |
+| memory | predicted dry-run peak (meta run) | measured (allocator peak + weights + inputs) | +-25 % |
 """
 
 from __future__ import annotations
@@ -123,12 +126,51 @@ def card(size_mb: int) -> list[Row]:
              f"{r['baseline_s'] * 1e3:.0f} ms", r["html_s"] / r["baseline_s"], "< 1 s", r["html_s"] < 1.0)]  # fmt: skip
 
 
+def process(size_mb: int) -> list[Row]:
+    import bench_process
+
+    layers = max(1, round(size_mb / 64))
+    r = bench_process.measure(2, layers=layers)
+    mib = r["weights_bytes"] / 2**20
+    return [
+        (f"mlm-export export (process) vs max(sha256, torch+load+forward) ({mib:.0f} MiB MLP)",
+         f"{r['ours_s']:.2f} s", f"{r['floor_s']:.2f} s", r["time_ratio"], "<= 1.15", r["time_ratio"] <= 1.15),
+        ("  its peak RSS vs the torch+load+forward process", f"{r['ours_rss'] / 2**20:.0f} MiB",
+         f"{r['forward_rss'] / 2**20:.0f} MiB", r["rss_ratio"], "<= 1.20", r["rss_ratio"] <= 1.20),
+    ]  # fmt: skip
+
+
+def probing_cost(size_mb: int) -> list[Row]:
+    import bench_probing
+
+    rows: list[Row] = []
+    for r in bench_probing.probing(small=size_mb < 256):
+        after, before = r["after_probes_in_forwards"], r["before_probes_in_forwards"]
+        rows.append((f"all probes, in real forwards at base size: {r['model']}", f"{after:.2f} (after)",
+                     f"{before:.2f} (before)", after, "<= 1", after <= 1))  # fmt: skip
+    return rows
+
+
+def memory_prediction(size_mb: int) -> list[Row]:
+    import bench_probing
+
+    rows: list[Row] = []
+    for r in bench_probing.memory(small=size_mb < 256):
+        ok = 0.75 <= r["ratio"] <= 1.25
+        rows.append((f"predicted vs measured dry-run peak: {r['model']}", f"{r['predicted'] / 2**20:.2f} MiB",
+                     f"{r['measured'] / 2**20:.2f} MiB", r["ratio"], "0.75..1.25", ok))  # fmt: skip
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "process": process,
+    "probing": probing_cost,
+    "memory": memory_prediction,
     "card": card,
 }
 
