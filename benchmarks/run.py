@@ -148,8 +148,9 @@ def probing_cost(size_mb: int) -> list[Row]:
         after, before = r["after_probes_in_forwards"], r["before_probes_in_forwards"]
         rows.append((f"all probes, in real forwards at base size: {r['model']}", f"{after:.2f} (after)",
                      f"{before:.2f} (before)", after, "<= 1", after <= 1))  # fmt: skip
+        first = r["meta_first_use_s"]
         rows.append(("  one real forward; first meta run's import (once per process)", f"{r['forward_s']:.2f} s",
-                     f"{r['meta_first_use_s']:.2f} s", r["meta_first_use_s"] / r["forward_s"], "(info)", True))  # fmt: skip
+                     f"{first:.2f} s", first / r["forward_s"], "(info)", True))  # fmt: skip
     return rows
 
 
