@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from mlm_export.errors import ConfigurationError, ProbeError
+from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError
 
 #: Layout of an input by rank: tabular [B, C], sequence [B, T, C], image [B, C, H, W], image-time [B, T, C, H, W].
 LAYOUT_BY_RANK: dict[int, str] = {2: "tabular", 3: "sequence", 4: "image", 5: "image-time"}
@@ -316,6 +316,8 @@ class _Session:
                 return outputs if expected is None or len(outputs) == expected else None
         try:
             outputs = self.real(shapes)
+        except DryRunLimitError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
             self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
             return None
@@ -423,40 +425,44 @@ def _multiple(group: _Group, base: Shapes) -> int:
     return math.gcd(*[base[i][a] for i, a in group.axes], *PROBE_STEPS)
 
 
-def _decision_sizes(session: _Session, group: _Group, base: Shapes, count: int) -> tuple[Any, Any]:
-    """(keep, grown) size functions: the smallest accepted size and the next one; else base and base + step."""
+def _decision_candidates(group: _Group, base: Shapes) -> list[tuple[Any, Any]]:
+    """(keep, grown) size functions, smallest first: tiny accepted sizes, then base and base + a probed step."""
     unit = 1 if group.odd_ok else _multiple(group, base)
     smallest = min(base[i][a] for i, a in group.axes)
-    for size in sorted({unit, 8 * unit, 32 * unit}):
-        if size + unit > smallest:
-            break
-        small = session.outputs(group.sizes(base, lambda _s, n=size: n), f"{group.name} ={size}", count)
-        if (
-            small is not None
-            and session.outputs(group.sizes(base, lambda _s, n=size + unit: n), f"{group.name} ={size + unit}", count)
-            is not None
-        ):
-            return (lambda _s, n=size: n), (lambda _s, n=size + unit: n)
+    candidates: list[tuple[Any, Any]] = [
+        ((lambda _s, n=n: n), (lambda _s, n=n + unit: n)) for n in sorted({unit, 8 * unit, 32 * unit})
+        if n + unit <= smallest
+    ]  # fmt: skip
     step = ODD_STEP if group.odd_ok else PROBE_STEPS[0]
-    return (lambda s: s), (lambda s, step=step: s + step)
+    candidates.append(((lambda s: s), (lambda s, step=step: s + step)))
+    return candidates
 
 
-def _extra_slices_matter(session: _Session, group: _Group, base: Shapes, count: int) -> bool:
-    """Two real runs at the decision size that differ only beyond the kept slices: do their outputs differ?"""
-    keep_size, grown_size = _decision_sizes(session, group, base, count)
-    grown, keep = group.sizes(base, grown_size), group.sizes(base, keep_size)
-    label = f"{group.name} extra slices ({_describe_shapes(keep)} kept of {_describe_shapes(grown)})"
-    try:
-        first, second = session.real(grown), session.real(grown, keep)
-    except Exception as exc:  # noqa: BLE001 - the real model refused a size the shapes accepted
-        session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
-        group.accepted = False
-        return False
-    matter = len(first) != len(second) or any(
-        a.kind == "tensor" and not session.backend.same_values(a, b) for a, b in zip(first, second, strict=True)
-    )
-    session.log(label, f"real, {'changed' if matter else 'did not change'} the output")
-    return matter
+def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool:
+    """Whether the group's extra slices change the output, from real runs at the smallest sizes that decide it.
+
+    The kept size must run, and two inputs of the grown size that agree on the kept slices and differ beyond them
+    must give different outputs.
+    """
+    for index, (keep_size, grown_size) in enumerate(_decision_candidates(group, base)):
+        keep, grown = group.sizes(base, keep_size), group.sizes(base, grown_size)
+        label = f"{group.name} extra slices ({_describe_shapes(keep)} kept of {_describe_shapes(grown)})"
+        try:
+            if keep != [tuple(s) for s in base]:
+                session.real(keep)  # the model must accept the kept size itself
+            first, second = session.real(grown), session.real(grown, keep)
+        except DryRunLimitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - too small for this model: try the next size
+            session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
+            continue
+        matter = len(first) != len(second) or any(
+            a.kind == "tensor" and not session.backend.same_values(a, b) for a, b in zip(first, second, strict=True)
+        )
+        session.log(label, f"real, {'changed' if matter else 'did not change'} the output (candidate {index})")
+        return matter
+    group.accepted = False  # the real model refused every size the shapes accepted
+    return False
 
 
 def _decide(session: _Session, groups: Sequence[_Group], base: Shapes, base_outputs: Sequence[MeasuredTensor]) -> None:
@@ -465,7 +471,7 @@ def _decide(session: _Session, groups: Sequence[_Group], base: Shapes, base_outp
         _probe_sizes(session, group, base, base_outputs)
     for group in groups:
         if group.accepted and not group.followed:
-            group.used = _extra_slices_matter(session, group, base, len(base_outputs))
+            group.used = _extra_slices_matter(session, group, base)
 
 
 def _group_notes(

@@ -157,13 +157,17 @@ class TorchProbeBackend:
         self._shapes_failed = False
 
     def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
-        """Outputs of a forward on the meta device at ``shapes``; records the peak of live activation bytes."""
+        """Outputs of a forward on the meta device at ``shapes`` (the first one also records its memory peak)."""
+        return self._meta_run(shapes, track=not self.activations)
+
+    def _meta_run(self, shapes: Sequence[tuple[int, ...]], *, track: bool) -> list[MeasuredTensor]:
+        """A meta forward; with ``track``, the peak of live activation bytes is recorded for ``shapes``."""
         torch = _import_torch()
         module = self.runner.module
         if isinstance(module, torch.jit.ScriptModule):
             raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         before = _tensor_attributes(module)
-        tracker = _live_bytes_mode()
+        tracker = _live_bytes_mode() if track else contextlib.nullcontext()
         try:
             with _weights_on_meta(module), torch.inference_mode(), tracker:
                 tensors = [
@@ -179,15 +183,19 @@ class TorchProbeBackend:
             raise
         finally:
             _restore_attributes(module, before)
-        self.activations[_key(shapes)] = tracker.peak
+        if track:
+            self.activations[_key(shapes)] = tracker.peak
         return measured
 
     def predict(self, shapes: Sequence[tuple[int, ...]]) -> int | None:
         """Predicted peak bytes of a real run at ``shapes`` (weights + live activations), None when unknown."""
         key = _key(shapes)
+        bound = [v for k, v in self.activations.items() if _within(key, k)]
+        if key not in self.activations and bound:  # no larger than shapes already predicted: their peak bounds it
+            return self.weights + min(bound)
         if key not in self.activations and self.use_shapes and not self._shapes_failed:
             try:
-                self.infer(shapes)
+                self._meta_run(shapes, track=True)
             except Exception:  # noqa: BLE001 - no prediction; the real run will tell
                 self._shapes_failed = True
         activations = self.activations.get(key)
@@ -245,6 +253,13 @@ def same_tensor_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     eps = torch.finfo(a.real.dtype if a.is_complex() else a.dtype).eps
     scale = float(a64.abs().nan_to_num(0, 0, 0).max()) if a.numel() else 0.0
     return bool(torch.allclose(a64, b64.to(a64.dtype), rtol=0, atol=16 * eps * (1 + scale), equal_nan=True))
+
+
+def _within(small: tuple[tuple[int, ...], ...], large: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether every size of ``small`` is at most the matching size of ``large``."""
+    return len(small) == len(large) and all(
+        len(a) == len(b) and all(x <= y for x, y in zip(a, b, strict=True)) for a, b in zip(small, large, strict=True)
+    )
 
 
 def _key(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
