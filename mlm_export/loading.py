@@ -13,15 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.errors import (
-    ArtifactNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
     ItemValidationError,
     UnsupportedSourceError,
+    UnverifiedArtifactError,
 )
 from mlm_export.hashing import hash_file
 from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
@@ -91,35 +90,72 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _item_document(item: Any) -> tuple[dict[str, Any], Path | None]:
-    if isinstance(item, (str, os.PathLike)):
-        from mlm_export.stac.validate import read_item_document
+def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[str, Any], _HrefBase]:
+    """The Item's JSON (structure checked) and where its hrefs may point."""
+    from mlm_export.stac.io import read_item_document, require_structure
 
-        document, base, _ = read_item_document(item)
-        return document, base
-    if isinstance(item, Mapping):
-        return dict(item), None
-    if hasattr(item, "to_dict"):
-        self_href = item.get_self_href()
-        base = Path(self_href).parent if self_href and urlparse(self_href).scheme in ("", "file") else None
-        return item.to_dict(include_self_link=False, transform_hrefs=False), base
-    raise ConfigurationError(
-        f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
-        hint="Pass the Item returned by export_item or the path of its JSON file.",
-    )
+    if not isinstance(item, (str, os.PathLike, Mapping)) and not hasattr(item, "to_dict"):
+        raise ConfigurationError(
+            f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
+            hint="Pass the Item returned by export_item or the path of its JSON file.",
+        )
+    document, base, location = read_item_document(item)
+    require_structure(document, f"Item {location}" if location else "The item")
+    return document, _HrefBase(base, location is not None, tuple(allow_outside))
+
+
+@dataclass(frozen=True)
+class _HrefBase:
+    """The directory relative hrefs resolve against, whether hrefs are confined to it, and what else is allowed."""
+
+    directory: Path | None
+    confine: bool
+    allow_outside: tuple[Any, ...] = ()
+
+
+def _artifact_path(key: str, href: str, where: _HrefBase) -> Path:
+    """The local file of asset ``key``, refused when remote or outside the Item's directory."""
+    from mlm_export.adapters.archive_safety import require_regular_file
+    from mlm_export.stac.io import outside_message, resolve_href
+
+    resolved = resolve_href(href, where.directory, allow_outside=where.allow_outside, confine=where.confine)
+    if resolved.kind in ("remote", "registry"):
+        raise ConfigurationError(
+            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
+            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
+        )
+    if resolved.kind == "unresolved" or resolved.path is None:
+        raise ConfigurationError(
+            f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
+            hint="Pass the path of the item JSON file instead of a dict.",
+        )
+    if resolved.kind == "outside":
+        raise ItemValidationError(
+            f"Asset {key!r}: {outside_message(resolved, where.directory)}.",
+            hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory you "
+            "trust.",
+        )
+    return require_regular_file(resolved.path, f"Model file of asset {key!r}")
 
 
 def model_artifact(
-    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str], asset_key: str | None = None
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    asset_key: str | None = None,
+    *,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> ModelArtifact:
     """Find the ``mlm:model`` asset of ``item`` (or ``asset_key``) and resolve it to a local file.
 
+    A local href must resolve (``..`` and symlinks followed) inside the Item's directory or ``allow_outside``.
+
     Raises:
-        ItemValidationError: the item has no ``mlm:model`` asset or it has no ``mlm:artifact_type``.
+        ItemValidationError: the item is malformed, has no ``mlm:model`` asset, the asset has no
+            ``mlm:artifact_type``, or its href points outside the allowed directories.
         ArtifactNotFoundError: the asset's file does not exist.
+        ArtifactLoadError: the href names a directory, FIFO or other non-regular file.
         ConfigurationError: the asset is remote (download it first).
     """
-    document, base = _item_document(item)
+    document, where = _item_document(item, allow_outside)
     assets = document.get("assets") or {}
     if asset_key is not None:
         if asset_key not in assets:
@@ -134,23 +170,7 @@ def model_artifact(
     artifact_type = asset.get("mlm:artifact_type")
     if not artifact_type:
         raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    href = asset["href"]
-    parsed = urlparse(href)
-    if parsed.scheme not in ("", "file"):
-        raise ConfigurationError(
-            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
-            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
-        )
-    path = Path(parsed.path if parsed.scheme == "file" else href)
-    if not path.is_absolute():
-        if base is None:
-            raise ConfigurationError(
-                f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
-                hint="Pass the path of the item JSON file instead of a dict.",
-            )
-        path = base / path
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"Model file '{path}' of asset {key!r} does not exist.", hint="Check the href.")
+    path = _artifact_path(key, asset["href"], where)
     return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
 
 
@@ -159,7 +179,15 @@ def verify_artifact(artifact: ModelArtifact) -> None:
 
     Raises:
         ChecksumMismatchError: the size or the checksum differ.
+        UnverifiedArtifactError: the item records no sha2-256 ``file:checksum`` (pass ``verify=False`` to the
+            caller to load it anyway).
     """
+    if artifact.checksum is None or not artifact.checksum.startswith("1220"):
+        raise UnverifiedArtifactError(
+            f"Model file '{artifact.path}' of asset {artifact.key!r} cannot be verified: the item records no "
+            "sha2-256 file:checksum, so a swapped file would load unnoticed; not loading it.",
+            hint="Pass verify=False (--no-verify) only if you trust the file itself.",
+        )
     actual_size = artifact.path.stat().st_size
     if artifact.size is not None and artifact.size != actual_size:
         raise ChecksumMismatchError(
@@ -196,6 +224,8 @@ def load_model(
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
     """Load the model an Item publishes, after verifying its size and checksum.
 
@@ -206,6 +236,9 @@ def load_model(
         model_kwargs: keyword arguments of ``model_class``.
         trust_pickle: allow unpickling arbitrary objects (trusted files only).
         device: where a PyTorch model is placed (ONNX: the execution provider follows it).
+        verify: refuse a file whose size or sha2-256 differ from the Item, or that the Item gives no checksum for.
+            ``False`` loads it unchecked (trusted files only).
+        allow_outside: directories besides the Item's own that its local hrefs may point into.
 
     Returns:
         An ``nn.Module`` (for weights, TorchScript and ``torch.export`` artifacts) or an
@@ -217,8 +250,9 @@ def load_model(
 
     .. versionadded:: 0.1
     """
-    artifact = model_artifact(item, asset_key)
-    verify_artifact(artifact)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    if verify:
+        verify_artifact(artifact)
     options = ExportOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
@@ -243,6 +277,8 @@ def check_item(
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
 
@@ -254,8 +290,8 @@ def check_item(
 
     .. versionadded:: 0.1
     """
-    document, _ = _item_document(item)
-    artifact = model_artifact(item, asset_key)
+    document, _ = _item_document(item, allow_outside)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
     model = load_model(
         item,
         asset_key=asset_key,
@@ -263,6 +299,8 @@ def check_item(
         model_kwargs=model_kwargs,
         trust_pickle=trust_pickle,
         device=device,
+        verify=verify,
+        allow_outside=allow_outside,
     )
     props = document.get("properties") or {}
     inputs = [

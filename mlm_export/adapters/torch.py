@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 from mlm_export.description import Artifact, InputSpec, ModelDescription, OutputSpec, slugify
 from mlm_export.errors import (
     ArtifactLoadError,
-    ArtifactNotFoundError,
     ConfigurationError,
     MissingDependencyError,
     MLMExportError,
@@ -506,11 +505,13 @@ def _sniff(path: Path) -> str:
 
 
 def _load_path(path: Path, options: ExportOptions) -> _Loaded:
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"Model file '{path}' does not exist.", hint="Check the path.")
+    from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file
+
+    require_regular_file(path)
     torch = _import_torch()
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
+    check_torch_file(path, trust_pickle=options.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
     if kind == "torchscript":
         with _loading(path, "a TorchScript archive"):
