@@ -58,6 +58,7 @@ from shapely.ops import unary_union
 from mlm_export.description import TASKS
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
+from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
 
@@ -337,7 +338,7 @@ def _absolute_href(href: Any, base: Path | None, where: str) -> str:
             f"{where} has the relative href {href!r} but the item has no location to resolve it against.",
             hint="Pass the item as a file path (or a pystac.Item with a self href), or make the href absolute.",
         )
-    return os.path.realpath(make_absolute_href(href, str(base / "item.json")))
+    return os.path.realpath(make_absolute_href(decode_href(href), str(base / "item.json")))  # a raw path
 
 
 def _catalog_item(entry: _Entry, collection_id: str, collection_title: str | None) -> dict[str, Any]:

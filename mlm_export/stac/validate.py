@@ -7,7 +7,6 @@ and for local hrefs the file's existence, size and checksum.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -199,13 +198,22 @@ def _explain(error: ValidationError, resolve: Resolve) -> str:
     return _short(error.message)
 
 
+_PLAIN = (str, int, float)
+
+
 def _canonical(value: Any) -> Any:
-    """A hashable form of a JSON value under JSON-Schema equality (1 == 1.0, true != 1, key order ignored)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return (type(value).__name__, value)
-    if isinstance(value, (int, float)):
-        return ("number", value if isinstance(value, int) or not math.isfinite(value) else float(value))
+    """A hashable form of a JSON value under JSON-Schema equality (1 == 1.0, true != 1, key order ignored).
+
+    Python already equates 1 and 1.0 (same hash), so numbers and strings stand for themselves; booleans, arrays and
+    objects are tagged so that ``true`` never equals ``1`` and an array never equals an object.
+    """
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, Mapping):
+        if all(type(item) in _PLAIN for item in value.values()):  # flat objects (class lists): no recursion
+            return ("object", frozenset(value.items()))
         return ("object", frozenset((key, _canonical(item)) for key, item in value.items()))
     if isinstance(value, list):
         return ("array", tuple(_canonical(item) for item in value))
@@ -216,13 +224,13 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
     """``uniqueItems`` in linear time (jsonschema's own compares every pair of objects: 67 s for 10,000 classes)."""
     if not unique or not validator.is_type(instance, "array"):
         return
-    seen: set[Any] = set()
-    for item in instance:
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(instance):
         key = _canonical(item)
         if key in seen:
-            yield ValidationError(f"{instance!r} has non-unique elements"[:_MAX_MESSAGE])
+            yield ValidationError(f"has non-unique elements: item {index} repeats item {seen[key]}")
             return
-        seen.add(key)
+        seen[key] = index
 
 
 def _schema_problems(document: Mapping[str, Any], url: str, store: SchemaStore) -> Iterator[Problem]:
