@@ -30,8 +30,9 @@ from mlm_export.errors import ConfigurationError, ItemValidationError, MLMExport
 MAX_JSON_ENV = "MLM_EXPORT_MAX_JSON_BYTES"
 DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
 REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss"})
-#: Characters left as they are in an encoded local href (RFC 3986 unreserved, plus the path separator).
-_SAFE_HREF_CHARS = "/._-~"
+#: Characters left as they are in an encoded local href: RFC 3986 unreserved and the path characters it allows
+#: unencoded (sub-delims and '@'; ':' is encoded so that no first segment reads as a scheme).
+_SAFE_HREF_CHARS = "/._-~!$&'()*+,;=@"
 HrefKind = Literal["local", "outside", "remote", "registry", "unresolved"]
 
 
@@ -340,7 +341,7 @@ class ResolvedHref:
 
 
 def encode_href(href: str) -> str:
-    """Percent-encode a relative or absolute local path for an href (spaces, non-ASCII, ``%``, ``#``, ``?``)."""
+    """Percent-encode a local path for an href: spaces, non-ASCII, ``%``, ``#``, ``?``, ``:`` (``=`` is kept)."""
     return quote(href, safe=_SAFE_HREF_CHARS)
 
 

@@ -129,6 +129,14 @@ def legacy_pickle(tmp: Path, marker: Path) -> Path:
     return path
 
 
+def pickle_named_safetensors(tmp: Path, marker: Path) -> Path:
+    return pickled_pt(tmp, marker).rename(tmp / "evil.safetensors")
+
+
+def pickle_named_onnx(tmp: Path, marker: Path) -> Path:
+    return pickled_pt(tmp, marker).rename(tmp / "evil.onnx")
+
+
 #: (crafted file, its mlm:artifact_type, error without trust_pickle)
 CRAFTED: dict[str, tuple[Callable[[Path, Path], Path], str, type[MLMExportError]]] = {
     "pt": (pickled_pt, "torch.save", UntrustedPickleError),
@@ -139,6 +147,8 @@ CRAFTED: dict[str, tuple[Callable[[Path, Path], Path], str, type[MLMExportError]
     "pt2-sample-inputs": (pt2_sample_inputs, "torch.export.save", UntrustedPickleError),
     "pt2-renamed-pt": (pt2_renamed_pt, "torch.export.save", UntrustedPickleError),
     "pt2-pickled-weight": (pt2_pickled_weight, "torch.export.save", UntrustedPickleError),
+    "safetensors-named-pickle": (pickle_named_safetensors, "safetensors.torch.save_file", ArtifactLoadError),
+    "onnx-named-pickle": (pickle_named_onnx, "onnx", ArtifactLoadError),
 }
 
 

@@ -180,9 +180,10 @@ def test_hrefs_percent_encoded_and_decoded(tmp_path: Path, schema_dir: Path, nam
 
 
 def test_encode_decode_round_trip() -> None:
-    for raw in ["a b/c.pt", "é/ü.pt", "x%20y.pt", "q?#.pt", "../up.pt"]:
+    for raw in ["a b/c.pt", "é/ü.pt", "x%20y.pt", "q?#.pt", "../up.pt", "epoch=0:x.ckpt"]:
         assert decode_href(encode_href(raw)) == raw
     assert encode_href("a b.pt") == "a%20b.pt"
+    assert encode_href("epoch=0-step=2.ckpt") == "epoch=0-step=2.ckpt"
     assert decode_href("file:///tmp/a%20b.pt") == "/tmp/a b.pt"
 
 
