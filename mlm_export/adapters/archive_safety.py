@@ -9,8 +9,10 @@ being described. :func:`check_torch_file` therefore
   inflating to 4 GiB is refused from the central directory, before anything is inflated), stored entries whose
   sizes disagree and entries that reach past the end of the file;
 * verifies every payload a torch.export archive unpickles (``data/sample_inputs/*``, pickled ``data/weights/*``
-  and ``data/constants/*``, legacy ``<model>.pt`` payloads) with torch's own restricted unpickler
-  (``weights_only=True``), and refuses pickled opaque/custom objects, unless ``trust_pickle`` is set.
+  and ``data/constants/*``, legacy ``<model>.pt`` payloads, the pre-2.8 ``serialized_*.pt`` layout that
+  ``torch.export.load`` falls back to) with torch's own restricted unpickler (``weights_only=True``), and refuses
+  pickled opaque/custom objects and AOTInductor shared libraries, unless ``trust_pickle`` is set. Every entry of
+  every zip is looked at, whichever loader the content would select.
 
 It is called by the PyTorch adapter's file loader, the one path through which ``export``, ``inspect``,
 ``load_model`` and ``check`` open every ``.pt``/``.pth``/``.ckpt``/``.bin``/``.pt2`` file.
@@ -40,6 +42,7 @@ MAX_VERIFIED_PAYLOAD = 1024 * 1024 * 1024
 _HINT_BOMB = "The file is not a PyTorch archive as torch writes it (torch never compresses entries); do not use it."
 _HINT_PICKLE = "Pass trust_pickle=True (--trust-pickle) only if you trust the file's source."
 _PICKLED_OBJECT_PREFIXES = ("custom_obj", "opaque_obj")
+_AOTI_DIR = "data/aotinductor/"
 
 
 def require_regular_file(path: str | os.PathLike[str], what: str = "Model file") -> Path:
@@ -119,33 +122,45 @@ def check_zip_entries(archive: zipfile.ZipFile, archive_size: int, where: str) -
             )
 
 
-def _root_names(archive: zipfile.ZipFile) -> dict[str, str]:
-    """Entry name without its archive folder (``m/data/x`` -> ``data/x``) -> full entry name."""
-    names: dict[str, str] = {}
-    for full in archive.namelist():
-        _, _, rest = full.partition("/")
-        names.setdefault(rest or full, full)
-    return names
+def _relative(name: str) -> tuple[str, str]:
+    """``m/data/x`` -> (``m/``, ``data/x``): torch archives keep everything under one folder (legacy: none)."""
+    root, slash, rest = name.partition("/")
+    return (f"{root}/", rest) if slash else ("", name)
 
 
-def _is_exported(names: dict[str, str]) -> bool:
-    return any(n.startswith(("models/", "data/sample_inputs/")) or n == "archive_format" for n in names)
+def _unpickled_entry(relative: str) -> str | None:
+    """How ``torch.export.load`` would read an entry by its name alone: "torch.load", "code" or None (raw bytes)."""
+    base = relative.rsplit("/", 1)[-1]
+    if relative.startswith(_AOTI_DIR):
+        return "code"  # AOTInductor packages: shared libraries torch.export.load would dlopen
+    if relative.startswith("data/sample_inputs/"):
+        return "torch.load"
+    if relative.startswith(("data/weights/", "data/constants/")) and base.endswith(".pt"):
+        return "torch.load"  # legacy whole-state-dict payloads
+    if "/" not in relative and base.startswith("serialized_") and base.endswith(".pt"):
+        return "torch.load"  # the pre-2.8 .pt2 layout (torch.export.load falls back to it)
+    return None
 
 
-def _pickled_payloads(names: dict[str, str], where: str, archive: zipfile.ZipFile) -> Iterator[tuple[str, str]]:
-    """(relative name, how torch reads it) of every payload ``torch.export.load`` unpickles."""
-    for relative in names:
-        if relative.startswith("data/sample_inputs/"):
-            yield relative, "torch.load"
-        elif relative.startswith(("data/weights/", "data/constants/")) and relative.endswith(".pt"):
-            yield relative, "torch.load"  # legacy whole-state-dict payload
+def _pickled_payloads(archive: zipfile.ZipFile, where: str) -> Iterator[tuple[str, str]]:
+    """(entry name, how it is read) of every entry ``torch.export.load`` could unpickle or execute.
+
+    Every entry of the archive is looked at, whatever folder it sits in: the checks do not depend on which loader
+    the file's content selects, so a zip that merely looks like a checkpoint is checked as strictly.
+    """
+    names = set(archive.namelist())
+    for name in sorted(names):
+        root, relative = _relative(name)
+        how = _unpickled_entry(relative)
+        if how is not None:
+            yield name, how
         elif relative.startswith(("data/weights/", "data/constants/")) and relative.endswith("_config.json"):
-            folder = relative.rsplit("/", 1)[0]
-            for path_name, use_pickle in _config_payloads(archive, names[relative], where):
+            folder = root + relative.rsplit("/", 1)[0]
+            for path_name, use_pickle in _config_payloads(archive, name, where):
                 target = f"{folder}/{path_name}"
                 if path_name.startswith(_PICKLED_OBJECT_PREFIXES):
                     yield target, "object"
-                elif use_pickle:
+                elif use_pickle and target in names:
                     yield target, "torch.load"
 
 
@@ -164,17 +179,12 @@ def _config_payloads(archive: zipfile.ZipFile, entry: str, where: str) -> list[t
 
 
 def _check_exported_payloads(archive: zipfile.ZipFile, where: str) -> None:
-    names = _root_names(archive)
-    if not _is_exported(names):
-        return
-    for relative, how in _pickled_payloads(names, where, archive):
-        entry = names.get(relative)
-        if entry is None:
-            continue  # torch.export.load reports the missing entry itself
-        label = f"'{relative}' of '{where}'"
-        if how == "object":
+    for entry, how in _pickled_payloads(archive, where):
+        label = f"'{entry}' of '{where}'"
+        if how in ("object", "code"):
+            what = "a pickled Python object" if how == "object" else "compiled native code (AOTInductor)"
             raise UntrustedPickleError(
-                f"Cannot read {label} safely: it is a pickled Python object, and unpickling it can run arbitrary code.",
+                f"Cannot read {label} safely: it is {what}, and loading it can run arbitrary code.",
                 hint=_HINT_PICKLE,
             )
         if archive.getinfo(entry).file_size > MAX_VERIFIED_PAYLOAD:

@@ -299,3 +299,27 @@ def test_fifo_and_directory_are_not_regular_files(tmp_path: Path) -> None:
     with pytest.raises(ArtifactLoadError, match="not a regular file"):
         check_torch_file(folder, trust_pickle=False)
     shutil.rmtree(folder)
+
+
+def _with_entries(source: Path, target: Path, extra: dict[str, bytes]) -> Path:
+    shutil.copy(source, target)
+    with zipfile.ZipFile(target, "a") as archive:
+        for name, data in extra.items():
+            archive.writestr(name, data)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("clean/data/aotinductor/model/model.so", "AOTInductor"),  # torch.export.load would dlopen it
+        ("serialized_example_inputs.pt", "serialized_example_inputs.pt"),  # the pre-2.8 layout it falls back to
+        ("other/data/sample_inputs/model.pt", "other/data/sample_inputs/model.pt"),  # a second archive folder
+    ],
+)
+def test_every_entry_torch_export_could_execute_is_checked(tmp_path: Path, entry: str, words: str) -> None:
+    marker = tmp_path / "canary-ran.txt"
+    path = _with_entries(_exported(tmp_path), tmp_path / "crafted.pt2", {entry: _torch_save_bytes(Canary(marker))})
+    with pytest.raises(UntrustedPickleError, match=words):
+        inspect_model(path)
+    assert not marker.exists()
