@@ -867,8 +867,7 @@ def _catalog_entries(path: Path, seen: set[Path]) -> Iterator[_Entry]:
             raise ConfigurationError(
                 f"'{path}' links {href!r}; only local catalogs can be searched.", hint="Download the catalog first."
             )
-        if urlparse(href).scheme == "file":
-            href = urlparse(href).path
+        href = decode_href(href)  # file:// stripped, percent-encoding decoded
         target = Path(href) if os.path.isabs(href) else Path(os.path.normpath(path.parent / href))
         if link["rel"] == "child":
             yield from _catalog_entries(target, seen)

@@ -190,3 +190,18 @@ def test_encode_decode_round_trip() -> None:
 def test_structure_of_valid_item_is_clean(tmp_path: Path) -> None:
     assert structure_problems(item_dict(tmp_path)) == []
     assert parse_json('{"a": [1, 2.5]}', "x") == {"a": [1, 2.5]}
+
+
+def test_href_base_file_names_are_encoded(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from factories import description
+
+    from mlm_export.api import hash_artifacts
+
+    described = description(tmp_path)
+    artifact = described.artifacts[0]
+    moved = Path(artifact.path).rename(tmp_path / "my model é.safetensors")
+    renamed = described.replace(artifacts=(replace(artifact, path=str(moved)),))
+    published = hash_artifacts(renamed, href_base="https://example.com/models/")
+    assert published.artifacts[0].href == "https://example.com/models/my%20model%20%C3%A9.safetensors"
