@@ -10,6 +10,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+| card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 """
 
@@ -115,6 +116,14 @@ def validate_startup(size_mb: int) -> list[Row]:
              ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
 
 
+def card(size_mb: int) -> list[Row]:
+    import bench_card
+
+    r = bench_card.measure(5000, 3)
+    return [("render_card HTML, 5,000 classes vs json.dumps of the Item", f"{r['html_s'] * 1e3:.0f} ms",
+             f"{r['baseline_s'] * 1e3:.0f} ms", r["html_s"] / r["baseline_s"], "< 1 s", r["html_s"] < 1.0)]  # fmt: skip
+
+
 def validate_classes(size_mb: int) -> list[Row]:
     import bench_validate
 
@@ -130,6 +139,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "card": card,
     "classes": validate_classes,
 }
 
