@@ -382,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--input-channels", type=int, metavar="N", help="number of channels of your input")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=_cmd_search)
+
+    from mlm_export import cli_get
+
+    cli_get.add_parser(commands)
     return parser
 
 
