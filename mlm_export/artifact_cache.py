@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from mlm_export.errors import ChecksumMismatchError, ConfigurationError, OutputError
 from mlm_export.hashing import is_multihash
@@ -30,8 +31,8 @@ MULTIHASH_FUNCTIONS = {"11": "sha1", "12": "sha256", "13": "sha512", "14": "sha3
 #: hashed again (``load_model`` verifies the file once more before loading anyway).
 _VERIFIED: dict[Path, tuple[int, int, int]] = {}
 _VERIFIED_LOCK = threading.Lock()
-#: Chunks queued between the receiving thread and the hash-and-write thread (bounds memory to a few MiB).
-_QUEUE_DEPTH = 64
+#: Chunks queued for each of the hashing and writing threads (bounds memory to a few tens of MiB).
+_QUEUE_DEPTH = 32
 
 
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -135,7 +136,7 @@ def store_verified(
 ) -> Path:
     """Write ``chunks`` into the cache entry of ``checksum``, hashing while writing; verify, then publish atomically.
 
-    The chunks are consumed by the calling thread while a second thread hashes and writes them (hashlib and file
+    The calling thread receives the chunks while one thread hashes and another writes them (hashlib and file
     writes release the GIL), so receiving, hashing and writing overlap.
 
     Args:
@@ -175,27 +176,16 @@ def store_verified(
 def _hash_and_write(
     chunks: Iterable[bytes | memoryview],
     hasher: hashlib._Hash,
-    stream: object,
+    stream: BinaryIO,
     size: int | None,
     source: str,
     on_chunk: Callable[[int], None] | None,
 ) -> int:
-    """Feed ``chunks`` to a hash-and-write thread; return the number of bytes received."""
-    pending: queue.Queue[bytes | memoryview | None] = queue.Queue(_QUEUE_DEPTH)
-    failure: list[BaseException] = []
+    """Hand each chunk to a hashing thread and a writing thread; return the number of bytes received.
 
-    def consume() -> None:
-        try:
-            while (chunk := pending.get()) is not None:
-                hasher.update(chunk)
-                stream.write(chunk)  # type: ignore[attr-defined]
-        except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
-            failure.append(exc)
-            while pending.get() is not None:  # drain so the producer never blocks
-                pass
-
-    worker = threading.Thread(target=consume, name="mlm-export-hash-write", daemon=True)
-    worker.start()
+    The three stages (receive here, hash, write) overlap: hashlib and file writes release the GIL.
+    """
+    stages = [_Stage(hasher.update), _Stage(stream.write)]
     received = 0
     try:
         for chunk in chunks:
@@ -205,15 +195,41 @@ def _hash_and_write(
                     f"'{source}' sent more than the {size} bytes its Item records in file:size; transfer stopped.",
                     hint="The remote file differs from the Item: ask its publisher, do not load it.",
                 )
-            pending.put(chunk)
+            for stage in stages:
+                stage.pending.put(chunk)
             if on_chunk is not None:
                 on_chunk(len(chunk))
     finally:
-        pending.put(None)
-        worker.join()
-    if failure:
-        raise failure[0]
+        for stage in stages:
+            stage.finish()
+    for stage in stages:
+        if stage.failure is not None:
+            raise stage.failure
     return received
+
+
+class _Stage:
+    """A thread applying ``consume`` to every chunk put in ``pending`` until ``None``."""
+
+    def __init__(self, consume: Callable[[bytes | memoryview], object]) -> None:
+        self.pending: queue.Queue[bytes | memoryview | None] = queue.Queue(_QUEUE_DEPTH)
+        self.failure: BaseException | None = None
+        self._consume = consume
+        self._thread = threading.Thread(target=self._run, name="mlm-export-download-stage", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.pending.get()) is not None:
+            if self.failure is not None:
+                continue  # drain so the receiver never blocks
+            try:
+                self._consume(chunk)
+            except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
+                self.failure = exc
+
+    def finish(self) -> None:
+        self.pending.put(None)
+        self._thread.join()
 
 
 def _check_received(received: int, actual: str, size: int | None, checksum: str, source: str) -> None:

@@ -54,6 +54,8 @@ MAX_ITEM_BYTES = 16 * 1024 * 1024
 #: Files above this size are uploaded in parts of :data:`PART_SIZE`.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
+#: Largest socket read of an http(s) download.
+READ_SIZE = 1024 * 1024
 REMOTE_SCHEMES = ("http", "https", "s3")
 
 
@@ -163,6 +165,7 @@ def _guarded(chunks: Iterator[bytes], href: str) -> Iterator[bytes]:
 def _http_response(url: str) -> Iterator[httpx.Response]:
     """A streamed 200 response for ``url``, following redirects by the host rule."""
     httpx = _import_httpx()
+    _widen_reads()
     timeout = httpx.Timeout(TIMEOUT_S[1], connect=TIMEOUT_S[0])
     with httpx.Client(timeout=timeout, follow_redirects=False, headers={"Accept-Encoding": "identity"}) as client:
         current = url
@@ -183,6 +186,21 @@ def _http_response(url: str) -> Iterator[httpx.Response]:
             finally:
                 response.close()
     raise DownloadError(f"'{url}' redirects more than {MAX_REDIRECTS} times.", hint="Check the URL.")
+
+
+def _widen_reads() -> None:
+    """Let httpcore read up to :data:`READ_SIZE` per socket read instead of 64 KiB.
+
+    ``HTTP11Connection.READ_NUM_BYTES`` is httpcore's own tunable for this; at 64 KiB the per-read parsing cost, not
+    the network, bounds a loopback download (measured 1.75 s vs 1.33 s per 512 MiB). Larger reads only return what
+    the socket holds, so other httpx users in the process are not affected otherwise.
+    """
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:  # another httpcore layout: keep its default
+        return
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+        HTTP11Connection.READ_NUM_BYTES = READ_SIZE
 
 
 def _follow(current: str, location: str, original: str) -> str:
