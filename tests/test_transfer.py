@@ -381,3 +381,25 @@ def test_upload_bad_inputs(site: Path, tmp_path: Path) -> None:
     with pytest.raises(ArtifactNotFoundError, match="nothing uploaded"):
         upload_artifacts(document, site, (tmp_path / "b").as_uri())
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.*"))
+
+
+def test_readme_remote_example(
+    site: Path, server: LoopbackServer, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Remote artifacts and the cache", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("https://models.example.org/items/resnet18.json", f"{server.url}/item.json")
+    code = code.replace("s3://my-bucket/", f"s3://{s3_bucket}/")
+    key, asset = model_asset(site)
+    assert key == "model"
+    shutil.copytree(site, tmp_path / "work" / "published")
+    monkeypatch.chdir(tmp_path / "work")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    name = Path(asset["href"]).name
+    assert (
+        namespace["published"]["assets"]["model"]["href"]
+        == f"s3://{s3_bucket}/models/{namespace['item_document']['id']}/{name}"
+    )
+    assert namespace["model"] is not None
