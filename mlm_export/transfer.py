@@ -91,6 +91,8 @@ def resolve_href(href: str, base: str | None) -> str:
     """The absolute URL of ``href``, relative hrefs resolved against ``base`` (the Item's own URL)."""
     if is_remote(href) or base is None:
         return href
+    if urlparse(base).scheme == "s3":  # urljoin leaves schemes it does not know unresolved
+        return "s3" + urljoin("https" + base[2:], href)[len("https") :]
     return urljoin(base, href)
 
 

@@ -403,3 +403,16 @@ def test_readme_remote_example(
         == f"s3://{s3_bucket}/models/{namespace['item_document']['id']}/{name}"
     )
     assert namespace["model"] is not None
+
+
+def test_item_on_s3_with_relative_hrefs(site: Path, s3_bucket: str, cache_dir: Path) -> None:
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(s3_bucket)
+    for path in site.iterdir():
+        obstore.put(store, f"catalog/m/{path.name}", path.read_bytes())
+    key, asset = model_asset(site)
+    assert not asset["href"].startswith(("s3:", "http"))
+    assert check_item(f"s3://{s3_bucket}/catalog/m/item.json").ok
+    assert cache_files(cache_dir) == [asset["file:checksum"]]
