@@ -156,17 +156,21 @@ def store_verified(
     """
     target = cache_entry(checksum, cache_dir)
     hasher = new_hasher(checksum)
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{checksum[:16]}.", suffix=".part")
+    try:
+        descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{checksum[:16]}.", suffix=".part")
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
     temp = Path(temp_name)
     try:
         with os.fdopen(descriptor, "wb", buffering=0) as stream:
-            received = _hash_and_write(chunks, hasher, stream, size, source, on_chunk)
+            received = _hash_and_write(chunks, hasher, (stream, target), size, source, on_chunk)
         _check_received(received, multihash_of(hasher, checksum), size, checksum, source)
-        stat = temp.stat()
-        os.replace(temp, target)
+        try:
+            stat = temp.stat()
+            os.replace(temp, target)
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
         _remember(target, stat)
-    except OSError as exc:
-        raise OutputError(f"Cannot write the cache entry '{target}': {exc}.", hint=f"Check ${CACHE_ENV}.") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -176,7 +180,7 @@ def store_verified(
 def _hash_and_write(
     chunks: Iterable[bytes | memoryview],
     hasher: hashlib._Hash,
-    stream: BinaryIO,
+    output: tuple[BinaryIO, Path],
     size: int | None,
     source: str,
     on_chunk: Callable[[int], None] | None,
@@ -185,6 +189,7 @@ def _hash_and_write(
 
     The three stages (receive here, hash, write) overlap: hashlib and file writes release the GIL.
     """
+    stream, target = output
     stages = [_Stage(hasher.update), _Stage(stream.write)]
     received = 0
     try:
@@ -203,9 +208,15 @@ def _hash_and_write(
         for stage in stages:
             stage.finish()
     for stage in stages:
+        if isinstance(stage.failure, OSError):
+            raise _write_error(target, stage.failure) from stage.failure
         if stage.failure is not None:
             raise stage.failure
     return received
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"Cannot write the cache entry '{path}': {exc}.", hint=f"Free space or set ${CACHE_ENV}.")
 
 
 class _Stage:

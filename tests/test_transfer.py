@@ -416,3 +416,24 @@ def test_item_on_s3_with_relative_hrefs(site: Path, s3_bucket: str, cache_dir: P
     assert not asset["href"].startswith(("s3:", "http"))
     assert check_item(f"s3://{s3_bucket}/catalog/m/item.json").ok
     assert cache_files(cache_dir) == [asset["file:checksum"]]
+
+
+def test_publish_with_upload_then_load_from_the_stac_api(
+    site: Path, s3_bucket: str, cache_dir: Path, schema_dir: Path, stac_api
+) -> None:
+    """End to end: publish(upload_to=s3) -> pystac-client search -> load_model/check_item on the API's Item."""
+    import pystac_client
+
+    from mlm_export.stac.publish import publish
+
+    key, asset = model_asset(site)
+    result = publish([site / "item.json"], stac_api.url, "remote-artifacts", upload_to=f"s3://{s3_bucket}/models",
+                     schema_dir=schema_dir, progress=False)  # fmt: skip
+    item_id = json.loads((site / "item.json").read_text())["id"]
+    fetched = httpx.get(result.item_url(item_id)).json()
+    assert fetched["assets"][key]["href"] == f"s3://{s3_bucket}/models/{item_id}/{Path(asset['href']).name}"
+    hits = list(pystac_client.Client.open(stac_api.url).search(collections=["remote-artifacts"]).items())
+    assert [hit.id for hit in hits] == [item_id]
+    assert check_item(hits[0]).ok
+    assert tuple(load_model(result.item_url(item_id))(torch.randn(2, 6)).shape) == (2, 3)
+    assert cache_files(cache_dir) == [asset["file:checksum"]]
