@@ -227,7 +227,9 @@ def load_model(
     """Load the model an Item publishes, after verifying its size and checksum.
 
     Args:
-        item: a ``pystac.Item``, a dict or the path of an Item JSON file.
+        item: a ``pystac.Item`` (e.g. a pystac-client hit), a dict, the path of an Item JSON file or its
+            ``http(s)://``/``s3://`` URL. Remote artifacts are downloaded into the verified cache
+            (:mod:`mlm_export.artifact_cache`) first.
         asset_key: the asset to load (default: the first with role ``mlm:model``).
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.
