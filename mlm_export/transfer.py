@@ -220,7 +220,7 @@ def _follow(current: str, location: str, original: str) -> str:
         raise DownloadError(
             f"'{original}' redirects from https to plain http ({target}); refused.", hint="Use an https URL."
         )
-    if (here.hostname, here.port) != (there.hostname, there.port):
+    if here.hostname != there.hostname:
         if there.scheme != "https":
             raise DownloadError(
                 f"'{original}' redirects to another host over plain http ({target}); refused.",
@@ -253,7 +253,15 @@ def _s3_chunks(href: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
         raise ArtifactNotFoundError(f"'{href}' does not exist.", hint="Check the href in the Item.") from exc
     except exceptions.BaseError as exc:
         raise DownloadError(f"Cannot read '{href}': {_first_line(exc)}", hint="Check AWS_* settings.") from exc
-    yield (bytes(chunk) for chunk in result.stream(min_chunk_size=PART_SIZE)), result.meta["size"]
+    yield _s3_guarded(result.stream(min_chunk_size=PART_SIZE), href, exceptions), result.meta["size"]
+
+
+def _s3_guarded(stream: Iterator[Any], href: str, exceptions: Any) -> Iterator[bytes]:
+    try:
+        for chunk in stream:
+            yield bytes(chunk)
+    except exceptions.BaseError as exc:
+        raise DownloadError(f"Download of '{href}' failed midway: {_first_line(exc)}", hint="Try again.") from exc
 
 
 def fetch_item_document(url: str) -> dict[str, Any]:
