@@ -31,10 +31,8 @@ MULTIHASH_FUNCTIONS = {"11": "sha1", "12": "sha256", "13": "sha512", "14": "sha3
 #: hashed again (``load_model`` verifies the file once more before loading anyway).
 _VERIFIED: dict[Path, tuple[int, int, int]] = {}
 _VERIFIED_LOCK = threading.Lock()
-#: Received bytes are handed to the hash-and-write thread in blocks of this size.
-BLOCK_SIZE = 4 * 1024 * 1024
-#: Blocks queued for that thread (bounds memory to ``BLOCK_SIZE * _QUEUE_DEPTH``).
-_QUEUE_DEPTH = 8
+#: Chunks queued for each of the hashing and writing threads (bounds memory to a few tens of MiB).
+_QUEUE_DEPTH = 32
 
 
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -138,8 +136,8 @@ def store_verified(
 ) -> Path:
     """Write ``chunks`` into the cache entry of ``checksum``, hashing while writing; verify, then publish atomically.
 
-    The calling thread receives the chunks while another hashes and writes them (hashlib and file writes release
-    the GIL), so receiving overlaps with hashing and writing.
+    The calling thread receives the chunks while one thread hashes and another writes them (hashlib and file
+    writes release the GIL), so receiving, hashing and writing overlap.
 
     Args:
         chunks: the artifact's bytes, in order (e.g. an HTTP response body).
@@ -187,21 +185,20 @@ def _hash_and_write(
     source: str,
     on_chunk: Callable[[int], None] | None,
 ) -> int:
-    """Receive ``chunks`` here while a second thread hashes and writes them; return the number of bytes received.
+    """Hand each chunk to a hashing thread and a writing thread; return the number of bytes received.
 
-    Chunks are gathered into blocks of :data:`BLOCK_SIZE` before the hand-over, so the threads pass the GIL a few
-    hundred times per GiB rather than once per socket read (hashlib and file writes release it while they work).
+    The three stages (receive here, hash, write) overlap: hashlib and file writes release the GIL. Measured against
+    one thread that hashes and writes 4 MiB blocks, and against download-then-hash, this is the fastest on 2 cores.
     """
     stream, target = output
 
-    def hash_and_write(block: bytes) -> None:
-        hasher.update(block)
-        view = memoryview(block)
+    def write_all(chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
         while view:  # an unbuffered write may be short
             view = view[stream.write(view) :]
 
-    stage = _Stage(hash_and_write)
-    received, gathered, gathered_size = 0, [], 0
+    stages = [_Stage(hasher.update), _Stage(write_all)]
+    received = 0
     try:
         for chunk in chunks:
             received += len(chunk)
@@ -210,46 +207,19 @@ def _hash_and_write(
                     f"'{source}' sent more than the {size} bytes its Item records in file:size; transfer stopped.",
                     hint="The remote file differs from the Item: ask its publisher, do not load it.",
                 )
-            gathered.append(chunk)
-            gathered_size += len(chunk)
-            if gathered_size >= BLOCK_SIZE:
-                stage.pending.put(b"".join(gathered))
-                gathered, gathered_size = [], 0
+            for stage in stages:
+                stage.pending.put(chunk)
             if on_chunk is not None:
                 on_chunk(len(chunk))
-        if gathered:
-            stage.pending.put(b"".join(gathered))
     finally:
-        stage.finish()
-    if isinstance(stage.failure, OSError):
-        raise _write_error(target, stage.failure) from stage.failure
-    if stage.failure is not None:
-        raise stage.failure
+        for stage in stages:
+            stage.finish()
+    for stage in stages:
+        if isinstance(stage.failure, OSError):
+            raise _write_error(target, stage.failure) from stage.failure
+        if stage.failure is not None:
+            raise stage.failure
     return received
-
-
-class _Stage:
-    """A thread applying ``consume`` to every block put in ``pending`` until ``None``."""
-
-    def __init__(self, consume: Callable[[bytes], object]) -> None:
-        self.pending: queue.Queue[bytes | None] = queue.Queue(_QUEUE_DEPTH)
-        self.failure: BaseException | None = None
-        self._consume = consume
-        self._thread = threading.Thread(target=self._run, name="mlm-export-hash-write", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self.pending.get()) is not None:
-            if self.failure is not None:
-                continue  # drain so the receiver never blocks
-            try:
-                self._consume(block)
-            except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
-                self.failure = exc
-
-    def finish(self) -> None:
-        self.pending.put(None)
-        self._thread.join()
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:
