@@ -10,6 +10,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+| download | ``fetch_artifact`` from loopback HTTP (sibling process) | ``hashlib.file_digest`` | time ratio <= 1.5 |
 | card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 """
@@ -116,6 +117,19 @@ def validate_startup(size_mb: int) -> list[Row]:
              ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
 
 
+def download(size_mb: int) -> list[Row]:
+    import bench_download
+
+    r = bench_download.measure(size_mb, 3)
+    return [
+        (f"verified download vs hashlib.file_digest ({size_mb} MiB, loopback http)", f"{r['ours_s']:.2f} s",
+         f"{r['baseline_s']:.2f} s", r["ratio"], "<= 1.5", r["ratio"] <= 1.5),
+        (f"naive download-then-hash vs hashlib.file_digest (load avg {r['load']:.1f})", f"{r['naive_s']:.2f} s",
+         f"{r['baseline_s']:.2f} s",
+         r["naive_ratio"], "(info)", True),
+    ]  # fmt: skip
+
+
 def card(size_mb: int) -> list[Row]:
     import bench_card
 
@@ -139,6 +153,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "download": download,
     "card": card,
     "classes": validate_classes,
 }

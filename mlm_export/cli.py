@@ -371,9 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     from mlm_export.cli_stac import add_parsers as add_stac_parsers
 
     add_stac_parsers(commands)  # search, publish, serve-api
+
     from mlm_export import cli_card
 
     cli_card.add_parser(commands)
+
+    from mlm_export import cli_get
+
+    cli_get.add_parser(commands)  # get
     return parser
 
 

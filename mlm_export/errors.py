@@ -11,6 +11,7 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     |       +-- UntrustedPickleError          loading needs ``trust_pickle=True``
     |       +-- ChecksumMismatchError         file:size / file:checksum differ from the item
     |       +-- UnverifiedArtifactError       the item gives no checksum to verify the file against
+    |   +-- DownloadError                     a remote Item/artifact cannot be fetched (refused, unreachable, HTTP)
     +-- ProbeError                            the dry-run failed
     +-- DescriptionError (ValueError)         invalid model description
     +-- MissingDependencyError (ImportError)  an optional extra is not installed
@@ -72,6 +73,10 @@ class ChecksumMismatchError(ArtifactLoadError):
 
 class UnverifiedArtifactError(ArtifactLoadError):
     """An Item's model asset has no ``file:checksum`` to verify the file against; ``verify=False`` was not given."""
+
+
+class DownloadError(SourceError):
+    """A remote Item or artifact cannot be fetched: unreachable, an HTTP error, or a refused redirect."""
 
 
 class ProbeError(MLMExportError):

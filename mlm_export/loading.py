@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.errors import (
@@ -91,38 +92,57 @@ class CheckReport:
 
 
 def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[str, Any], _HrefBase]:
-    """The Item's JSON (structure checked) and where its hrefs may point."""
+    """The Item's JSON (structure checked) and where its hrefs may point; a remote Item is fetched first."""
     from mlm_export.stac.io import read_item_document, require_structure
+    from mlm_export.transfer import fetch_item_document, is_remote, self_url
 
     if not isinstance(item, (str, os.PathLike, Mapping)) and not hasattr(item, "to_dict"):
         raise ConfigurationError(
             f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
             hint="Pass the Item returned by export_item or the path of its JSON file.",
         )
-    document, base, location = read_item_document(item)
+    if isinstance(item, str) and is_remote(item):
+        document, base, location = fetch_item_document(item), None, item
+    else:
+        document, base, location = read_item_document(item)
     require_structure(document, f"Item {location}" if location else "The item")
-    return document, _HrefBase(base, location is not None, tuple(allow_outside))
+    remote = location if location and is_remote(location) else self_url(document) if base is None else None
+    return document, _HrefBase(base, location is not None, tuple(allow_outside), remote)
 
 
 @dataclass(frozen=True)
 class _HrefBase:
-    """The directory relative hrefs resolve against, whether hrefs are confined to it, and what else is allowed."""
+    """Where hrefs resolve: the Item's directory (hrefs confined to it) or its URL, and what else is allowed."""
 
     directory: Path | None
     confine: bool
     allow_outside: tuple[Any, ...] = ()
+    remote: str | None = None
 
 
-def _artifact_path(key: str, href: str, where: _HrefBase) -> Path:
-    """The local file of asset ``key``, refused when remote or outside the Item's directory."""
+def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path:
+    """The local file of asset ``key``: a file inside the Item's directory, or the verified download of a URL.
+
+    Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
+    cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
+    """
     from mlm_export.adapters.archive_safety import require_regular_file
     from mlm_export.stac.io import outside_message, resolve_href
+    from mlm_export.transfer import fetch_artifact, is_remote
+    from mlm_export.transfer import resolve_href as resolve_url
 
+    href = str(asset["href"])
+    if is_remote(href) or (where.remote is not None and urlparse(href).scheme == ""):
+        url = resolve_url(href, where.remote)
+        beside = resolve_href(f"./{Path(urlparse(url).path).name}", where.directory) if where.directory else None
+        if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
+            return beside.path  # exported with href_base: the file sits next to the Item
+        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
     resolved = resolve_href(href, where.directory, allow_outside=where.allow_outside, confine=where.confine)
     if resolved.kind in ("remote", "registry"):
         raise ConfigurationError(
-            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
-            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
+            f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
+            hint="Point the href at a file, an http(s):// or an s3:// URL.",
         )
     if resolved.kind == "unresolved" or resolved.path is None:
         raise ConfigurationError(
@@ -153,7 +173,8 @@ def model_artifact(
             ``mlm:artifact_type``, or its href points outside the allowed directories.
         ArtifactNotFoundError: the asset's file does not exist.
         ArtifactLoadError: the href names a directory, FIFO or other non-regular file.
-        ConfigurationError: the asset is remote (download it first).
+        ChecksumMismatchError: a downloaded artifact differs from ``file:size``/``file:checksum``.
+        DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
     document, where = _item_document(item, allow_outside)
     assets = document.get("assets") or {}
@@ -170,7 +191,7 @@ def model_artifact(
     artifact_type = asset.get("mlm:artifact_type")
     if not artifact_type:
         raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    path = _artifact_path(key, asset["href"], where)
+    path = _artifact_path(key, asset, where)
     return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
 
 
@@ -230,7 +251,9 @@ def load_model(
     """Load the model an Item publishes, after verifying its size and checksum.
 
     Args:
-        item: a ``pystac.Item``, a dict or the path of an Item JSON file.
+        item: a ``pystac.Item`` (e.g. a pystac-client hit), a dict, the path of an Item JSON file or its
+            ``http(s)://``/``s3://`` URL. Remote artifacts are downloaded into the verified cache
+            (:mod:`mlm_export.artifact_cache`) first.
         asset_key: the asset to load (default: the first with role ``mlm:model``).
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.

@@ -24,6 +24,7 @@ from torch import nn
 from mlm_export import export_item, inspect_model, save_item, validate_item
 from mlm_export.errors import (
     ArtifactLoadError,
+    ArtifactNotFoundError,
     ItemValidationError,
     SchemaNotFoundError,
     UnverifiedArtifactError,
@@ -232,3 +233,26 @@ def test_fifo_model_and_directory_href(tmp_path: Path, schema_dir: Path) -> None
     )
     with pytest.raises(ArtifactLoadError, match="not a regular file"):
         load_model(item_path)
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_remote_item_cannot_name_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote Item never makes mlm-export read a local file, and its JSON is read strictly."""
+    from loopback import LoopbackServer
+
+    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(tmp_path / "cache"))
+    item_path = _published(tmp_path)
+    artifact = (item_path.parent / json.loads(item_path.read_text())["assets"]["model"]["href"]).resolve()
+    site = tmp_path / "site"
+    site.mkdir()
+    # file:// is local: refused. An absolute path is a path on the Item's server: fetched there (404), never read here.
+    for href, error, words in [(artifact.as_uri(), ItemValidationError, "points outside"),
+                               (str(artifact), ArtifactNotFoundError, "HTTP 404")]:  # fmt: skip
+        doc = json.loads(item_path.read_text(encoding="utf-8"))
+        doc["assets"]["model"]["href"] = href
+        (site / "item.json").write_text(json.dumps(doc), encoding="utf-8")
+        with LoopbackServer(site) as server, pytest.raises(error, match=words):
+            load_model(f"{server.url}/item.json")
+    (site / "item.json").write_text('{"type": "Feature", "id": "a", "id": "b"}', encoding="utf-8")
+    with LoopbackServer(site) as server, pytest.raises(ItemValidationError, match="duplicate key"):
+        load_model(f"{server.url}/item.json")
