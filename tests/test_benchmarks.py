@@ -17,6 +17,7 @@ def test_benchmark_table_has_every_row() -> None:
     assert result.returncode in (0, 1), result.stderr[-2000:]  # 1 = a target missed, expected at 8 MiB
     for words in ("hash_file vs hashlib.file_digest", "export_item vs sha256+forward", "peak RSS",
                   "safetensors header-only", "ONNX describe_static", "mlm-export validate",
-                  "render_card HTML", "mlm-export export (process)", "all probes, in real forwards",
+                  "verified download", "render_card HTML", "validate_item, 10000 classes",
+                  "mlm-export export (process)", "all probes, in real forwards",
                   "predicted vs measured dry-run peak"):  # fmt: skip
         assert words in result.stdout, result.stdout
