@@ -224,3 +224,40 @@ def test_publish_file_never_replaces_and_undo_removes_only_its_own(tmp_path: Pat
     assert fresh.read_bytes() == b"new"
     done.undo()
     assert not (tmp_path / "sub").exists() and other.read_bytes() == b"someone else's" and staged.exists()
+
+
+def test_publish_maps_catalog_artifacts_under_one_href_base(tmp_path: Path, schema_dir: Path) -> None:
+    from mlm_export.stac.publish import prepare_items
+
+    files, models = exported_items(tmp_path)
+    build_catalog(files, tmp_path / "cat", schema_dir=schema_dir, allow_outside=[models])
+    items = sorted((tmp_path / "cat").glob("*/*.json"))
+    base = "https://models.example.org/cat"
+    _, sent = prepare_items(items, "http://127.0.0.1:9", "models", href_base=f"{base}/", schema_dir=schema_dir)
+    for document in sent:
+        for asset in document["assets"].values():
+            relative = asset["href"][len(base) + 1 :]
+            assert asset["href"].startswith(f"{base}/{document['id']}/")
+            assert sha256_of(tmp_path / "cat" / relative) == asset["file:checksum"]
+    with pytest.raises(ItemValidationError, match="points outside"):  # the exported Items themselves: not inside
+        prepare_items(files, "http://127.0.0.1:9", "models", href_base=f"{base}/", schema_dir=schema_dir)
+
+
+def test_readme_catalog_example_runs(tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import glob
+
+    from mlm_export.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Catalogs", 1)[1].split("\n### ", 1)[0]
+    exported_items(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLM_EXPORT_SCHEMA_DIR", str(schema_dir))
+    for line in section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines():
+        argv = [
+            a for arg in line.split("#", 1)[0].split()[1:] for a in (sorted(glob.glob(arg)) if "*" in arg else [arg])
+        ]
+        assert main(argv) == 0, line
+    assert sorted(p.name for p in (tmp_path / "catalog").glob("*/*")) == sorted(
+        ["TinyConvNet.safetensors", "TinyMLP.safetensors", "conv.json", "mlp.json"]
+    )
