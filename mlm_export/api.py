@@ -203,7 +203,10 @@ def _export(
             item = build.item(described)
             _fill_checksums(item, described, pending)
             _published, renamed = publish_with_retry(
-                Measured(described, measured.writer), staging, overwrite=options.overwrite, rebuild=build.item
+                Measured(described, measured.writer),
+                staging,
+                overwrite=options.overwrite,
+                rebuild=lambda m: build.item(m.description),
             )
             if renamed is not None:
                 item = renamed

@@ -341,6 +341,9 @@ class Staging:
                     directory.rmdir()
 
     def __enter__(self) -> Staging:
+        # A killed run's temporaries and half-published files go first, so that they never block this run.
+        if self.directory.is_dir():
+            remove_stale(self.directory)
         return self
 
     def __exit__(

@@ -10,6 +10,7 @@ replacing). ``inspect_model`` calls ``measure`` and never the writer, so it writ
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -139,6 +140,7 @@ def publish_with_retry(
     for attempt in range(_PUBLISH_TRIES):
         renamed, note = free_name(measured, staging, overwrite=overwrite)
         if note is not None:
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
             rebuilt = rebuild(renamed)
         try:
             publish(renamed, staging, overwrite=overwrite)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import save_file
+from safetensors.torch import save_file, save_model
 from torch.jit.frontend import FrontendError
 
 from mlm_export.adapters.torch.boundary import _compiling, _first_line, _quiet_torch
@@ -98,11 +98,16 @@ def plan_artifact(
 def _safetensors_saver(
     module: Any, options: ExportOptions, description: ModelDescription
 ) -> tuple[Callable[[Path], None], list[str]]:
-    tensors, dropped = _plain_state_dict(module)
+    """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
     metadata = {"format": "pt"}
     if options.embed_metadata:
         metadata[EMBEDDED_KEY] = json.dumps(options.metadata, sort_keys=True)
         metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
+    state = module.state_dict()
+    plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
+    if plain:
+        return lambda path: save_model(module, str(path), metadata=dict(metadata)), []
+    tensors, dropped = _plain_state_dict(module)
     return lambda path: save_file(tensors, str(path), metadata=metadata), dropped
 
 
