@@ -511,12 +511,14 @@ def test_probe_dynamic_false_keeps_declared_dims(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available")
-def test_cuda_request_without_cuda_runs_on_cpu(tmp_path: Path) -> None:
+def test_cuda_request_without_cuda_is_refused(tmp_path: Path) -> None:
+    """Same policy as the PyTorch adapter: a device that is not there is a configuration error, not a CPU run."""
     path = tmp_path / "linear.onnx"
     onnx.save(linear_model(), str(path))
-    with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider"):
-        described = adapter.describe(path, ExportOptions(device="cuda"))
-    assert described.accelerator == "amd64"
+    with pytest.raises(ConfigurationError, match="CUDAExecutionProvider"):
+        adapter.describe(path, ExportOptions(device="cuda"))
+    with pytest.raises(ConfigurationError, match="only the CPU and CUDA"):
+        adapter.describe(path, ExportOptions(device="mps"))
 
 
 @pytest.mark.cuda

@@ -57,6 +57,7 @@ from shapely.ops import unary_union
 
 from mlm_export.description import TASKS
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
+from mlm_export.extent import check_bbox, corners
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.validate import read_json_object
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
@@ -598,26 +599,7 @@ def _framework_key(name: str) -> str:
 
 
 def _query_bbox(bbox: Sequence[Any]) -> tuple[BaseGeometry, str]:
-    try:
-        values = [float(v) for v in bbox]
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"bbox: expected 4 numbers (west, south, east, north), got {bbox!r}.") from exc
-    if len(values) not in (4, 6) or not all(math.isfinite(v) for v in values):
-        raise ConfigurationError(f"bbox: expected 4 finite numbers (west, south, east, north), got {bbox!r}.")
-    west, south, east, north = _bbox_2d(values)
-    if not (-90.0 <= south <= north <= 90.0):
-        raise ConfigurationError(
-            f"bbox: south {south} and north {north} must satisfy -90 <= south <= north <= 90.",
-            hint="Give the box as WEST SOUTH EAST NORTH in degrees (EPSG:4326).",
-        )
-    if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
-        raise ConfigurationError(f"bbox: west {west} and east {east} must lie in -180..180 (west > east crosses 180°).")
-    # Same rule as export_item: west > east crosses the antimeridian only for a box narrower than a hemisphere.
-    if west > east and not (west > 0 > east and 360 - (west - east) < 180):
-        raise ConfigurationError(
-            f"bbox: west {west} is east of east {east} and the box does not cross the antimeridian.",
-            hint="Give the box as WEST SOUTH EAST NORTH; across the antimeridian west > 0 > east.",
-        )
+    west, south, east, north = corners(check_bbox(bbox))
     text = f"[{west:g}, {south:g}, {east:g}, {north:g}]"
     if west <= east and (west == east or south == north):
         if (west, south) == (east, north):

@@ -26,6 +26,7 @@ from mlm_export.errors import (
     ProbeError,
     SourceError,
 )
+from mlm_export.policy import FORWARD_ERRORS
 from mlm_export.probing import (
     DEFAULT_SIZES,
 )
@@ -185,7 +186,7 @@ def _export_torch(
         with torch.no_grad():
             try:
                 output = module.module()(*args, **kwargs) if program else module(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any error of the user's forward is reported with its shapes
+            except FORWARD_ERRORS as exc:
                 shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
                 raise ProbeError(
                     f"The forward of {type(module).__name__} failed on the example input ({shapes}): "

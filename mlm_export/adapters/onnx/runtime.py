@@ -21,6 +21,7 @@ from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
 )
+from mlm_export.policy import missing_device
 from mlm_export.probing import (
     DEFAULT_SIZES,
     MeasuredTensor,
@@ -99,7 +100,7 @@ def run_artifact(
             feeds[meta.name] = np.zeros(shape, dtype=dtype)
     try:
         return _run_session(session, feeds, [o.name for o in session.get_outputs()])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class; all are reported
+    except _ort_errors(onnxruntime_pybind11_state) as exc:
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
 
@@ -110,13 +111,9 @@ def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]
         index = int(text.split(":", 1)[1]) if ":" in text and text.split(":", 1)[1].isdigit() else 0
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], "cuda"
-        _degrade(
-            notes,
-            f"device={device!r} was asked for, but this onnxruntime has no CUDAExecutionProvider; "
-            "the dry-run ran on the CPU.",
-        )
+        raise missing_device(device, f"onnxruntime {ort.__version__} has no CUDAExecutionProvider")
     elif not text.startswith("cpu"):
-        _degrade(notes, f"device={device!r} is not supported by the ONNX dry-run; it ran on the CPU.")
+        raise missing_device(device, "the ONNX dry-run supports only the CPU and CUDA", choices="'cpu', 'cuda:N'")
     return ["CPUExecutionProvider"], "amd64"
 
 

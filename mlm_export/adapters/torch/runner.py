@@ -30,6 +30,7 @@ from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
 )
+from mlm_export.policy import FORWARD_ERRORS, missing_device
 from mlm_export.probing import MeasuredTensor, ProbeInput
 
 if TYPE_CHECKING:
@@ -53,10 +54,9 @@ def _resolve_device(spec: Any) -> torch.device:
         return torch.device("cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"device={spec!r} was asked for, but CUDA is not available "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}).",
-                hint="Pass device='cpu', or run on a machine with an NVIDIA GPU and a CUDA build of torch.",
+            raise missing_device(
+                spec,
+                f"CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})",
             )
         index = device.index if device.index is not None else torch.cuda.current_device()
         count = torch.cuda.device_count()
@@ -68,7 +68,7 @@ def _resolve_device(spec: Any) -> torch.device:
         return torch.device("cuda", index)
     if device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigurationError(f"device={spec!r} was asked for, but MPS is not available.", hint="Use 'cpu'.")
+            raise missing_device(spec, "MPS is not available", choices="'cpu', 'cuda', 'cuda:N', 'mps'")
         return device
     raise ConfigurationError(
         f"device={spec!r}: device type {device.type!r} is not supported for the dry-run.",
@@ -309,7 +309,13 @@ def run_artifact(
     with _dry_run_state(model, device, switch_mode=switch), torch.random.fork_rng(devices=[]):
         try:
             measured = runner(shapes)
-        except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
+            raise ProbeError(
+                f"The model ran out of memory on {device} with inputs {shown}: {_first_line(exc)}",
+                hint="Run on a device with more memory, or check the item's input shapes.",
+            ) from exc
+        except FORWARD_ERRORS as exc:
             shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
             raise ProbeError(
                 f"The model's forward failed on inputs {shown}: {_first_line(exc)}",
