@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from mlm_export.description import slugify
 from mlm_export.errors import OutputError, OutputExistsError
 
 #: Marker in the name of every temporary file or directory mlm-export creates.
@@ -51,6 +52,11 @@ _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, 
 def default_artifact_dir() -> Path:
     """The directory in-memory models' artifacts are written to when no ``artifact_dir`` is given."""
     return Path.cwd() / "artifacts"
+
+
+def artifact_name(model_name: str, suffix: str) -> str:
+    """The one file-name rule for a written artifact: the model name's slug, case kept, plus the suffix."""
+    return f"{slugify(model_name)}{suffix}"
 
 
 def resolve_output(path: str | os.PathLike[str]) -> Path:

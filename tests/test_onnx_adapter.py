@@ -586,9 +586,9 @@ def test_embedding_into_a_file_writes_a_copy(tmp_path: Path) -> None:
     described = adapter.describe(path, ExportOptions(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA))
 
     assert {p.name: p.read_bytes() for p in source_dir.iterdir()} == originals
-    assert files_in(artifacts) == ["conv.onnx.data", "pixel-classifier.onnx"]
+    assert files_in(artifacts) == ["Pixel-Classifier.onnx", "conv.onnx.data"]  # one slug rule: case kept
     assert [Path(a.path).parent for a in described.artifacts] == [artifacts, artifacts]
-    recovered = adapter.describe(artifacts / "pixel-classifier.onnx", ExportOptions())
+    recovered = adapter.describe(artifacts / "Pixel-Classifier.onnx", ExportOptions())
     assert recovered.name == "Pixel Classifier" and recovered.inputs[0].bands == ("red", "green", "blue")
 
     # into the source's own directory: the data file is shared and the source is not overwritten
@@ -698,9 +698,9 @@ def test_torch_module_exported_with_external_data(tmp_path: Path) -> None:
     described = adapter.describe_torch_module(module, ExportOptions(input_shape=(1, 3, 32, 32), artifact_dir=artifacts))
 
     assert module.training and all(m.training for m in module.modules())  # flags restored
-    assert files_in(artifacts) == ["sequential.onnx", "sequential.onnx.data"]
-    path = artifacts / "sequential.onnx"
-    assert [Path(a.path) for a in described.artifacts] == [path, artifacts / "sequential.onnx.data"]
+    assert files_in(artifacts) == ["Sequential.onnx", "Sequential.onnx.data"]
+    path = artifacts / "Sequential.onnx"
+    assert [Path(a.path) for a in described.artifacts] == [path, artifacts / "Sequential.onnx.data"]
     item = item_of(described, tasks=["semantic-segmentation"])
     truth = ort_truth(path, {"input": (1, 3, 32, 32)}, {"input": (2, 3, 64, 48)})
     assert item_outputs(item) == truth == {"output": ([-1, 5, -1, -1], "float32")}

@@ -15,12 +15,11 @@ import onnx
 from mlm_export.adapters import ExportOptions
 from mlm_export.description import (
     ModelDescription,
-    slugify,
 )
 from mlm_export.errors import (
     OutputError,
 )
-from mlm_export.files import TEMP_MARK, write_error
+from mlm_export.files import TEMP_MARK, artifact_name, write_error
 from mlm_export.publishing import ArtifactWriter, Measured, artifact_directory
 
 #: In-memory models larger than this are saved with their tensors in ``<name>.onnx.data`` (protobuf's 2 GiB limit).
@@ -28,7 +27,7 @@ INLINE_LIMIT = 1_800_000_000
 
 
 def _slug(name: str) -> str:
-    return slugify(name).lower()
+    return artifact_name(name, "")
 
 
 def _artifact_dir(options: ExportOptions) -> Path:

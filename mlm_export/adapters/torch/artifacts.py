@@ -19,12 +19,12 @@ from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _for
 from mlm_export.adapters.torch.rebuild import _listing
 from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
 from mlm_export.adapters.torch.sources import EMBEDDED_KEY, _Loaded
-from mlm_export.description import Artifact, ModelDescription, slugify
+from mlm_export.description import Artifact, ModelDescription
 from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
 )
-from mlm_export.files import write_error, write_failed_for_space
+from mlm_export.files import artifact_name, write_error, write_failed_for_space
 from mlm_export.probing import ProbeResult
 from mlm_export.publishing import ArtifactWriter, artifact_directory
 
@@ -67,7 +67,7 @@ def plan_artifact(
     fmt = fmt or _default_format(loaded)
     info = _FORMATS[fmt]
     directory = artifact_directory(options.artifact_dir)
-    name = f"{slugify(loaded.name)}{info.suffix}"
+    name = artifact_name(loaded.name, info.suffix)
     notes: list[str] = []
     if fmt == "safetensors":
         save, dropped = _safetensors_saver(module, options, description)
