@@ -80,7 +80,7 @@ def export_item(
     hyperparameters: Mapping[str, Any] | None = None,
     pretrained: bool | None = None,
     pretrained_source: str | None = None,
-    license: str | None = None,  # noqa: A002 - the STAC field's name
+    license: str | None = None,
     links: Sequence[Link] | None = None,
     href_base: str | None = None,
     probe_dynamic: bool = True,

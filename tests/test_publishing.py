@@ -65,7 +65,7 @@ def test_name_taken_meanwhile_gets_a_suffix(tmp_path: Path, monkeypatch: pytest.
     """A concurrent export publishing the same name between our check and our publication never gets replaced."""
     original = mlm_export.api.write_staged
 
-    def concurrent_writer(measured, staging):  # noqa: ANN001, ANN202 - same signature as write_staged
+    def concurrent_writer(measured, staging):
         staged = original(measured, staging)
         (tmp_path / "TinyMLP.safetensors").write_bytes(b"someone else's artifact")
         return staged

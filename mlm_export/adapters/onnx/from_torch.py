@@ -194,26 +194,7 @@ def _export_torch(
                     hint="Pass example_input= or input_shape= with shapes the module accepts.",
                 ) from exc
         names = _output_names(output)
-        attempts = []
-        plans = (("batch and spatial/time", True, True), ("batch", False, True), ("no", False, False))
-        if program:
-            plans = (("the program's", False, False),)
-        for label, spatial, dynamic in plans:
-            if not dynamic:
-                attempts.append((label, None))
-            elif kwargs:
-                specs = {
-                    k: _dynamic_spec(v, i, spatial=spatial, dim_orders=dim_orders)
-                    for i, (k, v) in enumerate(kwargs.items())
-                }
-                attempts.append((label, specs))
-            else:
-                attempts.append(
-                    (
-                        label,
-                        tuple(_dynamic_spec(a, i, spatial=spatial, dim_orders=dim_orders) for i, a in enumerate(args)),
-                    )
-                )
+        attempts = _export_attempts(program, args, kwargs, dim_orders)
         failures: list[str] = []
         for label, dynamic_shapes in attempts:
             try:
@@ -253,6 +234,32 @@ def _export_torch(
     finally:
         for submodule, training in modes:
             submodule.train(training)
+
+
+def _export_attempts(
+    program: bool, args: tuple[Any, ...], kwargs: dict[str, Any], dim_orders: Sequence[Sequence[str]] | None
+) -> list[tuple[str, Any]]:
+    """(label, dynamic_shapes) to try in turn: batch and spatial/time dynamic, then batch only, then static."""
+    if program:
+        return [("the program's", None)]
+    attempts: list[tuple[str, Any]] = []
+    for label, spatial, dynamic in (
+        ("batch and spatial/time", True, True),
+        ("batch", False, True),
+        ("no", False, False),
+    ):
+        if not dynamic:
+            attempts.append((label, None))
+        elif kwargs:
+            specs = {
+                k: _dynamic_spec(v, i, spatial=spatial, dim_orders=dim_orders)
+                for i, (k, v) in enumerate(kwargs.items())
+            }
+            attempts.append((label, specs))
+        else:
+            specs = tuple(_dynamic_spec(a, i, spatial=spatial, dim_orders=dim_orders) for i, a in enumerate(args))
+            attempts.append((label, specs))
+    return attempts
 
 
 def _example_shapes(graph: _Graph, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -248,26 +248,7 @@ def _base_shapes(
     Raises:
         ConfigurationError: a requested shape has the wrong rank or contradicts a fixed dim.
     """
-    params: dict[str, int] = {}
-    for value in graph.inputs:
-        want = requested.get(value.name)
-        if want is None or value.dims is None:
-            continue
-        if len(want) != len(value.dims):
-            raise ConfigurationError(
-                f"input_shape {list(want)} for input {value.name!r} has {len(want)} dimensions, but the graph "
-                f"declares {len(value.dims)}: {[d if d is not None else '?' for d in value.dims]}.",
-                hint="Give one size per dimension; -1 keeps a dynamic one.",
-            )
-        for dim, size in zip(value.dims, want, strict=True):
-            if isinstance(dim, int) and size not in (-1, dim):
-                raise ConfigurationError(
-                    f"input_shape {list(want)} for input {value.name!r} contradicts the graph's fixed shape "
-                    f"{[d if d is not None else '?' for d in value.dims]}.",
-                    hint="Only dynamic dimensions can be given another size.",
-                )
-            if isinstance(dim, str) and size >= 0:
-                params.setdefault(dim, size)
+    params = _requested_params(graph, requested)
     shapes: list[tuple[int, ...]] = []
     fixed: list[set[int]] = []
     for index, value in enumerate(graph.inputs):
@@ -294,6 +275,36 @@ def _base_shapes(
         shapes.append(tuple(sizes))
         fixed.append(caller)
     return shapes, fixed
+
+
+def _requested_params(graph: _Graph, requested: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """Sizes the caller gave to symbolic dims; a requested shape must fit the graph's rank and fixed dims.
+
+    Raises:
+        ConfigurationError: a requested shape has the wrong rank or contradicts a fixed dim.
+    """
+    params: dict[str, int] = {}
+    for value in graph.inputs:
+        want = requested.get(value.name)
+        if want is None or value.dims is None:
+            continue
+        declared = [d if d is not None else "?" for d in value.dims]
+        if len(want) != len(value.dims):
+            raise ConfigurationError(
+                f"input_shape {list(want)} for input {value.name!r} has {len(want)} dimensions, but the graph "
+                f"declares {len(value.dims)}: {declared}.",
+                hint="Give one size per dimension; -1 keeps a dynamic one.",
+            )
+        for dim, size in zip(value.dims, want, strict=True):
+            if isinstance(dim, int) and size not in (-1, dim):
+                raise ConfigurationError(
+                    f"input_shape {list(want)} for input {value.name!r} contradicts the graph's fixed shape "
+                    f"{declared}.",
+                    hint="Only dynamic dimensions can be given another size.",
+                )
+            if isinstance(dim, str) and size >= 0:
+                params.setdefault(dim, size)
+    return params
 
 
 def _requested_shapes(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], bool]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +12,13 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file, save_model
 from torch.jit.frontend import FrontendError
 
+from mlm_export import embedded
 from mlm_export.adapters.torch.boundary import _compiling, _first_line, _quiet_torch
 from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
 from mlm_export.adapters.torch.rebuild import _listing
 from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
-from mlm_export.adapters.torch.sources import EMBEDDED_KEY, _Loaded
+from mlm_export.adapters.torch.sources import _Loaded
 from mlm_export.description import Artifact, ModelDescription
 from mlm_export.errors import (
     ConfigurationError,
@@ -81,7 +81,7 @@ def plan_artifact(
         save = lambda path: torch.jit.save(scripted, str(path))  # noqa: E731
     else:
         program, notes = _to_exported(loaded, module, runner, result)
-        extra = {f"{EMBEDDED_KEY}.json": json.dumps(options.metadata)} if options.embed_metadata else None
+        extra = {embedded.PT2_EXTRA_FILE: embedded.encode(options.metadata)} if options.embed_metadata else None
         save = lambda path: torch.export.save(program, str(path), extra_files=extra)  # noqa: E731
     artifact = Artifact(
         key="model",
@@ -101,8 +101,8 @@ def _safetensors_saver(
     """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
     metadata = {"format": "pt"}
     if options.embed_metadata:
-        metadata[EMBEDDED_KEY] = json.dumps(options.metadata, sort_keys=True)
-        metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
+        metadata[embedded.KEY] = embedded.encode(options.metadata)
+        metadata[embedded.DESCRIPTION_KEY] = embedded.encode(description.to_dict())
     state = module.state_dict()
     plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
     if plain:

@@ -16,7 +16,6 @@ from torch.export.passes import move_to_device_pass
 
 from mlm_export.adapters.torch.boundary import _compiling, _first_line
 from mlm_export.adapters.torch.inputs import (
-    _DATA_TYPES,
     _call_structure,
     _embedding_high,
     _forward_parameters,
@@ -32,6 +31,7 @@ from mlm_export.errors import (
 )
 from mlm_export.policy import FORWARD_ERRORS, missing_device
 from mlm_export.probing import MeasuredTensor, ProbeInput
+from mlm_export.tensors import ELEMENT_OF
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
@@ -276,10 +276,6 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
     return module
 
 
-#: MLM data type -> torch dtype name, for inputs built from an item ("other" is fed as float32).
-_TORCH_DTYPES: dict[str, str] = {mlm: name for name, mlm in _DATA_TYPES.items()}
-
-
 def run_artifact(
     model: Any, inputs: Sequence[tuple[str, tuple[int, ...], str]], options: ExportOptions
 ) -> list[MeasuredTensor]:
@@ -297,7 +293,7 @@ def run_artifact(
     by_keyword = len(inputs) > 1 and all(name in keywords for name, _, _ in inputs)
     plans = []
     for name, _shape, data_type in inputs:
-        dtype = getattr(torch, _TORCH_DTYPES.get(data_type, "float32"))
+        dtype = getattr(torch, ELEMENT_OF.get(data_type, "float32"))
         plan = _InputPlan(name=name, dtype=dtype, keyword=name if by_keyword else None)
         if not dtype.is_floating_point and not dtype.is_complex:
             plan.high = _embedding_high(model)

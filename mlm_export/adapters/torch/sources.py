@@ -10,7 +10,6 @@ import os
 import pickle
 import pickletools
 import re
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch._weights_only_unpickler import _get_allowed_globals
 
+from mlm_export import embedded
 from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
@@ -58,29 +58,6 @@ class _Loaded:
     example_input: Any = None
     example_origin: str | None = None
     embedded: dict[str, Any] = field(default_factory=dict)
-
-
-#: Key of the embedded caller metadata: safetensors ``__metadata__`` key, and ``<key>.json`` in a .pt2's extra files.
-EMBEDDED_KEY = "mlm"
-
-
-def _parse_embedded(text: str | bytes | None, path: Path) -> dict[str, Any]:
-    """The embedded metadata JSON object of ``path``; invalid metadata is ignored with a warning."""
-    if not text:
-        return {}
-    try:
-        payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.warn(
-            f"'{path}': embedded MLM metadata is not JSON ({exc}); it is ignored.", RuntimeWarning, stacklevel=3
-        )
-        return {}
-    if not isinstance(payload, dict):
-        warnings.warn(
-            f"'{path}': embedded MLM metadata is not a JSON object; it is ignored.", RuntimeWarning, stacklevel=3
-        )
-        return {}
-    return payload
 
 
 def _load_source(source: Any, options: ExportOptions) -> _Loaded:
@@ -200,11 +177,11 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         loaded.artifact = _file_artifact(path, "torchscript")
         return loaded
     if kind == "exported":
-        extra_files = {f"{EMBEDDED_KEY}.json": ""}
+        extra_files = {embedded.PT2_EXTRA_FILE: ""}
         with _loading(path, "an ExportedProgram (.pt2)"):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
-        loaded.embedded = _parse_embedded(extra_files[f"{EMBEDDED_KEY}.json"], path)
+        loaded.embedded = embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path)
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -391,7 +368,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     metadata: dict[str, str] = {}
     with _loading(path, "a safetensors file"), safe_open(str(path), framework="numpy") as handle:
         metadata = dict(handle.metadata() or {})
-        for key in handle.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
+        for key in handle.keys():
             piece = handle.get_slice(key)
             header[key] = (tuple(piece.get_shape()), str(piece.get_dtype()))
     elements = sum(math.prod(shape) for shape, _ in header.values())
@@ -419,5 +396,5 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
-    loaded.embedded = _parse_embedded(metadata.get(EMBEDDED_KEY), path)
+    loaded.embedded = embedded.decode(metadata.get(embedded.KEY), path)
     return loaded
