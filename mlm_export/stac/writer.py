@@ -77,6 +77,16 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
             f"Cannot write '{path}': the document is not JSON data ({exc}).",
             hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
         ) from exc
+    return write_text_atomic(text, path, overwrite=overwrite)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: the directory does not exist or is not writable, or the disk is full.
+    """
     atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"), overwrite=overwrite)
     return Path(path)
 

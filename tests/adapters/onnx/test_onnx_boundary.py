@@ -14,7 +14,13 @@ from onnx_models import (
     multi_io_model,
     save_with_external_data,
 )
-from onnx_truth import assert_valid, files_in, item_inputs, item_outputs
+from onnx_truth import (
+    _quiet_extent,  # noqa: F401 - autouse fixture: registered by importing it
+    assert_valid,
+    files_in,
+    item_inputs,
+    item_outputs,
+)
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters import onnx as adapter

@@ -13,7 +13,13 @@ from onnx_models import (
     linear_model,
     save_with_external_data,
 )
-from onnx_truth import assert_assets_hashed, assert_valid, files_in, item_of
+from onnx_truth import (
+    _quiet_extent,  # noqa: F401 - autouse fixture: registered by importing it
+    assert_assets_hashed,
+    assert_valid,
+    files_in,
+    item_of,
+)
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters import onnx as adapter

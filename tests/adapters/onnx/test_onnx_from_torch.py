@@ -15,6 +15,7 @@ from onnx_models import (
     linear_model,
 )
 from onnx_truth import (
+    _quiet_extent,  # noqa: F401 - autouse fixture: registered by importing it
     assert_assets_hashed,
     assert_valid,
     files_in,

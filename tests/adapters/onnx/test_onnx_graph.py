@@ -20,6 +20,7 @@ from onnx_models import (
 )
 from onnx_truth import (
     REPO,
+    _quiet_extent,  # noqa: F401 - autouse fixture: registered by importing it
     assert_assets_hashed,
     assert_valid,
     initializer_bytes,

@@ -12,6 +12,7 @@ from onnx_models import (
     conv_model,
     linear_model,
 )
+from onnx_truth import _quiet_extent  # noqa: F401 - autouse fixture: registered by importing it
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters import onnx as adapter

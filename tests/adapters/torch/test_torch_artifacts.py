@@ -8,7 +8,16 @@ import pytest
 import safetensors.torch
 import torch
 from torch import nn
-from torch_truth import CASE_IDS, CASES, MLM_TYPES, Case, check_item, expected_io, param_count
+from torch_truth import (
+    CASE_IDS,
+    CASES,
+    MLM_TYPES,
+    Case,
+    check_item,
+    expected_io,
+    models,  # noqa: F401 - fixtures: registered by importing them
+    param_count,
+)
 
 from mlm_export import export_item
 

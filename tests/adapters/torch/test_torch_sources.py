@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch_truth import (
+from torch_truth import (  # noqa: F401 - fixtures: registered by importing them
     CASE_IDS,
     CASES,
     FILE_KINDS,
     MLM_TYPES,
     Case,
+    case_files,
     check_item,
     expected_io,
+    models,
     param_count,
 )
 
