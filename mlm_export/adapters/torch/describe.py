@@ -166,6 +166,17 @@ def _unique(tensors: Sequence[Any]) -> list[Any]:
     return result
 
 
+def _cuda_baseline(module: Any, device: torch.device) -> int:
+    """CUDA memory allocated before the dry-run, besides the module's own tensors (0 off CUDA); resets the peak."""
+    if device.type != "cuda":
+        return 0
+    on_device = sum(t.numel() * t.element_size() for t in _tensors_of(module) if t.device == device)
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device) - on_device
+    torch.cuda.reset_peak_memory_stats(device)
+    return baseline
+
+
 def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None) -> Measured:
     _check_combination(loaded, fmt)
     counts = _count(loaded)
@@ -174,12 +185,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
     runner = _Runner(module, inputs, device)
     notes = list(loaded.notes)
 
-    baseline = 0
-    if device.type == "cuda":
-        on_device = sum(t.numel() * t.element_size() for t in _tensors_of(module) if t.device == device)
-        torch.cuda.synchronize(device)
-        baseline = torch.cuda.memory_allocated(device) - on_device
-        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _cuda_baseline(module, device)
     fork_devices = [device.index] if device.type == "cuda" else []
     with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
         try:
