@@ -26,6 +26,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "adapters" / "torch"))
 
 
 def big_models(small: bool = False) -> dict[str, Callable[[], tuple[Any, Any]]]:
@@ -153,7 +154,7 @@ def measured_peak(backend: Any, shapes: Any) -> int:
 def memory(small: bool = False) -> list[dict[str, Any]]:
     """Rows: model, predicted bytes, measured bytes, ratio."""
     import torch
-    from test_torch_adapter import CASES
+    from torch_truth import CASES
 
     os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
     cases = [(c.name, lambda c=c: (c.factory(**c.kwargs), c.export_kwargs())) for c in CASES]

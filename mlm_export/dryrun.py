@@ -138,7 +138,7 @@ def check_memory(
     )
 
 
-class _Interrupt(BaseException):  # noqa: N818 - BaseException: a forward's `except Exception` cannot swallow it
+class _Interrupt(BaseException):
     """Raised inside the timed block when its time is up."""
 
 

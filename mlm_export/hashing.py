@@ -115,6 +115,10 @@ def start_background(path: str | os.PathLike[str], *, progress: bool | None = No
     key = _stat_key(Path(path))
     if key is None:
         return None
+    with _BACKGROUND_LOCK:
+        running = _BACKGROUND.get(key[0])
+    if running is not None and running[:2] == key[1:]:
+        return running[2]  # already started (the CLI starts it before export_item)
     future: Future[FileDigest] = Future()
 
     def work() -> None:

@@ -159,6 +159,8 @@ class ProbeBackend(Protocol):
 #: Set to 1 to run every probe both ways (shapes only, then real forwards only) and fail when they disagree.
 VERIFY_ENV = "MLM_EXPORT_VERIFY_PROBES"
 _log = logging.getLogger(__name__)
+#: Errors that end the dry-run instead of meaning "this size is not accepted" (policy.py: out of memory is reported).
+_STOP: tuple[type[BaseException], ...] = (DryRunLimitError, MemoryError)
 
 _GENERIC_NAMES = ("batch", "channel", "height", "width", "depth", "x", "y", "z")
 
@@ -316,9 +318,11 @@ class _Session:
                 return outputs if expected is None or len(outputs) == expected else None
         try:
             outputs = self.real(shapes)
-        except DryRunLimitError:
+        except _STOP:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
+            if type(exc).__name__ == "OutOfMemoryError":  # torch's (a RuntimeError): reported, not "refused"
+                raise
             self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
             return None
         self.log(label, f"real{reason}")
@@ -451,9 +455,11 @@ def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool
             if keep != [tuple(s) for s in base]:
                 session.real(keep)  # the model must accept the kept size itself
             first, second = session.real(grown), session.real(grown, keep)
-        except DryRunLimitError:
+        except _STOP:
             raise
         except Exception as exc:  # noqa: BLE001 - too small for this model: try the next size
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise
             session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
             continue
         matter = len(first) != len(second) or any(

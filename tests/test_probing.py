@@ -19,11 +19,14 @@ import onnx_models as om
 import pytest
 import torch
 import torch_models as tm
-from test_torch_adapter import CASE_IDS, CASES
 from torch import nn
 
 from mlm_export import inspect_model
 from mlm_export.errors import ProbeError
+
+sys.path.insert(0, str(Path(__file__).parent / "adapters" / "torch"))
+from torch_truth import CASE_IDS, CASES
+
 from mlm_export.probing import (
     VERIFY_ENV,
     MeasuredTensor,
