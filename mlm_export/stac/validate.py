@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from jsonschema import validators
 from jsonschema.exceptions import ValidationError, best_match
-from referencing.exceptions import Unresolvable
 
-from mlm_export.errors import ItemValidationError, MLMExportError, SchemaNotFoundError
+from mlm_export.errors import ItemValidationError, MLMExportError
 from mlm_export.hashing import hash_file, is_multihash
+from mlm_export.stac.compiled import compiled_schema, shared_store
 from mlm_export.stac.schemas import SchemaStore
 
 if TYPE_CHECKING:
@@ -194,27 +193,15 @@ def _explain(error: ValidationError, resolve: Resolve) -> str:
 
 
 def _schema_problems(document: Mapping[str, Any], url: str, store: SchemaStore) -> Iterator[Problem]:
-    schema = store.load(url)
-    cls = validators.validator_for(schema, default=validators.Draft7Validator)
-    registry = store.registry()
-    validator = cls(schema, registry=registry)
-    resolver = registry.resolver(base_uri=url)
+    """Problems of ``document`` against the schema at ``url``, explained.
 
-    def resolve(ref: str) -> Any:
-        try:
-            return resolver.lookup(ref).contents
-        except Unresolvable:
-            return {}
-
-    try:
-        errors = list(validator.iter_errors(document))
-    except Unresolvable as exc:
-        raise SchemaNotFoundError(
-            f"A schema referenced from {url} could not be resolved: {exc}.",
-            hint="Add the missing schema to the schema directory.",
-        ) from exc
-    for error in errors:
-        path, message = _explain_error(error, resolve)
+    None when the fast validator accepts it, else each error jsonschema finds (see :mod:`mlm_export.stac.compiled`).
+    """
+    compiled = compiled_schema(store, url)
+    if compiled.is_valid(document):
+        return
+    for error in compiled.errors(document):
+        path, message = _explain_error(error, compiled.resolve)
         yield Problem(path, message, "schema", url)
 
 
@@ -438,7 +425,7 @@ def validate_item(
     if problems:
         return ValidationReport(False, tuple(problems), (), location)
 
-    store = SchemaStore(schema_dir)
+    store = shared_store(schema_dir)
     urls = [CORE_SCHEMA.format(version=version, kind=kind)]
     extensions = document.get("stac_extensions") or []
     if not isinstance(extensions, list):
