@@ -171,6 +171,28 @@ def test_unreachable_server() -> None:
         fetch_artifact("http://127.0.0.1:9/m.pt", size=1, checksum="1220" + "0" * 64)
 
 
+def test_a_body_cut_midway_is_reported_and_not_cached(site: Path, server: LoopbackServer, cache_dir: Path) -> None:
+    key, asset = model_asset(site)
+    path = "/" + asset["href"].removeprefix("./")
+    server.cut[path] = asset["file:size"] // 2
+    with pytest.raises(DownloadError, match="failed midway") as info:
+        fetch_artifact(server.url + path, size=asset["file:size"], checksum=asset["file:checksum"])
+    assert server.url + path in str(info.value)
+    assert cache_files(cache_dir) == []
+
+
+def test_downloads_go_through_the_proxy_the_environment_names(
+    site: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, asset = model_asset(site)
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.setenv("no_proxy", "")
+    url = "http://models.example.invalid/" + asset["href"].removeprefix("./")  # resolvable only by the proxy
+    path = fetch_artifact(url, size=asset["file:size"], checksum=asset["file:checksum"])
+    assert sha256_multihash(path) == asset["file:checksum"]
+    assert server.proxied == [url]
+
+
 def test_remote_artifact_without_checksum_is_refused(site: Path, server: LoopbackServer) -> None:
     document = json.loads((site / "item.json").read_text())
     key, _ = model_asset(site)
