@@ -288,6 +288,27 @@ def test_cli_get_downloads_for_offline_use(
     assert main(["get", f"{server.url}/item.json", "-o", str(out)]) == 1  # exists; and the server is gone
 
 
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_cli_get_of_a_bad_artifact_exits_1_and_writes_nothing(
+    site: Path, server: LoopbackServer, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str],
+    damage: str,
+) -> None:  # fmt: skip
+    key, asset = model_asset(site)
+    artifact = site / asset["href"]
+    if damage == "missing":
+        artifact.unlink()
+    else:
+        data = bytearray(artifact.read_bytes())
+        data[-1] ^= 0xFF
+        artifact.write_bytes(bytes(data))
+    out = tmp_path / "offline"
+    assert main(["get", f"{server.url}/item.json", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{server.url}/" in err[0] and ("404" if damage == "missing" else "checksum") in err[0], err
+    assert not out.exists() or not any(out.rglob("*"))
+    assert cache_files(cache_dir) == []
+
+
 def test_download_item_refuses_to_overwrite_other_bytes(site: Path, server: LoopbackServer, tmp_path: Path) -> None:
     key, asset = model_asset(site)
     out = tmp_path / "offline"
