@@ -117,7 +117,7 @@ def test_the_readme_stac_api_commands_run(
         outputs.append(capsys.readouterr().out)
     assert outputs[0].startswith(f"published 1 item(s) to {stac_api.url}/collections/models"), outputs
     hits = [line.split() for line in outputs[1].splitlines() if line[:1].isdigit()]
-    assert [words[2] for words in hits] == ["resnet18-sentinel2-demo"], outputs[1]
+    assert "resnet18-sentinel2-demo" in [words[2] for words in hits], outputs[1]  # (the API is shared by tests)
     stored = httpx.get(f"{stac_api.url}/collections/models/items/resnet18-sentinel2-demo").json()
     model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
     assert model["href"].startswith("https://example.com/models/")
