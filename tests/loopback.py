@@ -18,7 +18,7 @@ from typing import Any
 class _Handler(SimpleHTTPRequestHandler):
     server: LoopbackServer  # type: ignore[assignment]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         if self.path.startswith("http://"):  # a request sent to us as a forward proxy: serve it from our directory
             self.server.proxied.append(self.path)
             self.path = "/" + self.path.split("://", 1)[1].split("/", 1)[-1]
@@ -51,7 +51,7 @@ class _Handler(SimpleHTTPRequestHandler):
         outputfile.flush()
         self.connection.sendfile(source)  # the kernel copies; the server stays cheap next to the client measured
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
