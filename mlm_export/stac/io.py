@@ -204,6 +204,11 @@ def _is_int(value: Any) -> bool:
 
 def non_finite_numbers(document: Any) -> Iterator[str]:
     """JSON pointers of every NaN/Infinity float in ``document`` (iterative: safe on deep nesting)."""
+    try:
+        json.dumps(document, allow_nan=False)  # in C: proves the common case, no non-finite number anywhere
+        return
+    except (ValueError, TypeError, RecursionError):
+        pass  # one is there (or the document is not plain JSON, or very deep): find where
     stack: list[tuple[str, Any]] = [("", document)]
     while stack:
         pointer, value = stack.pop()
