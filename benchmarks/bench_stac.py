@@ -82,7 +82,7 @@ def _ours(url: str, items: list[dict[str, Any]], collection_id: str) -> float:
     return elapsed
 
 
-def measure_publish(count: int, rounds: int = 3, single: bool = False) -> dict[str, float]:
+def measure_publish(count: int, rounds: int = 5, single: bool = False) -> dict[str, float]:
     """Seconds for publish() and for the bare-httpx bulk baseline, best of ``rounds`` on one local server.
 
     The two alternate, each round in the other order, into fresh collections, so that neither gets the warmer
@@ -141,7 +141,7 @@ def measure_search(count: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(json.dumps(measure_search(args.count), indent=2))
     print(json.dumps(measure_publish(args.count, args.rounds, single=True), indent=2))

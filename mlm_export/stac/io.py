@@ -205,7 +205,7 @@ def _is_int(value: Any) -> bool:
 def non_finite_numbers(document: Any) -> Iterator[str]:
     """JSON pointers of every NaN/Infinity float in ``document`` (iterative: safe on deep nesting)."""
     try:
-        json.dumps(document, allow_nan=False)  # in C: proves the common case, no non-finite number anywhere
+        json.dumps(document, allow_nan=False, check_circular=False)  # in C: proves the common case, none anywhere
         return
     except (ValueError, TypeError, RecursionError):
         pass  # one is there (or the document is not plain JSON, or very deep): find where
