@@ -6,7 +6,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +118,9 @@ def describe(source: Any, options: ExportOptions) -> ModelDescription:
     .. versionadded:: 0.1
     """
     return publish_now(
-        lambda staging: measure(source, replace(options, scratch=lambda: staging.path)),
+        lambda staging: measure(source, options.updated(scratch=lambda: staging.path)),
         _artifact_dir(options),
-        overwrite=options.overwrite,
+        overwrite=options.artifact.overwrite,
     )
 
 
@@ -156,7 +155,7 @@ def _measure_path(path: Path, options: ExportOptions) -> Measured:
     name = _default_name(graph, path.stem)
     architecture = _default_architecture(graph)
     described = _describe_graph(graph, options, name=name, architecture=architecture)
-    if not options.embed_metadata:
+    if not options.artifact.embed_metadata:
         return Measured(described)
     payload = _metadata_payload(options, described.name, described.architecture)
     described = _apply_embedded(described, payload, graph.path)
@@ -186,7 +185,7 @@ def _measure_proto(proto: onnx.ModelProto, options: ExportOptions) -> Measured:
                 hint="Pass the path of the .onnx file instead, or load it with onnx.load(path) so the weights "
                 "are in memory.",
             )
-    metadata = dict(options.metadata or {})
+    metadata = dict(options.artifact.metadata or {})
     embedded = _read_embedded(proto, "the in-memory ModelProto")
     graph_name = proto.graph.name
     name = str(
@@ -197,9 +196,9 @@ def _measure_proto(proto: onnx.ModelProto, options: ExportOptions) -> Measured:
     architecture = str((embedded or {}).get("architecture") or (graph_name if _meaningful(graph_name) else "unknown"))
     copy = proto
     payload = None
-    if options.embed_metadata or proto.ByteSize() > INLINE_LIMIT:
+    if options.artifact.embed_metadata or proto.ByteSize() > INLINE_LIMIT:
         copy = _copy_proto(proto)
-    if options.embed_metadata:
+    if options.artifact.embed_metadata:
         payload = _metadata_payload(options, name, architecture)
         _set_metadata(copy, payload)
     with scratch_directory(options) as scratch:

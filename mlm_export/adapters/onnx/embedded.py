@@ -32,14 +32,14 @@ EMBEDDED_KEYS = ("name", "architecture", "tasks", "bands", "classes", "descripti
 
 
 def _metadata_payload(options: ExportOptions, name: str, architecture: str | None) -> dict[str, Any]:
-    """The JSON written to ``metadata_props["mlm"]`` from ``options.metadata`` (name falls back to ``name``).
+    """The JSON written to ``metadata_props["mlm"]`` from ``options.artifact.metadata`` (name falls back to ``name``).
 
     Raises:
-        ConfigurationError: a task, band or class in ``options.metadata`` is invalid.
+        ConfigurationError: a task, band or class in ``options.artifact.metadata`` is invalid.
     """
     from mlm_export import __version__
 
-    metadata = dict(options.metadata or {})
+    metadata = dict(options.artifact.metadata or {})
     payload: dict[str, Any] = {"name": str(metadata.get("name") or name), "generator": f"mlm-export {__version__}"}
     arch = metadata.get("architecture") or architecture
     if arch and arch != "unknown":

@@ -106,18 +106,18 @@ def _rebuild(
     *,
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
 ) -> tuple[nn.Module, list[str]]:
-    """Build ``options.model_class`` and load the file's weights into it, checking keys and shapes first."""
+    """Build ``options.load.model_class`` and load the file's weights into it, checking keys and shapes first."""
     notes: list[str] = []
-    if options.model_class is None:
+    if options.load.model_class is None:
         count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
         raise ConfigurationError(
             f"'{path}' holds a bare state_dict ({count} tensors) without the model's architecture: "
             "model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
         )
-    factory = _resolve_model_class(options.model_class)
+    factory = _resolve_model_class(options.load.model_class)
     from_hparams = _init_kwargs(factory, hyper)
-    kwargs = {**from_hparams, **dict(options.model_kwargs or {})}
+    kwargs = {**from_hparams, **dict(options.load.model_kwargs or {})}
     module = _build_on_meta(factory, kwargs)
     try:
         module = module if module is not None else factory(**kwargs)

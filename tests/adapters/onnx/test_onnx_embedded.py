@@ -38,7 +38,9 @@ def test_embedded_metadata_round_trip(tmp_path: Path) -> None:
     model = conv_model()
     artifacts = tmp_path / "artifacts"
 
-    written = adapter.describe(model, ExportOptions(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA))
+    written = adapter.describe(
+        model, ExportOptions.from_flat(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA)
+    )
 
     assert not model.metadata_props  # the copy carries the metadata, not the caller's proto
     path = Path(written.artifacts[0].path)
@@ -74,7 +76,9 @@ def test_embedding_into_a_file_writes_a_copy(tmp_path: Path) -> None:
     originals = {p.name: p.read_bytes() for p in source_dir.iterdir()}
     artifacts = tmp_path / "artifacts"
 
-    described = adapter.describe(path, ExportOptions(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA))
+    described = adapter.describe(
+        path, ExportOptions.from_flat(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA)
+    )
 
     assert {p.name: p.read_bytes() for p in source_dir.iterdir()} == originals
     assert files_in(artifacts) == ["Pixel-Classifier.onnx", "conv.onnx.data"]  # one slug rule: case kept
@@ -84,7 +88,8 @@ def test_embedding_into_a_file_writes_a_copy(tmp_path: Path) -> None:
 
     # into the source's own directory: the data file is shared and the source is not overwritten
     same = adapter.describe(
-        path, ExportOptions(artifact_dir=source_dir, embed_metadata=True, metadata={**METADATA, "name": "conv"})
+        path,
+        ExportOptions.from_flat(artifact_dir=source_dir, embed_metadata=True, metadata={**METADATA, "name": "conv"}),
     )
     assert {p.name: p.read_bytes() for p in source_dir.iterdir() if p.name in originals} == originals
     assert sorted(Path(a.path).name for a in same.artifacts) == ["conv-mlm.onnx", "conv.onnx.data"]
@@ -117,7 +122,7 @@ def test_embedded_metadata_through_export_item(tmp_path: Path) -> None:
 
 def test_embedded_description_dict_is_read(tmp_path: Path) -> None:
     """``metadata_props["mlm"]`` may also hold a full ``ModelDescription.to_dict()`` (as the torch adapter writes)."""
-    first = adapter.describe(conv_model(), ExportOptions(artifact_dir=tmp_path / "a"))
+    first = adapter.describe(conv_model(), ExportOptions.from_flat(artifact_dir=tmp_path / "a"))
     labelled = apply_overrides(first, name="Land Cover", bands=["r", "g", "b"], classes=["w", "x", "y", "z"])
     model = conv_model()
     onnx.helper.set_model_props(model, {"mlm": json.dumps(labelled.to_dict())})

@@ -292,7 +292,7 @@ def test_load_and_run_artifact_round_trip(fmt: str, tmp_path: Path) -> None:
     example = {"image": torch.randn(1, 3, 32, 32), "side": torch.randn(1, 4)}
     item = export_item(model, example_input=example, artifact_format=fmt, artifact_dir=tmp_path)
     asset = item.assets["model"]
-    options = ExportOptions(model_class=tm.TwoInputNet)
+    options = ExportOptions.from_flat(model_class=tm.TwoInputNet)
     loaded = torch_adapter.load_artifact(asset.href, asset.extra_fields["mlm:artifact_type"], options)
     measured = torch_adapter.run_artifact(loaded, [("image", (2, 3, 32, 32), "float32"), ("side", (2, 4), "float32")],
                                           options)  # fmt: skip
