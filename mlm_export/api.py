@@ -198,7 +198,7 @@ def _export(
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
-            described = given.with_embedded(measured.description.embedded).apply(measured.description)
+            described = given.apply_with_embedded(measured.description)
             described = hash_artifacts(described, href_base=build.href_base, digests=digests)
             item = build.item(described)
             _fill_checksums(item, described, pending)
@@ -260,7 +260,7 @@ def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelD
         )
     options.pop("scratch", None)
     measured = adapter_for(model).measure(model, export_options(**options, metadata=given.embeddable()))
-    return given.with_embedded(measured.description.embedded).apply(measured.description)
+    return given.apply_with_embedded(measured.description)
 
 
 def item_from_description(

@@ -180,7 +180,7 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         with _loading(path, "an ExportedProgram (.pt2)"):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
-        loaded.embedded = embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path)
+        loaded.embedded = embedded.caller_values(embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path))
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -395,5 +395,5 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
-    loaded.embedded = embedded.decode(metadata.get(embedded.KEY), path)
+    loaded.embedded = embedded.caller_values(embedded.decode(metadata.get(embedded.KEY), path))
     return loaded

@@ -231,7 +231,14 @@ def test_embed_metadata_in_safetensors(tmp_path: Path) -> None:
     item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, embed_metadata=True, name="tiny-mlp")
     with safetensors.safe_open(str(tmp_path / "TinyMLP.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
-    assert json.loads(metadata["mlm"]) == {"name": "tiny-mlp"}
+    from mlm_export import __version__
+
+    # the one object every format embeds: the caller's values, the architecture (the module's class), the generator
+    assert json.loads(metadata["mlm"]) == {
+        "name": "tiny-mlp",
+        "architecture": f"{tm.TinyMLP.__module__}.TinyMLP",
+        "generator": f"mlm-export {__version__}",
+    }
     embedded = json.loads(metadata["mlm.description"])
     assert embedded["total_parameters"] == item.properties["mlm:total_parameters"]
     assert embedded["inputs"][0]["shape"] == [-1, 6]
