@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import math
 import os
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
@@ -27,29 +27,19 @@ if TYPE_CHECKING:
 
 def _resolve_model_class(spec: Any) -> Callable[..., Any]:
     if isinstance(spec, str):
-        module_name, sep, attr = spec.partition(":")
-        if not sep:
-            module_name, _, attr = spec.rpartition(".")
-        if not module_name or not attr:
+        try:
+            spec = pkgutil.resolve_name(spec)  # "pkg.mod:Class", "pkg.mod:Outer.Inner" or "pkg.mod.Class"
+        except ValueError as exc:
             raise ConfigurationError(
                 f"model_class={spec!r} is not an importable name.", hint="Use 'package.module:ClassName'."
-            )
-        try:
-            target: Any = importlib.import_module(module_name)
+            ) from exc
         except ImportError as exc:
             raise ConfigurationError(
-                f"model_class={spec!r}: cannot import module {module_name!r} ({exc}).",
+                f"model_class={spec!r}: cannot import module {exc.name or ''!r} ({exc}).",
                 hint="Check the spelling and that the package is installed.",
             ) from exc
-        for part in attr.split("."):
-            if not hasattr(target, part):
-                raise ConfigurationError(
-                    f"model_class={spec!r}: {target.__name__ if hasattr(target, '__name__') else target!r} "
-                    f"has no attribute {part!r}.",
-                    hint="Use 'package.module:ClassName'.",
-                )
-            target = getattr(target, part)
-        spec = target
+        except AttributeError as exc:
+            raise ConfigurationError(f"model_class={spec!r}: {exc}.", hint="Use 'package.module:ClassName'.") from exc
     if not callable(spec):
         raise ConfigurationError(
             f"model_class={spec!r} is not a class or factory.", hint="Pass a class, a factory or 'pkg.module:Class'."
