@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -265,20 +265,7 @@ def build_catalog(
     entries = [read_entry(item) for item in items]
     if not entries:
         raise ConfigurationError("items: no items were given; a catalog needs at least one model Item.")
-    seen: dict[str, str] = {}
-    for entry in entries:
-        item_id = entry.document["id"]
-        if _BAD_ID.search(item_id) or item_id in (".", ".."):
-            raise ConfigurationError(
-                f"{entry.source}: item id {item_id!r} cannot be used as a directory name.",
-                hint="Use an id without '/', '\\' or a leading '.'.",
-            )
-        if item_id in seen:
-            raise ConfigurationError(
-                f"items: {seen[item_id]} and {entry.source} have the same id {item_id!r}; ids must be unique.",
-                hint="Give one of them another id.",
-            )
-        seen[item_id] = entry.source
+    _check_ids(entries)
 
     directory = Path(directory)
     root = directory.resolve()
@@ -295,10 +282,49 @@ def build_catalog(
     finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document in documents}
     collection_path = root / COLLECTION_FILE
     _prepare_directory(root, [collection_path, *targets.values()], overwrite)
+    _write_catalog(root, finals, collection, targets, shown=directory)
+    return pystac.Collection.from_file(str(collection_path))
+
+
+def _check_ids(entries: Sequence[Entry]) -> None:
+    """Every item id can name a directory and is given once.
+
+    Raises:
+        ConfigurationError: an id cannot be a directory name, or two items share one.
+    """
+    seen: dict[str, str] = {}
+    for entry in entries:
+        item_id = entry.document["id"]
+        if _BAD_ID.search(item_id) or item_id in (".", ".."):
+            raise ConfigurationError(
+                f"{entry.source}: item id {item_id!r} cannot be used as a directory name.",
+                hint="Use an id without '/', '\\' or a leading '.'.",
+            )
+        if item_id in seen:
+            raise ConfigurationError(
+                f"items: {seen[item_id]} and {entry.source} have the same id {item_id!r}; ids must be unique.",
+                hint="Give one of them another id.",
+            )
+        seen[item_id] = entry.source
+
+
+def _write_catalog(
+    root: Path,
+    finals: Mapping[str, Mapping[str, Any]],
+    collection: Mapping[str, Any],
+    targets: Mapping[str, Path],
+    *,
+    shown: Path,
+) -> None:
+    """Write the items and ``collection.json`` into a staging directory in ``root``, then move each into place.
+
+    Raises:
+        OutputError: the directory cannot be written.
+    """
     try:
         staging = Path(tempfile.mkdtemp(prefix=".mlm-catalog-", dir=root))
     except OSError as exc:
-        raise OutputError(f"Cannot write in '{directory}': {exc.strerror}.", hint="Choose a writable path.") from exc
+        raise OutputError(f"Cannot write in '{shown}': {exc.strerror}.", hint="Choose a writable path.") from exc
     try:
         for item_id, document in finals.items():
             (staging / item_id).mkdir()
@@ -307,9 +333,8 @@ def build_catalog(
         for item_id, target in targets.items():
             target.parent.mkdir(exist_ok=True)
             os.replace(staging / item_id / f"{item_id}.json", target)
-        os.replace(staging / COLLECTION_FILE, collection_path)
+        os.replace(staging / COLLECTION_FILE, root / COLLECTION_FILE)
     except OSError as exc:
-        raise OutputError(f"Cannot write the catalog in '{directory}': {exc}.", hint="Check the permissions.") from exc
+        raise OutputError(f"Cannot write the catalog in '{shown}': {exc}.", hint="Check the permissions.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return pystac.Collection.from_file(str(collection_path))

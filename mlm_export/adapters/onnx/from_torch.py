@@ -182,40 +182,12 @@ def _export_torch(
     if not program:
         module.eval()
     try:
-        with torch.no_grad():
-            try:
-                output = module.module()(*args, **kwargs) if program else module(*args, **kwargs)
-            except FORWARD_ERRORS as exc:
-                shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
-                raise ProbeError(
-                    f"The forward of {type(module).__name__} failed on the example input ({shapes}): "
-                    f"{type(exc).__name__}: {exc}",
-                    hint="Pass example_input= or input_shape= with shapes the module accepts.",
-                ) from exc
-        names = _output_names(output)
-        attempts = _export_attempts(program, args, kwargs, dim_orders)
+        names = _output_names(_example_forward(module, args, kwargs))
         failures: list[str] = []
-        for label, dynamic_shapes in attempts:
-            try:
-                with warnings.catch_warnings():
-                    # several inputs share the "batch" axis name; torch says it keeps one of them
-                    warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
-                    torch.onnx.export(
-                        module,
-                        args,
-                        str(path),
-                        kwargs=kwargs or None,
-                        dynamo=True,
-                        external_data=True,
-                        dynamic_shapes=dynamic_shapes,
-                        output_names=names,
-                        verbose=False,
-                    )
-            except torch.onnx.OnnxExporterError as exc:
-                failures.append(f"with {label} dynamic dims: {_first_line(exc)}")
-                for leftover in path.parent.iterdir():
-                    if leftover.is_file():
-                        leftover.unlink()
+        for label, dynamic_shapes in _export_attempts(program, args, kwargs, dim_orders):
+            failure = _export_once(module, args, kwargs, path, dynamic_shapes, names)
+            if failure is not None:
+                failures.append(f"with {label} dynamic dims: {failure}")
                 continue
             if failures:
                 warnings.warn(
@@ -233,6 +205,59 @@ def _export_torch(
     finally:
         for submodule, training in modes:
             submodule.train(training)
+
+
+def _example_forward(
+    module: torch.nn.Module | torch.export.ExportedProgram, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The module's output on the export example (no grad).
+
+    Raises:
+        ProbeError: the forward fails on the example.
+    """
+    runnable = module.module() if isinstance(module, torch.export.ExportedProgram) else module
+    with torch.no_grad():
+        try:
+            return runnable(*args, **kwargs)
+        except FORWARD_ERRORS as exc:
+            shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
+            raise ProbeError(
+                f"The forward of {type(module).__name__} failed on the example input ({shapes}): "
+                f"{type(exc).__name__}: {exc}",
+                hint="Pass example_input= or input_shape= with shapes the module accepts.",
+            ) from exc
+
+
+def _export_once(
+    module: torch.nn.Module | torch.export.ExportedProgram,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    path: Path,
+    dynamic_shapes: Any,
+    names: list[str] | None,
+) -> str | None:
+    """One ``torch.onnx.export`` attempt: None when it wrote ``path``, else why it failed (its files removed)."""
+    try:
+        with warnings.catch_warnings():
+            # several inputs share the "batch" axis name; torch says it keeps one of them
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                kwargs=kwargs or None,
+                dynamo=True,
+                external_data=True,
+                dynamic_shapes=dynamic_shapes,
+                output_names=names,
+                verbose=False,
+            )
+    except torch.onnx.OnnxExporterError as exc:
+        for leftover in path.parent.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+        return _first_line(exc)
+    return None
 
 
 def _export_attempts(

@@ -117,6 +117,26 @@ def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]
     return ["CPUExecutionProvider"], "amd64"
 
 
+def _dry_run_session(graph: _Graph, device: Any, notes: list[str]) -> tuple[Any, str] | None:
+    """An onnxruntime session on ``device`` for the dry-run and its accelerator; None (and a note) if it fails."""
+    providers, accelerator = _providers(ort, device, notes)
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 4  # failed probes are expected; onnxruntime would log each one
+    try:
+        session = ort.InferenceSession(str(graph.path), sess_options=session_options, providers=providers)
+    except _ort_errors(onnxruntime_pybind11_state) as exc:
+        _degrade(
+            notes,
+            f"The onnxruntime dry-run failed: onnxruntime {ort.__version__} cannot load '{graph.path.name}' "
+            f"({_first_line(exc)}); shapes are the ones the graph declares.",
+        )
+        return None
+    if accelerator == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        _degrade(notes, "onnxruntime could not use the CUDA provider; the dry-run ran on the CPU.")
+        accelerator = "amd64"
+    return session, accelerator
+
+
 def _dry_run(
     graph: _Graph,
     options: ExportOptions,
@@ -132,22 +152,10 @@ def _dry_run(
         names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
         _degrade(notes, f"The onnxruntime dry-run was skipped: input(s) {names} have no known tensor shape to build.")
         return None
-    providers, accelerator = _providers(ort, options.load.device, notes)
-    session_options = ort.SessionOptions()
-    session_options.log_severity_level = 4  # failed probes are expected; onnxruntime would log each one
-    try:
-        session = ort.InferenceSession(str(graph.path), sess_options=session_options, providers=providers)
-    except _ort_errors(onnxruntime_pybind11_state) as exc:
-        _degrade(
-            notes,
-            f"The onnxruntime dry-run failed: onnxruntime {ort.__version__} cannot load '{graph.path.name}' "
-            f"({_first_line(exc)}); shapes are the ones the graph declares.",
-        )
+    opened = _dry_run_session(graph, options.load.device, notes)
+    if opened is None:
         return None
-    if accelerator == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
-        _degrade(notes, "onnxruntime could not use the CUDA provider; the dry-run ran on the CPU.")
-        accelerator = "amd64"
-
+    session, accelerator = opened
     output_names = [o.name for o in session.get_outputs()]
     probe_inputs = [
         ProbeInput(
