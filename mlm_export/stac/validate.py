@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import validators
 from jsonschema.exceptions import ValidationError, best_match
-from referencing.exceptions import Unresolvable
 
 from mlm_export.errors import ItemValidationError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
+from mlm_export.stac.compiled import compiled_schema, shared_store
 from mlm_export.stac.io import (
     outside_message,
     read_item_document,
@@ -242,31 +241,20 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
 
 
 def _schema_problems(document: Mapping[str, Any], url: str, store: SchemaStore) -> Iterator[Problem]:
-    schema = store.load(url)
-    base_cls = validators.validator_for(schema, default=validators.Draft7Validator)
-    cls = validators.extend(base_cls, {"uniqueItems": _unique_items})
-    registry = store.registry()
-    validator = cls(schema, registry=registry)
-    resolver = registry.resolver(base_uri=url)
+    """Problems of ``document`` against the schema at ``url``, explained.
 
-    def resolve(ref: str) -> Any:
-        try:
-            return resolver.lookup(ref).contents
-        except Unresolvable:
-            return {}
-
+    None when the fast validator accepts it, else each error jsonschema finds (see :mod:`mlm_export.stac.compiled`).
+    """
+    compiled = compiled_schema(store, url, {"uniqueItems": _unique_items})
+    if compiled.is_valid(document):
+        return
     try:
-        errors = list(validator.iter_errors(document))
+        errors = compiled.errors(document)
     except RecursionError:
         yield Problem("", "the document is nested too deeply to be validated", "schema", url)
         return
-    except Unresolvable as exc:
-        raise SchemaNotFoundError(
-            f"A schema referenced from {url} could not be resolved: {exc}.",
-            hint="Add the missing schema to the schema directory.",
-        ) from exc
     for error in errors:
-        path, message = _explain_error(error, resolve)
+        path, message = _explain_error(error, compiled.resolve)
         yield Problem(path, message, "schema", url)
 
 
@@ -470,7 +458,7 @@ def validate_item(
     urls = [CORE_SCHEMA.format(version=version, kind=kind)]
     urls += [u for u in (extensions if isinstance(extensions, list) else []) if isinstance(u, str) and u not in urls]
     problems = structural + [
-        p for p in _extension_problems(document, urls, SchemaStore(schema_dir))
+        p for p in _extension_problems(document, urls, shared_store(schema_dir))
         if not any(p.path.startswith(s.path) for s in structural)
     ]  # fmt: skip
     if not structural:
