@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from local_stac import LOOPBACK, GatedProxy
-from test_catalog import EXAMPLES
+from test_collection import EXAMPLES
 
 from mlm_export.cli import main
 from mlm_export.stac.local_api import LocalSTACAPI

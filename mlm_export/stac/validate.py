@@ -180,21 +180,29 @@ def _explain(error: ValidationError, resolve: Resolve) -> str:
             return _short(f"{error.instance!r} {known}")
         return _short(f"{error.instance!r} does not match the pattern {error.validator_value}")
     if validator == "not":
-        forbidden = error.validator_value
-        if isinstance(forbidden, Mapping) and "$ref" in forbidden:
-            forbidden = resolve(forbidden["$ref"])
-        if isinstance(forbidden, Mapping) and isinstance(forbidden.get("contains"), Mapping):
-            if "const" in forbidden["contains"]:
-                return _short(f"must not contain {forbidden['contains']['const']!r} here")
-        if isinstance(error.instance, Mapping):
-            present = sorted(_required_names(forbidden) & set(error.instance))
-            if present:
-                return _short(f"must not contain {', '.join(repr(p) for p in present)} here")
+        explained = _explain_not(error, resolve)
+        if explained:
+            return explained
     if validator == "minProperties" and isinstance(error.instance, Mapping) and not error.instance:
         return "must not be empty"
     if validator is None and error.validator_value is False:
         return "this property is not allowed here"
     return _short(error.message)
+
+
+def _explain_not(error: ValidationError, resolve: Resolve) -> str | None:
+    """What a failing ``not`` forbids (a value the array contains, properties present), if it can be named."""
+    forbidden = error.validator_value
+    if isinstance(forbidden, Mapping) and "$ref" in forbidden:
+        forbidden = resolve(forbidden["$ref"])
+    if isinstance(forbidden, Mapping) and isinstance(forbidden.get("contains"), Mapping):
+        if "const" in forbidden["contains"]:
+            return _short(f"must not contain {forbidden['contains']['const']!r} here")
+    if isinstance(error.instance, Mapping):
+        present = sorted(_required_names(forbidden) & set(error.instance))
+        if present:
+            return _short(f"must not contain {', '.join(repr(p) for p in present)} here")
+    return None
 
 
 _PLAIN = (str, int, float)

@@ -12,7 +12,7 @@ import pytest
 import torch_models as tm
 from conftest import EXAMPLES_DIR
 from local_stac import LOOPBACK, GatedProxy
-from test_catalog import EXAMPLES, all_bands_example, factory_items
+from test_collection import EXAMPLES, all_bands_example, factory_items
 
 from mlm_export.errors import (
     AuthenticationError,
