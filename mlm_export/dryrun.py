@@ -50,8 +50,9 @@ class DryRunLimits:
         Raises:
             ConfigurationError: a value is not a size or not a positive number of seconds.
         """
-        memory = parse_size(getattr(options, "max_dry_run_memory", None))
-        return cls(memory, check_timeout(getattr(options, "dry_run_timeout", DEFAULT_TIMEOUT_S)))
+        probe = getattr(options, "probe", options)
+        memory = parse_size(getattr(probe, "max_dry_run_memory", None))
+        return cls(memory, check_timeout(getattr(probe, "dry_run_timeout", DEFAULT_TIMEOUT_S)))
 
 
 def parse_size(value: int | float | str | None, argument: str = "max_dry_run_memory") -> int | None:

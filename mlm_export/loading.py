@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlm_export.adapters import ExportOptions
+from mlm_export.adapters import ExportOptions, LoadOptions, ProbeOptions
 from mlm_export.errors import (
     ChecksumMismatchError,
     ConfigurationError,
@@ -276,9 +276,10 @@ def load_model(
     artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
     if verify:
         verify_artifact(artifact)
-    options = ExportOptions(
+    load = LoadOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
+    options = ExportOptions(load=load)
     return _loader(artifact.artifact_type).load_artifact(artifact.path, artifact.artifact_type, options)
 
 
@@ -343,7 +344,10 @@ def check_item(
         _loader(artifact.artifact_type).run_artifact(
             model,
             inputs,
-            ExportOptions(device=device, max_dry_run_memory=max_dry_run_memory, dry_run_timeout=dry_run_timeout),
+            ExportOptions(
+                load=LoadOptions(device=device),
+                probe=ProbeOptions(max_dry_run_memory=max_dry_run_memory, dry_run_timeout=dry_run_timeout),
+            ),
         )
     )
     declared = props.get("mlm:output", [])
