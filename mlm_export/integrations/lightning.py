@@ -214,7 +214,8 @@ class MLMExportCallback(Callback):
         Returns:
             The validated Item.
         """
-        from mlm_export.integrations.torchgeo import datamodule_overrides, export_torchgeo, is_torchgeo_task
+        from mlm_export.integrations.data import datamodule_overrides
+        from mlm_export.integrations.torchgeo import export_torchgeo, is_torchgeo_task
 
         user = self.export_options
         gathered: dict[str, Any] = {
