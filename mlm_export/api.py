@@ -76,6 +76,14 @@ def export_item(
     progress: bool | None = None,
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
+    container: str | None = None,
+    version: str | None = None,
+    previous: Any = None,
+    doi: str | None = None,
+    citation: str | None = None,
+    publications: Sequence[str | Mapping[str, Any]] | None = None,
+    suggest_batch_size: bool = False,
+    memory_budget: int | None = None,
 ) -> pystac.Item:
     """Measure ``model`` and return a valid MLM v1.5.2 STAC Item.
 
@@ -119,6 +127,18 @@ def export_item(
         progress: progress bars for hashing (default: on a terminal, for large files).
         validate: validate the Item against the schemas and semantic checks before returning it.
         schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
+        container: OCI image reference that runs the model (``registry/name:tag`` or ``@sha256:...``): the
+            ``mlm:container`` asset. Checked for shape, never pulled.
+        version: ``version`` of this Item (Version extension).
+        previous: the Item this one supersedes (JSON path, URL or saved ``pystac.Item``): a
+            ``predecessor-version`` link, and its collection is shared; :func:`mlm_export.save_item` then links
+            the earlier Items to this one.
+        doi: DOI of the model (``sci:doi``).
+        citation: how to cite the model (``sci:citation``).
+        publications: DOIs or ``{"doi", "citation"}`` dicts of papers describing the model (``sci:publications``).
+        suggest_batch_size: measure ``mlm:batch_size_suggestion`` by timing forward passes at batch 1, 2, 4...
+            (costs seconds; in-memory PyTorch modules). See :mod:`mlm_export.batch_size`.
+        memory_budget: bytes the batch-size search may use (default: free device memory / RAM with headroom).
 
     Returns:
         The Item; local artifact hrefs are absolute until :func:`mlm_export.save_item` makes them relative.
@@ -161,6 +181,13 @@ def export_item(
     )
     adapter = adapter_for(model)
     # Arguments that need no measurement are checked first, so a typo costs no dry-run.
+    from mlm_export.provenance.item import provenance_from
+
+    provenance = provenance_from(
+        model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
+        citation=citation, publications=publications, links=links,
+    )  # fmt: skip
+    hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
     _extent({"bbox": bbox, "geometry": geometry, "datetime": datetime, "start_datetime": start_datetime,
              "end_datetime": end_datetime})  # fmt: skip
     if name is not None:
@@ -194,7 +221,7 @@ def export_item(
         "hyperparameters": hyperparameters,
         "links": links,
     }
-    build = {"item_id": item_id, "collection": collection, "schema_dir": schema_dir}
+    build = {"item_id": item_id, "collection": collection, "schema_dir": schema_dir, "provenance": provenance}
     measured: ModelDescription | None = None
     # A model file is hashed in a background thread while the adapter loads and dry-runs it and the item is built
     # and validated (hashlib releases the GIL), so exporting costs little more than hashing alone.
@@ -206,6 +233,10 @@ def export_item(
             measured = adapter.describe(model, options)
             given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
             described = apply_overrides(measured, **given, **fixed)
+            if suggest_batch_size:
+                from mlm_export.batch_size import measured_batch_size
+
+                described = measured_batch_size(model, described, options, memory_budget=memory_budget)
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             placeholders = {p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending}
@@ -230,6 +261,26 @@ def export_item(
             if measured is not None:
                 _remove_new_artifacts(measured, output_dir, existing)
             raise
+
+
+def _with_model_kwargs(
+    hyperparameters: Mapping[str, Any] | None, model_kwargs: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``hyperparameters`` plus ``model_kwargs`` (JSON data only), so the Item alone can rebuild the model."""
+    if not model_kwargs:
+        return hyperparameters
+    try:
+        kwargs = json.loads(json.dumps(dict(model_kwargs), allow_nan=False))
+    except (TypeError, ValueError):
+        import warnings
+
+        warnings.warn(
+            "model_kwargs are not JSON data: they are left out of mlm:hyperparameters, so the model cannot be "
+            "rebuilt from the Item alone.",
+            stacklevel=3,
+        )
+        return hyperparameters
+    return {"model_kwargs": kwargs, **(hyperparameters or {})}
 
 
 def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
@@ -288,6 +339,7 @@ def item_from_description(
     collection: str | None = None,
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
+    provenance: Any = None,
 ) -> pystac.Item:
     """Build the Item of a finished description and (by default) validate it.
 
@@ -296,7 +348,7 @@ def item_from_description(
     """
     from mlm_export.stac.builder import build_item
 
-    item = build_item(described, item_id=item_id, collection=collection)
+    item = build_item(described, item_id=item_id, collection=collection, provenance=provenance)
     if validate:
         from mlm_export.stac.validate import validate_item
 

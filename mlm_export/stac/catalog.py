@@ -57,6 +57,7 @@ from shapely.ops import unary_union
 
 from mlm_export.description import TASKS
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
+from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.validate import read_json_object
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
@@ -348,7 +349,8 @@ def _catalog_item(entry: _Entry, collection_id: str, collection_title: str | Non
     assets = {}
     for key, asset in (document.get("assets") or {}).items():
         asset = dict(asset)
-        asset["href"] = _absolute_href(asset.get("href"), entry.base, f"{where} asset {key!r}")
+        if not is_registry_reference(asset):  # an image in a registry (mlm:container) is no file
+            asset["href"] = _absolute_href(asset.get("href"), entry.base, f"{where} asset {key!r}")
         assets[key] = asset
     document["assets"] = assets
     links: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from referencing.exceptions import Unresolvable
 
 from mlm_export.errors import ItemValidationError, MLMExportError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
+from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.schemas import SchemaStore
 
 if TYPE_CHECKING:
@@ -337,7 +338,7 @@ def _file_problems(document: Mapping[str, Any], base: Path | None, check_files: 
             )
             checksum = None
         href = asset.get("href")
-        if not check_files or not isinstance(href, str) or not _is_local(href):
+        if not check_files or not isinstance(href, str) or not _is_local(href) or is_registry_reference(asset):
             continue
         path = _local_path(href, base)
         if path is None:
