@@ -203,7 +203,7 @@ def test_on_checkpoint_exports_every_checkpoint(tmp_path: Path) -> None:
     for checkpoint, item in zip(files, items, strict=True):
         document = json.loads(item.read_text())
         ids.add(document["id"])
-        (asset,) = document["assets"].values()
+        (asset,) = [a for a in document["assets"].values() if "mlm:model" in a["roles"]]
         assert asset["file:checksum"] == sha256_multihash(checkpoint)
         assert validate_item(item).valid
     assert len(ids) == 2
@@ -251,7 +251,18 @@ def test_bf16_true_precision_gives_bfloat16_inputs(tmp_path: Path) -> None:
 
 def test_only_rank_zero_exports_and_state_round_trips(tmp_path: Path) -> None:
     callback = MLMExportCallback(dirpath=tmp_path)
-    callback.on_fit_end(SimpleNamespace(is_global_zero=False), TinyNet())
+    module = TinyNet()
+    gathered = []  # a sharded strategy's state-dict gather is collective: rank 1 must take part in it
+
+    def gather() -> dict:
+        gathered.append(True)
+        return module.state_dict()
+
+    rank_one = SimpleNamespace(
+        is_global_zero=False, checkpoint_callback=None, strategy=SimpleNamespace(lightning_module_state_dict=gather)
+    )
+    callback.on_fit_end(rank_one, module)
+    assert gathered == [True]
     assert callback.exported == [] and list(tmp_path.iterdir()) == []
     other = MLMExportCallback()
     other.load_state_dict({"exported": ["a.json"], "by_checkpoint": {"a.ckpt": "a.json"}})
