@@ -292,3 +292,34 @@ def test_checkpoint_with_pickled_hparams_is_trusted_with_a_warning(tmp_path: Pat
                   limit_train_batches=1, limit_val_batches=0)  # fmt: skip
     with pytest.raises(UntrustedPickleError):
         fit.fit(TinyNet(optimizer={"mode": Mode.FAST}), datamodule=RandomDataModule())
+
+
+def test_export_option_typo_fails_in_init_before_training() -> None:
+    with pytest.raises(ConfigurationError, match="bbxo") as excinfo:
+        MLMExportCallback(bbxo=[0, 0, 1, 1])
+    assert "bbox" in excinfo.value.hint
+    MLMExportCallback(dataset_hrefs={"train": "https://example.org/d"}, container="ghcr.io/o/m:1")  # known names
+
+
+def test_on_checkpoint_versions_link_and_follow_rotation(tmp_path: Path) -> None:
+    # Keeps the two newest checkpoints: epochs 0 and 1 rotate out as 2 and 3 arrive.
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=2, monitor="step", mode="max")
+    callback = MLMExportCallback(on="checkpoint", version_template="e{epoch}s{step}", deprecate=True)
+    run_fit(
+        trainer(tmp_path, [callback, checkpoints], max_epochs=4, limit_train_batches=1, limit_val_batches=0),
+        TinyNet(),
+        RandomDataModule(),
+    )
+    items = sorted((tmp_path / "ckpt").glob("*.json"))
+    assert [p.name for p in items] == ["epoch=2-step=3.json", "epoch=3-step=4.json"]
+    older, newer = (json.loads(p.read_text()) for p in items)
+    assert older["properties"]["version"] == "e2s3" and newer["properties"]["version"] == "e3s4"
+    assert older["properties"]["deprecated"] is True and "deprecated" not in newer["properties"]
+    rels = {link["rel"]: link["href"] for link in older["links"] if link["rel"].endswith("-version")}
+    assert rels == {"successor-version": "./epoch=3-step=4.json", "latest-version": "./epoch=3-step=4.json"}
+    rels = {link["rel"]: link["href"] for link in newer["links"] if link["rel"].endswith("-version")}
+    assert rels == {"predecessor-version": "./epoch=2-step=3.json"}  # epoch 1's Item is gone: no link to it
+    for path in items:
+        report = validate_item(path)
+        assert report.valid, report.problems
+        assert "https://stac-extensions.github.io/version/v1.2.0/schema.json" in report.schemas

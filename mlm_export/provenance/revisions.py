@@ -182,10 +182,10 @@ def link_predecessors(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _link(rel: str, target: Path, source: Path, version: str | None) -> dict[str, Any]:
-    href = os.path.relpath(target, source.parent)
+    href = Path(os.path.relpath(target, source.parent)).as_posix()
     href = href if href.startswith("..") else f"./{href}"
     title = f"Version {version}" if version else None
-    return {"rel": rel, "href": Path(href).as_posix(), "type": _JSON, **({"title": title} if title else {})}
+    return {"rel": rel, "href": href, "type": _JSON, **({"title": title} if title else {})}
 
 
 def relink(paths: Sequence[str | os.PathLike[str]], *, deprecate: bool = False) -> None:
