@@ -10,6 +10,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+| batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 """
 
 from __future__ import annotations
@@ -114,12 +115,21 @@ def validate_startup(size_mb: int) -> list[Row]:
              ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
 
 
+def batch_size(size_mb: int) -> list[Row]:
+    import bench_batch_size
+
+    r = bench_batch_size.measure()
+    return [(f"batch-size search vs one forward at the suggestion ({r['batch']})", f"{r['search_s']:.2f} s",
+             f"{r['forward_s'] * 1e3:.1f} ms", r["ratio"], "<= 20", r["ratio"] <= 20)]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "batch_size": batch_size,
 }
 
 
