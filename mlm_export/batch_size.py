@@ -6,7 +6,8 @@ stops it, or throughput gains less than 5 % over two doublings. The suggestion i
 90 % of the best measured throughput.
 
 Memory per batch: on CUDA ``torch.cuda.max_memory_allocated`` during the warm-up (above what was allocated before);
-on the CPU the bytes of every module output (the activations) plus the inputs, summed by forward hooks.
+on the CPU the bytes of every module output (the activations) plus the inputs, summed by forward hooks
+(TorchScript takes no hooks: inputs and final outputs only, a lower bound).
 The default budget is 80 % of the free CUDA memory (``torch.cuda.mem_get_info``), or half of the available RAM.
 
 What was measured goes next to the suggestion, in ``mlm:hyperparameters`` (not ``mlm:accelerator*``, which say
@@ -166,21 +167,37 @@ def _module_of(model: Any, described: ModelDescription, options: Any) -> Any:
     return load_artifact(artifact.path, str(artifact.artifact_type), options)
 
 
-def _activation_bytes(module: Any, inputs: list[Any]) -> int:
-    """Bytes of the inputs and of every module's tensor outputs in one forward (the CPU memory estimate)."""
+def _tensor_bytes(output: Any) -> int:
     import torch
 
-    total = sum(t.numel() * t.element_size() for t in inputs)
+    if isinstance(output, torch.Tensor):
+        return output.numel() * output.element_size()
+    if isinstance(output, dict):
+        return sum(_tensor_bytes(v) for v in output.values())
+    if isinstance(output, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in output)
+    return 0
+
+
+def _activation_bytes(module: Any, inputs: list[Any]) -> int:
+    """Bytes of the inputs and of every module's tensor outputs in one forward (the CPU memory estimate).
+
+    TorchScript modules take no forward hooks: their estimate is the inputs and the final outputs only.
+    """
+    total = _tensor_bytes(inputs)
     handles = []
 
     def hook(_module: Any, _args: Any, output: Any) -> None:
         nonlocal total
-        for tensor in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
+        total += _tensor_bytes(output)
 
-    for child in module.modules():
-        handles.append(child.register_forward_hook(hook))
+    try:
+        for child in module.modules():
+            handles.append(child.register_forward_hook(hook))
+    except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
+        for handle in handles:
+            handle.remove()
+        return total + _tensor_bytes(module(*inputs))
     try:
         module(*inputs)
     finally:
