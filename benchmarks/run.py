@@ -10,6 +10,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+| card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 """
 
@@ -115,6 +116,12 @@ def validate_startup(size_mb: int) -> list[Row]:
              ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
 
 
+def card(size_mb: int) -> list[Row]:
+    import bench_card
+
+    r = bench_card.measure(5000, 3)
+    return [("render_card HTML, 5,000 classes vs json.dumps of the Item", f"{r['html_s'] * 1e3:.0f} ms",
+             f"{r['baseline_s'] * 1e3:.0f} ms", r["html_s"] / r["baseline_s"], "< 1 s", r["html_s"] < 1.0)]  # fmt: skip
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -129,6 +136,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "card": card,
     "batch_size": batch_size,
 }
 

@@ -209,7 +209,7 @@ def _activation_bytes(module: Any, inputs: list[Any]) -> int:
 def _runner(module: Any, shapes: list[tuple[tuple[int, ...], str]], device: Any) -> Callable[[int], int]:
     import torch
 
-    from mlm_export.adapters.torch import _TORCH_DTYPES
+    from mlm_export.adapters.torch.runner import _TORCH_DTYPES
 
     def run(batch: int) -> int:
         generator = torch.Generator(device="cpu").manual_seed(0)
@@ -243,7 +243,7 @@ def measured_batch_size(
     """
     import torch
 
-    from mlm_export.adapters.torch import _dry_run_state, _resolve_device
+    from mlm_export.adapters.torch.runner import _dry_run_state, _resolve_device
 
     if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
                                       or memory_budget <= 0):  # fmt: skip

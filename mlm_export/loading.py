@@ -218,11 +218,34 @@ def load_model(
     .. versionadded:: 0.1
     """
     artifact = model_artifact(item, asset_key)
-    verify_artifact(artifact)
+    members, index = _shard_set(item, artifact)
+    for member in members:  # every shard of a sharded checkpoint, and its index
+        verify_artifact(member)
     options = ExportOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
-    return _loader(artifact.artifact_type).load_artifact(artifact.path, artifact.artifact_type, options)
+    return _loader(artifact.artifact_type).load_artifact(index or artifact.path, artifact.artifact_type, options)
+
+
+#: Asset key of a sharded checkpoint's index (:mod:`mlm_export.adapters.torch.sharded`).
+SHARD_INDEX_KEY = "weights-index"
+
+
+def _shard_set(item: Any, artifact: ModelArtifact) -> tuple[list[ModelArtifact], Path | None]:
+    """Every shard and the index of a sharded checkpoint (an asset :data:`SHARD_INDEX_KEY`), else ``[artifact]``."""
+    document, _base = _item_document(item)
+    assets = document.get("assets") or {}
+    index = assets.get(SHARD_INDEX_KEY)
+    if not isinstance(index, Mapping) or not isinstance(index.get("href"), str):
+        return [artifact], None
+    members = [model_artifact(item, key) for key, a in assets.items() if "mlm:model" in (a.get("roles") or [])]
+    index_path = artifact.path.parent / Path(urlparse(index["href"]).path).name  # shards and index are siblings
+    if not index_path.is_file():
+        raise ArtifactNotFoundError(f"Index '{index_path}' of the sharded checkpoint does not exist.", hint="Fetch it.")
+    members.append(
+        ModelArtifact(SHARD_INDEX_KEY, index_path, "index", index.get("file:size"), index.get("file:checksum"))
+    )
+    return members, index_path
 
 
 def _check_shape(declared: Sequence[int], dim_order: Sequence[str]) -> tuple[int, ...]:

@@ -32,8 +32,11 @@ class Provenance:
         """Add the assets, fields, links and extensions to a built ``pystac.Item``."""
         import pystac
 
+        if self.source_code is not None and self.source_code.href is None:
+            hyper = item.properties.setdefault("mlm:hyperparameters", {})
+            hyper.update(self.source_code.hyperparameters())
         for key, content in ((SOURCE_CODE_KEY, self.source_code), (CONTAINER_KEY, self.container)):
-            if content is not None:
+            if content is not None and (key != SOURCE_CODE_KEY or self.source_code.href is not None):
                 item.add_asset(key, pystac.Asset.from_dict(content.asset_dict()))
         apply_revision(item, self.version, self.previous)
         self.science.apply(item)

@@ -6,8 +6,9 @@ module's file decides the href:
 * inside a git work tree with a remote: the raw contents of the file **at the current commit** (``text/x-python``,
   for GitHub, GitLab and Bitbucket remotes; the repository page at that commit otherwise), the remote normalised to
   https without credentials. Uncommitted changes to the file draw a warning and a note in the asset description.
-* inside a git work tree without a remote: the commit is recorded in the description, the href is the local file
-  (made relative by :func:`mlm_export.save_item`), and a warning says there is no public URL.
+* inside a git work tree without a remote: no asset (a local path is no URL, and could not be published); the
+  entrypoint, the commit and the file's path in the repository go to ``mlm:hyperparameters``
+  (``source_code.entrypoint``, ``source_code.commit``, ``source_code.path``) and a warning says so.
 * an installed package (torchgeo, timm, torchvision, smp...): the project's repository from the package metadata
   (``Project-URL`` / ``Home-page``), ``text/html``, with the installed version in the description. No tag URL is
   guessed.
@@ -27,6 +28,7 @@ import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,21 @@ class SourceCode:
     """What the source-code asset says: entrypoint, href, media type and how the href was found."""
 
     entrypoint: str
-    href: str
+    #: None when there is no public URL (a repository without remote): then no asset is written.
+    href: str | None
     media_type: str
     description: str
     commit: str | None = None
     package_version: str | None = None
     dirty: bool = False
+    #: Path of the file in its repository (when it is in a git work tree).
+    path: str | None = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """``mlm:hyperparameters`` entries for code without a public URL: entrypoint, commit and path."""
+        values = {"source_code.entrypoint": self.entrypoint, "source_code.commit": self.commit}
+        values["source_code.path"] = self.path
+        return {k: v for k, v in values.items() if v is not None}
 
     def asset_dict(self) -> dict[str, Any]:
         """The STAC asset object (key :data:`SOURCE_CODE_KEY`)."""
@@ -214,16 +225,32 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
     repository = https_remote(remote_url) if remote_url else None
     if repository is None:
         warnings.warn(
-            f"The git repository {top} has no public remote: the mlm:source_code asset records commit "
-            f"{commit[:12]} and the local file, not a URL. Add a remote (git remote add origin URL) to publish it.",
+            f"The git repository {top} has no public remote: the Item gets no mlm:source_code asset (a local path "
+            f"is no URL); entrypoint {entrypoint} and commit {commit[:12]} go to mlm:hyperparameters "
+            "(source_code.*). Add a remote (git remote add origin URL) to publish the code.",
             stacklevel=4,
         )
-        notes.append("The repository has no public remote")
-        return SourceCode(entrypoint, str(source), PYTHON_MEDIA_TYPE, ". ".join(notes) + ".", commit, dirty=dirty)
+        return SourceCode(
+            entrypoint, None, PYTHON_MEDIA_TYPE, ". ".join(notes) + ".", commit, dirty=dirty, path=relative
+        )
     raw = raw_file_url(repository, commit, relative)
     href, media_type = (raw, PYTHON_MEDIA_TYPE) if raw else (f"{repository}/tree/{commit}", HTML_MEDIA_TYPE)
     notes.insert(0, f"Repository {repository}")
-    return SourceCode(entrypoint, href, media_type, ". ".join(notes) + ".", commit, dirty=dirty)
+    return SourceCode(entrypoint, href, media_type, ". ".join(notes) + ".", commit, dirty=dirty, path=relative)
+
+
+def entrypoint_of_item(document: Mapping[str, Any]) -> str | None:
+    """The recorded entrypoint of an Item dict (None when there is none).
+
+    The ``mlm:source_code`` asset's ``mlm:entrypoint``, else ``source_code.entrypoint`` in ``mlm:hyperparameters``
+    (code without a public URL). Importing it runs code: callers gate it (``trust_code``).
+    """
+    asset = (document.get("assets") or {}).get(SOURCE_CODE_KEY)
+    if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
+        return asset["mlm:entrypoint"]
+    hyper = (document.get("properties") or {}).get("mlm:hyperparameters")
+    value = hyper.get("source_code.entrypoint") if isinstance(hyper, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def _distribution_of(module_name: str) -> importlib.metadata.Distribution | None:
@@ -277,6 +304,7 @@ __all__ = [
     "SourceCode",
     "describe_source_code",
     "entrypoint_of",
+    "entrypoint_of_item",
     "git_source",
     "https_remote",
     "package_source",

@@ -11,10 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from git_repos import make_repo_fixture  # noqa: E402, F401 - registers the make_repo fixture
+
 from mlm_export import export_item, save_item, validate_item  # noqa: E402
 from mlm_export.provenance.source_code import (  # noqa: E402
     SOURCE_CODE_KEY,
     describe_source_code,
+    entrypoint_of_item,
     https_remote,
     raw_file_url,
 )
@@ -61,15 +64,22 @@ def test_untracked_file_warns(make_repo) -> None:
     assert found is not None and found.dirty and "not committed" in found.description
 
 
-def test_repository_without_remote_records_the_commit_and_no_url(make_repo) -> None:
+def test_repository_without_remote_records_the_commit_and_no_url(make_repo, tmp_path: Path) -> None:
     repo = make_repo(None)
     commit = repo.git("rev-parse", "HEAD")
     with pytest.warns(UserWarning, match="no public remote"):
         found = describe_source_code(repo.module.Net())
-    assert found is not None and found.commit == commit
-    assert commit in found.description and "no public remote" in found.description
-    assert not found.href.startswith(("http:", "https:"))
-    assert Path(found.href) == (repo.root / repo.relative_path).resolve()
+    assert found is not None and found.commit == commit and found.href is None
+    with pytest.warns(UserWarning, match="no public remote"):
+        item = export_item(
+            repo.module.Net(), input_shape=[-1, 3, 8, 8], tasks=["classification"], artifact_dir=tmp_path
+        )
+    assert SOURCE_CODE_KEY not in item.assets  # no URL, no asset (a local path could not be published)
+    hyper = item.properties["mlm:hyperparameters"]
+    assert hyper["source_code.commit"] == commit
+    assert hyper["source_code.entrypoint"] == f"{repo.package}.models:Net" == entrypoint_of_item(item.to_dict())
+    assert hyper["source_code.path"] == repo.relative_path
+    assert validate_item(item).valid
 
 
 def test_installed_package_links_its_repository_with_the_installed_version() -> None:

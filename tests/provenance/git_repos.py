@@ -1,4 +1,4 @@
-"""Real git repositories in temporary directories holding a small importable PyTorch model module."""
+"""Real git repositories in temporary directories holding a small importable PyTorch model module (fixture)."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def git(root: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture
-def make_repo(tmp_path: Path) -> Iterator[Callable[..., ModelRepo]]:
+@pytest.fixture(name="make_repo")
+def make_repo_fixture(tmp_path: Path) -> Iterator[Callable[..., ModelRepo]]:
     """Factory: ``make_repo(remote=None, commit=True)`` -> a fresh repo with a uniquely named package."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
