@@ -323,3 +323,17 @@ def test_on_checkpoint_versions_link_and_follow_rotation(tmp_path: Path) -> None
         report = validate_item(path)
         assert report.valid, report.problems
         assert "https://stac-extensions.github.io/version/v1.2.0/schema.json" in report.schemas
+
+
+def test_partitioned_weights_are_gathered_into_a_full_copy() -> None:
+    from mlm_export.integrations.lightning import gathered_module
+
+    full = TinyNet()
+    partitioned = TinyNet()
+    partitioned.net[0].weight = nn.Parameter(torch.empty(0))  # what a ZeRO-3 rank holds of a sharded parameter
+    strategy = SimpleNamespace(lightning_module_state_dict=full.state_dict)
+    module = gathered_module(SimpleNamespace(is_global_zero=True, strategy=strategy), partitioned)
+    assert module is not partitioned and partitioned.net[0].weight.numel() == 0  # the trained module is untouched
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), full.state_dict().values(), strict=True))
+    same = gathered_module(SimpleNamespace(is_global_zero=True, strategy=strategy), full)
+    assert same is full  # nothing sharded: no copy

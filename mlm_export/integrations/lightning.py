@@ -363,8 +363,17 @@ def gathered_module(trainer: Any, pl_module: Any) -> Any:
     own = pl_module.state_dict()
     if own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own):
         return pl_module
+    import torch
+
     full = copy.deepcopy(pl_module)
-    full.load_state_dict(state)
+    for name, tensor in state.items():  # set each tensor: the partitioned ones have other shapes than the full ones
+        owner_name, _, attribute = name.rpartition(".")
+        owner = full.get_submodule(owner_name)
+        current = getattr(owner, attribute, None)
+        if isinstance(current, torch.nn.Parameter):
+            setattr(owner, attribute, torch.nn.Parameter(tensor.detach().clone(), current.requires_grad))
+        else:
+            setattr(owner, attribute, tensor.detach().clone())
     return full
 
 

@@ -128,13 +128,13 @@ def describe_source_code(model: Any = None, *, model_class: Any = None) -> Sourc
         warnings.warn(
             f"{name} is defined in __main__, a notebook or a function: it has no importable entrypoint, so the "
             "Item gets no mlm:source_code asset. Move it into a module to record its source code.",
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
     module = sys.modules.get(target.__module__)
     source = _module_file(module)
     if source is None:
-        warnings.warn(f"{entrypoint}: its module has no source file; no mlm:source_code asset.", stacklevel=3)
+        warnings.warn(f"{entrypoint}: its module has no source file; no mlm:source_code asset.", stacklevel=4)
         return None
     in_git = git_source(source, entrypoint)
     if in_git is not None:
@@ -218,7 +218,7 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
         warnings.warn(
             f"{relative} {change} in {top}: the mlm:source_code asset points at commit {commit[:12]}, which "
             "differs from the code that built this model. Commit it and export again.",
-            stacklevel=4,
+            stacklevel=5,
         )
     remote_name = (_git(directory, "remote") or "").splitlines()
     remote_url = _git(directory, "remote", "get-url", remote_name[0]) if remote_name else None
@@ -228,7 +228,7 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
             f"The git repository {top} has no public remote: the Item gets no mlm:source_code asset (a local path "
             f"is no URL); entrypoint {entrypoint} and commit {commit[:12]} go to mlm:hyperparameters "
             "(source_code.*). Add a remote (git remote add origin URL) to publish the code.",
-            stacklevel=4,
+            stacklevel=5,
         )
         return SourceCode(
             entrypoint, None, PYTHON_MEDIA_TYPE, ". ".join(notes) + ".", commit, dirty=dirty, path=relative
@@ -290,7 +290,7 @@ def package_source(source: Path, entrypoint: str) -> SourceCode | None:
         warnings.warn(
             f"{entrypoint} comes from {source}, which is neither in a git work tree nor an installed package "
             "naming its repository: the Item gets no mlm:source_code asset.",
-            stacklevel=4,
+            stacklevel=5,
         )
         return None
     name, version = distribution.metadata["Name"], distribution.version
