@@ -34,6 +34,7 @@ from mlm_export.adapters.torch.runner import (
     _Runner,
     _single_device,
 )
+from mlm_export.adapters.torch.sharded import with_parallel_digests
 from mlm_export.adapters.torch.sources import _load_source, _Loaded
 from mlm_export.description import Artifact, InputSpec, ModelDescription, OutputSpec
 from mlm_export.errors import (
@@ -211,7 +212,8 @@ def _describe_loaded(
         **_accelerator(device),
     )
     if loaded.artifact is not None and fmt is None:
-        artifacts.extend([loaded.artifact, *loaded.more_artifacts])
+        sources = [loaded.artifact, *loaded.more_artifacts]
+        artifacts.extend(with_parallel_digests(sources) if loaded.more_artifacts else sources)  # shards: in parallel
     else:
         artifact, write_notes = _write_artifact(loaded, module, runner, result, options, fmt, description)
         artifacts.append(artifact)

@@ -160,8 +160,20 @@ def hash_in_parallel(paths: tuple[Path, ...], workers: int | None = None) -> dic
         return dict(zip(paths, digests, strict=True))
 
 
-def shard_artifacts(checkpoint: ShardedCheckpoint, digests: dict[Path, FileDigest] | None = None) -> list[Artifact]:
-    """One asset per shard (``mlm:model`` + ``mlm:weights``) and one for the index, hashed when ``digests`` say."""
+def with_parallel_digests(artifacts: list[Artifact]) -> list[Artifact]:
+    """``artifacts`` with ``file:size``/``file:checksum`` filled, their files hashed in parallel."""
+    todo = tuple(Path(a.path) for a in artifacts if a.path is not None and a.file_checksum is None)
+    digests = hash_in_parallel(todo) if todo else {}
+    return [
+        replace(a, file_size=digests[Path(a.path)].size, file_checksum=digests[Path(a.path)].checksum)
+        if a.path is not None and Path(a.path) in digests
+        else a
+        for a in artifacts
+    ]
+
+
+def shard_artifacts(checkpoint: ShardedCheckpoint) -> list[Artifact]:
+    """One asset per shard (``mlm:model`` + ``mlm:weights``) and one for the index (not hashed yet)."""
     info = _FORMATS[checkpoint.fmt]
     count = len(checkpoint.shards)
     artifacts = []
@@ -185,13 +197,6 @@ def shard_artifacts(checkpoint: ShardedCheckpoint, digests: dict[Path, FileDiges
             title=f"{checkpoint.index.name}: which shard holds each tensor",
         )
     )
-    if digests:
-        artifacts = [
-            replace(a, file_size=digests[Path(a.path)].size, file_checksum=digests[Path(a.path)].checksum)
-            if Path(str(a.path)) in digests
-            else a
-            for a in artifacts
-        ]
     return artifacts
 
 
@@ -220,4 +225,5 @@ __all__ = [
     "read_sharded",
     "shard_artifacts",
     "state_dict_loader",
+    "with_parallel_digests",
 ]

@@ -27,7 +27,6 @@ from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
 from mlm_export.adapters.torch.sharded import (
-    hash_in_parallel,
     is_shard_index,
     read_sharded,
     shard_artifacts,
@@ -446,12 +445,11 @@ def _load_sharded(index: Path, options: ExportOptions) -> _Loaded:
             f"{summary}, but shards hold no architecture to run: model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
         )
-    digests = hash_in_parallel((*checkpoint.shards, index))
     module, notes = _rebuild(index, state_dict_loader(checkpoint), {}, options, header=checkpoint.header)
     loaded = _from_module(module)
     loaded.path = index
     loaded.notes.extend([f"{summary}.", *notes])
-    first, *rest = shard_artifacts(checkpoint, digests)
+    first, *rest = shard_artifacts(checkpoint)  # hashed (in parallel) only when described, not when loaded
     loaded.artifact = first
     loaded.more_artifacts = rest
     return loaded
