@@ -104,8 +104,11 @@ def _model_target(model: Any, model_class: Any) -> Any:
             ) from exc
     if model_class is not None:
         return model_class
-    if model is None or isinstance(model, (str, bytes, os.PathLike)):
-        return None
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return None  # a file, an ONNX graph, an ExportedProgram: no Python class builds it
+    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        return None  # compiled: runs without its source code (its class is TorchScript's or fx's own)
     return type(model)
 
 
@@ -113,7 +116,8 @@ def describe_source_code(model: Any = None, *, model_class: Any = None) -> Sourc
     """Find the source code of ``model`` (its class) or of ``model_class``.
 
     Args:
-        model: an in-memory model (its class is used) or a model file (then only ``model_class`` speaks).
+        model: an in-memory ``nn.Module`` (its class is used); for files, ONNX graphs and compiled modules
+            (TorchScript, fx, ``ExportedProgram``) only ``model_class`` speaks.
         model_class: a class or factory, or ``"pkg.module:Class"``; wins over the model's class.
 
     Returns:

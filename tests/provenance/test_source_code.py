@@ -169,3 +169,10 @@ def test_model_kwargs_that_are_not_json_are_left_out_with_a_warning(make_repo, t
             artifact_dir=tmp_path,
         )
     assert "model_kwargs" not in item.properties.get("mlm:hyperparameters", {})
+
+
+def test_compiled_models_and_files_have_no_class_of_their_own() -> None:
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    traced = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    for source in (scripted, traced, "weights.safetensors", object()):
+        assert describe_source_code(source) is None
