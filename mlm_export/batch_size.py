@@ -209,13 +209,13 @@ def _activation_bytes(module: Any, inputs: list[Any]) -> int:
 def _runner(module: Any, shapes: list[tuple[tuple[int, ...], str]], device: Any) -> Callable[[int], int]:
     import torch
 
-    from mlm_export.adapters.torch.runner import _TORCH_DTYPES
+    from mlm_export.tensors import ELEMENT_OF
 
     def run(batch: int) -> int:
         generator = torch.Generator(device="cpu").manual_seed(0)
         inputs = []
         for shape, data_type in shapes:
-            dtype = getattr(torch, _TORCH_DTYPES.get(data_type, "float32"))
+            dtype = getattr(torch, ELEMENT_OF.get(data_type, "float32"))
             size = (batch, *shape[1:])
             tensor = torch.rand(size, generator=generator) if dtype.is_floating_point else torch.zeros(size)
             inputs.append(tensor.to(device=device, dtype=dtype))

@@ -27,7 +27,10 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 def _cmd_validate(args: argparse.Namespace) -> int:
     from mlm_export.stac.validate import validate_item
 
-    reports = [validate_item(path, args.schema_dir, check_files=not args.no_check_files) for path in args.files]
+    reports = [
+        validate_item(path, args.schema_dir, check_files=not args.no_check_files, allow_outside=args.allow_outside)
+        for path in args.files
+    ]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
@@ -39,6 +42,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 for problem in report.problems:
                     print(f"  - {problem}")
     return EXIT_OK if all(r.valid for r in reports) else EXIT_INVALID
+
+
+def _add_allow_outside(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-outside", action="append", default=[], metavar="DIR",
+        help="directory besides the item's own that its local hrefs may point into (repeatable)",
+    )  # fmt: skip
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -53,6 +63,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             model_kwargs=kwargs,
             trust_pickle=args.trust_pickle,
             device=args.device,
+            verify=not args.no_verify,
+            allow_outside=args.allow_outside,
         )
     print(report)
     return EXIT_OK if report.ok else EXIT_INVALID
@@ -293,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema-dir", default=None, help="offline schema directory (default: $MLM_EXPORT_SCHEMA_DIR or user cache)"
     )
     validate.add_argument("--no-check-files", action="store_true", help="do not hash local asset files")
+    _add_allow_outside(validate)
     validate.set_defaults(handler=_cmd_validate)
 
     export = commands.add_parser(
@@ -337,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of --model-class, as JSON")
     check.add_argument("--trust-pickle", action="store_true", help="allow unpickling code (trusted files only)")
     check.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    check.add_argument("--no-verify", action="store_true", help="load a model file the item gives no checksum for")
+    _add_allow_outside(check)
     check.set_defaults(handler=_cmd_check)
 
     catalog = commands.add_parser(
@@ -359,9 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     from mlm_export.cli_stac import add_parsers as add_stac_parsers
 
     add_stac_parsers(commands)  # search, publish, serve-api
+
     from mlm_export import cli_card
 
     cli_card.add_parser(commands)
+
+    from mlm_export import cli_get
+
+    cli_get.add_parser(commands)  # get
     return parser
 
 

@@ -17,11 +17,11 @@ from urllib.parse import urlparse
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.errors import (
-    ArtifactNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
     ItemValidationError,
     UnsupportedSourceError,
+    UnverifiedArtifactError,
 )
 from mlm_export.hashing import hash_file
 from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
@@ -91,35 +91,92 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _item_document(item: Any) -> tuple[dict[str, Any], Path | None]:
-    if isinstance(item, (str, os.PathLike)):
-        from mlm_export.stac.validate import read_item_document
+def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[str, Any], _HrefBase]:
+    """The Item's JSON (structure checked) and where its hrefs may point; a remote Item is fetched first."""
+    from mlm_export.stac.io import read_item_document, require_structure
+    from mlm_export.transfer import fetch_item_document, is_remote, self_url
 
-        document, base, _ = read_item_document(item)
-        return document, base
-    if isinstance(item, Mapping):
-        return dict(item), None
-    if hasattr(item, "to_dict"):
-        self_href = item.get_self_href()
-        base = Path(self_href).parent if self_href and urlparse(self_href).scheme in ("", "file") else None
-        return item.to_dict(include_self_link=False, transform_hrefs=False), base
-    raise ConfigurationError(
-        f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
-        hint="Pass the Item returned by export_item or the path of its JSON file.",
-    )
+    if not isinstance(item, (str, os.PathLike, Mapping)) and not hasattr(item, "to_dict"):
+        raise ConfigurationError(
+            f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
+            hint="Pass the Item returned by export_item or the path of its JSON file.",
+        )
+    if isinstance(item, str) and is_remote(item):
+        document, base, location = fetch_item_document(item), None, item
+    else:
+        document, base, location = read_item_document(item)
+    require_structure(document, f"Item {location}" if location else "The item")
+    remote = location if location and is_remote(location) else self_url(document) if base is None else None
+    return document, _HrefBase(base, location is not None, tuple(allow_outside), remote)
+
+
+@dataclass(frozen=True)
+class _HrefBase:
+    """Where hrefs resolve: the Item's directory (hrefs confined to it) or its URL, and what else is allowed."""
+
+    directory: Path | None
+    confine: bool
+    allow_outside: tuple[Any, ...] = ()
+    remote: str | None = None
+
+
+def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path:
+    """The local file of asset ``key``: a file inside the Item's directory, or the verified download of a URL.
+
+    Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
+    cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
+    """
+    from mlm_export.adapters.archive_safety import require_regular_file
+    from mlm_export.stac.io import outside_message, resolve_href
+    from mlm_export.transfer import fetch_artifact, is_remote
+    from mlm_export.transfer import resolve_href as resolve_url
+
+    href = str(asset["href"])
+    if is_remote(href) or (where.remote is not None and urlparse(href).scheme == ""):
+        url = resolve_url(href, where.remote)
+        beside = resolve_href(f"./{Path(urlparse(url).path).name}", where.directory) if where.directory else None
+        if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
+            return beside.path  # exported with href_base: the file sits next to the Item
+        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
+    resolved = resolve_href(href, where.directory, allow_outside=where.allow_outside, confine=where.confine)
+    if resolved.kind in ("remote", "registry"):
+        raise ConfigurationError(
+            f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
+            hint="Point the href at a file, an http(s):// or an s3:// URL.",
+        )
+    if resolved.kind == "unresolved" or resolved.path is None:
+        raise ConfigurationError(
+            f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
+            hint="Pass the path of the item JSON file instead of a dict.",
+        )
+    if resolved.kind == "outside":
+        raise ItemValidationError(
+            f"Asset {key!r}: {outside_message(resolved, where.directory)}.",
+            hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory you "
+            "trust.",
+        )
+    return require_regular_file(resolved.path, f"Model file of asset {key!r}")
 
 
 def model_artifact(
-    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str], asset_key: str | None = None
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    asset_key: str | None = None,
+    *,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> ModelArtifact:
     """Find the ``mlm:model`` asset of ``item`` (or ``asset_key``) and resolve it to a local file.
 
+    A local href must resolve (``..`` and symlinks followed) inside the Item's directory or ``allow_outside``.
+
     Raises:
-        ItemValidationError: the item has no ``mlm:model`` asset or it has no ``mlm:artifact_type``.
+        ItemValidationError: the item is malformed, has no ``mlm:model`` asset, the asset has no
+            ``mlm:artifact_type``, or its href points outside the allowed directories.
         ArtifactNotFoundError: the asset's file does not exist.
-        ConfigurationError: the asset is remote (download it first).
+        ArtifactLoadError: the href names a directory, FIFO or other non-regular file.
+        ChecksumMismatchError: a downloaded artifact differs from ``file:size``/``file:checksum``.
+        DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
-    document, base = _item_document(item)
+    document, where = _item_document(item, allow_outside)
     assets = document.get("assets") or {}
     if asset_key is not None:
         if asset_key not in assets:
@@ -134,23 +191,7 @@ def model_artifact(
     artifact_type = asset.get("mlm:artifact_type")
     if not artifact_type:
         raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    href = asset["href"]
-    parsed = urlparse(href)
-    if parsed.scheme not in ("", "file"):
-        raise ConfigurationError(
-            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
-            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
-        )
-    path = Path(parsed.path if parsed.scheme == "file" else href)
-    if not path.is_absolute():
-        if base is None:
-            raise ConfigurationError(
-                f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
-                hint="Pass the path of the item JSON file instead of a dict.",
-            )
-        path = base / path
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"Model file '{path}' of asset {key!r} does not exist.", hint="Check the href.")
+    path = _artifact_path(key, asset, where)
     return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
 
 
@@ -159,7 +200,15 @@ def verify_artifact(artifact: ModelArtifact) -> None:
 
     Raises:
         ChecksumMismatchError: the size or the checksum differ.
+        UnverifiedArtifactError: the item records no sha2-256 ``file:checksum`` (pass ``verify=False`` to the
+            caller to load it anyway).
     """
+    if artifact.checksum is None or not artifact.checksum.startswith("1220"):
+        raise UnverifiedArtifactError(
+            f"Model file '{artifact.path}' of asset {artifact.key!r} cannot be verified: the item records no "
+            "sha2-256 file:checksum, so a swapped file would load unnoticed; not loading it.",
+            hint="Pass verify=False (--no-verify) only if you trust the file itself.",
+        )
     actual_size = artifact.path.stat().st_size
     if artifact.size is not None and artifact.size != actual_size:
         raise ChecksumMismatchError(
@@ -196,16 +245,23 @@ def load_model(
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
     """Load the model an Item publishes, after verifying its size and checksum.
 
     Args:
-        item: a ``pystac.Item``, a dict or the path of an Item JSON file.
+        item: a ``pystac.Item`` (e.g. a pystac-client hit), a dict, the path of an Item JSON file or its
+            ``http(s)://``/``s3://`` URL. Remote artifacts are downloaded into the verified cache
+            (:mod:`mlm_export.artifact_cache`) first.
         asset_key: the asset to load (default: the first with role ``mlm:model``).
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.
         trust_pickle: allow unpickling arbitrary objects (trusted files only).
         device: where a PyTorch model is placed (ONNX: the execution provider follows it).
+        verify: refuse a file whose size or sha2-256 differ from the Item, or that the Item gives no checksum for.
+            ``False`` loads it unchecked (trusted files only).
+        allow_outside: directories besides the Item's own that its local hrefs may point into.
 
     Returns:
         An ``nn.Module`` (for weights, TorchScript and ``torch.export`` artifacts) or an
@@ -217,10 +273,11 @@ def load_model(
 
     .. versionadded:: 0.1
     """
-    artifact = model_artifact(item, asset_key)
-    members, index = _shard_set(item, artifact)
-    for member in members:  # every shard of a sharded checkpoint, and its index
-        verify_artifact(member)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    members, index = _shard_set(item, artifact, allow_outside)
+    if verify:
+        for member in members:  # every shard of a sharded checkpoint, and its index
+            verify_artifact(member)
     options = ExportOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
@@ -231,17 +288,23 @@ def load_model(
 SHARD_INDEX_KEY = "weights-index"
 
 
-def _shard_set(item: Any, artifact: ModelArtifact) -> tuple[list[ModelArtifact], Path | None]:
+def _shard_set(
+    item: Any, artifact: ModelArtifact, allow_outside: Sequence[Any]
+) -> tuple[list[ModelArtifact], Path | None]:
     """Every shard and the index of a sharded checkpoint (an asset :data:`SHARD_INDEX_KEY`), else ``[artifact]``."""
-    document, _base = _item_document(item)
+    document, where = _item_document(item, allow_outside)
     assets = document.get("assets") or {}
     index = assets.get(SHARD_INDEX_KEY)
-    if not isinstance(index, Mapping) or not isinstance(index.get("href"), str):
+    if not isinstance(index, Mapping):
         return [artifact], None
-    members = [model_artifact(item, key) for key, a in assets.items() if "mlm:model" in (a.get("roles") or [])]
-    index_path = artifact.path.parent / Path(urlparse(index["href"]).path).name  # shards and index are siblings
-    if not index_path.is_file():
-        raise ArtifactNotFoundError(f"Index '{index_path}' of the sharded checkpoint does not exist.", hint="Fetch it.")
+    members = [
+        ModelArtifact(
+            key, _artifact_path(key, a, where), a.get("mlm:artifact_type"), a.get("file:size"), a.get("file:checksum")
+        )  # fmt: skip
+        for key, a in assets.items()
+        if isinstance(a, Mapping) and "mlm:model" in (a.get("roles") or [])
+    ]
+    index_path = _artifact_path(SHARD_INDEX_KEY, index, where)
     members.append(
         ModelArtifact(SHARD_INDEX_KEY, index_path, "index", index.get("file:size"), index.get("file:checksum"))
     )
@@ -266,6 +329,8 @@ def check_item(
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
 
@@ -277,8 +342,8 @@ def check_item(
 
     .. versionadded:: 0.1
     """
-    document, _ = _item_document(item)
-    artifact = model_artifact(item, asset_key)
+    document, _ = _item_document(item, allow_outside)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
     model = load_model(
         item,
         asset_key=asset_key,
@@ -286,6 +351,8 @@ def check_item(
         model_kwargs=model_kwargs,
         trust_pickle=trust_pickle,
         device=device,
+        verify=verify,
+        allow_outside=allow_outside,
     )
     props = document.get("properties") or {}
     inputs = [

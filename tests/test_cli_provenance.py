@@ -41,7 +41,9 @@ def test_export_flags_write_provenance(scripted: Path, tmp_path: Path) -> None:
     assert main(["validate", str(first)]) == 0 and main(["validate", str(second)]) == 0
 
 
-def test_malformed_container_is_a_reported_error(scripted: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_malformed_container_is_a_reported_error(
+    scripted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["export", str(scripted), "--input-shape=-1,6", "-o", str(tmp_path / "i.json"),
                  "--container", "https://ghcr.io/x"])  # fmt: skip
     assert code == 1

@@ -160,7 +160,7 @@ def _git(directory: Path, *args: str) -> str | None:
     """Output of ``git -C directory args`` (stripped), or None when git fails or is missing."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(directory), *args],  # noqa: S607 - git from PATH, as a user runs it
+            ["git", "-C", str(directory), *args],
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT_S,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pystac.utils import make_relative_href
-
-from mlm_export.errors import ConfigurationError, OutputError, OutputExistsError
+from mlm_export.errors import ConfigurationError, OutputError
+from mlm_export.files import atomic_write
+from mlm_export.stac.io import decode_href, encode_href
 
 if TYPE_CHECKING:
     import pystac
@@ -36,8 +35,10 @@ def _relative(href: str, item_path: Path) -> str:
     parsed = urlparse(href)
     if parsed.scheme not in ("", "file") or (parsed.scheme == "" and not os.path.isabs(href)):
         return href
-    absolute = parsed.path if parsed.scheme == "file" else href
-    return make_relative_href(absolute, str(item_path))
+    absolute = decode_href(href) if parsed.scheme == "file" else href  # a plain absolute path is a raw path
+    # os.path.relpath, not pystac's make_relative_href: that parses the path as a URL and drops a '#...' tail.
+    relative = Path(os.path.relpath(absolute, item_path.parent)).as_posix()
+    return encode_href(relative if relative.startswith("../") else f"./{relative}")
 
 
 def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -62,58 +63,33 @@ def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.Path
 
 
 def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``document`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+    """Write ``document`` to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
+
+    A symlinked ``path`` is written through: the file it points to is what gets written.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory does not exist or is not writable.
+        OutputError: the directory does not exist or is not writable, or the disk is full.
     """
-    target = Path(path)
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise OutputError(
-            f"Cannot write '{target}': the document is not JSON data ({exc}).",
+            f"Cannot write '{path}': the document is not JSON data ({exc}).",
             hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
         ) from exc
-    return write_text_atomic(text, target, overwrite=overwrite)
+    return write_text_atomic(text, path, overwrite=overwrite)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory and ``os.replace``.
+    """Write ``text`` (UTF-8) to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory does not exist or is not writable.
+        OutputError: the directory does not exist or is not writable, or the disk is full.
     """
-    target = Path(path)
-    if target.is_dir():
-        raise OutputError(f"Output '{target}' is a directory.", hint="Give a file name such as item.json.")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"Output directory '{directory}' does not exist.", hint="Create it first.")
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-        )
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write in '{directory}': {exc.strerror}.", hint="Choose a writable directory."
-        ) from exc
-    try:
-        with handle:
-            handle.write(text)
-        # NamedTemporaryFile creates 0600 files; give the item the mode an ordinary file would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask)
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return target
+    atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+    return Path(path)
 
 
 def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

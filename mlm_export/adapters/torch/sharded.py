@@ -107,7 +107,7 @@ def _shard_header(path: Path, fmt: str) -> dict[str, tuple[tuple[int, ...], str]
         with _loading(path, "a safetensors shard"), safe_open(str(path), framework="numpy") as handle:
             return {
                 key: (tuple(handle.get_slice(key).get_shape()), str(handle.get_slice(key).get_dtype()))
-                for key in handle.keys()  # noqa: SIM118 - safe_open has keys(), not __iter__
+                for key in handle.keys()
             }
     with _loading(path, "a .bin shard"):
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -116,8 +116,10 @@ def _shard_header(path: Path, fmt: str) -> dict[str, tuple[tuple[int, ...], str]
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items() if torch.is_tensor(v)}
 
 
-def read_sharded(index: str | os.PathLike[str]) -> ShardedCheckpoint:
+def read_sharded(index: str | os.PathLike[str], *, check: Callable[[Path], None] | None = None) -> ShardedCheckpoint:
     """Check an index against its folder and its shards' headers (no tensor data is read).
+
+    ``check`` runs on every ``.bin`` shard before ``torch.load`` sees it (the adapter's archive/pickle scan).
 
     Raises:
         ArtifactNotFoundError: the index, or a shard it lists, does not exist.
@@ -139,6 +141,8 @@ def read_sharded(index: str | os.PathLike[str]) -> ShardedCheckpoint:
     shards = tuple(index.parent / n for n in names)
     header: dict[str, tuple[tuple[int, ...], str]] = {}
     for shard in shards:
+        if check is not None and fmt != "safetensors":
+            check(shard)
         held = _shard_header(shard, fmt)
         listed = {k for k, v in weight_map.items() if v == shard.name}
         if held.keys() != listed:
