@@ -253,10 +253,10 @@ def measured_batch_size(
             "suggest_batch_size: the model's batch dimension is fixed, so no batch size can be suggested.",
             hint="Leave suggest_batch_size off for models with a fixed batch size.",
         )
-    device = _resolve_device(options.device)
+    device = _resolve_device(options.load.device)
     module = _module_of(model, described, options)
     budget = memory_budget or default_budget(device)
-    shapes = _input_shapes(described, options.example_input)
+    shapes = _input_shapes(described, options.probe.example_input)
     with _dry_run_state(module, device):
         result = search_batch_size(
             _runner(module, shapes, device), budget=budget, is_oom=lambda e: isinstance(e, torch.OutOfMemoryError)

@@ -80,13 +80,33 @@ def _public_href(href: str, entry: Entry, href_base: str | None, where: str) -> 
     if not path.is_absolute() and entry.base is not None:
         path = entry.base / path
     if path.is_absolute():
-        if entry.base is None or not path.resolve().is_relative_to(entry.base.resolve()):
+        mapped = _href_base_directory(entry)
+        if mapped is None or not path.resolve().is_relative_to(mapped):
             raise ConfigurationError(
                 f"{where} points at {href!r}, outside the Item's directory; href_base cannot map it to a URL.",
                 hint="Keep the artifacts next to the Item (mlm-export export does), or use upload_to=.",
             )
-        path = path.resolve().relative_to(entry.base.resolve())
+        path = path.resolve().relative_to(mapped)
     return f"{href_base.rstrip('/')}/{encode_href(path.as_posix().lstrip('./'))}"
+
+
+def _href_base_directory(entry: Entry) -> Path | None:
+    """The directory ``href_base`` is the URL of: the catalog's for an Item of a local catalog, else the Item's.
+
+    An Item of a catalog written by :func:`~mlm_export.stac.collection.build_catalog` has a relative ``root`` link
+    to the catalog's ``collection.json``; its artifacts lie in ``<catalog>/<item id>/``, so one ``href_base`` (the
+    catalog directory's URL) serves every Item of the catalog.
+    """
+    if entry.base is None:
+        return None
+    base = entry.base.resolve()
+    for link in entry.document.get("links") or []:
+        href = link.get("href") if isinstance(link, Mapping) and link.get("rel") == "root" else None
+        if isinstance(href, str) and _is_local(href) and not os.path.isabs(decode_href(href)):
+            root = (base / decode_href(href)).resolve()
+            if root.is_file() and root.parent != base and base.is_relative_to(root.parent):
+                return root.parent
+    return base
 
 
 def _api_document(entry: Entry, collection_id: str, href_base: str | None, api_url: str) -> dict[str, Any]:
@@ -149,7 +169,7 @@ def prepare_items(
 
     if isinstance(items, (str, os.PathLike, Mapping)) or hasattr(items, "to_dict"):
         items = [items]  # type: ignore[list-item]
-    entries = [read_entry(item) for item in items]  # type: ignore[union-attr]
+    entries = [read_entry(item, copy_dict=False) for item in items]  # type: ignore[union-attr] # never modified
     if not entries:
         raise ConfigurationError("items: nothing to publish; pass at least one model Item.")
     seen: dict[str, str] = {}
@@ -158,14 +178,12 @@ def prepare_items(
         if item_id in seen:
             raise ConfigurationError(f"items: {seen[item_id]} and {entry.source} have the same id {item_id!r}.")
         seen[item_id] = entry.source
-    for entry in entries:
+    for entry in entries:  # once per Item: the rewriting below only puts URL strings in hrefs and one link
         original = entry.href if entry.href and entry.base is not None else entry.document
         raise_invalid(validate_item(original, schema_dir, check_files=True), entry.source, "Nothing was sent.")
     if upload_to is not None:
         entries = [_uploaded(entry, upload_to, href_base) for entry in entries]
     documents = [_api_document(entry, collection_id, href_base, api_url) for entry in entries]
-    for entry, document in zip(entries, documents, strict=True):
-        raise_invalid(validate_item(document, schema_dir, check_files=False), entry.source, "Nothing was sent.")
     return entries, documents
 
 

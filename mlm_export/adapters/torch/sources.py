@@ -177,7 +177,7 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         return _load_sharded(path, options)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
-    check_torch_file(path, trust_pickle=options.trust_pickle)  # before any torch loader sees the file
+    check_torch_file(path, trust_pickle=options.load.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
     if kind == "torchscript":
         with _loading(path, "a TorchScript archive"):
@@ -190,7 +190,7 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         with _loading(path, "an ExportedProgram (.pt2)"):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
-        loaded.embedded = embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path)
+        loaded.embedded = embedded.caller_values(embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path))
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -229,7 +229,7 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
             f"Cannot read '{path}' as a PyTorch checkpoint: its pickle data is corrupt ({_first_line(refused)}).",
             hint="The file may be truncated or not a torch.save file; save it again.",
         ) from refused
-    if not options.trust_pickle:
+    if not options.load.trust_pickle:
         names = ", ".join(offending[:6]) + (f" and {len(offending) - 6} more" if len(offending) > 6 else "")
         raise UntrustedPickleError(
             f"Cannot read '{path}' safely: it holds pickled Python objects ({names or 'non-tensor objects'}), "
@@ -389,7 +389,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
             parsed = json.loads(metadata["hyper_parameters"])
             if isinstance(parsed, dict):
                 hyper = parsed
-    if options.model_class is None:
+    if options.load.model_class is None:
         raise ConfigurationError(
             f"{summary}, but a safetensors file holds no architecture to run: model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
@@ -405,18 +405,20 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
-    loaded.embedded = embedded.decode(metadata.get(embedded.KEY), path)
+    loaded.embedded = embedded.caller_values(embedded.decode(metadata.get(embedded.KEY), path))
     return loaded
 
 
 def _load_sharded(index: Path, options: ExportOptions) -> _Loaded:
     """A sharded checkpoint (index + shards): checked, counted from headers, hashed in parallel, then rebuilt."""
-    checkpoint = read_sharded(index, check=lambda shard: check_torch_file(shard, trust_pickle=options.trust_pickle))
+    checkpoint = read_sharded(
+        index, check=lambda shard: check_torch_file(shard, trust_pickle=options.load.trust_pickle)
+    )
     summary = (
         f"'{index.name}' indexes {len(checkpoint.shards)} shards holding {len(checkpoint.header)} tensors "
         f"({checkpoint.total_parameters} values, counted from the shard headers)"
     )
-    if options.model_class is None:
+    if options.load.model_class is None:
         raise ConfigurationError(
             f"{summary}, but shards hold no architecture to run: model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
