@@ -9,6 +9,7 @@ but what was there before.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,12 +43,16 @@ class _Build:
     schema_dir: str | os.PathLike[str] | None = None
     href_base: str | None = None
     progress: bool | None = None
+    #: Source code, container, revision and references (:mod:`mlm_export.provenance`).
+    provenance: Any = None
+    suggest_batch_size: bool = False
+    memory_budget: int | None = None
 
     def item(self, described: ModelDescription) -> pystac.Item:
         hashed = hash_artifacts(described, href_base=self.href_base, progress=self.progress)
         return item_from_description(
             hashed, item_id=self.item_id, collection=self.collection, validate=self.validate,
-            schema_dir=self.schema_dir,
+            schema_dir=self.schema_dir, provenance=self.provenance,
         )  # fmt: skip
 
 
@@ -92,6 +97,14 @@ def export_item(
     progress: bool | None = None,
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
+    container: str | None = None,
+    version: str | None = None,
+    previous: Any = None,
+    doi: str | None = None,
+    citation: str | None = None,
+    publications: Sequence[str | Mapping[str, Any]] | None = None,
+    suggest_batch_size: bool = False,
+    memory_budget: int | None = None,
 ) -> pystac.Item:
     """Measure ``model`` and return a valid MLM v1.5.2 STAC Item.
 
@@ -139,6 +152,19 @@ def export_item(
         progress: progress bars for hashing (default: on a terminal, for large files).
         validate: validate the Item against the schemas and semantic checks before returning it.
         schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
+        container: OCI image reference that runs the model (``registry/name:tag`` or ``@sha256:...``): the
+            ``mlm:container`` asset. Checked for shape, never pulled.
+        version: ``version`` of this Item (Version extension).
+        previous: the Item this one supersedes (JSON path, URL or saved ``pystac.Item``): a
+            ``predecessor-version`` link, and its collection is shared; :func:`mlm_export.save_item` then links
+            the earlier Items to this one.
+        doi: DOI of the model (``sci:doi``).
+        citation: how to cite the model (``sci:citation``).
+        publications: DOIs or ``{"doi", "citation"}`` dicts of papers describing the model (``sci:publications``).
+        suggest_batch_size: measure ``mlm:batch_size_suggestion`` by timing forward passes at batch 1, 2, 4...
+            (costs seconds; in-memory PyTorch modules). See :mod:`mlm_export.batch_size`.
+        memory_budget: bytes the batch-size search may use (default: free device memory / RAM with headroom).
+
 
     Returns:
         The Item; local artifact hrefs are absolute until :func:`mlm_export.save_item` makes them relative.
@@ -150,6 +176,14 @@ def export_item(
     """
     if isinstance(model, (str, os.PathLike)):  # hashing runs beside the framework's import and the dry-run
         start_background(model, progress=progress)
+    from mlm_export.provenance.item import provenance_from
+
+    # Provenance arguments are checked (and the source code found) before any dry-run.
+    provenance = provenance_from(
+        model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
+        citation=citation, publications=publications, links=links,
+    )  # fmt: skip
+    hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, pretrained=pretrained, pretrained_source=pretrained_source, license=license,
@@ -170,9 +204,31 @@ def export_item(
         from mlm_export.stac.writer import check_href
 
         check_href(href_base, "href_base")
-    build = _Build(item_id, collection, validate, schema_dir, href_base, progress)
+    build = _Build(
+        item_id, collection, validate, schema_dir, href_base, progress, provenance, suggest_batch_size, memory_budget
+    )
     with Staging(artifact_directory(options.artifact.artifact_dir)) as staging, terminating_cleanly():
         return _export(adapter.measure, model, options, given, build, staging)
+
+
+def _with_model_kwargs(
+    hyperparameters: Mapping[str, Any] | None, model_kwargs: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``hyperparameters`` plus ``model_kwargs`` (JSON data only), so the Item alone can rebuild the model."""
+    if not model_kwargs:
+        return hyperparameters
+    try:
+        kwargs = json.loads(json.dumps(dict(model_kwargs), allow_nan=False))
+    except (TypeError, ValueError):
+        import warnings
+
+        warnings.warn(
+            "model_kwargs are not JSON data: they are left out of mlm:hyperparameters, so the model cannot be "
+            "rebuilt from the Item alone.",
+            stacklevel=3,
+        )
+        return hyperparameters
+    return {"model_kwargs": kwargs, **(hyperparameters or {})}
 
 
 def export_options(*, model_kwargs: Mapping[str, Any] | None = None, **values: Any) -> ExportOptions:
@@ -210,6 +266,10 @@ def _export(
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
             described = given.apply_with_embedded(measured.description)
+            if build.suggest_batch_size:
+                from mlm_export.batch_size import measured_batch_size
+
+                described = measured_batch_size(model, described, options, memory_budget=build.memory_budget)
             described = hash_artifacts(described, href_base=build.href_base, digests=digests)
             item = build.item(described)
             _fill_checksums(item, described, pending)
@@ -282,6 +342,7 @@ def item_from_description(
     collection: str | None = None,
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
+    provenance: Any = None,
 ) -> pystac.Item:
     """Build the Item of a finished description and (by default) validate it.
 
@@ -290,7 +351,7 @@ def item_from_description(
     """
     from mlm_export.stac.builder import build_item
 
-    item = build_item(described, item_id=item_id, collection=collection)
+    item = build_item(described, item_id=item_id, collection=collection, provenance=provenance)
     if validate:
         from mlm_export.stac.validate import validate_item
 

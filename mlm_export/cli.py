@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_export import __version__
+from mlm_export.cli_provenance import add_provenance_arguments, provenance_options
 from mlm_export.errors import ConfigurationError, MLMExportError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             href_base=args.href_base,
             progress=False if args.no_progress else None,
             schema_dir=args.schema_dir,
+            **provenance_options(args),
         )
     path = save_item(item, output, overwrite=args.overwrite)
     props = item.properties
@@ -347,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--href-base", metavar="URL", help="public URL prefix of the artifacts")
     export.add_argument("--schema-dir", help="offline schema directory")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_provenance_arguments(export)
     export.set_defaults(handler=_cmd_export)
 
     inspect = commands.add_parser(

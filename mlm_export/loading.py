@@ -274,13 +274,42 @@ def load_model(
     .. versionadded:: 0.1
     """
     artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    members, index = _shard_set(item, artifact, allow_outside)
     if verify:
-        verify_artifact(artifact)
+        for member in members:  # every shard of a sharded checkpoint, and its index
+            verify_artifact(member)
     load = LoadOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
     options = ExportOptions(load=load)
-    return _loader(artifact.artifact_type).load_artifact(artifact.path, artifact.artifact_type, options)
+    return _loader(artifact.artifact_type).load_artifact(index or artifact.path, artifact.artifact_type, options)
+
+
+#: Asset key of a sharded checkpoint's index (:mod:`mlm_export.adapters.torch.sharded`).
+SHARD_INDEX_KEY = "weights-index"
+
+
+def _shard_set(
+    item: Any, artifact: ModelArtifact, allow_outside: Sequence[Any]
+) -> tuple[list[ModelArtifact], Path | None]:
+    """Every shard and the index of a sharded checkpoint (an asset :data:`SHARD_INDEX_KEY`), else ``[artifact]``."""
+    document, where = _item_document(item, allow_outside)
+    assets = document.get("assets") or {}
+    index = assets.get(SHARD_INDEX_KEY)
+    if not isinstance(index, Mapping):
+        return [artifact], None
+    members = [
+        ModelArtifact(
+            key, _artifact_path(key, a, where), a.get("mlm:artifact_type"), a.get("file:size"), a.get("file:checksum")
+        )  # fmt: skip
+        for key, a in assets.items()
+        if isinstance(a, Mapping) and "mlm:model" in (a.get("roles") or [])
+    ]
+    index_path = _artifact_path(SHARD_INDEX_KEY, index, where)
+    members.append(
+        ModelArtifact(SHARD_INDEX_KEY, index_path, "index", index.get("file:size"), index.get("file:checksum"))
+    )
+    return members, index_path
 
 
 def _check_shape(declared: Sequence[int], dim_order: Sequence[str]) -> tuple[int, ...]:

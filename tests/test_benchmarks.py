@@ -22,5 +22,6 @@ def test_benchmark_table_has_every_row() -> None:
                   "verified download", "render_card HTML", "validate_item, 10000 classes",
                   "Items to local stac-fastapi-pgstac vs bare httpx", "embedded search over 20 Items",
                   "mlm-export export (process)", "all probes, in real forwards",
-                  "predicted vs measured dry-run peak"):  # fmt: skip
+                  "predicted vs measured dry-run peak",
+                  "batch-size search", "sharded describe"):  # fmt: skip
         assert words in result.stdout, result.stdout

@@ -178,6 +178,7 @@ def test_builder_declares_exactly_the_extensions_it_uses(tmp_path: Path, schema_
         MLM_SCHEMA_URI,
         "https://stac-extensions.github.io/file/v2.1.0/schema.json",
         "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/processing/v1.1.0/schema.json",  # processing:software, always
     ]
     props = item.properties
     assert props["mlm:framework_version"] == "2.14.1+cu130"

@@ -203,7 +203,7 @@ def test_on_checkpoint_exports_every_checkpoint(tmp_path: Path) -> None:
     for checkpoint, item in zip(files, items, strict=True):
         document = json.loads(item.read_text())
         ids.add(document["id"])
-        (asset,) = document["assets"].values()
+        (asset,) = [a for a in document["assets"].values() if "mlm:model" in a["roles"]]
         assert asset["file:checksum"] == sha256_multihash(checkpoint)
         assert validate_item(item).valid
     assert len(ids) == 2
@@ -251,7 +251,18 @@ def test_bf16_true_precision_gives_bfloat16_inputs(tmp_path: Path) -> None:
 
 def test_only_rank_zero_exports_and_state_round_trips(tmp_path: Path) -> None:
     callback = MLMExportCallback(dirpath=tmp_path)
-    callback.on_fit_end(SimpleNamespace(is_global_zero=False), TinyNet())
+    module = TinyNet()
+    gathered = []  # a sharded strategy's state-dict gather is collective: rank 1 must take part in it
+
+    def gather() -> dict:
+        gathered.append(True)
+        return module.state_dict()
+
+    rank_one = SimpleNamespace(
+        is_global_zero=False, checkpoint_callback=None, strategy=SimpleNamespace(lightning_module_state_dict=gather)
+    )
+    callback.on_fit_end(rank_one, module)
+    assert gathered == [True]
     assert callback.exported == [] and list(tmp_path.iterdir()) == []
     other = MLMExportCallback()
     other.load_state_dict({"exported": ["a.json"], "by_checkpoint": {"a.ckpt": "a.json"}})
@@ -281,3 +292,48 @@ def test_checkpoint_with_pickled_hparams_is_trusted_with_a_warning(tmp_path: Pat
                   limit_train_batches=1, limit_val_batches=0)  # fmt: skip
     with pytest.raises(UntrustedPickleError):
         fit.fit(TinyNet(optimizer={"mode": Mode.FAST}), datamodule=RandomDataModule())
+
+
+def test_export_option_typo_fails_in_init_before_training() -> None:
+    with pytest.raises(ConfigurationError, match="bbxo") as excinfo:
+        MLMExportCallback(bbxo=[0, 0, 1, 1])
+    assert "bbox" in excinfo.value.hint
+    MLMExportCallback(dataset_hrefs={"train": "https://example.org/d"}, container="ghcr.io/o/m:1")  # known names
+
+
+def test_on_checkpoint_versions_link_and_follow_rotation(tmp_path: Path) -> None:
+    # Keeps the two newest checkpoints: epochs 0 and 1 rotate out as 2 and 3 arrive.
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=2, monitor="step", mode="max")
+    callback = MLMExportCallback(on="checkpoint", version_template="e{epoch}s{step}", deprecate=True)
+    run_fit(
+        trainer(tmp_path, [callback, checkpoints], max_epochs=4, limit_train_batches=1, limit_val_batches=0),
+        TinyNet(),
+        RandomDataModule(),
+    )
+    items = sorted((tmp_path / "ckpt").glob("*.json"))
+    assert [p.name for p in items] == ["epoch=2-step=3.json", "epoch=3-step=4.json"]
+    older, newer = (json.loads(p.read_text()) for p in items)
+    assert older["properties"]["version"] == "e2s3" and newer["properties"]["version"] == "e3s4"
+    assert older["properties"]["deprecated"] is True and "deprecated" not in newer["properties"]
+    rels = {link["rel"]: link["href"] for link in older["links"] if link["rel"].endswith("-version")}
+    assert rels == {"successor-version": "./epoch=3-step=4.json", "latest-version": "./epoch=3-step=4.json"}
+    rels = {link["rel"]: link["href"] for link in newer["links"] if link["rel"].endswith("-version")}
+    assert rels == {"predecessor-version": "./epoch=2-step=3.json"}  # epoch 1's Item is gone: no link to it
+    for path in items:
+        report = validate_item(path)
+        assert report.valid, report.problems
+        assert "https://stac-extensions.github.io/version/v1.2.0/schema.json" in report.schemas
+
+
+def test_partitioned_weights_are_gathered_into_a_full_copy() -> None:
+    from mlm_export.integrations.lightning import gathered_module
+
+    full = TinyNet()
+    partitioned = TinyNet()
+    partitioned.net[0].weight = nn.Parameter(torch.empty(0))  # what a ZeRO-3 rank holds of a sharded parameter
+    strategy = SimpleNamespace(lightning_module_state_dict=full.state_dict)
+    module = gathered_module(SimpleNamespace(is_global_zero=True, strategy=strategy), partitioned)
+    assert module is not partitioned and partitioned.net[0].weight.numel() == 0  # the trained module is untouched
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), full.state_dict().values(), strict=True))
+    same = gathered_module(SimpleNamespace(is_global_zero=True, strategy=strategy), full)
+    assert same is full  # nothing sharded: no copy

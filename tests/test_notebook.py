@@ -22,3 +22,5 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     )
     assert "item.json valid" in outputs
     assert "check_item ok" in outputs
+    assert "mlm:source_code timm.models.resnet:ResNet https://" in outputs
+    assert "batch size " in outputs and "samples/s on cpu" in outputs

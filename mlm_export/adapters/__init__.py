@@ -172,6 +172,8 @@ def adapter_for(source: Any) -> ModuleType:
                 hint=f"Pass one file with a suffix among {sorted(ADAPTERS_BY_SUFFIX)}.",
             )
         module_name = ADAPTERS_BY_SUFFIX.get(path.suffix.lower())
+        if path.name.lower().endswith((".safetensors.index.json", ".bin.index.json")):  # sharded checkpoint
+            module_name = "mlm_export.adapters.torch"
         if module_name is None:
             raise UnsupportedSourceError(
                 f"'{path}' has suffix {path.suffix!r}, which no adapter reads.",

@@ -11,6 +11,7 @@ which measures the model. Importing this module imports ``lightning``.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing_extensions import override
 from mlm_export.description import slugify
 from mlm_export.errors import ConfigurationError, UntrustedPickleError
 from mlm_export.integrations import hyperparameters_from, merge_export_options
+from mlm_export.provenance.revisions import checkpoint_version, relink
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -71,10 +73,18 @@ class MLMExportCallback(Callback):
             checkpoint file ModelCheckpoint writes, each when the next hook runs after it is on disk).
         artifact_format: the weights format of in-memory exports (see :func:`mlm_export.export_item`); a
             checkpoint is always published as it is.
-        **export_options: any other :func:`mlm_export.export_item` argument; they win over gathered values.
+        version_template: with ``on="checkpoint"``, the ``version`` of each checkpoint's Item, with placeholders
+            ``{epoch}``, ``{step}`` and ``{stem}`` (default ``epoch={epoch}-step={step}``, read from the
+            checkpoint's file name, else the trainer's counters). The Items are linked oldest to newest
+            (``predecessor-version``/``successor-version``/``latest-version``) and relinked when ``save_top_k``
+            rotates a checkpoint (and its Item) out.
+        deprecate: mark every Item but the newest ``deprecated: true`` (``on="checkpoint"``).
+        **export_options: any other :func:`mlm_export.export_item` (or :func:`export_torchgeo`) argument; they
+            win over gathered values. Checked here, so a typo fails before training.
 
     Raises:
-        ConfigurationError: ``on`` is not one of :data:`EXPORT_ON`.
+        ConfigurationError: ``on`` is not one of :data:`EXPORT_ON`, an export option is unknown, or the version
+            template has an unknown placeholder.
 
     Example:
         >>> trainer = Trainer(callbacks=[MLMExportCallback(bbox=[5.9, 45.8, 10.5, 47.8])])  # doctest: +SKIP
@@ -88,6 +98,8 @@ class MLMExportCallback(Callback):
         dirpath: str | os.PathLike[str] | None = None,
         on: str = "fit_end",
         artifact_format: str | None = None,
+        version_template: str | None = None,
+        deprecate: bool = False,
         **export_options: Any,
     ) -> None:
         if on not in EXPORT_ON:
@@ -95,10 +107,15 @@ class MLMExportCallback(Callback):
                 f"MLMExportCallback(on={on!r}): `on` must be one of {list(EXPORT_ON)}.",
                 hint="Use on='fit_end' to export once after fit, or on='checkpoint' to export every checkpoint.",
             )
+        check_export_options(export_options)
+        if version_template is not None:
+            checkpoint_version(version_template, epoch=0, step=0, stem="check")
         super().__init__()
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.on = on
         self.artifact_format = artifact_format
+        self.version_template = version_template
+        self.deprecate = deprecate
         # The callback owns its outputs: a later export of the same run replaces the artifact next to its item.
         self.export_options = {"overwrite": True, **export_options}
         #: Item JSON paths written, oldest first.
@@ -125,13 +142,24 @@ class MLMExportCallback(Callback):
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
         if self.on == "checkpoint":
-            if not self._export_new_checkpoints(trainer, pl_module) and not self._by_checkpoint:
-                self._export(trainer, pl_module, None)
+            # Every rank takes the same branch: ModelCheckpoint shares its paths across ranks.
+            if not self._saved_checkpoint_paths(trainer):
+                self._export_in_memory(trainer, pl_module)
+            elif trainer.is_global_zero:
+                self._export_new_checkpoints(trainer, pl_module)
             return
-        self._export(trainer, pl_module, self._final_checkpoint(trainer))
+        checkpoint = self._final_checkpoint(trainer)
+        if checkpoint is None:
+            self._export_in_memory(trainer, pl_module)
+        elif trainer.is_global_zero:
+            self._export(trainer, pl_module, checkpoint)
+
+    def _export_in_memory(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Gather the full weights on every rank (sharded strategies need all of them), export on rank 0."""
+        module = gathered_module(trainer, pl_module)
+        if trainer.is_global_zero:
+            self._export(trainer, module, None)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -145,13 +173,17 @@ class MLMExportCallback(Callback):
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _saved_checkpoints(trainer: pl.Trainer) -> list[Path]:
+    def _saved_checkpoint_paths(trainer: pl.Trainer) -> list[str]:
+        """Paths ModelCheckpoint reports (the same on every rank), whether or not this rank sees the files."""
         paths: list[str] = []
         for callback in trainer.checkpoint_callbacks:
             paths.extend(str(p) for p in getattr(callback, "best_k_models", {}) or {})
             paths.extend(str(p) for p in (callback.best_model_path, callback.last_model_path) if p)
-        unique = dict.fromkeys(os.path.abspath(p) for p in paths)
-        return [Path(p) for p in unique if os.path.isfile(p)]
+        return list(dict.fromkeys(os.path.abspath(p) for p in paths))
+
+    @classmethod
+    def _saved_checkpoints(cls, trainer: pl.Trainer) -> list[Path]:
+        return [Path(p) for p in cls._saved_checkpoint_paths(trainer) if os.path.isfile(p)]
 
     @staticmethod
     def _final_checkpoint(trainer: pl.Trainer) -> Path | None:
@@ -165,12 +197,14 @@ class MLMExportCallback(Callback):
 
     def _export_new_checkpoints(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         """Export every checkpoint file that is new or rewritten since the last look; drop Items of deleted ones."""
+        removed = False
         for checkpoint, item_path in list(self._by_checkpoint.items()):
             if not os.path.isfile(checkpoint):  # ModelCheckpoint rotated it out (save_top_k)
                 Path(item_path).unlink(missing_ok=True)
                 del self._by_checkpoint[checkpoint]
                 self._signatures.pop(checkpoint, None)
                 self.exported = [p for p in self.exported if p != item_path]
+                removed = True
         exported = False
         for checkpoint in self._saved_checkpoints(trainer):
             stat = checkpoint.stat()
@@ -180,6 +214,10 @@ class MLMExportCallback(Callback):
             self._export(trainer, pl_module, checkpoint)
             self._signatures[str(checkpoint)] = signature
             exported = True
+        if removed or exported:
+            # The neighbours' links follow the chain: no link to a removed Item, latest-version the newest.
+            chain = [p for p in self.exported if p in self._by_checkpoint.values()]
+            relink(chain, deprecate=self.deprecate)
         return exported
 
     # -- export --------------------------------------------------------------------------------------------------
@@ -214,7 +252,8 @@ class MLMExportCallback(Callback):
         Returns:
             The validated Item.
         """
-        from mlm_export.integrations.torchgeo import datamodule_overrides, export_torchgeo, is_torchgeo_task
+        from mlm_export.integrations.data import datamodule_overrides
+        from mlm_export.integrations.torchgeo import export_torchgeo, is_torchgeo_task
 
         user = self.export_options
         gathered: dict[str, Any] = {
@@ -236,6 +275,8 @@ class MLMExportCallback(Callback):
         if checkpoint is not None:
             if "item_id" not in user:
                 gathered["item_id"] = slugify(f"{type(pl_module).__name__}-{Path(checkpoint).stem}")
+            if self.on == "checkpoint" and "version" not in user:
+                gathered["version"] = _checkpoint_version(self.version_template, trainer, Path(checkpoint))
         else:
             directory = self.dirpath or Path(trainer.default_root_dir)
             gathered["artifact_dir"] = directory
@@ -278,6 +319,75 @@ class MLMExportCallback(Callback):
                 stacklevel=2,
             )
             return run(trust_pickle=True)
+
+
+def check_export_options(options: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments that neither :func:`export_item` nor :func:`export_torchgeo` takes.
+
+    Raises:
+        ConfigurationError: an unknown name (with the closest known ones).
+    """
+    import difflib
+    import inspect
+
+    from mlm_export.api import export_item
+    from mlm_export.integrations.torchgeo import export_torchgeo
+
+    known = {
+        name
+        for function in (export_item, export_torchgeo)
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            raise ConfigurationError(
+                f"MLMExportCallback({name}=...): export_item takes no argument {name!r}.",
+                hint=f"Did you mean {', '.join(close)}?" if close else "See mlm_export.export_item for its arguments.",
+            )
+
+
+def gathered_module(trainer: Any, pl_module: Any) -> Any:
+    """The module with its full weights, gathered by the strategy; call it on every rank.
+
+    ``strategy.lightning_module_state_dict()`` is a collective operation for sharded strategies (FSDP,
+    DeepSpeed): every rank must call it, and rank 0 receives the full state. When the gathered tensors differ
+    from the module's own (sharded parameters), rank 0 loads them into a copy of the module.
+    """
+    import copy
+
+    state = trainer.strategy.lightning_module_state_dict()
+    if not trainer.is_global_zero:
+        return pl_module
+    own = pl_module.state_dict()
+    if own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own):
+        return pl_module
+    import torch
+
+    full = copy.deepcopy(pl_module)
+    for name, tensor in state.items():  # set each tensor: the partitioned ones have other shapes than the full ones
+        owner_name, _, attribute = name.rpartition(".")
+        owner = full.get_submodule(owner_name)
+        current = getattr(owner, attribute, None)
+        if isinstance(current, torch.nn.Parameter):
+            setattr(owner, attribute, torch.nn.Parameter(tensor.detach().clone(), current.requires_grad))
+        else:
+            setattr(owner, attribute, tensor.detach().clone())
+    return full
+
+
+def _checkpoint_version(template: str | None, trainer: Any, checkpoint: Path) -> str:
+    """The version of a checkpoint's Item: ``epoch=``/``step=`` from Lightning's file name, else the trainer's."""
+    stem = checkpoint.stem
+    epoch = re.search(r"epoch=(\d+)", stem)
+    step = re.search(r"step=(\d+)", stem)
+    return checkpoint_version(
+        template,
+        epoch=int(epoch[1]) if epoch else int(trainer.current_epoch),
+        step=int(step[1]) if step else int(trainer.global_step),
+        stem=stem,
+    )
 
 
 def _options_example(*layers: Mapping[str, Any]) -> Any:
@@ -365,4 +475,4 @@ def _cast(example: Any, dtype: str | None) -> Any:
     return example
 
 
-__all__ = ["EXPORT_ON", "PRECISION_DTYPES", "MLMExportCallback"]
+__all__ = ["EXPORT_ON", "PRECISION_DTYPES", "MLMExportCallback", "check_export_options", "gathered_module"]

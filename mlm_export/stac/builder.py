@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pystac
 from pystac.extensions import mlm as mlm_props
@@ -29,6 +29,10 @@ from mlm_export.description import (
     slugify,
 )
 from mlm_export.errors import DescriptionError
+from mlm_export.provenance.software import apply_software
+
+if TYPE_CHECKING:
+    from mlm_export.provenance.item import Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,6 @@ MLM_SCHEMA_URI = f"https://stac-extensions.github.io/mlm/v{MLM_VERSION}/schema.j
 FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 CLASSIFICATION_SCHEMA_URI = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
 ML_AOI_SCHEMA_URI = "https://stac-extensions.github.io/ml-aoi/v0.2.0/schema.json"
-PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
 
 #: Used when neither the caller nor the description gives a spatial extent.
 WHOLE_GLOBE_BBOX = (-180.0, -90.0, 180.0, 90.0)
@@ -179,6 +182,7 @@ def build_item(
     *,
     item_id: str | None = None,
     collection: str | None = None,
+    provenance: Provenance | None = None,
 ) -> pystac.Item:
     """Build the STAC Item for ``description``.
 
@@ -186,6 +190,8 @@ def build_item(
         description: the model description (measured and overridden values).
         item_id: the Item id; defaults to a slug of the model name.
         collection: id of the collection the item belongs to (written as the ``collection`` field).
+        provenance: source-code and container assets, revision and scientific references
+            (:func:`mlm_export.provenance.item.provenance_from`).
 
     Raises:
         DescriptionError: the description lacks what an item needs (e.g. an ``mlm:model`` artifact).
@@ -283,11 +289,9 @@ def build_item(
         if any(k.startswith("ml-aoi:") for k in link.extra) and ML_AOI_SCHEMA_URI not in extensions:
             extensions.append(ML_AOI_SCHEMA_URI)
 
-    if any(i.pre_processing for i in description.inputs) or any(o.post_processing for o in description.outputs):
-        from mlm_export import __version__
-
-        props["processing:software"] = {"mlm-export": __version__}
-        extensions.append(PROCESSING_SCHEMA_URI)
-
     item.stac_extensions = extensions
+    # Provenance: processing:software (mlm-export and the framework that measured), then the caller's provenance.
+    apply_software(item, description.framework)
+    if provenance is not None:
+        provenance.apply(item)
     return item

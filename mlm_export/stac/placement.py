@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
+from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.io import decode_href, encode_href, outside_message, resolve_href
 
 #: errno values of os.link that mean "no hard link here, copy instead".
@@ -107,6 +108,8 @@ def collect_artifacts(
     """
     found: dict[Path, tuple[Path, list[str], Mapping[str, Any]]] = {}
     for key, asset in assets.items():
+        if isinstance(asset, Mapping) and is_registry_reference(asset):  # an image in a registry (mlm:container)
+            continue
         href = asset.get("href") if isinstance(asset, Mapping) else None
         if not isinstance(href, str) or not href:
             raise ConfigurationError(f"{where} asset {key!r} has no href.", hint="Every asset needs an href.")

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlparse
 import httpx
 
 from mlm_export.errors import ConfigurationError, ItemExistsError, MissingDependencyError
+from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.api_http import api_error, api_headers, check_api_url, send
 from mlm_export.stac.collection import collection_document, raise_invalid
 from mlm_export.stac.entries import Entry, ItemSource, read_entry
@@ -119,7 +120,8 @@ def _api_document(entry: Entry, collection_id: str, href_base: str | None, api_u
         if not isinstance(href, str) or not href:
             raise ConfigurationError(f"{where} asset {key!r} has no href.", hint="Every asset needs an href.")
         check_href(href, f"{where} asset {key!r}")
-        asset["href"] = _public_href(href, entry, href_base, f"{where} asset {key!r}")
+        if not is_registry_reference(asset):  # an image in a registry (mlm:container) is published as is
+            asset["href"] = _public_href(href, entry, href_base, f"{where} asset {key!r}")
         assets[key] = asset
     document["assets"] = assets
     links = []

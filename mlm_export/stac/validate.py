@@ -18,6 +18,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from mlm_export.errors import ItemValidationError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
+from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.compiled import compiled_schema, shared_store
 from mlm_export.stac.io import (
     outside_message,
@@ -376,7 +377,7 @@ def _file_problems(
             )
             checksum = None
         href = asset.get("href")
-        if not check_files or not isinstance(href, str):
+        if not check_files or not isinstance(href, str) or is_registry_reference(asset):  # mlm:container: remote
             continue
         resolved = resolve_href(href, base, allow_outside=allow_outside, confine=confine)
         if resolved.kind == "outside":

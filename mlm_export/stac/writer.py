@@ -95,6 +95,9 @@ def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: boo
 def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Save ``item`` as JSON at ``path``, atomically, with local asset and link hrefs relative to it.
 
+    When the Item has a local ``predecessor-version`` link, the earlier revisions are relinked to it
+    (:func:`mlm_export.provenance.revisions.link_predecessors`).
+
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         OutputError: the directory is missing or not writable.
@@ -102,4 +105,10 @@ def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str
 
     .. versionadded:: 0.1
     """
-    return write_json_atomic(item_to_json_dict(item, path), path, overwrite=overwrite)
+    document = item_to_json_dict(item, path)
+    target = write_json_atomic(document, path, overwrite=overwrite)
+    if any(link.get("rel") == "predecessor-version" for link in document["links"]):
+        from mlm_export.provenance.revisions import link_predecessors
+
+        link_predecessors(target)  # the earlier revisions get successor-version / latest-version links
+    return target

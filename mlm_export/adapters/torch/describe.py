@@ -35,6 +35,7 @@ from mlm_export.adapters.torch.runner import (
     _Runner,
     _single_device,
 )
+from mlm_export.adapters.torch.sharded import with_parallel_digests
 from mlm_export.adapters.torch.sources import _load_source, _Loaded
 from mlm_export.description import InputSpec, ModelDescription, OutputSpec
 from mlm_export.dryrun import DryRunLimits
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 #: File suffixes this adapter reads.
 SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pt2")
+#: Index files of sharded checkpoints (see :mod:`.sharded`).
+SHARD_INDEX_SUFFIXES: tuple[str, ...] = (".safetensors.index.json", ".bin.index.json")
 
 
 def can_describe(source: Any) -> bool:
@@ -65,7 +68,7 @@ def can_describe(source: Any) -> bool:
         True for ``nn.Module`` (TorchScript included), ``ExportedProgram`` and the suffixes in :data:`SUFFIXES`.
     """
     if isinstance(source, (str, os.PathLike)):
-        return Path(source).suffix.lower() in SUFFIXES
+        return Path(source).suffix.lower() in SUFFIXES or str(source).lower().endswith(SHARD_INDEX_SUFFIXES)
     torch = sys.modules.get("torch")
     if torch is None:
         return False
@@ -238,7 +241,9 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
         **_accelerator(device),
     )
     if loaded.artifact is not None and fmt is None:
-        return Measured(description.replace(artifacts=(loaded.artifact,)))
+        sources = [loaded.artifact, *loaded.more_artifacts]  # a sharded checkpoint: every shard and the index
+        return Measured(description.replace(artifacts=tuple(with_parallel_digests(sources) if loaded.more_artifacts
+                                                             else sources)))  # fmt: skip
     artifact, write_notes, writer = plan_artifact(loaded, module, runner, result, options, fmt, description)
     return Measured(description.replace(artifacts=(artifact,), notes=(*notes, *write_notes)), writer)
 

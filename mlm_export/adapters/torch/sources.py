@@ -26,6 +26,12 @@ from mlm_export.adapters.archive_safety import check_torch_file, require_regular
 from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
+from mlm_export.adapters.torch.sharded import (
+    is_shard_index,
+    read_sharded,
+    shard_artifacts,
+    state_dict_loader,
+)
 from mlm_export.description import Artifact
 from mlm_export.errors import (
     ArtifactLoadError,
@@ -52,6 +58,8 @@ class _Loaded:
     program: Any = None
     path: Path | None = None
     artifact: Artifact | None = None
+    #: Further files of the source published beside ``artifact`` (the other shards and the index of a sharded one).
+    more_artifacts: list[Artifact] = field(default_factory=list)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     example_input: Any = None
@@ -165,6 +173,8 @@ def _sniff(path: Path) -> str:
 
 def _load_path(path: Path, options: ExportOptions) -> _Loaded:
     require_regular_file(path)
+    if is_shard_index(path):
+        return _load_sharded(path, options)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
     check_torch_file(path, trust_pickle=options.load.trust_pickle)  # before any torch loader sees the file
@@ -396,4 +406,28 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
     loaded.embedded = embedded.caller_values(embedded.decode(metadata.get(embedded.KEY), path))
+    return loaded
+
+
+def _load_sharded(index: Path, options: ExportOptions) -> _Loaded:
+    """A sharded checkpoint (index + shards): checked, counted from headers, hashed in parallel, then rebuilt."""
+    checkpoint = read_sharded(
+        index, check=lambda shard: check_torch_file(shard, trust_pickle=options.load.trust_pickle)
+    )
+    summary = (
+        f"'{index.name}' indexes {len(checkpoint.shards)} shards holding {len(checkpoint.header)} tensors "
+        f"({checkpoint.total_parameters} values, counted from the shard headers)"
+    )
+    if options.load.model_class is None:
+        raise ConfigurationError(
+            f"{summary}, but shards hold no architecture to run: model_class is missing.",
+            hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
+        )
+    module, notes = _rebuild(index, state_dict_loader(checkpoint), {}, options, header=checkpoint.header)
+    loaded = _from_module(module)
+    loaded.path = index
+    loaded.notes.extend([f"{summary}.", *notes])
+    first, *rest = shard_artifacts(checkpoint)  # hashed (in parallel) only when described, not when loaded
+    loaded.artifact = first
+    loaded.more_artifacts = rest
     return loaded

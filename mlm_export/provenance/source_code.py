@@ -1,0 +1,317 @@
+"""The ``mlm:source_code`` asset: where the code that builds the model lives, pinned, with ``mlm:entrypoint``.
+
+The entrypoint is ``package.module:Class`` (or ``:factory``) of the model's class, or of ``model_class=``. Its
+module's file decides the href:
+
+* inside a git work tree with a remote: the raw contents of the file **at the current commit** (``text/x-python``,
+  for GitHub, GitLab and Bitbucket remotes; the repository page at that commit otherwise), the remote normalised to
+  https without credentials. Uncommitted changes to the file draw a warning and a note in the asset description.
+* inside a git work tree without a remote: no asset (a local path is no URL, and could not be published); the
+  entrypoint, the commit and the file's path in the repository go to ``mlm:hyperparameters``
+  (``source_code.entrypoint``, ``source_code.commit``, ``source_code.path``) and a warning says so.
+* an installed package (torchgeo, timm, torchvision, smp...): the project's repository from the package metadata
+  (``Project-URL`` / ``Home-page``), ``text/html``, with the installed version in the description. No tag URL is
+  guessed.
+
+A class defined in ``__main__`` or a notebook, a lambda or a class defined inside a function has no importable
+entrypoint: a warning says so and no asset is written. Git runs through ``subprocess`` with no network access.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import os
+import re
+import subprocess
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+from mlm_export.errors import ConfigurationError
+
+#: The asset key the MLM README recommends for source code.
+SOURCE_CODE_KEY = "mlm:source_code"
+#: Roles of the source-code asset (MLM: ``code`` is required with ``mlm:entrypoint``).
+SOURCE_CODE_ROLES = ("mlm:source_code", "code", "metadata")
+PYTHON_MEDIA_TYPE = "text/x-python"
+HTML_MEDIA_TYPE = "text/html"
+#: ``Project-URL`` labels that name a code repository, most specific first (compared in lower case).
+REPOSITORY_LABELS = ("repository", "source", "source code", "code", "github", "homepage", "home")
+_GIT_TIMEOUT_S = 10
+_SCP_REMOTE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
+
+
+@dataclass(frozen=True)
+class SourceCode:
+    """What the source-code asset says: entrypoint, href, media type and how the href was found."""
+
+    entrypoint: str
+    #: None when there is no public URL (a repository without remote): then no asset is written.
+    href: str | None
+    media_type: str
+    description: str
+    commit: str | None = None
+    package_version: str | None = None
+    dirty: bool = False
+    #: Path of the file in its repository (when it is in a git work tree).
+    path: str | None = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """``mlm:hyperparameters`` entries for code without a public URL: entrypoint, commit and path."""
+        values = {"source_code.entrypoint": self.entrypoint, "source_code.commit": self.commit}
+        values["source_code.path"] = self.path
+        return {k: v for k, v in values.items() if v is not None}
+
+    def asset_dict(self) -> dict[str, Any]:
+        """The STAC asset object (key :data:`SOURCE_CODE_KEY`)."""
+        return {
+            "href": self.href,
+            "type": self.media_type,
+            "title": f"Source code of {self.entrypoint}",
+            "description": self.description,
+            "roles": list(SOURCE_CODE_ROLES),
+            "mlm:entrypoint": self.entrypoint,
+        }
+
+
+def entrypoint_of(target: Any) -> str | None:
+    """``"pkg.module:Name"`` of a class or function, or None when it cannot be imported by that name."""
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _model_target(model: Any, model_class: Any) -> Any:
+    """The class or factory whose code builds the model (None when only a file is known)."""
+    if isinstance(model_class, str):
+        import pkgutil
+
+        try:
+            return pkgutil.resolve_name(model_class)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"model_class={model_class!r} cannot be imported ({exc}).",
+                hint="Give 'package.module:Class' of an importable module.",
+            ) from exc
+    if model_class is not None:
+        return model_class
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return None  # a file, an ONNX graph, an ExportedProgram: no Python class builds it
+    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        return None  # compiled: runs without its source code (its class is TorchScript's or fx's own)
+    return type(model)
+
+
+def describe_source_code(model: Any = None, *, model_class: Any = None) -> SourceCode | None:
+    """Find the source code of ``model`` (its class) or of ``model_class``.
+
+    Args:
+        model: an in-memory ``nn.Module`` (its class is used); for files, ONNX graphs and compiled modules
+            (TorchScript, fx, ``ExportedProgram``) only ``model_class`` speaks.
+        model_class: a class or factory, or ``"pkg.module:Class"``; wins over the model's class.
+
+    Returns:
+        The asset's content, or None (with a warning) when the code has no importable entrypoint or no file.
+    """
+    target = _model_target(model, model_class)
+    if target is None:
+        return None
+    entrypoint = entrypoint_of(target)
+    if entrypoint is None:
+        name = getattr(target, "__qualname__", type(target).__name__)
+        warnings.warn(
+            f"{name} is defined in __main__, a notebook or a function: it has no importable entrypoint, so the "
+            "Item gets no mlm:source_code asset. Move it into a module to record its source code.",
+            stacklevel=4,
+        )
+        return None
+    module = sys.modules.get(target.__module__)
+    source = _module_file(module)
+    if source is None:
+        warnings.warn(f"{entrypoint}: its module has no source file; no mlm:source_code asset.", stacklevel=4)
+        return None
+    in_git = git_source(source, entrypoint)
+    if in_git is not None:
+        return in_git
+    return package_source(source, entrypoint)
+
+
+def _module_file(module: Any) -> Path | None:
+    if module is None:
+        return None
+    try:
+        name = inspect.getsourcefile(module)
+    except TypeError:  # built-in module
+        return None
+    return Path(name).resolve() if name and os.path.isfile(name) else None
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """Output of ``git -C directory args`` (stripped), or None when git fails or is missing."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def https_remote(url: str) -> str | None:
+    """A git remote URL as a public https URL without credentials or ``.git`` (None for local remotes).
+
+    ``git@github.com:o/r.git`` and ``ssh://git@github.com/o/r`` -> ``https://github.com/o/r``.
+    """
+    url = url.strip()
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https", "ssh", "git", "git+ssh") and parsed.hostname:
+        host, path = parsed.hostname, parsed.path
+    elif not parsed.scheme and (match := _SCP_REMOTE.match(url)) and "." in match["host"]:
+        host, path = match["host"], "/" + match["path"]
+    else:
+        return None  # a local path or file:// remote is not a public URL
+    path = re.sub(r"\.git/?$", "", path).rstrip("/")
+    return urlunparse(("https", host, path, "", "", ""))
+
+
+def raw_file_url(repository: str, commit: str, path: str) -> str | None:
+    """The raw-contents URL of ``path`` at ``commit`` for GitHub, GitLab and Bitbucket (None for other hosts)."""
+    parsed = urlparse(repository)
+    project = parsed.path.strip("/")
+    if parsed.hostname == "github.com":
+        return f"https://raw.githubusercontent.com/{project}/{commit}/{path}"
+    if parsed.hostname == "gitlab.com":
+        return f"{repository}/-/raw/{commit}/{path}"
+    if parsed.hostname == "bitbucket.org":
+        return f"{repository}/raw/{commit}/{path}"
+    return None
+
+
+def git_source(source: Path, entrypoint: str) -> SourceCode | None:
+    """The source-code asset of ``source`` when it lies in a git work tree (None otherwise)."""
+    directory = source.parent
+    top = _git(directory, "rev-parse", "--show-toplevel")
+    if top is None or _git(directory, "check-ignore", "-q", "--", str(source)) is not None:
+        return None  # not in a work tree, or an ignored file there (a virtualenv inside a project)
+    commit = _git(directory, "rev-parse", "HEAD")
+    if commit is None:  # a repository without any commit
+        return None
+    relative = source.relative_to(Path(top).resolve()).as_posix()
+    tracked = _git(directory, "ls-files", "--error-unmatch", "--", str(source)) is not None
+    status = _git(directory, "status", "--porcelain", "--", str(source))
+    dirty = not tracked or bool(status)
+    notes = [f"{relative} at commit {commit}"]
+    if dirty:
+        change = "is not committed" if not tracked else "has uncommitted changes"
+        notes.append(f"Warning: the file {change}; the code at that commit differs from the code that was run")
+        warnings.warn(
+            f"{relative} {change} in {top}: the mlm:source_code asset points at commit {commit[:12]}, which "
+            "differs from the code that built this model. Commit it and export again.",
+            stacklevel=5,
+        )
+    remote_name = (_git(directory, "remote") or "").splitlines()
+    remote_url = _git(directory, "remote", "get-url", remote_name[0]) if remote_name else None
+    repository = https_remote(remote_url) if remote_url else None
+    if repository is None:
+        warnings.warn(
+            f"The git repository {top} has no public remote: the Item gets no mlm:source_code asset (a local path "
+            f"is no URL); entrypoint {entrypoint} and commit {commit[:12]} go to mlm:hyperparameters "
+            "(source_code.*). Add a remote (git remote add origin URL) to publish the code.",
+            stacklevel=5,
+        )
+        return SourceCode(
+            entrypoint, None, PYTHON_MEDIA_TYPE, ". ".join(notes) + ".", commit, dirty=dirty, path=relative
+        )
+    raw = raw_file_url(repository, commit, relative)
+    href, media_type = (raw, PYTHON_MEDIA_TYPE) if raw else (f"{repository}/tree/{commit}", HTML_MEDIA_TYPE)
+    notes.insert(0, f"Repository {repository}")
+    return SourceCode(entrypoint, href, media_type, ". ".join(notes) + ".", commit, dirty=dirty, path=relative)
+
+
+def entrypoint_of_item(document: Mapping[str, Any]) -> str | None:
+    """The recorded entrypoint of an Item dict (None when there is none).
+
+    The ``mlm:source_code`` asset's ``mlm:entrypoint``, else ``source_code.entrypoint`` in ``mlm:hyperparameters``
+    (code without a public URL). Importing it runs code: callers gate it (``trust_code``).
+    """
+    asset = (document.get("assets") or {}).get(SOURCE_CODE_KEY)
+    if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
+        return asset["mlm:entrypoint"]
+    hyper = (document.get("properties") or {}).get("mlm:hyperparameters")
+    value = hyper.get("source_code.entrypoint") if isinstance(hyper, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def _distribution_of(module_name: str) -> importlib.metadata.Distribution | None:
+    top = module_name.split(".", 1)[0]
+    names = importlib.metadata.packages_distributions().get(top) or []
+    for name in names:
+        try:
+            return importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def repository_url(distribution: importlib.metadata.Distribution) -> str | None:
+    """The code repository a package's metadata names (``Project-URL`` by label, then ``Home-page``)."""
+    metadata = distribution.metadata
+    labelled: dict[str, str] = {}
+    for entry in metadata.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        labelled.setdefault(label.strip().lower(), url.strip())
+    home = metadata.get("Home-page")
+    if home:
+        labelled.setdefault("home", home.strip())
+    for label in REPOSITORY_LABELS:
+        url = labelled.get(label)
+        if url and urlparse(url).scheme == "https":
+            return url
+    return None
+
+
+def package_source(source: Path, entrypoint: str) -> SourceCode | None:
+    """The source-code asset of a class from an installed package (None, with a warning, when it names no URL)."""
+    module_name = entrypoint.split(":", 1)[0]
+    distribution = _distribution_of(module_name)
+    url = repository_url(distribution) if distribution is not None else None
+    if distribution is None or url is None:
+        warnings.warn(
+            f"{entrypoint} comes from {source}, which is neither in a git work tree nor an installed package "
+            "naming its repository: the Item gets no mlm:source_code asset.",
+            stacklevel=5,
+        )
+        return None
+    name, version = distribution.metadata["Name"], distribution.version
+    description = f"Installed package {name} {version}; {entrypoint} is defined in module {module_name}."
+    return SourceCode(entrypoint, url, HTML_MEDIA_TYPE, description, package_version=version)
+
+
+__all__ = [
+    "SOURCE_CODE_KEY",
+    "SOURCE_CODE_ROLES",
+    "SourceCode",
+    "describe_source_code",
+    "entrypoint_of",
+    "entrypoint_of_item",
+    "git_source",
+    "https_remote",
+    "package_source",
+    "raw_file_url",
+    "repository_url",
+]
