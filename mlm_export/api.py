@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ from mlm_export.description import (
 from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError, SourceError
 from mlm_export.hashing import FileDigest, hash_file
 from mlm_export.probing import infer_output_task
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pystac
@@ -61,8 +64,9 @@ def export_item(
     model_kwargs: Mapping[str, Any] | None = None,
     device: Any = "cpu",
     trust_pickle: bool = False,
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | str | None = None,
     resize_type: str | None = None,
+    none_applies: Sequence[str] | None = None,
     dim_orders: Mapping[str, Sequence[str]] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     pretrained: bool | None = None,
@@ -87,9 +91,11 @@ def export_item(
         tasks: MLM tasks; inferred from the output shapes when omitted (the item description says so).
         bands: band names of the (first image) input, in channel order.
         classes: class names, dicts or :class:`ClassInfo` for the classification/segmentation output.
-        name: ``mlm:name``; defaults to the model's class name.
-        item_id: the Item id; defaults to a slug of the name.
-        collection: collection id written on the Item.
+        name: ``mlm:name``; defaults to the Item id (the class or file name, lowercase, plus the first 8 hex digits
+            of the model file's sha2-256), so that it is distinct from ``mlm:architecture`` and unique.
+        item_id: the Item id; defaults to the lowercase name plus the first 8 hex digits of the model's digest.
+        collection: collection id written on the Item, with a ``collection`` link to ``../collection.json`` (the
+            local catalog layout).
         description: free text for the Item.
         bbox: spatial extent [west, south, east, north] in WGS84; the whole globe (with a warning) when omitted.
         geometry: GeoJSON geometry of the extent; derived from ``bbox`` when omitted.
@@ -103,8 +109,12 @@ def export_item(
         model_kwargs: keyword arguments for ``model_class``.
         device: where the dry-run happens: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         trust_pickle: allow unpickling arbitrary objects from the model file (only for files you trust).
-        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all.
-        resize_type: ``resize_type`` of the (first) input.
+        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all; ``"none"`` when
+            no scaling applies (an explicit ``null``). Left out (with a warning) when unknown: MLM reads an omitted
+            field as "none applies".
+        resize_type: ``resize_type`` of the (first) input; ``"none"`` when no resizing applies.
+        none_applies: other nullable fields that do not apply (written as ``null``): ``pre_processing_function``,
+            ``post_processing_function`` (also ``value_scaling``, ``resize_type``).
         dim_orders: dim_order overrides by input/output name.
         hyperparameters: ``mlm:hyperparameters`` (merged over the measured ones).
         pretrained: whether the weights come from pre-training.
@@ -184,7 +194,14 @@ def export_item(
         "pretrained_source": pretrained_source,
         "license": license,
     }
+    entrypoint = entrypoint_of(model_class)
+    if entrypoint is not None and "model_class" not in (hyperparameters or {}):
+        # How to rebuild the model from the weights, so that `check` needs no flag the export already had.
+        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
+        if model_kwargs:
+            hyperparameters.setdefault("model_kwargs", dict(model_kwargs))
     fixed = {
+        "none_applies": none_applies,
         "bbox": bbox,
         "geometry": geometry,
         "datetime": datetime,
@@ -223,6 +240,15 @@ def export_item(
                             hint="Export it again once nothing writes to it.",
                         )
                     FileExtension.ext(item.assets[artifact.key]).checksum = digest.checksum
+                    described = described.replace(
+                        artifacts=tuple(
+                            replace(a, file_checksum=digest.checksum) if a.key == artifact.key else a
+                            for a in described.artifacts
+                        )
+                    )
+            _name_after_digest(item, described, item_id=item_id, name_given=given["name"] is not None)
+            for note in described.notes:
+                logger.warning("%s", note)
             return item
         except BaseException:
             for future in pending.values():
@@ -230,6 +256,29 @@ def export_item(
             if measured is not None:
                 _remove_new_artifacts(measured, output_dir, existing)
             raise
+
+
+def entrypoint_of(model_class: Any) -> str | None:
+    """``"pkg.module:Class"`` for a ``model_class`` string or an importable class (None for lambdas, ``__main__``)."""
+    if isinstance(model_class, str):
+        return model_class
+    module, qualname = getattr(model_class, "__module__", None), getattr(model_class, "__qualname__", "")
+    if not isinstance(module, str) or module == "__main__" or "<" in qualname or not qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _name_after_digest(
+    item: pystac.Item, described: ModelDescription, *, item_id: str | None, name_given: bool
+) -> None:
+    """Default id (and ``mlm:name``) from the final digest: lowercase name + 8 hex digits of the model's sha2-256."""
+    from mlm_export.stac.builder import default_item_id
+
+    default = default_item_id(described, with_digest=True)
+    if item_id is None:
+        item.id = default
+    if not name_given:
+        item.properties["mlm:name"] = default
 
 
 def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
@@ -257,7 +306,7 @@ def embeddable_metadata(**values: Any) -> dict[str, Any]:
             value = [v if isinstance(v, str) else dict(v) for v in value]
         elif key == "classes":
             value = [c.to_dict() for c in classes_from(value)]
-        elif key == "value_scaling":
+        elif key == "value_scaling" and not isinstance(value, str):
             value = [v.to_dict() if isinstance(v, ValueScaling) else dict(v) for v in value]
         result[key] = value
     return result
@@ -435,7 +484,7 @@ def apply_overrides(
     datetime: str | dt.datetime | None = None,
     start_datetime: str | dt.datetime | None = None,
     end_datetime: str | dt.datetime | None = None,
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | str | None = None,
     resize_type: str | None = None,
     dim_orders: Mapping[str, Sequence[str]] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
@@ -443,6 +492,7 @@ def apply_overrides(
     pretrained_source: str | None = None,
     license: str | None = None,  # noqa: A002
     links: Sequence[Link] | None = None,
+    none_applies: Sequence[str] | None = None,
 ) -> ModelDescription:
     """Apply what the caller knows on top of what was measured; infer tasks and classes when not given."""
     try:
@@ -473,6 +523,7 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
         inputs, band_definitions = _apply_bands(inputs, kw["bands"])
         changes["band_definitions"] = band_definitions
 
+    inputs, outputs = _apply_none_applies(inputs, outputs, kw)
     if kw["value_scaling"] is not None or kw["resize_type"] is not None:
         scaling = None
         if kw["value_scaling"] is not None:
@@ -505,7 +556,9 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
                 if t not in inferred:
                     inferred.append(t)
         model_tasks = tuple(inferred)
-        notes.append(f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them.")
+        notes.append(
+            f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them."
+        )
     changes["tasks"] = model_tasks
     # An embedding model's vector is not a class dimension.
     outputs = [
@@ -517,17 +570,10 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
 
     hyper = dict(described.hyperparameters)
     hyper.update(kw["hyperparameters"] or {})
+    # Classes are written only when known (caller, weights metadata, datamodule, embedded metadata): the output
+    # shape already says how many there are, and "class_0 ... class_999" would say nothing more.
     if kw["classes"] is not None:
         outputs = _apply_classes(outputs, classes_from(kw["classes"]), strict=True)
-    elif not any(o.classes for o in outputs):
-        count = hyper.get("num_classes")
-        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-            outputs = _apply_classes(outputs, classes_from(count), strict=False)
-        else:
-            for index, out in enumerate(outputs):
-                axis = _class_axis(out)
-                if "classification" in out.tasks and axis is not None and out.shape[axis] > 1:
-                    outputs[index] = replace(out, classes=classes_from(out.shape[axis]))
     try:
         json.dumps(hyper, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -554,6 +600,34 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
     changes["outputs"] = tuple(outputs)
     changes["notes"] = tuple(notes)
     return described.replace(**changes)
+
+
+#: What the caller writes for "none applies" (an explicit ``null`` in the Item), e.g. ``resize_type="none"``.
+NONE_APPLIES = "none"
+
+
+def _apply_none_applies(
+    inputs: list[InputSpec], outputs: list[OutputSpec], kw: dict[str, Any]
+) -> tuple[list[InputSpec], list[OutputSpec]]:
+    """Record the nullable fields the caller says do not apply; ``"none"`` values are consumed from ``kw``."""
+    names = {str(n).removesuffix("_function") for n in (kw.get("none_applies") or ())}
+    for key in ("value_scaling", "resize_type"):
+        if isinstance(kw[key], str) and kw[key].lower() == NONE_APPLIES:
+            names.add(key)
+            kw[key] = None
+    unknown = names - {"value_scaling", "resize_type", "pre_processing", "post_processing"}
+    if unknown:
+        raise ConfigurationError(
+            f"none_applies names {sorted(unknown)}.",
+            hint="Name value_scaling, resize_type, pre_processing_function or post_processing_function.",
+        )
+    if not names:
+        return inputs, outputs
+    in_names = tuple(n for n in ("value_scaling", "resize_type", "pre_processing") if n in names)
+    out_names = ("post_processing",) if "post_processing" in names else ()
+    inputs = [replace(i, none_applies=tuple(dict.fromkeys((*i.none_applies, *in_names)))) for i in inputs]
+    outputs = [replace(o, none_applies=tuple(dict.fromkeys((*o.none_applies, *out_names)))) for o in outputs]
+    return inputs, outputs
 
 
 def _as_link(link: Link | Mapping[str, Any]) -> Link:

@@ -96,3 +96,7 @@ class OutputError(MLMExportError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output file exists and ``overwrite`` was not set."""
+
+
+class UntrustedCodeError(ConfigurationError):
+    """An Item names code to import (its ``model_class`` / ``mlm:entrypoint``) and ``trust_code`` is False."""

@@ -22,6 +22,7 @@ from mlm_export.errors import (
     ConfigurationError,
     ItemValidationError,
     UnsupportedSourceError,
+    UntrustedCodeError,
 )
 from mlm_export.hashing import hash_file
 from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
@@ -188,6 +189,45 @@ def _loader(artifact_type: str) -> Any:
     return _import_adapter(module, f"an artifact of type {artifact_type!r}")
 
 
+#: Artifact types that hold weights only: they need the model's class to be rebuilt.
+WEIGHTS_TYPES = ("safetensors.torch.save_file", "torch.save")
+
+
+def recorded_entrypoint(document: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The ``"pkg.module:Class"`` and keyword arguments an Item records for rebuilding its model.
+
+    Read from the ``mlm:entrypoint`` of a source-code asset (``mlm:source_code``) when there is one, else from
+    ``mlm:hyperparameters["model_class"]``; the keyword arguments from ``mlm:hyperparameters["model_kwargs"]``.
+    """
+    props = document.get("properties") or {}
+    hyper = props.get("mlm:hyperparameters") or {}
+    entrypoint = None
+    for asset in (document.get("assets") or {}).values():
+        if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
+            entrypoint = asset["mlm:entrypoint"]
+            break
+    if entrypoint is None and isinstance(hyper.get("model_class"), str):
+        entrypoint = hyper["model_class"]
+    kwargs = hyper.get("model_kwargs")
+    return entrypoint, dict(kwargs) if isinstance(kwargs, Mapping) else {}
+
+
+def _recorded_class(
+    document: Mapping[str, Any], artifact: ModelArtifact, model_kwargs: Mapping[str, Any] | None, trust_code: bool
+) -> tuple[Any, Mapping[str, Any] | None]:
+    """The Item's recorded model class and kwargs, imported only with ``trust_code`` (else a typed refusal)."""
+    entrypoint, recorded_kwargs = recorded_entrypoint(document)
+    if entrypoint is None or artifact.artifact_type not in WEIGHTS_TYPES:
+        return None, model_kwargs
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"The item records model_class {entrypoint!r} to rebuild '{artifact.path.name}'; importing it runs that "
+            "code, and trust_code is off.",
+            hint="Pass --trust-code (trust_code=True) if you trust the item's code, or give --model-class yourself.",
+        )
+    return entrypoint, model_kwargs if model_kwargs is not None else recorded_kwargs
+
+
 def load_model(
     item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
     *,
@@ -195,6 +235,7 @@ def load_model(
     model_class: Any = None,
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
     device: Any = "cpu",
 ) -> Any:
     """Load the model an Item publishes, after verifying its size and checksum.
@@ -205,6 +246,8 @@ def load_model(
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.
         trust_pickle: allow unpickling arbitrary objects (trusted files only).
+        trust_code: without ``model_class``, import the class the Item records (its source-code asset's
+            ``mlm:entrypoint`` or ``mlm:hyperparameters.model_class``, with ``model_kwargs``); refused otherwise.
         device: where a PyTorch model is placed (ONNX: the execution provider follows it).
 
     Returns:
@@ -218,6 +261,9 @@ def load_model(
     .. versionadded:: 0.1
     """
     artifact = model_artifact(item, asset_key)
+    if model_class is None:
+        document, _ = _item_document(item)
+        model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
     verify_artifact(artifact)
     options = ExportOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
@@ -242,9 +288,13 @@ def check_item(
     model_class: Any = None,
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
     device: Any = "cpu",
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
+
+    Takes the arguments of :func:`load_model` (``trust_code=True`` rebuilds the model from the class the Item
+    records, so that no argument the export already had is needed again).
 
     Returns:
         A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
@@ -262,6 +312,7 @@ def check_item(
         model_class=model_class,
         model_kwargs=model_kwargs,
         trust_pickle=trust_pickle,
+        trust_code=trust_code,
         device=device,
     )
     props = document.get("properties") or {}

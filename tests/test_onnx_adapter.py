@@ -182,7 +182,7 @@ def test_multi_input_output_graph(tmp_path: Path) -> None:
     assert props["mlm:memory_size"] == initializer_bytes(model)
     assert props["mlm:framework"] == "ONNX"
     assert props["mlm:framework_version"] == ort.__version__
-    assert props["mlm:accelerator"] == "amd64"
+    assert "mlm:accelerator" not in props  # an ONNX file is not bound to the provider of the dry-run
     hyper = props["mlm:hyperparameters"]
     assert hyper["onnx.opset"] == {"ai.onnx": 17}
     assert hyper["onnx.ir_version"] == model.ir_version
@@ -446,7 +446,7 @@ def test_unsupported_op_degrades_to_static_description(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match="dry-run failed"):
         item = export_item(path, validate=False)
 
-    assert "dry-run failed" in item.properties["description"] and "Frobnicate" in item.properties["description"]
+    assert "description" not in item.properties  # the dry-run failure is a warning, not Item content
     assert item_inputs(item) == {"x": ([-1, 4], "float32")}
     assert item_outputs(item) == {"y": ([-1, 4], "float32")}
     assert item.properties["mlm:framework_version"] == onnx.__version__
@@ -513,7 +513,7 @@ def test_cuda_request_without_cuda_runs_on_cpu(tmp_path: Path) -> None:
     onnx.save(linear_model(), str(path))
     with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider"):
         described = adapter.describe(path, ExportOptions(device="cuda"))
-    assert described.accelerator == "amd64"
+    assert described.accelerator is None
 
 
 @pytest.mark.cuda
@@ -522,7 +522,7 @@ def test_cuda_dry_run(tmp_path: Path) -> None:
     path = tmp_path / "linear.onnx"
     onnx.save(linear_model(), str(path))
     described = adapter.describe(path, ExportOptions(device="cuda"))
-    assert described.accelerator == "cuda"
+    assert described.accelerator is None  # where the dry-run ran does not bind the file to CUDA
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -17,11 +17,17 @@ Choices made here, once:
   artifact type (the schema forbids one without the ``mlm:model`` role).
 * ``mlm:framework`` is ``ONNX``. ``mlm:framework_version`` is the version of the onnxruntime that ran the dry-run,
   because that runtime confirmed the shapes; when no dry-run ran, it is the version of the ``onnx`` package that
-  read the graph. The accelerator is ``cuda`` when the dry-run ran on onnxruntime's CUDA provider, else ``amd64``.
+  read the graph. ``mlm:accelerator`` is left unset: an ONNX file runs on any execution provider, and where the
+  dry-run ran (CPU or CUDA) does not bind the model to it.
 * IR version, opsets (per domain), producer, model version/domain and the model's ``metadata_props`` go to
   ``mlm:hyperparameters`` under ``onnx.*`` keys; the model's ``doc_string`` becomes the description.
-* Parameters count the elements of every initializer (external ones from their ``dims``, in subgraphs too);
-  ``memory_size`` is their size in bytes.
+* Parameters count the elements of every floating-point initializer (external ones from their ``dims``, in
+  subgraphs too), except BatchNormalization running statistics (its inputs ``input_mean``/``input_var``): the same
+  rule as the PyTorch adapter (parameters, not buffers), so a net exported from torch reports the torch count.
+  32/64-bit integer, boolean and string initializers (shape constants, indices) are not parameters; 8/4-bit
+  integers (quantized weights) are. A BatchNorm the exporter folded
+  into the preceding convolution is counted as that convolution's weights. ``memory_size`` is the size in bytes of
+  every initializer.
 * ``embed_metadata=True`` writes ``metadata_props["mlm"]`` (JSON: name, architecture, tasks, bands, classes,
   description, taken from ``ExportOptions.metadata``) into a *copy* of the model in the artifact directory, and
   that copy is the published artifact. Describing a file with that entry recovers those values.
@@ -642,17 +648,36 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[tuple[onnx.TensorProto, bool
             yield from _graph_tensors(subgraph)
 
 
+#: Initializer types that hold shapes, indices, masks or text, never weights (INT32, INT64, UINT32, UINT64, BOOL,
+#: STRING). Every other type (float, complex, and the 8/4/2-bit integers of quantized weights) holds parameters.
+_NON_PARAMETER_TYPES = frozenset({6, 7, 12, 13, 9, 8})
+
+
+def _batch_norm_statistics(graph: onnx.GraphProto) -> set[str]:
+    """Names of the running mean/variance inputs of every BatchNormalization node (buffers, not parameters)."""
+    names: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
+            names.update(name for name in node.input[3:5] if name)
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _batch_norm_statistics(subgraph)
+    return names
+
+
 def _count_initializers(proto: onnx.ModelProto) -> tuple[int, int]:
     """Element count and bytes of every initializer, from ``dims`` (external data is never read)."""
     import onnx
 
     count = 0
     size = 0
+    statistics = _batch_norm_statistics(proto.graph)
     for tensor, is_initializer in _graph_tensors(proto.graph):
         if not is_initializer:
             continue
         elements = math.prod(tensor.dims)
-        count += elements
+        if tensor.data_type not in _NON_PARAMETER_TYPES and tensor.name not in statistics:
+            count += elements
         if tensor.data_type == onnx.TensorProto.STRING:
             size += sum(len(s) for s in tensor.string_data)
         else:
@@ -764,7 +789,6 @@ def _describe_graph(
         framework_version=measured.runtime_version if measured else onnx.__version__,
         total_parameters=graph.parameters,
         memory_size=graph.memory_size,
-        accelerator=measured.accelerator if measured else None,
         hyperparameters=dict(graph.hyperparameters),
         artifacts=tuple(_artifacts(graph)),
         description=graph.doc,

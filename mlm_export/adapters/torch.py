@@ -289,17 +289,27 @@ def _resolve_device(spec: Any) -> torch.device:
     )
 
 
-def _accelerator(torch: Any, device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
+def _accelerator(loaded: _Loaded) -> dict[str, Any]:
+    """The accelerator the artifact itself requires; nothing when it can run anywhere.
+
+    Where the dry-run ran says nothing about where the model can run: MLM's ``amd64`` means "will not use an
+    accelerator" and an absent value means "may use whatever is there". Weights (state_dict, safetensors) are not
+    bound to a device; a TorchScript or ``.pt2`` graph that names a CUDA device (traced on a GPU) is.
+    """
+    graph = None
+    with contextlib.suppress(AttributeError, RuntimeError):
+        if loaded.kind == "torchscript":
+            graph = str(loaded.module.inlined_graph)
+        elif loaded.kind == "exported":
+            graph = str(loaded.program.graph)
+    if graph is not None and re.search(r"\bcuda(:\d+)?\b", graph):
+        kind = "TorchScript" if loaded.kind == "torchscript" else "torch.export"
         return {
             "accelerator": "cuda",
-            "accelerator_constrained": False,
-            "accelerator_summary": torch.cuda.get_device_name(device),
-            "accelerator_count": 1,
+            "accelerator_constrained": True,
+            "accelerator_summary": f"the {kind} graph places tensors on a CUDA device",
         }
-    if device.type == "mps":
-        return {"accelerator": "macos-arm", "accelerator_constrained": False, "accelerator_count": 1}
-    return {"accelerator": "amd64", "accelerator_constrained": False}
+    return {}
 
 
 def _tensors_of(module: nn.Module) -> list[torch.Tensor]:
@@ -807,9 +817,22 @@ def _build_on_meta(torch: Any, factory: Callable[..., Any], kwargs: Mapping[str,
     try:
         with torch.device("meta"):
             module = factory(**kwargs)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError, IndexError):
+    except Exception:  # noqa: BLE001 - any failure on meta: build it normally, where errors are reported
         return None
     return module if isinstance(module, torch.nn.Module) else None
+
+
+def _construct(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """Call ``model_class(**kwargs)``; whatever it raises (offline download, bad kwargs...) becomes a typed error."""
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything (URLError, AssertionError...)
+        name = getattr(factory, "__qualname__", None) or repr(factory)
+        raise ConfigurationError(
+            f"model_class {name} raised {type(exc).__name__} when built with {sorted(kwargs)}: {_first_line(exc)}",
+            hint="Fix the model's constructor arguments (model_kwargs= / --model-kwargs); a constructor that "
+            "downloads weights needs them in the local cache or weights=None.",
+        ) from exc
 
 
 def _has_meta_tensors(torch: Any, module: Any) -> bool:
@@ -847,14 +870,7 @@ def _rebuild(
     from_hparams = _init_kwargs(factory, hyper)
     kwargs = {**from_hparams, **dict(options.model_kwargs or {})}
     module = _build_on_meta(torch, factory, kwargs)
-    try:
-        module = module if module is not None else factory(**kwargs)
-    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
-        raise ConfigurationError(
-            f"model_class {getattr(factory, '__qualname__', factory)!r} could not be built with "
-            f"{sorted(kwargs)}: {_first_line(exc)}",
-            hint="Pass the constructor's arguments as model_kwargs=.",
-        ) from exc
+    module = module if module is not None else _construct(factory, kwargs)
     if not isinstance(module, torch.nn.Module):
         raise ConfigurationError(
             f"model_class returned a {type(module).__name__}, not a torch.nn.Module.",
@@ -880,12 +896,12 @@ def _rebuild(
     tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     on_meta = any(t.is_meta for t in own.values())
     if on_meta and (tied or not _can_assign(own, tensors)):  # assigning would untie shared weights
-        module, on_meta = factory(**kwargs), False
+        module, on_meta = _construct(factory, kwargs), False
     with _loading(path, f"weights of {type(module).__name__}"):
         result = module.load_state_dict(tensors, strict=False, assign=on_meta)
     if on_meta and _has_meta_tensors(torch, module):
         # Something the file does not hold (a non-persistent buffer, a tied weight) was left unmaterialised.
-        module = factory(**kwargs)
+        module = _construct(factory, kwargs)
         with _loading(path, f"weights of {type(module).__name__}"):
             result = module.load_state_dict(tensors, strict=False)
     left = [k for k in result.missing_keys if not (tied.get(k, set()) & tensors.keys())]
@@ -1127,8 +1143,8 @@ def _embedding_high(module: Any) -> int:
     if module is None:
         return 2
     for sub in module.modules():
-        if _layer_kind(torch, sub) == "Embedding":
-            return int(sub.num_embeddings)
+        if _layer_kind(torch, sub) == "Embedding" and (shape := _parameter_shape(sub, "weight")) is not None:
+            return int(shape[0])
     return 2
 
 
@@ -1174,7 +1190,34 @@ def _layer_kind(torch: Any, layer: Any) -> str | None:
     return None
 
 
-def _layer_hint(module: Any) -> _LayerHint | None:
+def _parameter_shape(layer: Any, name: str) -> tuple[int, ...] | None:
+    """The shape of ``layer``'s own parameter ``name`` (None when it has none).
+
+    Layer sizes are read from parameter shapes, never from module attributes: a ``torch.jit.trace``d submodule keeps
+    its parameters but none of its Python attributes (``in_channels``, ``in_features``...).
+    """
+    for key, value in layer.named_parameters(recurse=False):
+        if key == name and value is not None:
+            return tuple(int(s) for s in value.shape)
+    return None
+
+
+def _layer_size(kind: str, layer: Any) -> int | None:
+    """Input channels/features of a Conv/Linear/RNN layer, or the vocabulary size of an Embedding."""
+    if kind in _RNN_KINDS:
+        shape = _parameter_shape(layer, "weight_ih_l0")
+        return None if shape is None else shape[1]
+    shape = _parameter_shape(layer, "weight")
+    if shape is None or len(shape) < 2:
+        return None
+    if kind == "Embedding":
+        return shape[0]
+    # Conv weights are (out, in / groups, *kernel); a grouped first layer is rare, and a traced one hides `groups`.
+    groups = getattr(layer, "groups", 1) if kind.startswith("Conv") else 1
+    return shape[1] * (groups if isinstance(groups, int) and groups > 0 else 1)
+
+
+def _layer_hint(module: Any) -> _LayerHint | None:  # noqa: C901 - one branch per layer kind
     """The input implied by the first Conv/Linear/Embedding/RNN layer in ``module.modules()`` order."""
     torch = _import_torch()
     if module is None:
@@ -1182,11 +1225,12 @@ def _layer_hint(module: Any) -> _LayerHint | None:
     for layer_name, layer in module.named_modules():
         where = f"'{layer_name}'" if layer_name else "the model itself"
         kind = _layer_kind(torch, layer)
-        if kind is None:
+        size_of_layer = None if kind is None else _layer_size(kind, layer)
+        if kind is None or size_of_layer is None:
             continue
         if kind == "Conv2d":
             size = _fixed_image_size(module) or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-            c = int(layer.in_channels)
+            c = size_of_layer
             note = (
                 f"The input shape [1, {c}, {size[0]}, {size[1]}] was inferred from the first Conv2d layer "
                 f"({where}, in_channels={c})"
@@ -1195,27 +1239,27 @@ def _layer_hint(module: Any) -> _LayerHint | None:
                 note += f" and the model's declared image size {size[0]}x{size[1]}"
             return _LayerHint((1, c, *size), ("batch", "channel", "height", "width"), "image", "float", note + ".")
         if kind == "Conv1d":
-            c = int(layer.in_channels)
+            c = size_of_layer
             return _LayerHint(
                 (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "float",
                 f"The input shape [1, {c}, {DEFAULT_CONV1D_LENGTH}] was inferred from the first Conv1d layer "
                 f"({where}, in_channels={c}).",
             )  # fmt: skip
         if kind == "Conv3d":
-            c = int(layer.in_channels)
+            c = size_of_layer
             shape = (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL)
             return _LayerHint(
                 shape, ("batch", "channel", "time", "height", "width"), "image-time", "float",
                 f"The input shape {list(shape)} was inferred from the first Conv3d layer ({where}, in_channels={c}).",
             )  # fmt: skip
         if kind == "Linear":
-            f = int(layer.in_features)
+            f = size_of_layer
             return _LayerHint(
                 (1, f), ("batch", "channel"), "tabular", "float",
                 f"The input shape [1, {f}] was inferred from the first Linear layer ({where}, in_features={f}).",
             )  # fmt: skip
         if kind == "Embedding":
-            n = int(layer.num_embeddings)
+            n = size_of_layer
             return _LayerHint(
                 (1, DEFAULT_TOKENS), ("batch", "token"), "tokens", "int64",
                 f"The input shape [1, {DEFAULT_TOKENS}] (int64 token ids below {n}) was inferred from the first "
@@ -1223,15 +1267,16 @@ def _layer_hint(module: Any) -> _LayerHint | None:
                 high=n,
             )  # fmt: skip
         if kind in _RNN_KINDS:
-            f = int(layer.input_size)
-            if getattr(layer, "batch_first", False):
+            f = size_of_layer
+            batch_first = getattr(layer, "batch_first", False) is True
+            if batch_first:
                 shape, order = (1, DEFAULT_STEPS, f), ("batch", "time", "channel")
             else:
                 shape, order = (DEFAULT_STEPS, 1, f), ("time", "batch", "channel")
             return _LayerHint(
                 shape, order, "sequence", "float",
                 f"The input shape {list(shape)} ({', '.join(order)}) was inferred from the first {kind} layer "
-                f"({where}, input_size={f}, batch_first={getattr(layer, 'batch_first', False)}).",
+                f"({where}, input_size={f}, batch_first={batch_first}).",
             )  # fmt: skip
     return None
 
@@ -1712,7 +1757,7 @@ def _describe_loaded(
         hyperparameters=loaded.hyperparameters,
         notes=tuple(notes),
         embedded=loaded.embedded,
-        **_accelerator(torch, device),
+        **_accelerator(loaded),
     )
     if loaded.artifact is not None and fmt is None:
         artifacts.append(loaded.artifact)
@@ -1818,6 +1863,9 @@ def _atomic_write(target: Path, writer: Callable[[Path], None]) -> None:
     temp = Path(temp_name)
     try:
         writer(temp)
+        from mlm_export.stac.writer import new_file_mode
+
+        os.chmod(temp, new_file_mode())  # mkstemp makes 0600: respect the umask like every other file written
         os.replace(temp, target)
     except OSError as exc:
         raise OutputError(
@@ -2105,7 +2153,8 @@ def run_artifact(
     by_keyword = len(inputs) > 1 and all(name in keywords for name, _, _ in inputs)
     plans = []
     for name, _shape, data_type in inputs:
-        dtype = getattr(torch, _TORCH_DTYPES.get(data_type, "float32"))
+        # "other" is a float type MLM has no name for (bfloat16...): feed the dtype the model's weights have.
+        dtype = _float_dtype(model) if data_type == "other" else getattr(torch, _TORCH_DTYPES.get(data_type, "float32"))
         plan = _InputPlan(name=name, dtype=dtype, keyword=name if by_keyword else None)
         if not dtype.is_floating_point and not dtype.is_complex:
             plan.high = _embedding_high(model)

@@ -107,6 +107,9 @@ class SchemaStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
             handle.write(data)
+        from mlm_export.stac.writer import new_file_mode
+
+        os.chmod(handle.name, new_file_mode())
         os.replace(handle.name, path)
 
     def resource(self, url: str) -> Resource[Any]:

@@ -61,12 +61,44 @@ def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.Path
     return document
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (``0o644`` with the usual ``022``).
+
+    Temporary files (``mkstemp``, ``NamedTemporaryFile``) are ``0600``; a file renamed into place must get this
+    mode, or a web server running as another user cannot serve it.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def make_parent_directory(target: Path) -> None:
+    """Create the parent directories of ``target`` (as pystac's ``save_object`` does).
+
+    Raises:
+        OutputError: a parent is a file, or the directory cannot be created.
+    """
+    directory = target.parent if str(target.parent) else Path(".")
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise OutputError(
+            f"Cannot create output directory '{directory}': a parent is a file.", hint="Choose another path."
+        ) from exc
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot create output directory '{directory}': {exc.strerror}.", hint="Choose a writable directory."
+        ) from exc
+
+
 def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``document`` to ``path`` through a temporary file in the same directory and ``os.replace``.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory does not exist or is not writable.
+        OutputError: the directory cannot be created or is not writable.
     """
     target = Path(path)
     if target.is_dir():
@@ -74,8 +106,7 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
     if target.exists() and not overwrite:
         raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
     directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"Output directory '{directory}' does not exist.", hint="Create it first.")
+    make_parent_directory(target)
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
@@ -95,9 +126,7 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
         with handle:
             handle.write(text)
         # NamedTemporaryFile creates 0600 files; give the item the mode an ordinary file would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask)
+        os.chmod(handle.name, target.stat().st_mode & 0o777 if target.exists() else new_file_mode())
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -110,7 +139,7 @@ def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory is missing or not writable.
+        OutputError: the directory cannot be created or is not writable (missing parents are created).
         ConfigurationError: an href carries credentials.
 
     .. versionadded:: 0.1
