@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED_SCHEMAS)/INDEX.json),)
 export MLM_EXPORT_SCHEMA_DIR ?= $(SHARED_SCHEMAS)
 endif
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean postgres stac-api stac-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,24 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mlm_export.demo --output demo-output
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures
 	$(BIN)/python -m pytest
+
+# PostgreSQL 15 + PostGIS for the local STAC API (tests, stac-api, stac-demo): apt-get when root and missing.
+PG_READY := test -x /usr/lib/postgresql/15/bin/initdb -a -f /usr/share/postgresql/15/extension/postgis.control
+postgres:
+	@$(PG_READY) || { if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-15-postgis-3; \
+	else echo "Install PostgreSQL: sudo apt-get install postgresql-15 postgresql-15-postgis-3" >&2; exit 1; fi; }
+
+# A local STAC API (PostgreSQL + pgstac + stac-fastapi-pgstac) on 127.0.0.1 until Ctrl-C.
+stac-api: $(STAMP) postgres
+	$(BIN)/mlm-export serve-api $(if $(DATA),--data-dir $(DATA)) $(if $(PORT),--port $(PORT))
+
+# The demo through the local STAC API: publish, search (pystac-client), load_model and check_item from the API Item.
+stac-demo: $(STAMP) postgres
+	$(BIN)/python -m mlm_export.stac_demo --output demo-output
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures

@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from mlm_export.api import export_item, inspect_model
     from mlm_export.loading import check_item, load_model
-    from mlm_export.stac.catalog import build_catalog, search_catalog
+    from mlm_export.stac.collection import build_catalog
+    from mlm_export.stac.publish import publish
+    from mlm_export.stac.search import search, search_catalog
     from mlm_export.stac.validate import ValidationReport, validate_item
     from mlm_export.stac.writer import save_item
 
@@ -22,8 +24,10 @@ _LAZY = {
     "validate_item": "mlm_export.stac.validate",
     "load_model": "mlm_export.loading",
     "check_item": "mlm_export.loading",
-    "build_catalog": "mlm_export.stac.catalog",
-    "search_catalog": "mlm_export.stac.catalog",
+    "build_catalog": "mlm_export.stac.collection",
+    "search": "mlm_export.stac.search",
+    "search_catalog": "mlm_export.stac.search",
+    "publish": "mlm_export.stac.publish",
     "ValidationReport": "mlm_export.stac.validate",
     "save_item": "mlm_export.stac.writer",
     "build_item": "mlm_export.stac.builder",
@@ -49,7 +53,9 @@ __all__ = [
     "export_item",
     "inspect_model",
     "load_model",
+    "publish",
     "save_item",
+    "search",
     "search_catalog",
     "validate_item",
 ]

@@ -46,7 +46,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
-    from mlm_export.stac.catalog import build_catalog
+    from mlm_export.stac.collection import build_catalog
 
     collection = build_catalog(
         args.items,
@@ -60,25 +60,6 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     )
     count = sum(1 for link in collection.links if link.rel == "item")
     print(f"wrote {collection.get_self_href()}: collection {collection.id!r} with {count} model(s)")
-    return EXIT_OK
-
-
-def _cmd_search(args: argparse.Namespace) -> int:
-    from mlm_export.stac.catalog import format_hits, search_catalog
-
-    hits = search_catalog(
-        args.catalog,
-        bbox=args.bbox,
-        datetime=args.datetime,
-        task=args.task,
-        bands=args.bands,
-        framework=args.framework,
-        input_channels=args.input_channels,
-    )
-    if args.json:
-        print(json.dumps([hit.to_dict() for hit in hits], indent=2))
-    else:
-        print(format_hits(hits))
     return EXIT_OK
 
 
@@ -127,21 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--no-validate", action="store_true", help="do not validate the items before writing")
     catalog.set_defaults(handler=_cmd_catalog)
 
-    search = commands.add_parser(
-        "search",
-        help="find the models of a catalog that fit your data, most specific first",
-        description="List the models of a catalog built by 'mlm-export catalog' that match every given criterion, "
-        "ranked by specificity (smallest footprint containing the box, tightest time range, exact band set).",
-    )
-    search.add_argument("catalog", metavar="DIR", help="catalog directory (or its collection.json)")
-    search.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="area of your data (WGS84)")
-    search.add_argument("--datetime", help="instant or START/END interval of your data ('..' = open end)")
-    search.add_argument("--task", help="MLM task, e.g. semantic-segmentation (generic tasks match specific ones)")
-    search.add_argument("--bands", nargs="+", metavar="BAND", help="band names your data has, e.g. B02 B03 B04 B08")
-    search.add_argument("--framework", help="framework name (case-insensitive)")
-    search.add_argument("--input-channels", type=int, metavar="N", help="number of channels of your input")
-    search.add_argument("--json", action="store_true", help="print the hits as JSON")
-    search.set_defaults(handler=_cmd_search)
+    from mlm_export.cli_stac import add_parsers as add_stac_parsers
+
+    add_stac_parsers(commands)  # search, publish, serve-api
     return parser
 
 

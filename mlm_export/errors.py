@@ -17,6 +17,9 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     +-- ItemValidationError                   an item fails the schemas or semantic checks
     +-- OutputError                           cannot write the output
         +-- OutputExistsError (FileExistsError)
+    +-- STACAPIError                          a STAC API is unreachable or answered with an error
+        +-- AuthenticationError               401/403: credentials needed or refused
+        +-- ItemExistsError                   409: the item exists (see ``if_exists``)
 """
 
 from __future__ import annotations
@@ -96,6 +99,30 @@ class OutputError(MLMExportError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output file exists and ``overwrite`` was not set."""
+
+
+class STACAPIError(MLMExportError):
+    """A STAC API cannot be reached or answered with an error (the message names the URL and quotes the server).
+
+    Attributes:
+        status: the HTTP status, or ``None`` when the server did not answer.
+        published: ids of the Items that were stored before the error (publishing only).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, published: list[str] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.published = list(published or [])
+
+
+class AuthenticationError(STACAPIError):
+    """The STAC API answered 401/403: credentials are needed or refused."""
+
+
+class ItemExistsError(STACAPIError):
+    """The STAC API already holds the item (409) and ``if_exists="error"``."""
 
 
 class UntrustedCodeError(ConfigurationError):

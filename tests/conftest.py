@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from local_stac import stac_api  # noqa: F401 - session fixture of the local STAC API
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -17,7 +17,8 @@ from factories import item_dict
 from mlm_export.description import Band, InputSpec, OutputSpec
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputExistsError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
-from mlm_export.stac.catalog import SearchHit, build_catalog, format_hits, search_catalog
+from mlm_export.stac.collection import build_catalog
+from mlm_export.stac.search import SearchHit, format_hits, search_catalog
 from mlm_export.stac.validate import validate_item
 
 S2 = ["B02", "B03", "B04", "B08"]

@@ -299,8 +299,7 @@ def test_save_item_relative_hrefs_and_atomic(tmp_path: Path, schema_dir: Path) -
 
 def test_save_item_errors(tmp_path: Path) -> None:
     item = build_item(description(tmp_path))
-    with pytest.raises(OutputError, match="does not exist"):
-        save_item(item, tmp_path / "missing" / "item.json")
+    assert save_item(item, tmp_path / "missing" / "item.json").is_file()  # parents are created, as pystac does
     with pytest.raises(OutputError, match="is a directory"):
         save_item(item, tmp_path)
     item.assets["model"].href = "https://user:secret@example.com/w.safetensors"

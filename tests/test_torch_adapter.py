@@ -914,11 +914,32 @@ def test_cuda_dry_run(tmp_path: Path) -> None:
 
 
 def test_import_does_not_import_torch() -> None:
-    """Importing mlm_export and the torch adapter module does not import torch."""
+    """Importing mlm_export and the adapter registry does not import torch; the torch adapter package does."""
     code = (
-        "import sys, mlm_export, mlm_export.adapters.torch as t\n"
-        "assert t.can_describe('model.safetensors') and not t.can_describe(object())\n"
+        "import sys, mlm_export, mlm_export.adapters as r\n"
+        "assert r.ADAPTERS_BY_SUFFIX['.safetensors'] == 'mlm_export.adapters.torch'\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import mlm_export.adapters.torch as t\n"
+        "assert t.can_describe('model.safetensors') and not t.can_describe(object())\n"
+        "assert 'torch' in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_missing_torch_is_a_missing_dependency(tmp_path: Path) -> None:
+    """Without torch, the registry reports the extra to install instead of an ImportError."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from mlm_export.adapters import adapter_for\n"
+        "from mlm_export.errors import MissingDependencyError\n"
+        "try:\n"
+        f"    adapter_for({str(model)!r})\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc.hint)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pip install 'mlm-export[torch]'"

@@ -1,0 +1,350 @@
+"""The onnxruntime dry-run: execution providers, feeds, measured outputs, loading and running published files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state
+
+from mlm_export.adapters import ExportOptions
+from mlm_export.adapters.onnx.boundary import _degrade, _first_line, _ort_errors
+from mlm_export.adapters.onnx.graph import _Graph, _load_graph, _mlm_type, _order_of, _probe_axes, _Value
+from mlm_export.errors import (
+    ArtifactLoadError,
+    ConfigurationError,
+    ProbeError,
+)
+from mlm_export.probing import (
+    DEFAULT_SIZES,
+    MeasuredTensor,
+    ProbeInput,
+    ProbeResult,
+    probe,
+)
+
+#: Size of a dynamic dimension in the dry-run when neither the caller nor the layout defaults give one.
+FALLBACK_SIZE = 8
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """Result of the onnxruntime dry-run."""
+
+    result: ProbeResult
+    base: list[tuple[int, ...]]
+    caller_fixed: list[set[int]]
+    probed: list[set[int]]
+    accelerator: str
+    runtime_version: str
+
+
+def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: ExportOptions) -> Any:
+    """Open a published ONNX artifact as an ``onnxruntime.InferenceSession`` (for :mod:`mlm_export.loading`).
+
+    The file is read and checked as by :func:`describe` first; ``options.device`` picks the execution provider.
+
+    Raises:
+        ArtifactNotFoundError: the file or one of its external-data files does not exist.
+        ArtifactLoadError: the file is not a valid ONNX model, or onnxruntime cannot load it.
+
+    .. versionadded:: 0.1
+    """
+    graph = _load_graph(Path(os.path.abspath(path)))
+    providers, _ = _providers(ort, options.device, [])
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(graph.path), sess_options=session_options, providers=providers)
+    except _ort_errors(onnxruntime_pybind11_state) as exc:
+        raise ArtifactLoadError(
+            f"onnxruntime {ort.__version__} cannot load '{graph.path}' ({artifact_type}): {_first_line(exc)}",
+            hint="Check that the model's operators and opset are supported by this onnxruntime.",
+        ) from exc
+
+
+def run_artifact(
+    session: Any, inputs: Sequence[tuple[str, tuple[int, ...], str]], options: ExportOptions
+) -> list[MeasuredTensor]:
+    """Run ``session`` once on deterministic inputs of the given ``(name, shape, data_type)`` and measure outputs.
+
+    Element types come from the session's own input types, so inputs MLM calls ``other`` (bool...) are built right.
+
+    Raises:
+        ProbeError: onnxruntime fails on these inputs.
+
+    .. versionadded:: 0.1
+    """
+    shapes = {name: tuple(shape) for name, shape, _ in inputs}
+    ordered = [tuple(shape) for _, shape, _ in inputs]
+    feeds = {}
+    for index, meta in enumerate(session.get_inputs()):
+        shape = shapes.get(meta.name, ordered[index] if index < len(ordered) else None)
+        if shape is None:
+            raise ProbeError(f"No shape was given for ONNX input {meta.name!r}.", hint="Declare every graph input.")
+        element = meta.type.removeprefix("tensor(").removesuffix(")")
+        if element == "string":
+            feeds[meta.name] = np.full(shape, "", dtype=object)
+            continue
+        dtype = np.dtype({"float": "float32", "double": "float64"}.get(element, element))
+        if dtype.kind in "fc":
+            feeds[meta.name] = np.random.default_rng(index).standard_normal(shape).astype(dtype)
+        else:
+            feeds[meta.name] = np.zeros(shape, dtype=dtype)
+    try:
+        return _run_session(session, feeds, [o.name for o in session.get_outputs()])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class; all are reported
+        shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+        raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
+
+
+def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]:
+    text = str(device if device is not None else "cpu").lower()
+    if text.startswith("cuda"):
+        index = int(text.split(":", 1)[1]) if ":" in text and text.split(":", 1)[1].isdigit() else 0
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], "cuda"
+        _degrade(
+            notes,
+            f"device={device!r} was asked for, but this onnxruntime has no CUDAExecutionProvider; "
+            "the dry-run ran on the CPU.",
+        )
+    elif not text.startswith("cpu"):
+        _degrade(notes, f"device={device!r} is not supported by the ONNX dry-run; it ran on the CPU.")
+    return ["CPUExecutionProvider"], "amd64"
+
+
+def _dry_run(
+    graph: _Graph,
+    options: ExportOptions,
+    requested: Mapping[str, tuple[int, ...]],
+    examples: bool,
+    notes: list[str],
+) -> _Measured | None:
+    """Run the model with onnxruntime and probe its dynamic dims; None (and a note) when it cannot run."""
+    dim_orders = options.input_dim_orders
+    base, caller_fixed = _base_shapes(graph, requested, examples, dim_orders)
+    unusable = [v for v in graph.inputs if not v.is_tensor or v.dims is None]
+    if unusable:
+        names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
+        _degrade(notes, f"The onnxruntime dry-run was skipped: input(s) {names} have no known tensor shape to build.")
+        return None
+    providers, accelerator = _providers(ort, options.device, notes)
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 4  # failed probes are expected; onnxruntime would log each one
+    try:
+        session = ort.InferenceSession(str(graph.path), sess_options=session_options, providers=providers)
+    except _ort_errors(onnxruntime_pybind11_state) as exc:
+        _degrade(
+            notes,
+            f"The onnxruntime dry-run failed: onnxruntime {ort.__version__} cannot load '{graph.path.name}' "
+            f"({_first_line(exc)}); shapes are the ones the graph declares.",
+        )
+        return None
+    if accelerator == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        _degrade(notes, "onnxruntime could not use the CUDA provider; the dry-run ran on the CPU.")
+        accelerator = "amd64"
+
+    output_names = [o.name for o in session.get_outputs()]
+    probe_inputs = [
+        ProbeInput(
+            name=v.name,
+            shape=base[i],
+            data_type=v.data_type,
+            dim_order=_order_of(i, len(v.dims or ()), dim_orders),
+            fixed=tuple(isinstance(d, int) or a in caller_fixed[i] for a, d in enumerate(v.dims or ())),
+        )
+        for i, v in enumerate(graph.inputs)
+    ]
+    probed = [
+        _probe_axes(len(v.dims or ()), _order_of(i, len(v.dims or ()), dim_orders))
+        - {a for a, d in enumerate(v.dims or ()) if isinstance(d, int)}
+        - caller_fixed[i]
+        if options.probe_dynamic
+        else set()
+        for i, v in enumerate(graph.inputs)
+    ]
+
+    def runner(shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
+        pairs = zip(graph.inputs, shapes, strict=True)
+        feeds = {v.name: _feed(v, shape, seed) for seed, (v, shape) in enumerate(pairs)}
+        return _run_session(session, feeds, output_names)
+
+    try:
+        result = probe(runner, probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=base)
+    except ProbeError as exc:
+        _degrade(
+            notes,
+            f"The onnxruntime dry-run failed on inputs of shape {', '.join(str(list(s)) for s in base)} "
+            f"({_first_line(exc.__cause__ or exc)}); shapes are the ones the graph declares.",
+        )
+        return None
+    notes.extend(result.notes)
+    return _Measured(result, base, caller_fixed, probed, accelerator, ort.__version__)
+
+
+def _feed(value: _Value, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A deterministic input array: normal floats, zero integers, False booleans, empty strings."""
+    if value.element == "string":
+        return np.full(shape, "", dtype=object)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.element_type or onnx.TensorProto.FLOAT))
+    if dtype.kind in "fc":
+        return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
+def _run_session(session: Any, feeds: Mapping[str, Any], names: Sequence[str]) -> list[MeasuredTensor]:
+    """Run once and measure every output. Outputs numpy cannot hold (bfloat16, float8) are read as OrtValues."""
+    try:
+        values = session.run(None, dict(feeds))
+    except RuntimeError as exc:
+        if "No corresponding Numpy type" not in str(exc):
+            raise
+        ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        return [_measure_ort_value(n, v) for n, v in zip(names, session.run_with_ort_values(None, ort_feeds),
+                                                         strict=True)]  # fmt: skip
+    return [_measure(n, value) for n, value in zip(names, values, strict=True)]
+
+
+def _measure_ort_value(name: str, value: Any) -> MeasuredTensor:
+    """An output kept as an OrtValue: shape and element type without converting to numpy."""
+    if not value.is_tensor():
+        return MeasuredTensor(name, (1,), "other", kind="other", description="non-tensor value")
+    element = value.data_type().removeprefix("tensor(").removesuffix(")")
+    try:
+        return _measure(name, value.numpy())
+    except (RuntimeError, TypeError, ValueError):
+        return MeasuredTensor(name, tuple(value.shape()), _mlm_type(element), description=element)
+
+
+def _measure(name: str, value: Any) -> MeasuredTensor:
+    """What onnxruntime returned for one output: a tensor, or a sequence/map (``other``)."""
+    if isinstance(value, np.ndarray):
+        data_type = _mlm_type(value.dtype.name)
+        non_finite = value.dtype.kind in "fc" and value.size > 0 and not bool(np.isfinite(value).all())
+        return MeasuredTensor(name, tuple(value.shape), data_type, non_finite=non_finite, description=value.dtype.name)
+    if isinstance(value, (list, tuple)):
+        return MeasuredTensor(name, (len(value),), "other", kind="other", description=f"sequence of {len(value)}")
+    if isinstance(value, dict):
+        return MeasuredTensor(name, (len(value),), "other", kind="other", description=f"map of {len(value)}")
+    shape = tuple(getattr(value, "shape", ()) or (1,))
+    return MeasuredTensor(name, shape, "other", kind="other", description=type(value).__name__)
+
+
+def _base_shapes(
+    graph: _Graph,
+    requested: Mapping[str, tuple[int, ...]],
+    examples: bool,
+    dim_orders: Sequence[Sequence[str]] | None = None,
+) -> tuple[list[tuple[int, ...]], list[set[int]]]:
+    """Concrete dry-run shapes and, per input, the axes the caller fixed (``input_shape`` sizes).
+
+    A symbolic dim shared by several inputs gets one size. Dynamic dims take the caller's size, else the layout's
+    default (batch 1, height/width 64, time 8), else ``FALLBACK_SIZE``.
+
+    Raises:
+        ConfigurationError: a requested shape has the wrong rank or contradicts a fixed dim.
+    """
+    params: dict[str, int] = {}
+    for value in graph.inputs:
+        want = requested.get(value.name)
+        if want is None or value.dims is None:
+            continue
+        if len(want) != len(value.dims):
+            raise ConfigurationError(
+                f"input_shape {list(want)} for input {value.name!r} has {len(want)} dimensions, but the graph "
+                f"declares {len(value.dims)}: {[d if d is not None else '?' for d in value.dims]}.",
+                hint="Give one size per dimension; -1 keeps a dynamic one.",
+            )
+        for dim, size in zip(value.dims, want, strict=True):
+            if isinstance(dim, int) and size not in (-1, dim):
+                raise ConfigurationError(
+                    f"input_shape {list(want)} for input {value.name!r} contradicts the graph's fixed shape "
+                    f"{[d if d is not None else '?' for d in value.dims]}.",
+                    hint="Only dynamic dimensions can be given another size.",
+                )
+            if isinstance(dim, str) and size >= 0:
+                params.setdefault(dim, size)
+    shapes: list[tuple[int, ...]] = []
+    fixed: list[set[int]] = []
+    for index, value in enumerate(graph.inputs):
+        dims = value.dims or ()
+        order = _order_of(index, len(dims), dim_orders)
+        want = requested.get(value.name)
+        sizes: list[int] = []
+        caller: set[int] = set()
+        for axis, dim in enumerate(dims):
+            asked = want[axis] if want is not None else -1
+            if isinstance(dim, int):
+                size = dim
+            elif asked >= 0:
+                size = asked
+                if not examples:
+                    caller.add(axis)
+            elif isinstance(dim, str) and dim in params:
+                size = params[dim]
+            else:
+                size = DEFAULT_SIZES.get(order[axis], FALLBACK_SIZE)
+                if isinstance(dim, str):
+                    params[dim] = size
+            sizes.append(size)
+        shapes.append(tuple(sizes))
+        fixed.append(caller)
+    return shapes, fixed
+
+
+def _requested_shapes(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], bool]:
+    """Shapes by input name from ``example_input`` (probed) or ``input_shape`` (sizes given are fixed)."""
+    if options.example_input is not None:
+        return _shapes_by_name(options.example_input, names, "example_input", from_arrays=True), True
+    if options.input_shape is not None:
+        return _shapes_by_name(options.input_shape, names, "input_shape", from_arrays=False), False
+    return {}, False
+
+
+def _shapes_by_name(
+    value: Any, names: Sequence[str], argument: str, *, from_arrays: bool
+) -> dict[str, tuple[int, ...]]:
+    def one(item: Any) -> tuple[int, ...]:
+        if from_arrays:
+            if not hasattr(item, "shape"):
+                raise ConfigurationError(
+                    f"{argument} holds a {type(item).__name__}, which has no shape.",
+                    hint="Pass arrays (or tensors), a list of them or a dict by input name.",
+                )
+            return tuple(int(s) for s in item.shape)
+        try:
+            return tuple(int(s) for s in item)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{argument}={value!r} is not a shape.", hint="Pass e.g. (1, 3, 224, 224), a list of shapes or a dict."
+            ) from exc
+
+    if isinstance(value, Mapping):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ConfigurationError(
+                f"{argument} names {unknown}, which are not inputs of the graph.", hint=f"Graph inputs: {list(names)}."
+            )
+        return {str(k): one(v) for k, v in value.items()}
+    if from_arrays:
+        single = hasattr(value, "shape")
+    elif isinstance(value, Sequence):
+        single = all(isinstance(s, int) for s in value)
+    else:
+        raise ConfigurationError(
+            f"{argument}={value!r} is not a shape.", hint="Pass e.g. (1, 3, 224, 224), a list of shapes or a dict."
+        )
+    items = [value] if single else list(value)
+    if len(items) > len(names):
+        raise ConfigurationError(
+            f"{argument} gives {len(items)} shapes but the graph has {len(names)} input(s): {list(names)}.",
+            hint="Give one shape per input, in order, or a dict by input name.",
+        )
+    return {names[i]: one(item) for i, item in enumerate(items)}

@@ -1,0 +1,264 @@
+"""Write a PyTorch model's artifact: safetensors, torch.save, TorchScript or torch.export (.pt2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+from torch.jit.frontend import FrontendError
+
+from mlm_export.adapters.torch.boundary import _compiling, _first_line, _quiet_torch
+from mlm_export.adapters.torch.formats import _FORMATS
+from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
+from mlm_export.adapters.torch.rebuild import _listing
+from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
+from mlm_export.adapters.torch.sources import EMBEDDED_KEY, _Loaded
+from mlm_export.description import Artifact, ModelDescription, slugify
+from mlm_export.errors import (
+    ConfigurationError,
+    OutputError,
+    OutputExistsError,
+)
+from mlm_export.probing import ProbeResult
+
+if TYPE_CHECKING:
+    from mlm_export.adapters import ExportOptions
+
+
+def _check_combination(loaded: _Loaded, fmt: str | None) -> None:
+    """Refuse, before any work, an artifact format the source cannot be written in."""
+    if loaded.kind == "torchscript" and fmt == "torch.export":
+        raise ConfigurationError(
+            "artifact_format='torch.export' cannot export a TorchScript module.",
+            hint="Use 'torchscript', 'safetensors' or 'torch.save', or export the original nn.Module.",
+        )
+    if loaded.kind == "exported" and fmt == "torchscript":
+        raise ConfigurationError(
+            "artifact_format='torchscript' cannot script an ExportedProgram.",
+            hint="Use 'torch.export', 'safetensors' or 'torch.save'.",
+        )
+
+
+def _default_format(loaded: _Loaded) -> str:
+    return {"torchscript": "torchscript", "exported": "torch.export"}.get(loaded.kind, "safetensors")
+
+
+def _atomic_write(target: Path, writer: Callable[[Path], None]) -> None:
+    """Write through a temp file in the target directory, then ``os.replace``: never a half-written artifact."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
+        )
+        os.close(handle)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the model artifact to '{target.parent}': {exc.strerror or exc}.",
+            hint="Pass an artifact_dir= you can write to.",
+        ) from exc
+    temp = Path(temp_name)
+    try:
+        writer(temp)
+        from mlm_export.stac.writer import new_file_mode
+
+        os.chmod(temp, new_file_mode())  # mkstemp makes 0600: respect the umask like every other file written
+        os.replace(temp, target)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the model artifact '{target}': {exc.strerror or exc}.",
+            hint="Check free space and permissions of artifact_dir.",
+        ) from exc
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _write_artifact(
+    loaded: _Loaded,
+    module: Any,
+    runner: _Runner,
+    result: ProbeResult,
+    options: ExportOptions,
+    fmt: str | None,
+    description: ModelDescription,
+) -> tuple[Artifact, list[str]]:
+    fmt = fmt or _default_format(loaded)
+    notes: list[str] = []
+    info = _FORMATS[fmt]
+    directory = Path(options.artifact_dir) if options.artifact_dir is not None else Path.cwd() / "artifacts"
+    target = directory / f"{slugify(loaded.name)}{info.suffix}"
+    if target.exists() and not options.overwrite:
+        raise OutputExistsError(
+            f"Artifact '{target}' already exists; an earlier item may point to it.",
+            hint="Pass overwrite=True to replace it, or another artifact_dir.",
+        )
+
+    if fmt == "safetensors":
+        tensors, dropped = _plain_state_dict(module)
+        if dropped:
+            notes.append(f"Non-tensor state_dict entries {_listing(dropped, 4)} are not in the safetensors file.")
+        metadata = {"format": "pt"}
+        if options.embed_metadata:
+            metadata[EMBEDDED_KEY] = json.dumps(options.metadata, sort_keys=True)
+            metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
+        _atomic_write(target, lambda p: save_file(tensors, str(p), metadata=metadata))
+    elif fmt == "torch.save":
+        tensors, _dropped = _plain_state_dict(module, keep_objects=True)
+        _atomic_write(target, lambda p: torch.save(tensors, p))
+    elif fmt == "torchscript":
+        scripted, script_notes = _to_torchscript(loaded, module, runner, result)
+        notes.extend(script_notes)
+        with _compiling("torch.jit.save"):
+            _atomic_write(target, lambda p: torch.jit.save(scripted, str(p)))
+    else:
+        program, export_notes = _to_exported(loaded, module, runner, result)
+        notes.extend(export_notes)
+        with _compiling("torch.export.save"):
+            extra = {f"{EMBEDDED_KEY}.json": json.dumps(options.metadata)} if options.embed_metadata else None
+            _atomic_write(target, lambda p: torch.export.save(program, str(p), extra_files=extra))
+    artifact = Artifact(
+        key="model",
+        roles=info.roles,
+        path=str(target),
+        artifact_type=info.artifact_type,
+        media_type=info.media_type,
+        title=f"{loaded.name} {info.title}",
+        compile_method=info.compile_method,
+    )
+    return artifact, notes
+
+
+def _plain_state_dict(module: Any, *, keep_objects: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """CPU, contiguous tensors; tensors sharing memory (tied weights) are cloned so safetensors accepts them."""
+    tensors: dict[str, Any] = {}
+    dropped: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for key, value in module.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            if keep_objects:
+                tensors[key] = value
+            else:
+                dropped.append(key)
+            continue
+        tensor = value.detach().to("cpu").contiguous()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else (0, id(tensor))
+        if tensor.numel() and any(ptr == storage[0] for ptr, _ in seen):
+            tensor = tensor.clone()
+        else:
+            seen.add(storage)
+        tensors[key] = tensor
+    return tensors, dropped
+
+
+def _export_inputs(runner: _Runner, result: ProbeResult, device: Any) -> list[Any]:
+    """Inputs for tracing/exporting: base shapes, a dynamic batch of 1 raised to 2 (export specializes 0/1)."""
+    shapes = []
+    for shape, base in zip(result.input_shapes, _base_shapes(runner.inputs), strict=True):
+        shapes.append(tuple(2 if (s == -1 and b == 1) else b for s, b in zip(shape, base, strict=True)))
+    return runner.make_inputs(shapes, device=device)
+
+
+def _to_torchscript(loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult) -> tuple[Any, list[str]]:
+    if loaded.kind == "torchscript":
+        return module, []
+    notes: list[str] = []
+    device = _single_device(module) or torch.device("cpu")
+    with _quiet_torch(), _eval_mode(module):
+        try:
+            scripted = torch.jit.script(module)
+        except (RuntimeError, TypeError, OSError, AttributeError, NotImplementedError, FrontendError) as exc:
+            tensors = _export_inputs(runner, result, device)
+            args, kwargs = _call_structure(runner.inputs, tensors)
+            shapes = ", ".join(str(list(t.shape)) for t in tensors)
+            with _compiling(f"torch.jit.script ({_first_line(exc, 120)}) and then torch.jit.trace"), torch.no_grad():
+                scripted = torch.jit.trace(
+                    module, example_inputs=args or None, example_kwarg_inputs=kwargs or None,
+                    strict=False, check_trace=False,
+                )  # fmt: skip
+            notes.append(
+                f"torch.jit.script failed ({_first_line(exc, 120)}); the TorchScript artifact was traced with inputs "
+                f"of shape {shapes}, so data-dependent control flow is fixed to that run."
+            )
+            warnings.warn(notes[-1], UserWarning, stacklevel=4)
+        scripted.eval()
+    return scripted, notes
+
+
+def _to_exported(loaded: _Loaded, module: Any, runner: _Runner, result: ProbeResult) -> tuple[Any, list[str]]:
+    if loaded.kind == "exported":
+        return loaded.program, []
+    notes: list[str] = []
+    device = _single_device(module) or torch.device("cpu")
+    tensors = _export_inputs(runner, result, device)
+    args, kwargs = _call_structure(runner.inputs, tensors)
+    dynamic = _dynamic_shapes(runner, result)
+    with _quiet_torch(), _eval_mode(module):
+        program = None
+        if dynamic is not None:
+            try:
+                program = torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic)
+            except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+                notes.append(
+                    f"torch.export could not keep the dynamic dimensions ({_first_line(exc, 160)}); "
+                    "the .pt2 artifact was exported with static shapes."
+                )
+                warnings.warn(notes[-1], UserWarning, stacklevel=4)
+        if program is None:
+            with _compiling("torch.export.export"):
+                program = torch.export.export(module, args, kwargs or None)
+    specialized = _specialized_inputs(program, result)
+    if specialized:
+        notes.append(
+            "In the .pt2 artifact these dynamic dimensions were specialized by torch.export: "
+            + ", ".join(specialized)
+            + "."
+        )
+    return program, notes
+
+
+def _dynamic_shapes(runner: _Runner, result: ProbeResult) -> Any:
+    specs = []
+    for shape in result.input_shapes:
+        specs.append({axis: torch.export.Dim.AUTO for axis, size in enumerate(shape) if size == -1} or None)
+    if not any(specs):
+        return None
+    plans = runner.inputs.plans
+    if runner.inputs.dict_argument:
+        return ({p.name: s for p, s in zip(plans, specs, strict=True)},)
+    if any(p.keyword is not None for p in plans):
+        positional = _forward_parameters(runner.module)
+        names = [p.name for p in positional]
+        mapping: dict[str, Any] = {}
+        position = 0
+        for plan, spec in zip(plans, specs, strict=True):
+            if plan.keyword is None:
+                if position >= len(names):
+                    return None
+                mapping[names[position]] = spec
+                position += 1
+            else:
+                mapping[plan.keyword] = spec
+        return mapping
+    return tuple(specs)
+
+
+def _specialized_inputs(program: Any, result: ProbeResult) -> list[str]:
+    placeholders = [
+        node for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in set(program.graph_signature.user_inputs)
+    ]  # fmt: skip
+    found = []
+    for node, shape in zip(placeholders, result.input_shapes, strict=False):
+        value = node.meta.get("val")
+        if value is None:
+            continue
+        for axis, (size, dim) in enumerate(zip(shape, value.shape, strict=False)):
+            if size == -1 and isinstance(dim, int):
+                found.append(f"{node.name}[{axis}]={dim}")
+    return found

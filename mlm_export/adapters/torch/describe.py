@@ -1,0 +1,303 @@
+"""Describe a PyTorch source: registry entry points, parameter counting and the measured ModelDescription."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mlm_export.adapters.torch.artifacts import _check_combination, _write_artifact
+from mlm_export.adapters.torch.formats import _check_format
+from mlm_export.adapters.torch.inputs import (
+    _base_shapes,
+    _call_structure,
+    _inferred_plans,
+    _InputPlan,
+    _Inputs,
+    _plan_inputs,
+    _tensors_of,
+    data_type_of,
+)
+from mlm_export.adapters.torch.rebuild import _listing
+from mlm_export.adapters.torch.runner import (
+    _accelerator,
+    _dry_run_state,
+    _resolve_device,
+    _runnable,
+    _Runner,
+    _single_device,
+)
+from mlm_export.adapters.torch.sources import _load_source, _Loaded
+from mlm_export.description import Artifact, InputSpec, ModelDescription, OutputSpec
+from mlm_export.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    ProbeError,
+)
+from mlm_export.probing import LAYOUT_BY_RANK, ProbeResult, output_dim_order, probe
+
+if TYPE_CHECKING:
+    from mlm_export.adapters import ExportOptions
+
+
+#: File suffixes this adapter reads.
+SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pt2")
+
+
+def can_describe(source: Any) -> bool:
+    """Whether ``source`` is a PyTorch model object or a file with a PyTorch suffix (imports torch only if loaded).
+
+    Args:
+        source: a model object or a path.
+
+    Returns:
+        True for ``nn.Module`` (TorchScript included), ``ExportedProgram`` and the suffixes in :data:`SUFFIXES`.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).suffix.lower() in SUFFIXES
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    if isinstance(source, torch.nn.Module):
+        return True
+    export = sys.modules.get("torch.export")
+    program_type = getattr(export, "ExportedProgram", None)
+    return program_type is not None and isinstance(source, program_type)
+
+
+def describe(source: Any, options: ExportOptions) -> ModelDescription:
+    """Measure a PyTorch model (object or file) with a dry-run and return its description.
+
+    Args:
+        source: an ``nn.Module``, TorchScript module, ``ExportedProgram`` or a path to a PyTorch file.
+        options: what the caller passed to ``export_item``.
+
+    Returns:
+        The measured description; tasks are left empty unless the model carries them.
+
+    Raises:
+        ConfigurationError: an option is invalid or missing (``model_class``, ``input_shape``, ``device``...).
+        ArtifactLoadError: the file is truncated, corrupt or does not fit ``model_class``.
+        UntrustedPickleError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
+        ProbeError: the model's forward failed on the inputs tried.
+        OutputError: the artifact cannot be written.
+
+    .. versionadded:: 0.1
+    """
+    fmt = _check_format(options.artifact_format)
+    device = _resolve_device(options.device)
+    loaded = _load_source(source, options)
+    if fmt == "onnx":
+        return _delegate_onnx(loaded, options)
+    return _describe_loaded(loaded, options, device, fmt)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    total: int | None
+    trainable: int | None
+    tensor_bytes: int
+
+
+def _count(loaded: _Loaded) -> _Counts:
+    if loaded.kind == "exported":
+        program = loaded.program
+        signature = program.graph_signature
+        params = [program.state_dict[n] for n in signature.parameters if n in program.state_dict]
+        tensors = [v for v in program.state_dict.values() if isinstance(v, torch.Tensor)]
+        tensors += [v for v in program.constants.values() if isinstance(v, torch.Tensor)]
+        total = sum(p.numel() for p in _unique(params))
+        trainable = sum(p.numel() for p in _unique(params) if p.requires_grad)
+        return _Counts(total, trainable, sum(t.numel() * t.element_size() for t in _unique(tensors)))
+    module = loaded.module
+    uninitialized = [
+        n for n, p in module.named_parameters() if isinstance(p, torch.nn.parameter.UninitializedParameter)
+    ]
+    if uninitialized:
+        raise ConfigurationError(
+            f"{loaded.name} has uninitialized (lazy) parameters ({_listing(uninitialized, 4)}): there are no weights "
+            "to count or publish yet.",
+            hint="Run one forward pass to materialize the lazy layers, then export.",
+        )
+    params = list(module.parameters())  # parameters() already drops shared (tied) duplicates
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    tensor_bytes = sum(t.numel() * t.element_size() for t in _unique([*params, *module.buffers()]))
+    return _Counts(total, trainable, tensor_bytes)
+
+
+def _unique(tensors: Sequence[Any]) -> list[Any]:
+    """Tensors without repeats: the same object, or views of the same memory (tied weights after a reload)."""
+    strided = torch.strided
+    seen: set[Any] = set()
+    result = []
+    for tensor in tensors:
+        key: Any = id(tensor)
+        if tensor.numel() and tensor.layout == strided and tensor.device.type != "meta":
+            key = (tensor.device, tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if key not in seen:
+            seen.add(key)
+            result.append(tensor)
+    return result
+
+
+def _describe_loaded(
+    loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None
+) -> ModelDescription:
+    _check_combination(loaded, fmt)
+    counts = _count(loaded)
+    module, can_eval = _runnable(loaded, device)
+    inputs = _plan_inputs(loaded, module, options)
+    runner = _Runner(module, inputs, device)
+    notes = list(loaded.notes)
+
+    baseline = 0
+    if device.type == "cuda":
+        on_device = sum(t.numel() * t.element_size() for t in _tensors_of(module) if t.device == device)
+        torch.cuda.synchronize(device)
+        baseline = torch.cuda.memory_allocated(device) - on_device
+        torch.cuda.reset_peak_memory_stats(device)
+    fork_devices = [device.index] if device.type == "cuda" else []
+    with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
+        try:
+            result = probe(
+                runner,
+                inputs.probe_inputs,
+                probe_dynamic=options.probe_dynamic,
+                base_shapes=inputs.base_shapes,
+            )
+        except ProbeError as exc:
+            if inputs.origin == "inferred":
+                raise ProbeError(
+                    f"{exc.message} ({' '.join(inputs.notes)})",
+                    hint="Pass input_shape= or example_input= with shapes the model accepts.",
+                ) from (exc.__cause__ or exc)
+            raise
+    notes.extend(inputs.notes)
+    notes.extend(result.notes)
+
+    memory = counts.tensor_bytes
+    if runner.peak_bytes is not None:
+        memory = max(memory, runner.peak_bytes - baseline)
+
+    input_specs = _input_specs(inputs, result)
+    output_specs, output_notes = _output_specs(inputs, result)
+    notes.extend(output_notes)
+
+    artifacts: list[Artifact] = []
+    description = ModelDescription(
+        name=loaded.name,
+        architecture=loaded.architecture,
+        tasks=(),
+        inputs=input_specs,
+        outputs=output_specs,
+        framework="PyTorch",
+        framework_version=str(torch.__version__),
+        total_parameters=counts.total,
+        trainable_parameters=counts.trainable,
+        memory_size=int(memory),
+        hyperparameters=loaded.hyperparameters,
+        notes=tuple(notes),
+        embedded=loaded.embedded,
+        **_accelerator(loaded),
+    )
+    if loaded.artifact is not None and fmt is None:
+        artifacts.append(loaded.artifact)
+    else:
+        artifact, write_notes = _write_artifact(loaded, module, runner, result, options, fmt, description)
+        artifacts.append(artifact)
+        notes.extend(write_notes)
+    return description.replace(artifacts=tuple(artifacts), notes=tuple(notes))
+
+
+def _input_specs(inputs: _Inputs, result: ProbeResult) -> tuple[InputSpec, ...]:
+    specs = []
+    for index, (probe_input, shape, order) in enumerate(
+        zip(inputs.probe_inputs, result.input_shapes, result.input_dim_orders, strict=True)
+    ):
+        specs.append(
+            InputSpec(
+                name=probe_input.name,
+                shape=shape,
+                dim_order=order,
+                data_type=probe_input.data_type,
+                description=_input_description(inputs.plans[index], result.input_notes.get(index)),
+            )
+        )
+    return tuple(specs)
+
+
+def _input_description(plan: _InputPlan, probe_note: str | None) -> str | None:
+    parts = []
+    if data_type_of(plan.dtype) == "other":
+        parts.append(f"The tensor's dtype is {plan.dtype} (MLM has no such data type).")
+    if probe_note:
+        parts.append(probe_note[:1].upper() + probe_note[1:])
+    return " ".join(parts) or None
+
+
+def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpec, ...], list[str]]:
+    layouts = [p.layout or LAYOUT_BY_RANK.get(len(p.shape)) for p in inputs.probe_inputs]
+    specs: list[OutputSpec] = []
+    notes: list[str] = []
+    for out in result.outputs:
+        if out.kind != "tensor":
+            notes.append(f"Output {out.name!r} is {out.description or 'not a tensor'}; it is left out of mlm:output.")
+            continue
+        description = out.description
+        if out.non_finite:
+            extra = "The dry-run produced NaN or inf values in this output."
+            description = f"{description} {extra}" if description else extra
+            notes.append(f"The dry-run produced NaN or inf values in output {out.name!r}.")
+        specs.append(
+            OutputSpec(
+                name=out.name,
+                shape=out.shape,
+                dim_order=("value",) if out.scalar else output_dim_order(out.shape, layouts, result.input_dim_orders),
+                data_type=out.data_type,
+                description=description,
+            )
+        )
+    if not specs:
+        raise ProbeError(
+            "The model returned no tensor output (only " + ", ".join(o.name for o in result.outputs) + ").",
+            hint="Return a tensor, or a tuple/list/dict of tensors.",
+        )
+    return tuple(specs), notes
+
+
+def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> ModelDescription:
+    try:
+        onnx_adapter = importlib.import_module("mlm_export.adapters.onnx")
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"artifact_format='onnx' needs the ONNX adapter and its dependencies ({exc}).",
+            hint="pip install 'mlm-export[onnx]'",
+        ) from exc
+    delegate = getattr(onnx_adapter, "describe_torch_module", None)
+    if delegate is None:
+        raise ConfigurationError(
+            "artifact_format='onnx' is not available: mlm_export.adapters.onnx has no describe_torch_module().",
+            hint="Use artifact_format='safetensors', 'torch.save', 'torchscript' or 'torch.export'.",
+        )
+    module = loaded.module if loaded.kind != "exported" else loaded.program
+    changes: dict[str, Any] = {"metadata": {"name": loaded.name, "architecture": loaded.architecture,
+                                            **dict(options.metadata or {})}}  # fmt: skip
+    runnable = module if loaded.kind != "exported" else module.module()
+    if loaded.kind != "exported" and options.input_dim_orders is None:
+        planned = _plan_inputs(loaded, runnable, options)
+        changes["input_dim_orders"] = tuple(p.resolved_dim_order() for p in planned.probe_inputs)
+    if options.example_input is None and options.input_shape is None:
+        inputs = _inferred_plans(loaded, runnable)
+        device = _single_device(runnable) or torch.device("cpu")
+        tensors = _Runner(runnable, inputs, device).make_inputs(_base_shapes(inputs), device=device)
+        args, kwargs = _call_structure(inputs, tensors)
+        changes["example_input"] = kwargs if kwargs and not args else (args[0] if len(args) == 1 else args)
+    return delegate(module, dataclasses.replace(options, **changes))

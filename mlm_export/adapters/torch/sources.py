@@ -1,0 +1,423 @@
+"""Identify and open PyTorch sources: in-memory modules, TorchScript, ExportedProgram, checkpoints, safetensors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+from torch._weights_only_unpickler import _get_allowed_globals
+
+from mlm_export.adapters.torch.boundary import _first_line, _loading
+from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
+from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
+from mlm_export.description import Artifact
+from mlm_export.errors import (
+    ArtifactLoadError,
+    ArtifactNotFoundError,
+    ConfigurationError,
+    UntrustedPickleError,
+)
+
+if TYPE_CHECKING:
+    from mlm_export.adapters import ExportOptions
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclass
+class _Loaded:
+    """A source made runnable: the module to run plus what the source told about itself."""
+
+    module: Any
+    kind: str  # "module", "torchscript", "exported"
+    name: str
+    architecture: str
+    program: Any = None
+    path: Path | None = None
+    artifact: Artifact | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    example_input: Any = None
+    example_origin: str | None = None
+    embedded: dict[str, Any] = field(default_factory=dict)
+
+
+#: Key of the embedded caller metadata: safetensors ``__metadata__`` key, and ``<key>.json`` in a .pt2's extra files.
+EMBEDDED_KEY = "mlm"
+
+
+def _parse_embedded(text: str | bytes | None, path: Path) -> dict[str, Any]:
+    """The embedded metadata JSON object of ``path``; invalid metadata is ignored with a warning."""
+    if not text:
+        return {}
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        warnings.warn(
+            f"'{path}': embedded MLM metadata is not JSON ({exc}); it is ignored.", RuntimeWarning, stacklevel=3
+        )
+        return {}
+    if not isinstance(payload, dict):
+        warnings.warn(
+            f"'{path}': embedded MLM metadata is not a JSON object; it is ignored.", RuntimeWarning, stacklevel=3
+        )
+        return {}
+    return payload
+
+
+def _load_source(source: Any, options: ExportOptions) -> _Loaded:
+    if isinstance(source, (str, os.PathLike)):
+        return _load_path(Path(source), options)
+    program_type = torch.export.ExportedProgram
+    if isinstance(source, program_type):
+        return _from_program(source, None)
+    if isinstance(source, torch.jit.ScriptModule):
+        return _from_script(source, None)
+    if isinstance(source, torch.nn.Module):
+        return _from_module(source)
+    raise ConfigurationError(
+        f"The PyTorch adapter cannot describe a {type(source).__qualname__}.",
+        hint="Pass an nn.Module, a TorchScript module, an ExportedProgram or a PyTorch file.",
+    )
+
+
+def _from_module(module: nn.Module) -> _Loaded:
+    cls = type(module)
+    loaded = _Loaded(module=module, kind="module", name=cls.__name__, architecture=_qualified_name(cls))
+    loaded.hyperparameters = _module_hyperparameters(module)
+    return loaded
+
+
+def _from_script(module: Any, path: Path | None) -> _Loaded:
+    name = getattr(module, "original_name", None) or type(module).__name__
+    qualified = name
+    with contextlib.suppress(AttributeError, RuntimeError):
+        qualified = module._c._type().name()
+    qualified = re.sub(r"^__torch__\.", "", qualified)
+    qualified = re.sub(r"___torch_mangle_\d+\.", "", qualified)
+    return _Loaded(module=module, kind="torchscript", name=name, architecture=qualified, path=path)
+
+
+def _from_program(program: Any, path: Path | None) -> _Loaded:
+    architecture = "torch.export.ExportedProgram"
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        roots = [qualified for module_path, qualified in stack.values() if module_path == ""]
+        if roots and isinstance(roots[0], str):
+            architecture = roots[0]
+            break
+    name = architecture.rsplit(".", 1)[-1] if architecture != "torch.export.ExportedProgram" else "ExportedProgram"
+    loaded = _Loaded(module=None, kind="exported", name=name, architecture=architecture, program=program, path=path)
+    example = getattr(program, "example_inputs", None)
+    if example is not None:
+        loaded.example_input = example
+        loaded.example_origin = "the ExportedProgram's example inputs"
+    return loaded
+
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"%PDF", "a PDF document"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+)
+
+
+def _sniff(path: Path) -> str:
+    """The container kind of a ``.pt``-like file: torchscript, exported, torch-zip or legacy-pickle."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError as exc:
+        raise ArtifactLoadError(f"Cannot read '{path}': {exc.strerror}.", hint="Check the file's permissions.") from exc
+    if not head:
+        raise ArtifactLoadError(f"Cannot read '{path}': the file is empty.", hint="Save the model again.")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ArtifactLoadError(f"Cannot read '{path}': corrupt zip archive ({exc}).") from exc
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/archive_format") or "/models/" in n for n in names):
+            return "exported"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch-zip"
+        raise ArtifactLoadError(
+            f"Cannot read '{path}': it is a zip archive but not a PyTorch file (entries: {', '.join(names[:5])}).",
+            hint="Pass a file written by torch.save, torch.jit.save, torch.export.save or safetensors.",
+        )
+    if head.startswith(b"PK\x03\x04"):
+        raise ArtifactLoadError(
+            f"Cannot read '{path}': the zip archive is truncated or corrupt (no central directory).",
+            hint="The file was probably cut off while copying or saving; save or download it again.",
+        )
+    if head[:1] == b"\x80":
+        return "legacy-pickle"
+    kind = next((label for magic, label in _MAGIC if head.startswith(magic)), None)
+    what = f"it looks like {kind}" if kind else f"it starts with bytes {head[:8].hex(' ')}"
+    raise ArtifactLoadError(
+        f"Cannot read '{path}': it is not a PyTorch checkpoint ({what}).",
+        hint="Pass a file written by torch.save, torch.jit.save, torch.export.save or safetensors.",
+    )
+
+
+def _load_path(path: Path, options: ExportOptions) -> _Loaded:
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"Model file '{path}' does not exist.", hint="Check the path.")
+    if path.suffix.lower() == ".safetensors":
+        return _load_safetensors(path, options)
+    kind = _sniff(path)
+    if kind == "torchscript":
+        with _loading(path, "a TorchScript archive"):
+            module = torch.jit.load(str(path), map_location="cpu")
+        loaded = _from_script(module, path)
+        loaded.artifact = _file_artifact(path, "torchscript")
+        return loaded
+    if kind == "exported":
+        extra_files = {f"{EMBEDDED_KEY}.json": ""}
+        with _loading(path, "an ExportedProgram (.pt2)"):
+            program = torch.export.load(str(path), extra_files=extra_files)
+        loaded = _from_program(program, path)
+        loaded.embedded = _parse_embedded(extra_files[f"{EMBEDDED_KEY}.json"], path)
+        loaded.artifact = _file_artifact(path, "torch.export")
+        return loaded
+    if path.suffix.lower() == ".pt2":
+        raise ArtifactLoadError(
+            f"Cannot read '{path}' as an ExportedProgram: it is a torch.save file, not a torch.export archive.",
+            hint="Rename it to .pt, or save it with torch.export.save.",
+        )
+    content = _torch_load(path, options)
+    return _from_checkpoint(content, path, options)
+
+
+def _file_artifact(path: Path, fmt: str, *, roles: tuple[str, ...] | None = None) -> Artifact:
+    info = _FORMATS[fmt]
+    return Artifact(
+        key="model",
+        roles=roles or info.roles,
+        path=str(path),
+        artifact_type=info.artifact_type,
+        media_type=info.media_type,
+        title=f"{path.name}: {info.title}",
+        compile_method=info.compile_method,
+    )
+
+
+def _torch_load(path: Path, options: ExportOptions) -> Any:
+    refused: pickle.UnpicklingError | None = None
+    with _loading(path, "a PyTorch checkpoint"):
+        try:
+            # Zip-format checkpoints are memory-mapped: tensors are read lazily from the page cache, not copied.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as exc:
+            refused = exc
+    found = _pickle_globals(path)
+    if found is None:
+        raise ArtifactLoadError(
+            f"Cannot read '{path}' as a PyTorch checkpoint: its pickle data is corrupt ({_first_line(refused)}).",
+            hint="The file may be truncated or not a torch.save file; save it again.",
+        ) from refused
+    if not options.trust_pickle:
+        offending = _unsafe_globals(found)
+        names = ", ".join(offending[:6]) + (f" and {len(offending) - 6} more" if len(offending) > 6 else "")
+        raise UntrustedPickleError(
+            f"Cannot read '{path}' safely: it holds pickled Python objects ({names or 'non-tensor objects'}), "
+            "not only tensors, and unpickling them can run arbitrary code.",
+            hint="Pass trust_pickle=True if you trust the file's source, or save model.state_dict() instead.",
+        ) from refused
+    with _loading(path, "a pickled PyTorch object (trust_pickle=True)"):
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+)
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The globals a torch.save pickle references, read with ``pickletools`` (nothing runs); None if unparseable."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(member)
+            count = 1
+        else:
+            data = path.read_bytes()
+            count = 4  # legacy format: magic number, protocol, sys info, then the object
+        stream = io.BytesIO(data)
+        found: list[str] = []
+        for _ in range(count):
+            _scan_pickle(stream, found)
+    except (ValueError, KeyError, StopIteration, EOFError, OSError, zipfile.BadZipFile,
+            UnicodeDecodeError, IndexError) as _exc:  # fmt: skip
+        return None
+    return found
+
+
+def _scan_pickle(stream: io.BytesIO, found: list[str]) -> None:
+    memo: dict[Any, Any] = {}
+    recent: list[Any] = []
+    for opcode, arg, _pos in pickletools.genops(stream):
+        name = opcode.name
+        if name in _STRING_OPS:
+            recent.append(arg)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[-1] if recent else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            recent.append(memo.get(arg))
+        elif name == "GLOBAL":
+            module, _, attr = str(arg).partition(" ")
+            found.append(f"{module}.{attr}")
+            recent.append(None)
+        elif name == "STACK_GLOBAL":
+            module, attr = (recent[-2], recent[-1]) if len(recent) >= 2 else (None, None)
+            found.append(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str) else "<unknown>")
+            recent.append(None)
+        else:
+            recent.append(None)
+
+
+def _unsafe_globals(found: Sequence[str]) -> list[str]:
+    allowed: set[str] = set()
+    with contextlib.suppress(ImportError, AttributeError):
+        allowed.update(_get_allowed_globals())
+    for item in torch.serialization.get_safe_globals():
+        obj = item[0] if isinstance(item, tuple) else item
+        allowed.add(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+    result: list[str] = []
+    for name in found:
+        storage = name.startswith("torch.") and name.endswith("Storage")
+        if name not in allowed and not storage and name not in result:
+            result.append(name)
+    return result
+
+
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+
+
+def _is_tensor_mapping(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and len(value) > 0
+        and all(isinstance(k, str) for k in value)
+        and all(isinstance(v, torch.Tensor) for v in value.values())
+    )
+
+
+def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loaded:
+    if isinstance(content, torch.export.ExportedProgram):
+        loaded = _from_program(content, path)
+        loaded.artifact = _file_artifact(path, "torch.save")
+        return loaded
+    if isinstance(content, torch.jit.ScriptModule):
+        loaded = _from_script(content, path)
+        loaded.artifact = _file_artifact(path, "torch.save")
+        return loaded
+    if isinstance(content, torch.nn.Module):
+        loaded = _from_module(content)
+        loaded.path = path
+        loaded.artifact = _file_artifact(path, "torch.save")
+        loaded.notes.append(f"'{path.name}' holds a pickled {type(content).__name__} (loaded with trust_pickle=True).")
+        return loaded
+    if not isinstance(content, Mapping):
+        raise ArtifactLoadError(
+            f"Cannot describe '{path}': it holds a {type(content).__name__}, not a state_dict or checkpoint dict.",
+            hint="Save model.state_dict() (or a dict with a 'state_dict' entry).",
+        )
+    hyper: dict[str, Any] = {}
+    checkpoint = False
+    if _is_tensor_mapping(content):
+        state_dict = dict(content)
+    else:
+        raw_hparams = content.get("hyper_parameters", content.get("hparams"))
+        if isinstance(raw_hparams, Mapping):
+            hyper = dict(raw_hparams)
+        checkpoint = "pytorch-lightning_version" in content or isinstance(raw_hparams, Mapping)
+        module_value = next((content[k] for k in _STATE_DICT_KEYS if isinstance(content.get(k), torch.nn.Module)), None)
+        if module_value is not None:
+            loaded = _from_module(module_value)
+            loaded.path = path
+            loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
+            loaded.artifact = _file_artifact(path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None)
+            return loaded
+        key = next((k for k in _STATE_DICT_KEYS if _is_tensor_mapping(content.get(k))), None)
+        if key is None:
+            keys = ", ".join(repr(k) for k in list(content)[:10])
+            raise ArtifactLoadError(
+                f"Cannot find a state_dict in '{path}' (top-level keys: {keys}).",
+                hint="Save model.state_dict(), or a dict with the weights under 'state_dict'.",
+            )
+        state_dict = dict(content[key])
+    module, notes = _rebuild(path, state_dict, hyper, options, header=None)
+    loaded = _from_module(module)
+    loaded.path = path
+    loaded.notes.extend(notes)
+    loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
+    loaded.artifact = _file_artifact(path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None)
+    return loaded
+
+
+def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
+    header: dict[str, tuple[tuple[int, ...], str]] = {}
+    metadata: dict[str, str] = {}
+    with _loading(path, "a safetensors file"), safe_open(str(path), framework="numpy") as handle:
+        metadata = dict(handle.metadata() or {})
+        for key in handle.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
+            piece = handle.get_slice(key)
+            header[key] = (tuple(piece.get_shape()), str(piece.get_dtype()))
+    elements = sum(math.prod(shape) for shape, _ in header.values())
+    dtypes = sorted({dtype for _, dtype in header.values()})
+    summary = f"'{path.name}' holds {len(header)} tensors ({elements} values; dtypes {', '.join(dtypes) or 'none'})"
+    hyper: dict[str, Any] = {}
+    if "hyper_parameters" in metadata:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(metadata["hyper_parameters"])
+            if isinstance(parsed, dict):
+                hyper = parsed
+    if options.model_class is None:
+        raise ConfigurationError(
+            f"{summary}, but a safetensors file holds no architecture to run: model_class is missing.",
+            hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
+        )
+
+    def state_dict_loader() -> dict[str, Any]:
+        with _loading(path, "a safetensors file"):
+            return load_file(str(path), device="cpu")
+
+    module, notes = _rebuild(path, state_dict_loader, hyper, options, header=header)
+    loaded = _from_module(module)
+    loaded.path = path
+    loaded.notes.extend([f"{summary}.", *notes])
+    loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
+    loaded.artifact = _file_artifact(path, "safetensors")
+    loaded.embedded = _parse_embedded(metadata.get(EMBEDDED_KEY), path)
+    return loaded

@@ -1,0 +1,158 @@
+"""Model Item documents with where they came from, read from files, dicts, pystac objects or a catalog directory.
+
+An :class:`Entry` keeps the Item JSON untouched together with a description of its origin (for messages) and the
+directory its relative hrefs resolve against. :func:`entries_of` walks a catalog directory (``collection.json`` and
+its ``item``/``child`` links), a Collection or Catalog file, a pystac Catalog, or a list of Item files.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pystac
+
+from mlm_export.errors import ConfigurationError
+from mlm_export.stac.builder import MLM_SCHEMA_URI
+from mlm_export.stac.validate import read_json_object
+
+COLLECTION_FILE = "collection.json"
+_MLM_PREFIXES = ("https://stac-extensions.github.io/mlm/", "https://crim-ca.github.io/mlm-extension/")
+
+ItemSource = pystac.Item | Mapping[str, Any] | str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One Item document with where it came from (``base``: directory its relative hrefs resolve against)."""
+
+    document: dict[str, Any]
+    source: str
+    base: Path | None
+    href: str | None = None
+
+
+def is_url(href: str) -> bool:
+    """Whether ``href`` is a URL with a scheme other than ``file`` (a one-letter scheme is a Windows drive)."""
+    scheme = urlparse(href).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def check_model_item(document: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``document`` is a STAC Item that declares MLM."""
+    kind = document.get("type")
+    if kind != "Feature":
+        raise ConfigurationError(
+            f"{source} is not a STAC Item: its type is {kind!r}, not 'Feature'.",
+            hint="Pass model Item JSON files (e.g. written by mlm-export export), not Collections or Catalogs.",
+        )
+    item_id = document.get("id")
+    if not isinstance(item_id, str) or not isinstance(document.get("properties"), Mapping):
+        raise ConfigurationError(f"{source} is not a STAC Item: it lacks a string 'id' or a 'properties' object.")
+    extensions = document.get("stac_extensions") or []
+    if not any(isinstance(u, str) and u.startswith(_MLM_PREFIXES) for u in extensions):
+        raise ConfigurationError(
+            f"{source} (item {item_id!r}) is not a model Item: it does not declare the MLM extension.",
+            hint=f"Add {MLM_SCHEMA_URI} to stac_extensions, or export the model with mlm-export.",
+        )
+
+
+def read_entry(item: ItemSource) -> Entry:
+    """The model Item ``item`` (a path, dict or pystac.Item) as an :class:`Entry`."""
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        document = read_json_object(path, "Item file", ConfigurationError)
+        entry = Entry(document, f"'{path}'", path.resolve().parent, str(path))
+    elif isinstance(item, pystac.Item):
+        self_href = item.get_self_href()
+        base = Path(self_href).resolve().parent if self_href and not is_url(self_href) else None
+        document = item.to_dict(include_self_link=False, transform_hrefs=False)
+        entry = Entry(document, f"item {item.id!r}", base, self_href)
+    elif isinstance(item, Mapping):
+        document = copy.deepcopy(dict(item))
+        entry = Entry(document, f"item {item.get('id')!r}", None)
+    else:
+        raise ConfigurationError(
+            f"items: cannot use an object of type {type(item).__name__}.",
+            hint="Pass pystac.Items, dicts or paths of Item JSON files.",
+        )
+    check_model_item(entry.document, entry.source)
+    return entry
+
+
+def catalog_entries(path: Path, seen: set[Path]) -> Iterator[Entry]:
+    """Items linked from the Catalog/Collection file ``path``, following ``child`` links."""
+    resolved = path.resolve()
+    if resolved in seen:
+        return
+    seen.add(resolved)
+    document = read_json_object(path, "Catalog file", ConfigurationError)
+    if document.get("type") not in ("Collection", "Catalog"):
+        raise ConfigurationError(
+            f"'{path}' is not a STAC Collection or Catalog (type {document.get('type')!r}).",
+            hint="Pass a catalog directory written by build_catalog (mlm-export catalog).",
+        )
+    parent, resolved_parent = os.path.dirname(path), os.path.dirname(resolved)
+    for link in document.get("links") or []:
+        if not isinstance(link, Mapping) or link.get("rel") not in ("item", "child"):
+            continue
+        href = str(link.get("href", ""))
+        if is_url(href):
+            raise ConfigurationError(
+                f"'{path}' links {href!r}; only local catalogs can be searched.", hint="Download the catalog first."
+            )
+        if urlparse(href).scheme == "file":
+            href = urlparse(href).path
+        absolute = os.path.isabs(href)
+        target = Path(href if absolute else os.path.normpath(os.path.join(parent, href)))
+        if link["rel"] == "child":
+            yield from catalog_entries(target, seen)
+            continue
+        if not target.is_file():
+            raise ConfigurationError(
+                f"'{path}' links the item {href!r} but '{target}' does not exist.",
+                hint="Rebuild the catalog (mlm-export catalog ... --overwrite).",
+            )
+        document_ = read_json_object(target, "Item file", ConfigurationError)
+        if document_.get("type") != "Feature":
+            raise ConfigurationError(f"'{target}', linked as an item from '{path}', is not a STAC Item.")
+        base = os.path.dirname(href if absolute else os.path.normpath(os.path.join(resolved_parent, href)))
+        yield Entry(document_, f"'{target}'", Path(base), str(target))  # no realpath per Item: 1,000 cost 0.3 s
+
+
+def entries_of(directory_or_collection: Any) -> list[Entry]:
+    """The model Items of a catalog directory, a Collection/Catalog file or object, or a list of Items.
+
+    Raises:
+        ConfigurationError: not a catalog, a missing or non-STAC file, or an Item that is not a model Item.
+    """
+    if isinstance(directory_or_collection, (list, tuple)):
+        return [read_entry(item) for item in directory_or_collection]
+    if isinstance(directory_or_collection, pystac.Catalog):
+        entries = []
+        for item in directory_or_collection.get_items(recursive=True):
+            self_href = item.get_self_href()
+            document = item.to_dict(include_self_link=False, transform_hrefs=False)
+            entries.append(Entry(document, f"item {item.id!r}", None, self_href))
+        return entries
+    if not isinstance(directory_or_collection, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"source: expected a catalog directory, a pystac.Collection or a list of Items, "
+            f"got {type(directory_or_collection).__name__}."
+        )
+    path = Path(directory_or_collection)
+    if path.is_dir():
+        if not (path / COLLECTION_FILE).is_file():
+            raise ConfigurationError(
+                f"'{path}' is not a catalog directory: it has no {COLLECTION_FILE}.",
+                hint="Build one with build_catalog (mlm-export catalog ITEM... -o DIR), or pass the Collection's file.",
+            )
+        path = path / COLLECTION_FILE
+    elif not path.exists():
+        raise ConfigurationError(f"Catalog '{path}' does not exist.", hint="Pass the directory of a built catalog.")
+    return list(catalog_entries(path, set()))

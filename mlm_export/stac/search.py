@@ -1,0 +1,154 @@
+"""One search over model Items, two backends with the same answers: local files (embedded) or a STAC API.
+
+:func:`search` takes a catalog directory, a Collection/Catalog file or object, or a list of Item files (the
+embedded backend: no server, the Items stay JSON, read as they are) **or** the URL of a STAC API (searched with
+pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and ranking code
+(:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each Item, so the
+same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated in-process with the
+``cql2`` package on the whole Item (``"mlm:input.0.input.shape.1" = 13`` reaches into arrays of objects); an Item
+that lacks a property the filter reads does not match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pystac
+
+from mlm_export.errors import ConfigurationError
+from mlm_export.stac.entries import entries_of, is_url
+from mlm_export.stac.matching import SearchHit, match, parse_query
+
+__all__ = ["SearchHit", "format_hits", "search", "search_catalog"]
+
+SearchSource = str | os.PathLike[str] | pystac.Catalog | Sequence[Any]
+
+
+def rank(hits: list[SearchHit], limit: int | None = None) -> list[SearchHit]:
+    """``hits`` sorted by score (highest first), then id and href; the first ``limit`` of them."""
+    ranked = sorted(hits, key=lambda h: (-h.score, h.id, h.href or ""))
+    return ranked if limit is None else ranked[:limit]
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigurationError(f"limit: expected a positive integer, got {limit!r}.")
+
+
+def search(
+    source: SearchSource,
+    *,
+    bbox: Sequence[float] | None = None,
+    datetime: str | dt.datetime | tuple[Any, Any] | None = None,
+    tasks: Sequence[str] | str | None = None,
+    bands: Sequence[str] | str | None = None,
+    framework: str | None = None,
+    input_channels: int | None = None,
+    filter: str | Mapping[str, Any] | None = None,  # noqa: A002 - the STAC API name
+    limit: int | None = None,
+    collections: Sequence[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> list[SearchHit]:
+    """Find the models that fit the query, most specific first.
+
+    Every given criterion must hold; hits are ranked by the specificity score (see
+    :mod:`mlm_export.stac.matching`). "A model for my Sentinel-2 tile":
+    ``search(dir, bbox=[w, s, e, n], bands=["B02", "B03", "B04", "B08"])``.
+
+    Args:
+        source: a catalog directory (with ``collection.json``), the path of a Collection or Catalog JSON file, a
+            ``pystac.Catalog``, a list of Item files / dicts / ``pystac.Item`` objects, or the ``http(s)`` URL of a
+            STAC API (every hit of the server is paged through before ranking).
+        bbox: ``[west, south, east, north]`` in degrees; the model's bbox must intersect it (edge contact is no
+            match; west > east crosses the antimeridian).
+        datetime: an instant (``2020-06-01T00:00:00Z``; a date, month or year stands for the whole period), or an
+            interval ``"start/end"`` with ``..`` for an open end; the model's time range must overlap it.
+        tasks: MLM task(s) the model must answer, each; a generic task also matches its specific forms
+            (``segmentation`` matches ``semantic-segmentation``).
+        bands: the band names you have; the model must read at least one band and only bands among them
+            (case-insensitive, ``B4`` = ``B04``, common names such as ``red`` via the item's band definitions;
+            computed bands count as the bands their expression reads).
+        framework: ``mlm:framework`` of the item or an asset, ignoring case, spaces and punctuation.
+        input_channels: the size of the ``bands``/``channel`` dimension of one of the model's inputs.
+        filter: a CQL2 expression (text, or cql2-json as a string or dict) on any Item field.
+        limit: return at most this many hits (after ranking).
+        collections: STAC API only: search these collections (default: all).
+        headers: STAC API only: HTTP headers (e.g. ``Authorization``); never printed.
+
+    Returns:
+        The matching models, highest score first, then by id.
+
+    Raises:
+        ConfigurationError: an invalid argument (named in the message; a CQL2 error points at the position), a
+            directory without ``collection.json``, or a file that is not STAC.
+        STACAPIError: the STAC API cannot be reached or answers with an error.
+
+    .. versionadded:: 0.2
+    """
+    _check_limit(limit)
+    query = parse_query(bbox, datetime, tasks, bands, framework, input_channels, filter)
+    if isinstance(source, str) and is_url(source):
+        from mlm_export.stac.search_api import api_entries
+
+        entries = api_entries(source, query, collections=collections, headers=headers)
+    else:
+        if collections is not None or headers is not None:
+            raise ConfigurationError(
+                "collections/headers apply to a STAC API URL only.", hint="Drop them for a local catalog."
+            )
+        entries = entries_of(source)
+    return rank([hit for entry in entries if (hit := match(entry, query)) is not None], limit)
+
+
+def search_catalog(
+    directory_or_collection: str | os.PathLike[str] | pystac.Catalog,
+    *,
+    bbox: Sequence[float] | None = None,
+    datetime: str | dt.datetime | tuple[Any, Any] | None = None,
+    task: str | None = None,
+    bands: Sequence[str] | str | None = None,
+    framework: str | None = None,
+    input_channels: int | None = None,
+) -> list[SearchHit]:
+    """Find the models of a local catalog that fit the query: :func:`search` with one ``task``.
+
+    .. versionadded:: 0.1
+    """
+    return search(
+        directory_or_collection,
+        bbox=bbox,
+        datetime=datetime,
+        tasks=None if task is None else [task],
+        bands=bands,
+        framework=framework,
+        input_channels=input_channels,
+    )
+
+
+def format_hits(hits: Sequence[SearchHit]) -> str:
+    """A plain-text table of ``hits`` (rank, score, id, name, tasks, framework, path), each followed by its reasons.
+
+    .. versionadded:: 0.1
+    """
+    if not hits:
+        return "No model matches."
+    header = ("#", "score", "id", "name", "tasks", "framework", "path")
+    rows = [
+        (str(rank), f"{hit.score:.3g}", hit.id, hit.name or "-", ",".join(hit.tasks) or "-", hit.framework or "-",
+         hit.href or "-")
+        for rank, hit in enumerate(hits, 1)
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(header), line(["-" * w for w in widths])]
+    indent = " " * (widths[0] + 2)
+    for row, hit in zip(rows, hits, strict=True):
+        lines.append(line(row))
+        lines += [f"{indent}{reason}" for reason in hit.reasons]
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""The search / publish / serve-api commands and the STAC API demo, against the local server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from local_stac import LOOPBACK, GatedProxy
+from test_catalog import EXAMPLES
+
+from mlm_export.cli import main
+from mlm_export.stac.local_api import LocalSTACAPI
+
+pytestmark = LOOPBACK
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_publish_then_search_the_api(stac_api: LocalSTACAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(p) for p in EXAMPLES]
+    assert main(["publish", *files, "--to", stac_api.url, "--collection", "cli", "--no-progress"]) == 0
+    assert f"published {len(files)} item(s) to {stac_api.url}/collections/cli (created)" in capsys.readouterr().out
+    assert main(["search", stac_api.url, "--collections", "cli", "--task", "segmentation", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in hits] == ["pytorch_geo_unet"]  # the one segmentation example
+    assert main(["search", *files, "--filter", "\"mlm:framework\" = 'pytorch'", "--limit", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) <= 1
+
+
+def test_cli_errors_are_one_line_and_exit_1(stac_api: LocalSTACAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(EXAMPLES[0])]
+    assert main(["publish", *files, "--to", stac_api.url, "--collection", "cli-errors", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["publish", *files, "--to", stac_api.url, "--collection", "cli-errors"]) == 1
+    err = capsys.readouterr().err
+    assert "409" in err and "hint:" in err and "--if-exists" in err
+    with GatedProxy(stac_api.url, token="t0ken-value") as proxy:
+        code = main(
+            ["publish", *files, "--to", proxy.url, "--collection", "x", "--header", "Authorization: Bearer bad-t0ken"]
+        )
+        assert code == 1
+    err = capsys.readouterr().err
+    assert "403" in err and "bad-t0ken" not in err
+    assert main(["search", str(EXAMPLES[0]), str(EXAMPLES[1]), "--filter", '"a" === 1']) == 1
+    assert "1:6" in capsys.readouterr().err
+    assert main(["publish", *files, "--to", stac_api.url, "--collection", "x", "--header", "no colon"]) == 1
+
+
+def test_serve_api_runs_until_interrupted(tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    data = Path(tempfile.mkdtemp(prefix="mlm-serve-api-test-"))
+    data.chmod(0o755)  # under /tmp: reachable by the postgres user
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlm_export", "serve-api", "--url-file", str(url_file), "--data-dir", str(data / "db")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not url_file.exists() and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.2)
+        assert url_file.exists(), server.stdout.read() if server.poll() is not None else "no URL within 120 s"
+        url = url_file.read_text().strip()
+        assert httpx.get(f"{url}/collections").status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    try:
+        assert server.returncode == 0, output
+        assert "STAC API (stac-fastapi-pgstac, Transactions on) at http://127.0.0.1:" in output
+        assert (data / "db" / "pgdata" / "PG_VERSION").is_file()  # kept: --data-dir
+        assert not (data / "db" / "pgdata" / "postmaster.pid").exists()  # PostgreSQL stopped
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_stac_demo_publishes_finds_loads_and_checks(tmp_path: Path, stac_api: LocalSTACAPI) -> None:
+    from mlm_export.stac_demo import COLLECTION_ID, run
+
+    href = run(tmp_path / "demo", stac_api.url)
+    # default ids: the lowercase name plus 8 hex digits of the weights' sha256
+    assert href.startswith(f"{stac_api.url}/collections/{COLLECTION_ID}/items/resnet18-sentinel2-demo-")
+    stored = httpx.get(href).json()
+    model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
+    assert model["href"].startswith((tmp_path / "demo").resolve().as_uri())
