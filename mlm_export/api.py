@@ -89,7 +89,8 @@ def export_item(
         input_shape: shape(s) to dry-run with when there is no example input; -1 marks a dynamic dimension.
         input_dtype: dtype of the generated input (default float32).
         tasks: MLM tasks; inferred from the output shapes when omitted (the item description says so).
-        bands: band names of the (first image) input, in channel order.
+        bands: band names of the (first image) input, in channel order; for several inputs a mapping by input
+            name (``{"optical": [...], "sar": ["VV", "VH"]}``).
         classes: class names, dicts or :class:`ClassInfo` for the classification/segmentation output.
         name: ``mlm:name``; defaults to the Item id (the class or file name, lowercase, plus the first 8 hex digits
             of the model file's sha2-256), so that it is distinct from ``mlm:architecture`` and unique.
@@ -109,7 +110,8 @@ def export_item(
         model_kwargs: keyword arguments for ``model_class``.
         device: where the dry-run happens: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         trust_pickle: allow unpickling arbitrary objects from the model file (only for files you trust).
-        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all; ``"none"`` when
+        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all (a mapping by
+            input name for several inputs); ``"none"`` when
             no scaling applies (an explicit ``null``). Left out (with a warning) when unknown: MLM reads an omitted
             field as "none applies".
         resize_type: ``resize_type`` of the (first) input; ``"none"`` when no resizing applies.
@@ -302,7 +304,9 @@ def embeddable_metadata(**values: Any) -> dict[str, Any]:
     for key, value in values.items():
         if value is None:
             continue
-        if key in ("tasks", "bands"):
+        if key in ("bands", "value_scaling") and isinstance(value, Mapping):  # by input name (several inputs)
+            value = {str(k): embeddable_metadata(**{key: v})[key] for k, v in value.items()}
+        elif key in ("tasks", "bands"):
             value = [v if isinstance(v, str) else dict(v) for v in value]
         elif key == "classes":
             value = [c.to_dict() for c in classes_from(value)]
@@ -411,35 +415,98 @@ def _channel_axis(spec: InputSpec) -> int | None:
     return None
 
 
-def _apply_bands(
-    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]]
-) -> tuple[list[InputSpec], tuple[Band, ...]]:
+def _band_definitions(bands: Sequence[str | Mapping[str, Any]], argument: str) -> tuple[Band, ...]:
     definitions = tuple(
         Band(name=str(b)) if isinstance(b, str) else Band(name=str(b["name"]), description=b.get("description"))
         for b in bands
     )
-    names = tuple(b.name for b in definitions)
+    names = [b.name for b in definitions]
     if len(set(names)) != len(names):
-        raise ConfigurationError(f"bands={list(names)} repeats a name.", hint="Give each band once, in channel order.")
+        raise ConfigurationError(f"{argument}={names} repeats a name.", hint="Give each band once, in channel order.")
+    return definitions
+
+
+def _input_named(inputs: list[InputSpec], name: str, argument: str) -> int:
     for index, spec in enumerate(inputs):
-        axis = _channel_axis(spec)
-        if axis is None:
-            continue
-        size = spec.shape[axis]
-        if size not in (-1, len(names)):
-            raise ConfigurationError(
-                f"bands= names {len(names)} bands but input {spec.name!r} has {size} channels "
-                f"(shape {list(spec.shape)}).",
-                hint="Give one band name per input channel, in channel order.",
-            )
-        order = list(spec.dim_order)
-        order[axis] = "bands"
-        inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
-        return inputs, definitions
+        if spec.name == name:
+            return index
+    raise ConfigurationError(
+        f"{argument} names input {name!r}, which the model does not have ({[s.name for s in inputs]}).",
+        hint="Key the mapping by the input names that inspect_model / mlm-export inspect shows.",
+    )
+
+
+def _set_bands(inputs: list[InputSpec], index: int, names: tuple[str, ...], argument: str) -> bool:
+    """Put ``names`` on input ``index`` (its channel axis becomes ``bands``); False when it has no channel axis."""
+    spec = inputs[index]
+    axis = _channel_axis(spec)
+    if axis is None:
+        return False
+    size = spec.shape[axis]
+    if size not in (-1, len(names)):
+        raise ConfigurationError(
+            f"{argument} names {len(names)} bands but input {spec.name!r} has {size} channels "
+            f"(shape {list(spec.shape)}).",
+            hint="Give one band name per input channel, in channel order.",
+        )
+    order = list(spec.dim_order)
+    order[axis] = "bands"
+    inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
+    return True
+
+
+def _apply_bands(
+    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+) -> tuple[list[InputSpec], tuple[Band, ...]]:
+    """Band names of the first input with a channel axis, or of each input named in a mapping (multi-input)."""
+    if isinstance(bands, Mapping) and not ("name" in bands and isinstance(bands.get("name"), str)):
+        definitions: dict[str, Band] = {}
+        for input_name, entries in bands.items():
+            argument = f"bands[{input_name!r}]"
+            own = _band_definitions(entries, argument)
+            index = _input_named(inputs, str(input_name), "bands=")
+            if not _set_bands(inputs, index, tuple(b.name for b in own), argument):
+                raise ConfigurationError(f"{argument}: input {input_name!r} has no channel dimension.")
+            definitions.update({b.name: b for b in own if b.name not in definitions})
+        return inputs, tuple(definitions.values())
+    definitions_list = _band_definitions(bands, "bands")  # type: ignore[arg-type]
+    names = tuple(b.name for b in definitions_list)
+    for index in range(len(inputs)):
+        if _set_bands(inputs, index, names, "bands="):
+            return inputs, definitions_list
     raise ConfigurationError(
         "bands= was given but no input has a channel dimension.",
         hint="Set dim_orders= so that one input has a 'channel' dimension.",
     )
+
+
+def _scaling_of(entries: Any, spec: InputSpec, argument: str) -> tuple[ValueScaling, ...]:
+    scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in entries)
+    axis = _channel_axis(spec)
+    channels = spec.shape[axis] if axis is not None else -1
+    if len(scaling) not in (1, channels) and channels != -1:
+        raise ConfigurationError(
+            f"{argument} has {len(scaling)} entries but input {spec.name!r} has {channels} channels.",
+            hint="Give one entry per channel, or a single entry for all.",
+        )
+    return scaling
+
+
+def _apply_scaling(inputs: list[InputSpec], value_scaling: Any, resize_type: str | None) -> list[InputSpec]:
+    """value_scaling of the first input, or of each input named in a mapping; resize_type of the first input."""
+    if isinstance(value_scaling, Mapping) and "type" not in value_scaling:
+        for input_name, entries in value_scaling.items():
+            index = _input_named(inputs, str(input_name), "value_scaling=")
+            scaling = _scaling_of(entries, inputs[index], f"value_scaling[{input_name!r}]")
+            inputs[index] = replace(inputs[index], value_scaling=scaling)
+        value_scaling = None
+    scaling = _scaling_of(value_scaling, inputs[0], "value_scaling") if value_scaling is not None else None
+    inputs[0] = replace(
+        inputs[0],
+        value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
+        resize_type=resize_type if resize_type is not None else inputs[0].resize_type,
+    )
+    return inputs
 
 
 def _class_axis(spec: OutputSpec) -> int | None:
@@ -525,21 +592,7 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
 
     inputs, outputs = _apply_none_applies(inputs, outputs, kw)
     if kw["value_scaling"] is not None or kw["resize_type"] is not None:
-        scaling = None
-        if kw["value_scaling"] is not None:
-            scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in kw["value_scaling"])
-            axis = _channel_axis(inputs[0])
-            channels = inputs[0].shape[axis] if axis is not None else -1
-            if len(scaling) not in (1, channels) and channels != -1:
-                raise ConfigurationError(
-                    f"value_scaling has {len(scaling)} entries but input {inputs[0].name!r} has {channels} channels.",
-                    hint="Give one entry per channel, or a single entry for all.",
-                )
-        inputs[0] = replace(
-            inputs[0],
-            value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
-            resize_type=kw["resize_type"] if kw["resize_type"] is not None else inputs[0].resize_type,
-        )
+        inputs = _apply_scaling(inputs, kw["value_scaling"], kw["resize_type"])
 
     if kw["tasks"] is not None:
         model_tasks = tuple(kw["tasks"])
@@ -556,9 +609,7 @@ def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription
                 if t not in inferred:
                     inferred.append(t)
         model_tasks = tuple(inferred)
-        notes.append(
-            f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them."
-        )
+        notes.append(f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them.")
     changes["tasks"] = model_tasks
     # An embedding model's vector is not a class dimension.
     outputs = [

@@ -119,14 +119,18 @@ def _rebuild(
     options: ExportOptions,
     *,
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
+    holds: str = "a bare state_dict",
 ) -> tuple[nn.Module, list[str]]:
-    """Build ``options.model_class`` and load the file's weights into it, checking keys and shapes first."""
+    """Build ``options.model_class`` and load the file's weights into it, checking keys and shapes first.
+
+    ``holds`` says what the file is in error messages ("a bare state_dict", "a Lightning checkpoint with a
+    state_dict"...).
+    """
     notes: list[str] = []
     if options.model_class is None:
         count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
         raise ConfigurationError(
-            f"'{path}' holds a bare state_dict ({count} tensors) without the model's architecture: "
-            "model_class is missing.",
+            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
         )
     factory = _resolve_model_class(options.model_class)
