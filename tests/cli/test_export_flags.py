@@ -118,3 +118,11 @@ def test_output_directory_is_checked_before_the_dry_run(weights: Path, capsys: p
     assert main(["export", str(weights), "-o", str(blocker / "item.json")]) == 1  # no --model-class: would fail later
     err = capsys.readouterr().err
     assert "a parent is a file" in err and "model_class" not in err and "--model-class" not in err
+
+
+def test_missing_datetime_is_said_in_the_cli_output(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = weights.parent / "item.json"
+    assert main(["export", str(weights), *CLASS, "--bbox", "0", "0", "1", "1", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning: No datetime")]
+    assert len(warned) == 1 and "--datetime" in warned[0]  # once, naming the flag that sets it
