@@ -130,7 +130,7 @@ def _rebuild(
     if options.model_class is None:
         count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
         raise ConfigurationError(
-            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class is missing.",
+            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class= is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
         )
     factory = _resolve_model_class(options.model_class)
