@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED_SCHEMAS)/INDEX.json),)
 export MLM_EXPORT_SCHEMA_DIR ?= $(SHARED_SCHEMAS)
 endif
 
-.PHONY: demo test lint venv clean postgres stac-api stac-demo
+.PHONY: demo test lint venv clean postgres stac-api stac-demo chromium card-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mlm_export.demo --output demo-output
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres chromium
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures
 	$(BIN)/python -m pytest
 
@@ -44,6 +44,22 @@ stac-api: $(STAMP) postgres
 # The demo through the local STAC API: publish, search (pystac-client), load_model and check_item from the API Item.
 stac-demo: $(STAMP) postgres
 	$(BIN)/python -m mlm_export.stac_demo --output demo-output
+
+# The card tests open cards in the system Chromium (Debian package; nothing downloads a browser). Idempotent.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium is missing: run 'sudo apt-get install -y chromium' (the card tests need it)"; exit 1; fi; }
+
+# docs/card.png in the README: the card of an official example, rendered and shot at 1280 px by headless Chromium.
+CARD_EXAMPLE ?= ../shared/mlm-examples/item_eo_bands.json
+card-screenshot: $(STAMP) chromium
+	tmp=$$(mktemp -d) && \
+	$(BIN)/python -m mlm_export card $(CARD_EXAMPLE) -o $$tmp/card.html && \
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --disable-background-networking \
+		--disable-component-update --disable-sync --no-first-run --user-data-dir=$$tmp/profile \
+		--window-size=1280,1150 --screenshot=$(abspath docs/card.png) file://$$tmp/card.html; \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures

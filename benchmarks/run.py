@@ -10,6 +10,8 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | safetensors | header-only read (what the adapter does) | ``load_file`` + reading the tensors | <= 0.01 |
 | onnx | ``describe_static`` with external data (weights not read) | ``onnx.load`` with the data | < 50 ms |
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
+| download | ``fetch_artifact`` from loopback HTTP (sibling process) | ``hashlib.file_digest`` | time ratio <= 1.5 |
+| card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 """
 
 from __future__ import annotations
@@ -114,12 +116,35 @@ def validate_startup(size_mb: int) -> list[Row]:
              ours / base, "< 1 (no torch)", ours < base)]  # fmt: skip
 
 
+def download(size_mb: int) -> list[Row]:
+    import bench_download
+
+    r = bench_download.measure(size_mb, 3)
+    return [
+        (f"verified download vs hashlib.file_digest ({size_mb} MiB, loopback http)", f"{r['ours_s']:.2f} s",
+         f"{r['baseline_s']:.2f} s", r["ratio"], "<= 1.5", r["ratio"] <= 1.5),
+        (f"naive download-then-hash vs hashlib.file_digest (load avg {r['load']:.1f})", f"{r['naive_s']:.2f} s",
+         f"{r['baseline_s']:.2f} s",
+         r["naive_ratio"], "(info)", True),
+    ]  # fmt: skip
+
+
+def card(size_mb: int) -> list[Row]:
+    import bench_card
+
+    r = bench_card.measure(5000, 3)
+    return [("render_card HTML, 5,000 classes vs json.dumps of the Item", f"{r['html_s'] * 1e3:.0f} ms",
+             f"{r['baseline_s'] * 1e3:.0f} ms", r["html_s"] / r["baseline_s"], "< 1 s", r["html_s"] < 1.0)]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
     "safetensors": safetensors_header,
     "onnx": onnx_static,
     "validate": validate_startup,
+    "download": download,
+    "card": card,
 }
 
 

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mlm_export.api import export_item, inspect_model
+    from mlm_export.card import render_card, write_card
     from mlm_export.loading import check_item, load_model
     from mlm_export.stac.collection import build_catalog
     from mlm_export.stac.publish import publish
@@ -32,6 +33,8 @@ _LAZY = {
     "save_item": "mlm_export.stac.writer",
     "build_item": "mlm_export.stac.builder",
     "ModelDescription": "mlm_export.description",
+    "render_card": "mlm_export.card",
+    "write_card": "mlm_export.card",
 }
 
 
@@ -54,8 +57,10 @@ __all__ = [
     "inspect_model",
     "load_model",
     "publish",
+    "render_card",
     "save_item",
     "search",
     "search_catalog",
     "validate_item",
+    "write_card",
 ]

@@ -60,6 +60,10 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     )
     count = sum(1 for link in collection.links if link.rel == "item")
     print(f"wrote {collection.get_self_href()}: collection {collection.id!r} with {count} model(s)")
+    if args.cards:
+        from mlm_export.cli_card import write_catalog_cards
+
+        write_catalog_cards(collection.get_self_href())
     return EXIT_OK
 
 
@@ -106,11 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--overwrite", action="store_true", help="replace an existing catalog in DIR")
     catalog.add_argument("--schema-dir", help="offline schema directory")
     catalog.add_argument("--no-validate", action="store_true", help="do not validate the items before writing")
+    catalog.add_argument("--cards", action="store_true", help="also write an HTML card per model and index.html")
     catalog.set_defaults(handler=_cmd_catalog)
 
     from mlm_export.cli_stac import add_parsers as add_stac_parsers
 
     add_stac_parsers(commands)  # search, publish, serve-api
+
+    from mlm_export import cli_card
+
+    cli_card.add_parser(commands)
+
+    from mlm_export import cli_get
+
+    cli_get.add_parser(commands)  # get
     return parser
 
 

@@ -10,6 +10,7 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     |   +-- ArtifactLoadError                 truncated, corrupt or mismatching file
     |       +-- UntrustedPickleError          loading needs ``trust_pickle=True``
     |       +-- ChecksumMismatchError         file:size / file:checksum differ from the item
+    |   +-- DownloadError                     a remote Item/artifact cannot be fetched (refused, unreachable, HTTP)
     +-- ProbeError                            the dry-run failed
     +-- DescriptionError (ValueError)         invalid model description
     +-- MissingDependencyError (ImportError)  an optional extra is not installed
@@ -67,6 +68,10 @@ class UntrustedPickleError(ArtifactLoadError):
 
 class ChecksumMismatchError(ArtifactLoadError):
     """A file's size or checksum differs from the value recorded in the item."""
+
+
+class DownloadError(SourceError):
+    """A remote Item or artifact cannot be fetched: unreachable, an HTTP error, or a refused redirect."""
 
 
 class ProbeError(MLMExportError):

@@ -92,17 +92,24 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _item_document(item: Any) -> tuple[dict[str, Any], Path | None]:
+def _item_document(item: Any) -> tuple[dict[str, Any], Path | str | None]:
+    """The Item's JSON and where relative hrefs start: its directory, or its URL for a remote Item."""
+    from mlm_export.transfer import fetch_item_document, is_remote, self_url
+
+    if isinstance(item, str) and is_remote(item):
+        return fetch_item_document(item), item
     if isinstance(item, (str, os.PathLike)):
         from mlm_export.stac.validate import read_item_document
 
         document, base, _ = read_item_document(item)
         return document, base
     if isinstance(item, Mapping):
-        return dict(item), None
+        return dict(item), self_url(item)
     if hasattr(item, "to_dict"):
         self_href = item.get_self_href()
         base = Path(self_href).parent if self_href and urlparse(self_href).scheme in ("", "file") else None
+        if self_href and is_remote(self_href):
+            base = self_href
         return item.to_dict(include_self_link=False, transform_hrefs=False), base
     raise ConfigurationError(
         f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
@@ -118,7 +125,8 @@ def model_artifact(
     Raises:
         ItemValidationError: the item has no ``mlm:model`` asset or it has no ``mlm:artifact_type``.
         ArtifactNotFoundError: the asset's file does not exist.
-        ConfigurationError: the asset is remote (download it first).
+        ChecksumMismatchError: a downloaded artifact differs from ``file:size``/``file:checksum``.
+        DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
     document, base = _item_document(item)
     assets = document.get("assets") or {}
@@ -135,12 +143,31 @@ def model_artifact(
     artifact_type = asset.get("mlm:artifact_type")
     if not artifact_type:
         raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    href = asset["href"]
+    path = _artifact_file(key, asset, base)
+    return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
+
+
+def _artifact_file(key: str, asset: Mapping[str, Any], base: Path | str | None) -> Path:
+    """The local file of an asset: its path, the file of that name next to the Item, or the verified download.
+
+    Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
+    cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
+    """
+    from mlm_export.transfer import fetch_artifact, is_remote, resolve_href
+
+    href = str(asset["href"])
+    remote_base = base if isinstance(base, str) else None
+    if is_remote(href) or (remote_base is not None and urlparse(href).scheme == ""):
+        url = resolve_href(href, remote_base)
+        beside = base / Path(urlparse(url).path).name if isinstance(base, Path) else None
+        if beside is not None and beside.is_file():  # exported with href_base: the file sits next to the Item
+            return beside
+        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
     parsed = urlparse(href)
     if parsed.scheme not in ("", "file"):
         raise ConfigurationError(
-            f"Asset {key!r} is remote ({href}); mlm-export does not download models.",
-            hint="Download the file next to the item JSON (same relative path) and pass the local item.",
+            f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
+            hint="Point the href at a file, an http(s):// or an s3:// URL.",
         )
     path = Path(parsed.path if parsed.scheme == "file" else href)
     if not path.is_absolute():
@@ -149,10 +176,10 @@ def model_artifact(
                 f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
                 hint="Pass the path of the item JSON file instead of a dict.",
             )
-        path = base / path
+        path = Path(base) / path
     if not path.is_file():
         raise ArtifactNotFoundError(f"Model file '{path}' of asset {key!r} does not exist.", hint="Check the href.")
-    return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
+    return path
 
 
 def verify_artifact(artifact: ModelArtifact) -> None:
@@ -241,7 +268,9 @@ def load_model(
     """Load the model an Item publishes, after verifying its size and checksum.
 
     Args:
-        item: a ``pystac.Item``, a dict or the path of an Item JSON file.
+        item: a ``pystac.Item`` (e.g. a pystac-client hit), a dict, the path of an Item JSON file or its
+            ``http(s)://``/``s3://`` URL. Remote artifacts are downloaded into the verified cache
+            (:mod:`mlm_export.artifact_cache`) first.
         asset_key: the asset to load (default: the first with role ``mlm:model``).
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.

@@ -70,8 +70,8 @@ def test_tampered_file_is_refused_before_loading(saved_item: Path) -> None:
 def test_item_problems(saved_item: Path, tmp_path: Path) -> None:
     doc = json.loads(saved_item.read_text())
     remote = json.loads(json.dumps(doc))
-    remote["assets"]["model"]["href"] = "https://example.com/model.pt2"
-    with pytest.raises(ConfigurationError, match="remote"):
+    remote["assets"]["model"]["href"] = "ftp://example.com/model.pt2"  # http(s)/s3: tests/test_transfer.py
+    with pytest.raises(ConfigurationError, match="neither a local path nor an http"):
         load_model(remote)
     relative = json.loads(json.dumps(doc))
     with pytest.raises(ConfigurationError, match="location is unknown"):

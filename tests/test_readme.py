@@ -26,6 +26,9 @@ NOT_RUN = {
     "make demo": "runs the demo/whole suite (make demo is the demo job; make test runs this file)",
     "make stac-api": "starts PostgreSQL and a STAC API server (tests/test_cli_stac.py, tests/stac/test_publish.py)",
     ".venv/bin/python benchmarks/run.py": "the benchmark run (tests/test_benchmarks.py)",
+    "from mlm_export.card import": "the model-card example (run by tests/test_cli_card.py)",
+    "mlm-export card item.json": "the model-card commands (tests/test_cli_card.py, tests/card/)",
+    "import json": "remote artifacts against a URL and a bucket (run by tests/test_transfer.py on loopback servers)",
 }
 
 #: Names the text before a block leaves to the reader -> code defining them.

@@ -101,12 +101,6 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
         OutputError: the directory cannot be created or is not writable.
     """
     target = Path(path)
-    if target.is_dir():
-        raise OutputError(f"Output '{target}' is a directory.", hint="Give a file name such as item.json.")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
-    directory = target.parent if str(target.parent) else Path(".")
-    make_parent_directory(target)
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
@@ -114,6 +108,23 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
             f"Cannot write '{target}': the document is not JSON data ({exc}).",
             hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
         ) from exc
+    return write_text_atomic(text, target, overwrite=overwrite)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory and ``os.replace``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: the directory cannot be created or is not writable (missing parents are created).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"Output '{target}' is a directory.", hint="Give a file name such as item.json.")
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
+    directory = target.parent if str(target.parent) else Path(".")
+    make_parent_directory(target)
     try:
         handle = tempfile.NamedTemporaryFile(
             "w", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False, encoding="utf-8"

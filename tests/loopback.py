@@ -1,0 +1,80 @@
+"""A real threaded HTTP server on 127.0.0.1 serving a directory, with redirects and a request count per path.
+
+Used by the transfer tests and the download benchmark (which runs it in a sibling process: ``python loopback.py DIR``
+prints the port, serves until killed).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: LoopbackServer  # type: ignore[assignment]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        path = self.path.split("?", 1)[0]
+        with self.server.lock:
+            self.server.hits[path] += 1
+        location = self.server.redirects.get(path)
+        if location is not None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        outputfile.flush()
+        self.connection.sendfile(source)  # the kernel copies; the server stays cheap next to the client measured
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server signature
+        pass
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """Serves ``directory`` on ``127.0.0.1:<free port>``; ``hits`` counts GETs per path, ``redirects`` maps a
+    path to a ``Location``."""
+
+    daemon_threads = True
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.redirects: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=10)
+
+
+def fetch_in_child(args: tuple[str, int, str, str]) -> str:
+    """``fetch_artifact`` for a worker thread or a spawned process (this module imports quickly)."""
+    from mlm_export.transfer import fetch_artifact
+
+    url, size, checksum, cache = args
+    return str(fetch_artifact(url, size=size, checksum=checksum, cache_dir=cache))
+
+
+if __name__ == "__main__":
+    server = LoopbackServer(Path(sys.argv[1]))
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
