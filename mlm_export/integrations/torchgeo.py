@@ -35,6 +35,7 @@ page), otherwise a relative placeholder ``./datasets/<DatasetClass>/<split>`` so
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -222,6 +223,36 @@ def _normalize_values(step: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return _floats(step.mean), _floats(step.std)  # torchvision v1/v2, kornia.enhance
 
 
+def torchvision_preset(transforms: Any) -> TransformInfo | None:
+    """What a torchvision weights' preset does (``partial(ImageClassification, crop_size=224, ...)``), or None.
+
+    The preset resizes (its interpolation), centre-crops to ``crop_size``, divides 8-bit values by 255 and
+    normalises with ImageNet's mean and std: for 8-bit inputs that is one z-score per channel with ``255 * mean``
+    and ``255 * std``.
+    """
+    func = getattr(transforms, "func", None)
+    if (
+        not isinstance(transforms, functools.partial)
+        or getattr(func, "__module__", "") != "torchvision.transforms._presets"
+    ):
+        return None
+    try:
+        preset = transforms()
+    except Exception:  # noqa: BLE001 - an unknown preset signature: nothing is read from it
+        return None
+    mean, std = getattr(preset, "mean", None), getattr(preset, "std", None)
+    if not isinstance(mean, (list, tuple)) or not isinstance(std, (list, tuple)):
+        return None
+    crop = getattr(preset, "crop_size", None)
+    size = _square(crop[0] if isinstance(crop, (list, tuple)) and len(crop) == 1 else crop) if crop else None
+    return TransformInfo(
+        mean=tuple(255.0 * float(m) for m in mean),
+        std=tuple(255.0 * float(v) for v in std),
+        resize_type=_interpolation(preset),
+        size=size,
+    )
+
+
 def _interpolation(step: Any) -> str | None:
     flags = getattr(step, "flags", None)
     mode = flags.get("resample") if isinstance(flags, Mapping) else getattr(step, "interpolation", None)
@@ -381,7 +412,7 @@ def weights_overrides(weights: Any) -> dict[str, Any]:
     full_name = str(resolved)
     in_chans = meta.get("in_chans")
     channels = int(in_chans) if isinstance(in_chans, int) else None
-    info = read_transforms(resolved.transforms)
+    info = torchvision_preset(resolved.transforms) or read_transforms(resolved.transforms)
     if channels is None:
         channels = info.channels
     overrides: dict[str, Any] = {
@@ -1002,6 +1033,7 @@ __all__ = [
     "resolve_weights",
     "task_overrides",
     "torchgeo_overrides",
+    "torchvision_preset",
     "weights_overrides",
     "wgs84_bounds",
 ]

@@ -62,3 +62,18 @@ def test_resize_type_from_the_datamodule_wins_and_the_disagreement_is_named() ->
         assert _resize_type({}, {"resize_type": "interpolation-linear"}, has_data=True) is None
     assert _resize_type({"resize_type": "crop"}, {"resize_type": "crop"}, has_data=True) == "crop"
     assert _resize_type({}, {"resize_type": "interpolation-linear"}, has_data=False) == "interpolation-linear"
+
+
+def test_torchvision_weights_preset_fills_scaling_and_resize(tmp_path: Path) -> None:
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    preset = weights.transforms()  # ground truth: what torchvision feeds the model (8-bit input / 255, then z-score)
+    model = torchvision.models.resnet18(weights=None)  # random init: nothing downloaded
+    item = export_torchgeo(model, weights=weights, artifact_dir=tmp_path, **EXTENT)
+    entry = item.properties["mlm:input"][0]
+    assert [v["type"] for v in entry["value_scaling"]] == ["z-score"] * 3
+    assert [v["mean"] for v in entry["value_scaling"]] == pytest.approx([255 * m for m in preset.mean])
+    assert [v["stddev"] for v in entry["value_scaling"]] == pytest.approx([255 * s for s in preset.std])
+    assert entry["resize_type"] == "interpolation-linear"
+    assert entry["input"]["shape"] == [-1, 3, -1, -1]  # a ResNet takes any size; the 224 crop only started the run
