@@ -375,6 +375,8 @@ def hash_artifacts(
 
     ``digests`` maps resolved paths to digests already computed (they are used when the file is unchanged).
     """
+    from mlm_export.stac.io import encode_href
+
     artifacts = []
     for artifact in described.artifacts:
         if artifact.path is not None and artifact.file_checksum is None:
@@ -384,7 +386,7 @@ def hash_artifacts(
             digest = known if fresh else hash_file(artifact.path, progress=progress)
             artifact = replace(artifact, file_size=digest.size, file_checksum=digest.checksum)
         if href_base and artifact.path is not None and artifact.href is None:
-            artifact = replace(artifact, href=href_base.rstrip("/") + "/" + Path(artifact.path).name)
+            artifact = replace(artifact, href=href_base.rstrip("/") + "/" + encode_href(Path(artifact.path).name))
         artifacts.append(artifact)
     return described.replace(artifacts=tuple(artifacts))
 

@@ -31,7 +31,10 @@ COMMAND_MODULES: tuple[str, ...] = ("mlm_export.cli_model",)
 def _cmd_validate(args: argparse.Namespace) -> int:
     from mlm_export.stac.validate import validate_item
 
-    reports = [validate_item(path, args.schema_dir, check_files=not args.no_check_files) for path in args.files]
+    reports = [
+        validate_item(path, args.schema_dir, check_files=not args.no_check_files, allow_outside=args.allow_outside)
+        for path in args.files
+    ]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
@@ -43,6 +46,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 for problem in report.problems:
                     print(f"  - {problem}")
     return EXIT_OK if all(r.valid for r in reports) else EXIT_INVALID
+
+
+def add_allow_outside(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside DIR``: where an Item's local hrefs may point besides its own directory."""
+    parser.add_argument(
+        "--allow-outside", action="append", default=[], metavar="DIR",
+        help="directory besides the item's own that its local hrefs may point into (repeatable)",
+    )  # fmt: skip
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
@@ -91,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema-dir", default=None, help="offline schema directory (default: $MLM_EXPORT_SCHEMA_DIR or user cache)"
     )
     validate.add_argument("--no-check-files", action="store_true", help="do not hash local asset files")
+    add_allow_outside(validate)
     validate.set_defaults(handler=_cmd_validate)
 
     for module_name in COMMAND_MODULES:

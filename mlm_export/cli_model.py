@@ -373,6 +373,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             trust_pickle=args.trust_pickle,
             trust_code=args.trust_code,
             device=args.device,
+            verify=not args.no_verify,
+            allow_outside=args.allow_outside,
         )
     print(report)
     return EXIT_OK if report.ok else EXIT_INVALID
@@ -395,6 +397,10 @@ def add_check_parser(commands: Any) -> None:
         "--trust-code", action="store_true", help="import the model class the item records (trusted items only)"
     )
     check.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    check.add_argument("--no-verify", action="store_true", help="load a model file the item gives no checksum for")
+    from mlm_export.cli import add_allow_outside
+
+    add_allow_outside(check)
     check.set_defaults(handler=cmd_check)
 
 

@@ -10,6 +10,7 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     |   +-- ArtifactLoadError                 truncated, corrupt or mismatching file
     |       +-- UntrustedPickleError          loading needs ``trust_pickle=True``
     |       +-- ChecksumMismatchError         file:size / file:checksum differ from the item
+    |       +-- UnverifiedArtifactError       the item gives no checksum to verify the file against
     |   +-- DownloadError                     a remote Item/artifact cannot be fetched (refused, unreachable, HTTP)
     +-- ProbeError                            the dry-run failed
     +-- DescriptionError (ValueError)         invalid model description
@@ -68,6 +69,10 @@ class UntrustedPickleError(ArtifactLoadError):
 
 class ChecksumMismatchError(ArtifactLoadError):
     """A file's size or checksum differs from the value recorded in the item."""
+
+
+class UnverifiedArtifactError(ArtifactLoadError):
+    """An Item's model asset has no ``file:checksum`` to verify the file against; ``verify=False`` was not given."""
 
 
 class DownloadError(SourceError):

@@ -17,12 +17,12 @@ from urllib.parse import urlparse
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.errors import (
-    ArtifactNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
     ItemValidationError,
     UnsupportedSourceError,
     UntrustedCodeError,
+    UnverifiedArtifactError,
 )
 from mlm_export.hashing import hash_file
 from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
@@ -92,43 +92,92 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _item_document(item: Any) -> tuple[dict[str, Any], Path | str | None]:
-    """The Item's JSON and where relative hrefs start: its directory, or its URL for a remote Item."""
+def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[str, Any], _HrefBase]:
+    """The Item's JSON (structure checked) and where its hrefs may point; a remote Item is fetched first."""
+    from mlm_export.stac.io import read_item_document, require_structure
     from mlm_export.transfer import fetch_item_document, is_remote, self_url
 
+    if not isinstance(item, (str, os.PathLike, Mapping)) and not hasattr(item, "to_dict"):
+        raise ConfigurationError(
+            f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
+            hint="Pass the Item returned by export_item or the path of its JSON file.",
+        )
     if isinstance(item, str) and is_remote(item):
-        return fetch_item_document(item), item
-    if isinstance(item, (str, os.PathLike)):
-        from mlm_export.stac.validate import read_item_document
+        document, base, location = fetch_item_document(item), None, item
+    else:
+        document, base, location = read_item_document(item)
+    require_structure(document, f"Item {location}" if location else "The item")
+    remote = location if location and is_remote(location) else self_url(document) if base is None else None
+    return document, _HrefBase(base, location is not None, tuple(allow_outside), remote)
 
-        document, base, _ = read_item_document(item)
-        return document, base
-    if isinstance(item, Mapping):
-        return dict(item), self_url(item)
-    if hasattr(item, "to_dict"):
-        self_href = item.get_self_href()
-        base = Path(self_href).parent if self_href and urlparse(self_href).scheme in ("", "file") else None
-        if self_href and is_remote(self_href):
-            base = self_href
-        return item.to_dict(include_self_link=False, transform_hrefs=False), base
-    raise ConfigurationError(
-        f"item must be a pystac.Item, a dict or a JSON path, got {type(item).__name__}.",
-        hint="Pass the Item returned by export_item or the path of its JSON file.",
-    )
+
+@dataclass(frozen=True)
+class _HrefBase:
+    """Where hrefs resolve: the Item's directory (hrefs confined to it) or its URL, and what else is allowed."""
+
+    directory: Path | None
+    confine: bool
+    allow_outside: tuple[Any, ...] = ()
+    remote: str | None = None
+
+
+def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path:
+    """The local file of asset ``key``: a file inside the Item's directory, or the verified download of a URL.
+
+    Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
+    cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
+    """
+    from mlm_export.adapters.archive_safety import require_regular_file
+    from mlm_export.stac.io import outside_message, resolve_href
+    from mlm_export.transfer import fetch_artifact, is_remote
+    from mlm_export.transfer import resolve_href as resolve_url
+
+    href = str(asset["href"])
+    if is_remote(href) or (where.remote is not None and urlparse(href).scheme == ""):
+        url = resolve_url(href, where.remote)
+        beside = resolve_href(f"./{Path(urlparse(url).path).name}", where.directory) if where.directory else None
+        if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
+            return beside.path  # exported with href_base: the file sits next to the Item
+        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
+    resolved = resolve_href(href, where.directory, allow_outside=where.allow_outside, confine=where.confine)
+    if resolved.kind in ("remote", "registry"):
+        raise ConfigurationError(
+            f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
+            hint="Point the href at a file, an http(s):// or an s3:// URL.",
+        )
+    if resolved.kind == "unresolved" or resolved.path is None:
+        raise ConfigurationError(
+            f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
+            hint="Pass the path of the item JSON file instead of a dict.",
+        )
+    if resolved.kind == "outside":
+        raise ItemValidationError(
+            f"Asset {key!r}: {outside_message(resolved, where.directory)}.",
+            hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory you "
+            "trust.",
+        )
+    return require_regular_file(resolved.path, f"Model file of asset {key!r}")
 
 
 def model_artifact(
-    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str], asset_key: str | None = None
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    asset_key: str | None = None,
+    *,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> ModelArtifact:
     """Find the ``mlm:model`` asset of ``item`` (or ``asset_key``) and resolve it to a local file.
 
+    A local href must resolve (``..`` and symlinks followed) inside the Item's directory or ``allow_outside``.
+
     Raises:
-        ItemValidationError: the item has no ``mlm:model`` asset or it has no ``mlm:artifact_type``.
+        ItemValidationError: the item is malformed, has no ``mlm:model`` asset, the asset has no
+            ``mlm:artifact_type``, or its href points outside the allowed directories.
         ArtifactNotFoundError: the asset's file does not exist.
+        ArtifactLoadError: the href names a directory, FIFO or other non-regular file.
         ChecksumMismatchError: a downloaded artifact differs from ``file:size``/``file:checksum``.
         DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
-    document, base = _item_document(item)
+    document, where = _item_document(item, allow_outside)
     assets = document.get("assets") or {}
     if asset_key is not None:
         if asset_key not in assets:
@@ -143,43 +192,8 @@ def model_artifact(
     artifact_type = asset.get("mlm:artifact_type")
     if not artifact_type:
         raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    path = _artifact_file(key, asset, base)
+    path = _artifact_path(key, asset, where)
     return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
-
-
-def _artifact_file(key: str, asset: Mapping[str, Any], base: Path | str | None) -> Path:
-    """The local file of an asset: its path, the file of that name next to the Item, or the verified download.
-
-    Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
-    cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
-    """
-    from mlm_export.transfer import fetch_artifact, is_remote, resolve_href
-
-    href = str(asset["href"])
-    remote_base = base if isinstance(base, str) else None
-    if is_remote(href) or (remote_base is not None and urlparse(href).scheme == ""):
-        url = resolve_href(href, remote_base)
-        beside = base / Path(urlparse(url).path).name if isinstance(base, Path) else None
-        if beside is not None and beside.is_file():  # exported with href_base: the file sits next to the Item
-            return beside
-        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
-    parsed = urlparse(href)
-    if parsed.scheme not in ("", "file"):
-        raise ConfigurationError(
-            f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
-            hint="Point the href at a file, an http(s):// or an s3:// URL.",
-        )
-    path = Path(parsed.path if parsed.scheme == "file" else href)
-    if not path.is_absolute():
-        if base is None:
-            raise ConfigurationError(
-                f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
-                hint="Pass the path of the item JSON file instead of a dict.",
-            )
-        path = Path(base) / path
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"Model file '{path}' of asset {key!r} does not exist.", hint="Check the href.")
-    return path
 
 
 def verify_artifact(artifact: ModelArtifact) -> None:
@@ -187,7 +201,15 @@ def verify_artifact(artifact: ModelArtifact) -> None:
 
     Raises:
         ChecksumMismatchError: the size or the checksum differ.
+        UnverifiedArtifactError: the item records no sha2-256 ``file:checksum`` (pass ``verify=False`` to the
+            caller to load it anyway).
     """
+    if artifact.checksum is None or not artifact.checksum.startswith("1220"):
+        raise UnverifiedArtifactError(
+            f"Model file '{artifact.path}' of asset {artifact.key!r} cannot be verified: the item records no "
+            "sha2-256 file:checksum, so a swapped file would load unnoticed; not loading it.",
+            hint="Pass verify=False (--no-verify) only if you trust the file itself.",
+        )
     actual_size = artifact.path.stat().st_size
     if artifact.size is not None and artifact.size != actual_size:
         raise ChecksumMismatchError(
@@ -250,7 +272,7 @@ def _recorded_class(
         raise UntrustedCodeError(
             f"The item records model_class {entrypoint!r} to rebuild '{artifact.path.name}'; importing it runs that "
             "code, and trust_code is off.",
-            hint="Pass --trust-code (trust_code=True) if you trust the item's code, or give --model-class yourself.",
+            hint="Pass trust_code=True if you trust the item's code, or give model_class= yourself.",
         )
     return entrypoint, model_kwargs if model_kwargs is not None else recorded_kwargs
 
@@ -264,6 +286,8 @@ def load_model(
     trust_pickle: bool = False,
     trust_code: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
     """Load the model an Item publishes, after verifying its size and checksum.
 
@@ -278,6 +302,9 @@ def load_model(
         trust_code: without ``model_class``, import the class the Item records (its source-code asset's
             ``mlm:entrypoint`` or ``mlm:hyperparameters.model_class``, with ``model_kwargs``); refused otherwise.
         device: where a PyTorch model is placed (ONNX: the execution provider follows it).
+        verify: refuse a file whose size or sha2-256 differ from the Item, or that the Item gives no checksum for.
+            ``False`` loads it unchecked (trusted files only).
+        allow_outside: directories besides the Item's own that its local hrefs may point into.
 
     Returns:
         An ``nn.Module`` (for weights, TorchScript and ``torch.export`` artifacts) or an
@@ -289,11 +316,12 @@ def load_model(
 
     .. versionadded:: 0.1
     """
-    artifact = model_artifact(item, asset_key)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
     if model_class is None:
-        document, _ = _item_document(item)
+        document, _ = _item_document(item, allow_outside)
         model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
-    verify_artifact(artifact)
+    if verify:
+        verify_artifact(artifact)
     options = ExportOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
@@ -319,6 +347,8 @@ def check_item(
     trust_pickle: bool = False,
     trust_code: bool = False,
     device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
 
@@ -333,8 +363,8 @@ def check_item(
 
     .. versionadded:: 0.1
     """
-    document, _ = _item_document(item)
-    artifact = model_artifact(item, asset_key)
+    document, _ = _item_document(item, allow_outside)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
     model = load_model(
         item,
         asset_key=asset_key,
@@ -343,6 +373,8 @@ def check_item(
         trust_pickle=trust_pickle,
         trust_code=trust_code,
         device=device,
+        verify=verify,
+        allow_outside=allow_outside,
     )
     props = document.get("properties") or {}
     inputs = [

@@ -278,10 +278,13 @@ def fetch_item_document(url: str) -> dict[str, Any]:
             body += chunk
             if len(body) > MAX_ITEM_BYTES:
                 raise ItemValidationError(f"Item '{url}' is larger than {MAX_ITEM_BYTES} bytes.", hint="Not an Item?")
+    from mlm_export.stac.io import parse_json
+
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ItemValidationError(f"Item '{url}' is not JSON: {exc}.", hint="Pass the URL of an Item.") from exc
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ItemValidationError(f"Item '{url}' is not UTF-8 JSON: {exc}.", hint="Pass the URL of an Item.") from exc
+    document = parse_json(text, f"Item '{url}'", max_bytes=MAX_ITEM_BYTES)  # strict: no NaN, no duplicate keys
     if not isinstance(document, dict):
         raise ItemValidationError(f"Item '{url}' is not a JSON object.", hint="Pass the URL of an Item.")
     return document

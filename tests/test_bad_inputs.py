@@ -259,8 +259,9 @@ ITEM_CASES = [
     ("json-not-object", _item_file('"text"'), ItemValidationError, "not an object"),
     ("unknown-stac-version", _item_file('{"type": "Feature", "stac_version": "0.6.0"}'), SchemaNotFoundError,
      "v0.6.0"),
-    ("schema-not-in-store", _item_file(json.dumps({"type": "Feature", "stac_version": "1.1.0", "stac_extensions": [
-        "https://stac-extensions.github.io/nothing/v1.0.0/schema.json"]})), SchemaNotFoundError, "nothing/v1.0.0"),
+    ("nan-in-bbox", _item_file('{"type": "Feature", "stac_version": "1.1.0", "bbox": [NaN, 0, 1, 1]}'),
+     ItemValidationError, "NaN"),
+    ("duplicate-key", _item_file('{"type": "Feature", "id": "a", "id": "b"}'), ItemValidationError, "duplicate key"),
 ]  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from mlm_export.errors import ConfigurationError, ItemValidationError, OutputErr
 from mlm_export.stac.bands import input_band_names
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.entries import COLLECTION_FILE, Entry, ItemSource, is_url, read_entry
+from mlm_export.stac.io import decode_href
 from mlm_export.stac.spacetime import footprint_of, item_bbox, item_interval
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
 
@@ -114,7 +115,7 @@ def _absolute_href(href: Any, base: Path | None, where: str) -> str:
             f"{where} has the relative href {href!r} but the item has no location to resolve it against.",
             hint="Pass the item as a file path (or a pystac.Item with a self href), or make the href absolute.",
         )
-    return os.path.realpath(make_absolute_href(href, str(base / "item.json")))
+    return os.path.realpath(make_absolute_href(decode_href(href), str(base / "item.json")))  # a raw path
 
 
 def _catalog_item(entry: Entry, collection_id: str, collection_title: str | None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pystac
 
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
+from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
 
 COLLECTION_FILE = "collection.json"
@@ -106,8 +107,7 @@ def catalog_entries(path: Path, seen: set[Path]) -> Iterator[Entry]:
             raise ConfigurationError(
                 f"'{path}' links {href!r}; only local catalogs can be searched.", hint="Download the catalog first."
             )
-        if urlparse(href).scheme == "file":
-            href = urlparse(href).path
+        href = decode_href(href)  # file:// stripped, percent-encoding decoded
         absolute = os.path.isabs(href)
         target = Path(href if absolute else os.path.normpath(os.path.join(parent, href)))
         if link["rel"] == "child":

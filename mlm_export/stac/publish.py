@@ -27,6 +27,7 @@ from mlm_export.errors import ConfigurationError, ItemExistsError, MissingDepend
 from mlm_export.stac.api_http import api_error, api_headers, check_api_url, send
 from mlm_export.stac.collection import collection_document, raise_invalid
 from mlm_export.stac.entries import Entry, ItemSource, read_entry
+from mlm_export.stac.io import decode_href, encode_href
 from mlm_export.stac.writer import check_href
 
 IfExists = Literal["error", "skip", "replace"]
@@ -74,7 +75,7 @@ def _public_href(href: str, entry: Entry, href_base: str | None, where: str) -> 
             hint="Pass href_base= (--href-base) with the public URL of the Item's directory, or upload_to= "
             "(--upload-to) to copy the artifacts to object storage first.",
         )
-    path = Path(urlparse(href).path if urlparse(href).scheme == "file" else href)
+    path = Path(decode_href(href))
     if not path.is_absolute() and entry.base is not None:
         path = entry.base / path
     if path.is_absolute():
@@ -84,7 +85,7 @@ def _public_href(href: str, entry: Entry, href_base: str | None, where: str) -> 
                 hint="Keep the artifacts next to the Item (mlm-export export does), or use upload_to=.",
             )
         path = path.resolve().relative_to(entry.base.resolve())
-    return f"{href_base.rstrip('/')}/{path.as_posix().lstrip('./')}"
+    return f"{href_base.rstrip('/')}/{encode_href(path.as_posix().lstrip('./'))}"
 
 
 def _api_document(entry: Entry, collection_id: str, href_base: str | None, api_url: str) -> dict[str, Any]:

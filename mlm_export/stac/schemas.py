@@ -3,14 +3,19 @@
 Directory resolution: the ``schema_dir`` argument, then ``$MLM_EXPORT_SCHEMA_DIR``, then the user cache directory
 (``platformdirs.user_cache_dir("mlm-export")/schemas``). A schema missing from a directory given by argument or
 environment is an error; a schema missing from the cache is downloaded by URL into it (with a timeout).
+
+Schema URLs come from untrusted Items, so: JSON-Schema meta-schemas (``http://json-schema.org/draft-07/schema``...)
+come from the specifications bundled with ``jsonschema``, never a file or the network; any other URL must be
+``https``; every path a URL maps to is resolved and must stay inside the schema directory (``..``, absolute
+INDEX entries and symlinks out are refused); downloads are size-capped and parsed strictly.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from functools import cached_property
@@ -21,9 +26,12 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from mlm_export.errors import SchemaNotFoundError
+from mlm_export.stac.io import parse_json
 
 SCHEMA_DIR_ENV = "MLM_EXPORT_SCHEMA_DIR"
 DOWNLOAD_TIMEOUT_S = 20.0
+#: Largest schema document read or downloaded.
+MAX_SCHEMA_BYTES = 8 * 1024 * 1024
 
 
 def default_cache_dir() -> Path:
@@ -37,6 +45,20 @@ def url_to_relative_path(url: str) -> str:
     """``https://host/a/b.json#`` -> ``host/a/b.json``."""
     bare = url.split("#", 1)[0]
     return bare.split("://", 1)[-1]
+
+
+def _bundled_meta_schema(url: str) -> Any:
+    """The JSON-Schema meta-schema at ``url`` from jsonschema's bundled specifications, or None."""
+    if "json-schema.org/" not in url:
+        return None
+    from jsonschema_specifications import REGISTRY
+
+    for candidate in (url, url + "#", url.replace("https://", "http://", 1)):
+        try:
+            return REGISTRY.contents(candidate)
+        except LookupError:
+            continue
+    return None
 
 
 class SchemaStore:
@@ -61,23 +83,45 @@ class SchemaStore:
         """INDEX.json of the directory (URL -> relative path), empty when absent."""
         index_path = self.directory / "INDEX.json"
         if index_path.is_file():
-            return json.loads(index_path.read_text(encoding="utf-8"))
+            index = parse_json(index_path.read_bytes(), f"'{index_path}'", error=SchemaNotFoundError)
+            return index if isinstance(index, dict) else {}
         return {}
 
     def _path_for(self, url: str) -> Path:
-        bare = url.split("#", 1)[0]
-        relative = self.index.get(bare) or self.index.get(bare + "#") or url_to_relative_path(bare)
-        return self.directory / relative
+        """The file of ``url`` inside the directory.
+
+        Raises:
+            SchemaNotFoundError: the URL is not https, or its path resolves outside the directory.
+        """
+        if urllib.parse.urlparse(url).scheme != "https":
+            raise SchemaNotFoundError(
+                f"Schema {url} is not an https URL; only https schemas are read (and meta-schemas come bundled "
+                "with jsonschema).",
+                hint="Use the extension's published https schema URL in stac_extensions.",
+            )
+        relative = self.index.get(url) or self.index.get(url + "#") or url_to_relative_path(url)
+        root = self.directory.resolve()
+        path = (root / str(relative)).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise SchemaNotFoundError(
+                f"Schema {url} maps to '{path}', outside the schema directory '{root}'; it was not read.",
+                hint="Schema URLs must not climb out of their host ('..').",
+            )
+        return path
 
     def load(self, url: str) -> Any:
         """Return the parsed schema at ``url``.
 
         Raises:
-            SchemaNotFoundError: not in the directory and (unless it is the cache) not downloadable.
+            SchemaNotFoundError: a non-https URL, a path outside the directory, or not in the directory and (unless
+                it is the cache) not downloadable.
         """
         key = url.split("#", 1)[0]
         if key in self._cache:
             return self._cache[key]
+        bundled = _bundled_meta_schema(key)
+        if bundled is not None:
+            return bundled
         path = self._path_for(key)
         if not path.is_file():
             if not self.download:
@@ -88,23 +132,30 @@ class SchemaStore:
                 )
             self._download(key, path)
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SchemaNotFoundError(f"Schema file '{path}' for {key} cannot be read: {exc}.") from exc
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SchemaNotFoundError(f"Schema file '{path}' for {key} cannot be read: {exc.strerror}.") from exc
+        document = parse_json(data, f"Schema file '{path}' for {key}", error=SchemaNotFoundError,
+                              max_bytes=MAX_SCHEMA_BYTES)  # fmt: skip
         self._cache[key] = document
         return document
 
     def _download(self, url: str, path: Path) -> None:
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 - https schema URLs
-                data = response.read()
-            json.loads(data)
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 - https only
+                final = response.geturl()
+                data = response.read(MAX_SCHEMA_BYTES + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise SchemaNotFoundError(
                 f"Schema {url} is not in the cache '{self.directory}' and could not be downloaded ({exc}).",
                 hint=f"Work offline by pointing {SCHEMA_DIR_ENV} at a schema directory (e.g. shared/schemas).",
             ) from exc
+        if urllib.parse.urlparse(final).scheme != "https":
+            raise SchemaNotFoundError(f"Schema {url} redirected to {final}, which is not https; not stored.")
+        parse_json(data, f"Schema {url}", error=SchemaNotFoundError, max_bytes=MAX_SCHEMA_BYTES)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.resolve().is_relative_to(self.directory.resolve()):
+            raise SchemaNotFoundError(f"Schema {url} would be written outside the cache '{self.directory}'.")
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
             handle.write(data)
         from mlm_export.stac.writer import new_file_mode

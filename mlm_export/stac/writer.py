@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pystac.utils import make_relative_href
-
 from mlm_export.errors import ConfigurationError, OutputError, OutputExistsError
+from mlm_export.stac.io import decode_href, encode_href
 
 if TYPE_CHECKING:
     import pystac
@@ -36,8 +35,10 @@ def _relative(href: str, item_path: Path) -> str:
     parsed = urlparse(href)
     if parsed.scheme not in ("", "file") or (parsed.scheme == "" and not os.path.isabs(href)):
         return href
-    absolute = parsed.path if parsed.scheme == "file" else href
-    return make_relative_href(absolute, str(item_path))
+    absolute = decode_href(href) if parsed.scheme == "file" else href  # a plain absolute path is a raw path
+    # os.path.relpath, not pystac's make_relative_href: that parses the path as a URL and drops a '#...' tail.
+    relative = Path(os.path.relpath(absolute, item_path.parent)).as_posix()
+    return encode_href(relative if relative.startswith("../") else f"./{relative}")
 
 
 def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -327,7 +327,13 @@ def _external_files(proto: onnx.ModelProto, path: Path) -> list[_ExternalFile]:
     for tensor in _all_tensors(proto):
         if not uses_external_data(tensor):
             continue
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as exc:  # negative offset or length, unparsable numbers
+            raise ArtifactLoadError(
+                f"'{path}': tensor {tensor.name!r} has invalid external data: {exc}.",
+                hint="The file is corrupt or crafted; save the model again.",
+            ) from exc
         location = info.location
         if not location or Path(location).is_absolute() or ".." in Path(location).parts:
             raise ArtifactLoadError(

@@ -23,13 +23,13 @@ from safetensors.torch import load_file
 from torch import nn
 from torch._weights_only_unpickler import _get_allowed_globals
 
+from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file
 from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
 from mlm_export.description import Artifact
 from mlm_export.errors import (
     ArtifactLoadError,
-    ArtifactNotFoundError,
     ConfigurationError,
     UntrustedPickleError,
 )
@@ -188,10 +188,10 @@ def _sniff(path: Path) -> str:
 
 
 def _load_path(path: Path, options: ExportOptions) -> _Loaded:
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"Model file '{path}' does not exist.", hint="Check the path.")
+    require_regular_file(path)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
+    check_torch_file(path, trust_pickle=options.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
     if kind == "torchscript":
         with _loading(path, "a TorchScript archive"):
