@@ -69,6 +69,8 @@ def test_inspect_export_check_in_a_terminal(weights: Path) -> None:
     )  # fmt: skip
     assert code == 0, output
     assert item.is_file()
-    code, output = run_in_terminal(["check", str(item), "--trust-code"], weights.parent)
+    code, output = run_in_terminal(
+        ["check", str(item), "--trust-code", "--allow-outside", str(weights.parent)], weights.parent
+    )
     assert code == 0, output
     assert "check_item ok" in output
