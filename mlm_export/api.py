@@ -1,43 +1,56 @@
-"""``export_item``: source -> adapter -> ModelDescription -> overrides -> hashing -> Item -> validation."""
+"""``export_item``: source -> adapter -> ModelDescription -> overrides -> hashing -> Item -> validation -> publish.
+
+The adapter measures and returns the writer of the artifacts it describes (:mod:`mlm_export.publishing`);
+``export_item`` owns the run's one staging directory: write -> hash -> build -> validate -> publish by hard link
+(never replacing a file unless ``overwrite=True``). A failure or a SIGINT/SIGTERM anywhere leaves nothing behind
+but what was there before.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_export.adapters import ExportOptions, adapter_for
-from mlm_export.description import (
-    Band,
-    ClassInfo,
-    InputSpec,
-    Link,
-    ModelDescription,
-    OutputSpec,
-    ValueScaling,
-    classes_from,
-)
-from mlm_export.errors import ConfigurationError, DescriptionError, ItemValidationError, SourceError
+from mlm_export.description import ClassInfo, Link, ModelDescription, ValueScaling
+from mlm_export.errors import ConfigurationError, ItemValidationError, SourceError
+from mlm_export.files import Staging, terminating_cleanly
 from mlm_export.hashing import FileDigest, hash_file
-from mlm_export.probing import infer_output_task
-
-logger = logging.getLogger(__name__)
+from mlm_export.overrides import Overrides, embeddable_metadata, model_name_from
+from mlm_export.publishing import Measured, artifact_directory, publish_with_retry, refuse_taken, write_staged
 
 if TYPE_CHECKING:
     import pystac
 
+logger = logging.getLogger(__name__)
+
 #: Stands for a sha2-256 multihash still being computed (validity does not depend on the digest's digits).
 PLACEHOLDER_CHECKSUM = "1220" + "0" * 64
-_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
-CLASS_TASKS = ("classification", "scene-classification", "semantic-segmentation", "segmentation",
-               "instance-segmentation", "panoptic-segmentation", "object-detection", "detection")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Build:
+    """How the Item is built from the description (the arguments of ``export_item`` that are not measuring)."""
+
+    item_id: str | None = None
+    collection: str | None = None
+    validate: bool = True
+    schema_dir: str | os.PathLike[str] | None = None
+    href_base: str | None = None
+    progress: bool | None = None
+
+    def item(self, described: ModelDescription) -> pystac.Item:
+        hashed = hash_artifacts(described, href_base=self.href_base, progress=self.progress)
+        return item_from_description(
+            hashed, item_id=self.item_id, collection=self.collection, validate=self.validate,
+            schema_dir=self.schema_dir,
+        )  # fmt: skip
 
 
 def export_item(
@@ -64,14 +77,14 @@ def export_item(
     model_kwargs: Mapping[str, Any] | None = None,
     device: Any = "cpu",
     trust_pickle: bool = False,
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | str | None = None,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | Mapping[str, Any] | str | None = None,
     resize_type: str | None = None,
     none_applies: Sequence[str] | None = None,
     dim_orders: Mapping[str, Sequence[str]] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     pretrained: bool | None = None,
     pretrained_source: str | None = None,
-    license: str | None = None,  # noqa: A002 - the STAC field's name
+    license: str | None = None,
     links: Sequence[Link] | None = None,
     href_base: str | None = None,
     probe_dynamic: bool = True,
@@ -127,7 +140,7 @@ def export_item(
         probe_dynamic: probe batch/spatial/temporal dims (one run only when False).
         embed_metadata: write the MLM properties into the artifact's own metadata where the format allows.
         overwrite: replace artifact files already in ``artifact_dir`` (refused by default: an earlier item may
-            point to them).
+            point to them); the old file is replaced only once the new Item validated.
         progress: progress bars for hashing (default: on a terminal, for large files).
         validate: validate the Item against the schemas and semantic checks before returning it.
         schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
@@ -140,123 +153,91 @@ def export_item(
 
     .. versionadded:: 0.1
     """
-    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
-        raise ConfigurationError(
-            f"model_kwargs={model_kwargs!r} is not a mapping.", hint="Pass a dict of model_class's keyword arguments."
-        )
-    options = ExportOptions(
-        example_input=example_input,
-        input_shape=input_shape,
-        input_dtype=input_dtype,
-        artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
-        artifact_format=artifact_format,
-        model_class=model_class,
-        model_kwargs=dict(model_kwargs or {}),
-        device=device,
-        trust_pickle=trust_pickle,
-        probe_dynamic=probe_dynamic,
-        embed_metadata=embed_metadata,
-        overwrite=overwrite,
-        progress=progress,
-        metadata=embeddable_metadata(
-            name=name,
-            tasks=tasks,
-            bands=bands,
-            classes=classes,
-            description=description,
-            value_scaling=value_scaling,
-            resize_type=resize_type,
-            pretrained=pretrained,
-            pretrained_source=pretrained_source,
-            license=license,
-        ),
-    )
-    adapter = adapter_for(model)
-    # Arguments that need no measurement are checked first, so a typo costs no dry-run.
-    _extent({"bbox": bbox, "geometry": geometry, "datetime": datetime, "start_datetime": start_datetime,
-             "end_datetime": end_datetime})  # fmt: skip
-    if name is not None:
-        _check_name(name)
-    if href_base is not None:
-        from mlm_export.stac.writer import check_href
-
-        check_href(href_base, "href_base")
-    output_dir = (options.artifact_dir or Path.cwd() / "artifacts").resolve()
-    existing = set(output_dir.rglob("*")) if output_dir.is_dir() else None
-    # What the caller says about the model; values embedded in the artifact fill the ones left out (None).
-    given = {
-        "tasks": tasks,
-        "bands": bands,
-        "classes": classes,
-        "name": name,
-        "description": description,
-        "value_scaling": value_scaling,
-        "resize_type": resize_type,
-        "pretrained": pretrained,
-        "pretrained_source": pretrained_source,
-        "license": license,
-    }
     entrypoint = entrypoint_of(model_class)
     if entrypoint is not None and "model_class" not in (hyperparameters or {}):
         # How to rebuild the model from the weights, so that `check` needs no flag the export already had.
         hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
         if model_kwargs:
             hyperparameters.setdefault("model_kwargs", dict(model_kwargs))
-    fixed = {
-        "none_applies": none_applies,
-        "bbox": bbox,
-        "geometry": geometry,
-        "datetime": datetime,
-        "start_datetime": start_datetime,
-        "end_datetime": end_datetime,
-        "dim_orders": dim_orders,
-        "hyperparameters": hyperparameters,
-        "links": links,
-    }
-    build = {"item_id": item_id, "collection": collection, "schema_dir": schema_dir}
-    measured: ModelDescription | None = None
+    given = Overrides(
+        tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
+        resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
+        license=license,
+        bbox=bbox, geometry=geometry, datetime=datetime, start_datetime=start_datetime, end_datetime=end_datetime,
+        dim_orders=dim_orders, hyperparameters=hyperparameters, links=links,
+    )  # fmt: skip
+    options = export_options(
+        example_input=example_input, input_shape=input_shape, input_dtype=input_dtype, artifact_dir=artifact_dir,
+        artifact_format=artifact_format, model_class=model_class, model_kwargs=model_kwargs, device=device,
+        trust_pickle=trust_pickle, probe_dynamic=probe_dynamic, embed_metadata=embed_metadata, overwrite=overwrite,
+        metadata=given.embeddable(),
+    )  # fmt: skip
+    adapter = adapter_for(model)
+    # Arguments that need no measurement are checked first, so a typo costs no dry-run.
+    given.check()
+    if href_base is not None:
+        from mlm_export.stac.writer import check_href
+
+        check_href(href_base, "href_base")
+    build = _Build(item_id, collection, validate, schema_dir, href_base, progress)
+    with Staging(artifact_directory(options.artifact_dir)) as staging, terminating_cleanly():
+        return _export(adapter.measure, model, options, given, build, staging)
+
+
+def export_options(*, model_kwargs: Mapping[str, Any] | None = None, **values: Any) -> ExportOptions:
+    """The adapters' options from ``export_item``'s measuring arguments (checked).
+
+    Raises:
+        ConfigurationError: ``model_kwargs`` is not a mapping.
+    """
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise ConfigurationError(
+            f"model_kwargs={model_kwargs!r} is not a mapping.", hint="Pass a dict of model_class's keyword arguments."
+        )
+    if values.get("artifact_dir") is not None:
+        values["artifact_dir"] = Path(values["artifact_dir"])
+    return ExportOptions(model_kwargs=dict(model_kwargs or {}), **values)
+
+
+def _export(
+    measure: Any, model: Any, options: ExportOptions, given: Overrides, build: _Build, staging: Staging
+) -> pystac.Item:
+    """Measure -> write (staged) -> hash -> build -> validate -> publish; the caller's ``Staging`` cleans up."""
     # A model file is hashed in a background thread while the adapter loads and dry-runs it and the item is built
     # and validated (hashlib releases the GIL), so exporting costs little more than hashing alone.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlm-export-hash") as pool:
         pending: dict[str, Future[FileDigest]] = {}
         if isinstance(model, (str, os.PathLike)):
-            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=progress)
+            pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=build.progress)
         try:
-            measured = adapter.describe(model, options)
-            given.update({k: v for k, v in measured.embedded.items() if k in given and given[k] is None})
-            described = apply_overrides(measured, **given, **fixed)
+            measured = measure(model, replace(options, scratch=lambda: staging.path))
+            refuse_taken(measured, overwrite=options.overwrite)
+            staged = write_staged(measured, staging)
+            digests = {final: hash_file(path, progress=build.progress) for final, path in staged.items()}
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
-            placeholders = {p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending}
-            described = hash_artifacts(described, href_base=href_base, progress=progress, digests=placeholders)
-            item = item_from_description(described, validate=validate, **build)
-            from pystac.extensions.file import FileExtension
-
-            for artifact in described.artifacts:
-                if artifact.path is not None and artifact.file_checksum == PLACEHOLDER_CHECKSUM:
-                    digest = pending[str(Path(artifact.path).resolve())].result()
-                    if digest.size != artifact.file_size:
-                        raise SourceError(
-                            f"'{artifact.path}' changed while it was exported ({artifact.file_size} -> {digest.size} "
-                            "bytes).",
-                            hint="Export it again once nothing writes to it.",
-                        )
-                    FileExtension.ext(item.assets[artifact.key]).checksum = digest.checksum
-                    described = described.replace(
-                        artifacts=tuple(
-                            replace(a, file_checksum=digest.checksum) if a.key == artifact.key else a
-                            for a in described.artifacts
-                        )
-                    )
-            _name_after_digest(item, described, item_id=item_id, name_given=given["name"] is not None)
+            digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
+            described = given.with_embedded(measured.description.embedded).apply(measured.description)
+            described = hash_artifacts(described, href_base=build.href_base, digests=digests)
+            item = build.item(described)
+            _fill_checksums(item, described, pending)
+            _published, renamed = publish_with_retry(
+                Measured(described, measured.writer),
+                staging,
+                overwrite=options.overwrite,
+                rebuild=lambda m: build.item(m.description),
+            )
+            if renamed is not None:
+                item = renamed
+                _fill_checksums(item, described, pending)
+            name_given = given.name is not None or "name" in measured.description.embedded
+            _default_names(item, described, build.item_id, name_given=name_given)
             for note in described.notes:
                 logger.warning("%s", note)
             return item
         except BaseException:
             for future in pending.values():
                 future.cancel()
-            if measured is not None:
-                _remove_new_artifacts(measured, output_dir, existing)
             raise
 
 
@@ -270,12 +251,16 @@ def entrypoint_of(model_class: Any) -> str | None:
     return f"{module}:{qualname}"
 
 
-def _name_after_digest(
-    item: pystac.Item, described: ModelDescription, *, item_id: str | None, name_given: bool
-) -> None:
+def _default_names(item: pystac.Item, described: ModelDescription, item_id: str | None, *, name_given: bool) -> None:
     """Default id (and ``mlm:name``) from the final digest: lowercase name + 8 hex digits of the model's sha2-256."""
     from mlm_export.stac.builder import default_item_id
 
+    model = next((a for a in described.artifacts if a.is_model), None)
+    checksum = item.assets[model.key].extra_fields.get("file:checksum") if model and model.key in item.assets else None
+    if model is not None and isinstance(checksum, str):
+        described = described.replace(
+            artifacts=tuple(replace(a, file_checksum=checksum) if a is model else a for a in described.artifacts)
+        )
     default = default_item_id(described, with_digest=True)
     if item_id is None:
         item.id = default
@@ -283,55 +268,49 @@ def _name_after_digest(
         item.properties["mlm:name"] = default
 
 
-def _remove_new_artifacts(measured: ModelDescription, output_dir: Path, existing: set[Path] | None) -> None:
-    """Delete the artifacts this export wrote into ``output_dir`` (and the directory if it made it)."""
-    for artifact in measured.artifacts:
-        if artifact.path is None:
-            continue
-        path = Path(artifact.path).resolve()
-        if path.is_relative_to(output_dir) and (existing is None or path not in existing):
-            path.unlink(missing_ok=True)
-    if existing is None and output_dir.is_dir() and not any(output_dir.iterdir()):
-        output_dir.rmdir()
+def _fill_checksums(item: pystac.Item, described: ModelDescription, pending: Mapping[str, Future[FileDigest]]) -> None:
+    """Put the model file's real checksum where the placeholder is, once its background hash is done.
 
-
-def embeddable_metadata(**values: Any) -> dict[str, Any]:
-    """The caller's values as JSON-safe data, for artifacts that embed them (safetensors, .pt2, ONNX).
-
-    ``export_item`` on such an artifact reads them back and uses them where the caller passes nothing.
+    Raises:
+        SourceError: the file changed size while it was exported.
     """
-    result: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key in ("bands", "value_scaling") and isinstance(value, Mapping):  # by input name (several inputs)
-            value = {str(k): embeddable_metadata(**{key: v})[key] for k, v in value.items()}
-        elif key in ("tasks", "bands"):
-            value = [v if isinstance(v, str) else dict(v) for v in value]
-        elif key == "classes":
-            value = [c.to_dict() for c in classes_from(value)]
-        elif key == "value_scaling" and not isinstance(value, str):
-            value = [v.to_dict() if isinstance(v, ValueScaling) else dict(v) for v in value]
-        result[key] = value
-    return result
+    from pystac.extensions.file import FileExtension
+
+    for artifact in described.artifacts:
+        if artifact.path is not None and artifact.file_checksum == PLACEHOLDER_CHECKSUM:
+            digest = pending[str(Path(artifact.path).resolve())].result()
+            if digest.size != artifact.file_size:
+                raise SourceError(
+                    f"'{artifact.path}' changed while it was exported ({artifact.file_size} -> {digest.size} bytes).",
+                    hint="Export it again once nothing writes to it.",
+                )
+            FileExtension.ext(item.assets[artifact.key]).checksum = digest.checksum
 
 
 def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelDescription:
     """Measure ``model`` like :func:`export_item` and return its description, writing nothing.
 
     Takes the measuring options of :func:`export_item` (``example_input``, ``input_shape``, ``input_dtype``,
-    ``model_class``, ``model_kwargs``, ``device``, ``trust_pickle``, ``probe_dynamic``) and its overrides
-    (``tasks``, ``bands``, ``classes``, ``name``...). In-memory modules need ``artifact_dir`` since their weights
-    are written to be described; files are described where they are.
+    ``model_class``, ``model_kwargs``, ``device``, ``trust_pickle``, ``probe_dynamic``, ``artifact_format``,
+    ``artifact_dir``) and its overrides (``tasks``, ``bands``, ``classes``, ``name``...). An in-memory module's
+    artifact is described where ``export_item`` would write it (path only: no size, no checksum); nothing is
+    written, whatever the source (an ONNX export happens in a temporary directory that is removed).
+
+    Raises:
+        ConfigurationError: an option is unknown or invalid.
 
     .. versionadded:: 0.1
     """
-    measuring = {k: options.pop(k) for k in list(options) if k in ExportOptions.__dataclass_fields__}
-    if "artifact_dir" in measuring and measuring["artifact_dir"] is not None:
-        measuring["artifact_dir"] = Path(measuring["artifact_dir"])
-    measured = adapter_for(model).describe(model, ExportOptions(**measuring))
-    defaults = {k: v for k, v in measured.embedded.items() if options.get(k) is None}
-    return apply_overrides(measured, **{**options, **defaults})
+    given = Overrides.pop_from(options)
+    unknown = sorted(set(options) - set(ExportOptions.__dataclass_fields__) - {"scratch"})
+    if unknown:
+        raise ConfigurationError(
+            f"inspect_model() got unknown option(s) {', '.join(unknown)}.",
+            hint="Use the measuring and describing arguments of export_item.",
+        )
+    options.pop("scratch", None)
+    measured = adapter_for(model).measure(model, export_options(**options, metadata=given.embeddable()))
+    return given.with_embedded(measured.description.embedded).apply(measured.description)
 
 
 def item_from_description(
@@ -373,7 +352,8 @@ def hash_artifacts(
 ) -> ModelDescription:
     """Fill ``file:size``/``file:checksum`` of every local artifact; point hrefs at ``href_base`` when given.
 
-    ``digests`` maps resolved paths to digests already computed (they are used when the file is unchanged).
+    ``digests`` maps resolved paths to digests already computed (staged files, or a placeholder while a model
+    file is still being hashed); those paths are not read again.
     """
     from mlm_export.stac.io import encode_href
 
@@ -381,9 +361,7 @@ def hash_artifacts(
     for artifact in described.artifacts:
         if artifact.path is not None and artifact.file_checksum is None:
             known = (digests or {}).get(str(Path(artifact.path).resolve()))
-            stat = Path(artifact.path).stat() if known is not None else None
-            fresh = known is not None and stat is not None and stat.st_size == known.size
-            digest = known if fresh else hash_file(artifact.path, progress=progress)
+            digest = known if known is not None else hash_file(artifact.path, progress=progress)
             artifact = replace(artifact, file_size=digest.size, file_checksum=digest.checksum)
         if href_base and artifact.path is not None and artifact.href is None:
             artifact = replace(artifact, href=href_base.rstrip("/") + "/" + encode_href(Path(artifact.path).name))
@@ -391,378 +369,22 @@ def hash_artifacts(
     return described.replace(artifacts=tuple(artifacts))
 
 
-def model_name_from(text: str) -> str:
-    """A valid ``mlm:name`` from a class or file name (letters first, letter/digit last)."""
-    cleaned = re.sub(r"[^a-zA-Z0-9_.\-\s]+", "-", text).strip(" _.-")
-    cleaned = re.sub(r"^[^a-zA-Z]+", "", cleaned)
-    if len(cleaned) < 3:
-        cleaned = f"model-{cleaned}" if cleaned else "model"
-    return cleaned
+def apply_overrides(described: ModelDescription, **overrides: Any) -> ModelDescription:
+    """Apply what the caller knows on top of what was measured; infer tasks and classes when not given.
 
+    Takes the fields of :class:`mlm_export.overrides.Overrides` as keyword arguments.
 
-def _check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigurationError(
-            f"name={name!r} is not a valid mlm:name.",
-            hint="Use at least 3 characters: a letter first, then letters, digits, '_', '.', '-' or spaces, "
-            "ending with a letter or digit.",
-        )
-    return name
-
-
-def _channel_axis(spec: InputSpec) -> int | None:
-    for candidate in ("channel", "bands"):
-        if candidate in spec.dim_order:
-            return spec.dim_order.index(candidate)
-    return None
-
-
-def _band_definitions(bands: Sequence[str | Mapping[str, Any]], argument: str) -> tuple[Band, ...]:
-    definitions = tuple(
-        Band(name=str(b)) if isinstance(b, str) else Band(name=str(b["name"]), description=b.get("description"))
-        for b in bands
-    )
-    names = [b.name for b in definitions]
-    if len(set(names)) != len(names):
-        raise ConfigurationError(f"{argument}={names} repeats a name.", hint="Give each band once, in channel order.")
-    return definitions
-
-
-def _input_named(inputs: list[InputSpec], name: str, argument: str) -> int:
-    for index, spec in enumerate(inputs):
-        if spec.name == name:
-            return index
-    raise ConfigurationError(
-        f"{argument} names input {name!r}, which the model does not have ({[s.name for s in inputs]}).",
-        hint="Key the mapping by the input names that inspect_model / mlm-export inspect shows.",
-    )
-
-
-def _set_bands(inputs: list[InputSpec], index: int, names: tuple[str, ...], argument: str) -> bool:
-    """Put ``names`` on input ``index`` (its channel axis becomes ``bands``); False when it has no channel axis."""
-    spec = inputs[index]
-    axis = _channel_axis(spec)
-    if axis is None:
-        return False
-    size = spec.shape[axis]
-    if size not in (-1, len(names)):
-        raise ConfigurationError(
-            f"{argument} names {len(names)} bands but input {spec.name!r} has {size} channels "
-            f"(shape {list(spec.shape)}).",
-            hint="Give one band name per input channel, in channel order.",
-        )
-    order = list(spec.dim_order)
-    order[axis] = "bands"
-    inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
-    return True
-
-
-def _apply_bands(
-    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]] | Mapping[str, Sequence[Any]]
-) -> tuple[list[InputSpec], tuple[Band, ...]]:
-    """Band names of the first input with a channel axis, or of each input named in a mapping (multi-input)."""
-    if isinstance(bands, Mapping) and not ("name" in bands and isinstance(bands.get("name"), str)):
-        definitions: dict[str, Band] = {}
-        for input_name, entries in bands.items():
-            argument = f"bands[{input_name!r}]"
-            own = _band_definitions(entries, argument)
-            index = _input_named(inputs, str(input_name), "bands=")
-            if not _set_bands(inputs, index, tuple(b.name for b in own), argument):
-                raise ConfigurationError(f"{argument}: input {input_name!r} has no channel dimension.")
-            definitions.update({b.name: b for b in own if b.name not in definitions})
-        return inputs, tuple(definitions.values())
-    definitions_list = _band_definitions(bands, "bands")  # type: ignore[arg-type]
-    names = tuple(b.name for b in definitions_list)
-    for index in range(len(inputs)):
-        if _set_bands(inputs, index, names, "bands="):
-            return inputs, definitions_list
-    raise ConfigurationError(
-        "bands= was given but no input has a channel dimension.",
-        hint="Set dim_orders= so that one input has a 'channel' dimension.",
-    )
-
-
-def _scaling_of(entries: Any, spec: InputSpec, argument: str) -> tuple[ValueScaling, ...]:
-    scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in entries)
-    axis = _channel_axis(spec)
-    channels = spec.shape[axis] if axis is not None else -1
-    if len(scaling) not in (1, channels) and channels != -1:
-        raise ConfigurationError(
-            f"{argument} has {len(scaling)} entries but input {spec.name!r} has {channels} channels.",
-            hint="Give one entry per channel, or a single entry for all.",
-        )
-    return scaling
-
-
-def _apply_scaling(inputs: list[InputSpec], value_scaling: Any, resize_type: str | None) -> list[InputSpec]:
-    """value_scaling of the first input, or of each input named in a mapping; resize_type of the first input."""
-    if isinstance(value_scaling, Mapping) and "type" not in value_scaling:
-        for input_name, entries in value_scaling.items():
-            index = _input_named(inputs, str(input_name), "value_scaling=")
-            scaling = _scaling_of(entries, inputs[index], f"value_scaling[{input_name!r}]")
-            inputs[index] = replace(inputs[index], value_scaling=scaling)
-        value_scaling = None
-    scaling = _scaling_of(value_scaling, inputs[0], "value_scaling") if value_scaling is not None else None
-    inputs[0] = replace(
-        inputs[0],
-        value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
-        resize_type=resize_type if resize_type is not None else inputs[0].resize_type,
-    )
-    return inputs
-
-
-def _class_axis(spec: OutputSpec) -> int | None:
-    return spec.dim_order.index("class") if "class" in spec.dim_order else None
-
-
-def _apply_classes(outputs: list[OutputSpec], classes: tuple[ClassInfo, ...], *, strict: bool) -> list[OutputSpec]:
-    applied = False
-    for index, spec in enumerate(outputs):
-        if not any(t in CLASS_TASKS for t in spec.tasks):
-            continue
-        axis = _class_axis(spec)
-        size = spec.shape[axis] if axis is not None else -1
-        if size not in (-1, len(classes)):
-            if strict:
-                raise ConfigurationError(
-                    f"classes= has {len(classes)} entries but output {spec.name!r} has {size} classes "
-                    f"(shape {list(spec.shape)}).",
-                    hint="Give one class per output channel.",
-                )
-            continue
-        outputs[index] = replace(spec, classes=classes)
-        applied = True
-    if strict and not applied:
-        raise ConfigurationError(
-            "classes= was given but no output has a classification or segmentation task.",
-            hint="Pass tasks=['classification'] (or a segmentation task) too.",
-        )
-    return outputs
-
-
-def apply_overrides(
-    described: ModelDescription,
-    *,
-    tasks: Sequence[str] | None = None,
-    bands: Sequence[str | Mapping[str, Any]] | None = None,
-    classes: Sequence[str | Mapping[str, Any] | ClassInfo] | None = None,
-    name: str | None = None,
-    description: str | None = None,
-    bbox: Sequence[float] | None = None,
-    geometry: Mapping[str, Any] | None = None,
-    datetime: str | dt.datetime | None = None,
-    start_datetime: str | dt.datetime | None = None,
-    end_datetime: str | dt.datetime | None = None,
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | str | None = None,
-    resize_type: str | None = None,
-    dim_orders: Mapping[str, Sequence[str]] | None = None,
-    hyperparameters: Mapping[str, Any] | None = None,
-    pretrained: bool | None = None,
-    pretrained_source: str | None = None,
-    license: str | None = None,  # noqa: A002
-    links: Sequence[Link] | None = None,
-    none_applies: Sequence[str] | None = None,
-) -> ModelDescription:
-    """Apply what the caller knows on top of what was measured; infer tasks and classes when not given."""
-    try:
-        return _apply_overrides(**locals())
-    except DescriptionError as exc:
-        raise ConfigurationError(exc.message, hint=exc.hint or "Check the argument named in the message.") from exc
-
-
-def _apply_overrides(described: ModelDescription, **kw: Any) -> ModelDescription:  # noqa: C901, PLR0912
-    inputs = list(described.inputs)
-    outputs = list(described.outputs)
-    notes = list(described.notes)
-    changes: dict[str, Any] = {}
-
-    for key, order in (kw["dim_orders"] or {}).items():
-        matched = False
-        for seq in (inputs, outputs):
-            for index, spec in enumerate(seq):
-                if spec.name == key:
-                    seq[index] = replace(spec, dim_order=tuple(order))
-                    matched = True
-        if not matched:
-            names = [s.name for s in (*inputs, *outputs)]
-            raise ConfigurationError(f"dim_orders names {key!r}, which is no input or output ({names}).")
-
-    band_definitions = described.band_definitions
-    if kw["bands"] is not None:
-        inputs, band_definitions = _apply_bands(inputs, kw["bands"])
-        changes["band_definitions"] = band_definitions
-
-    inputs, outputs = _apply_none_applies(inputs, outputs, kw)
-    if kw["value_scaling"] is not None or kw["resize_type"] is not None:
-        inputs = _apply_scaling(inputs, kw["value_scaling"], kw["resize_type"])
-
-    if kw["tasks"] is not None:
-        model_tasks = tuple(kw["tasks"])
-        outputs = [replace(o, tasks=tuple(t for t in o.tasks if t in model_tasks) or model_tasks) for o in outputs]
-    elif described.tasks:
-        model_tasks = described.tasks
-        outputs = [o if o.tasks else replace(o, tasks=model_tasks) for o in outputs]
-    else:
-        inferred: list[str] = []
-        for index, out in enumerate(outputs):
-            task = out.tasks[0] if out.tasks else infer_output_task(out) or "regression"
-            outputs[index] = replace(out, tasks=out.tasks or (task,))
-            for t in outputs[index].tasks:
-                if t not in inferred:
-                    inferred.append(t)
-        model_tasks = tuple(inferred)
-        notes.append(f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them.")
-    changes["tasks"] = model_tasks
-    # An embedding model's vector is not a class dimension.
-    outputs = [
-        replace(o, dim_order=tuple("embedding" if d == "class" else d for d in o.dim_order))
-        if "similarity-search" in o.tasks and not any(t in CLASS_TASKS for t in o.tasks)
-        else o
-        for o in outputs
-    ]
-
-    hyper = dict(described.hyperparameters)
-    hyper.update(kw["hyperparameters"] or {})
-    # Classes are written only when known (caller, weights metadata, datamodule, embedded metadata): the output
-    # shape already says how many there are, and "class_0 ... class_999" would say nothing more.
-    if kw["classes"] is not None:
-        outputs = _apply_classes(outputs, classes_from(kw["classes"]), strict=True)
-    try:
-        json.dumps(hyper, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"hyperparameters are not JSON data ({exc}).",
-            hint="Give numbers, strings, booleans, lists or dicts of them (e.g. str() of other objects).",
-        ) from exc
-    changes["hyperparameters"] = hyper
-
-    if kw["name"] is not None:
-        changes["name"] = _check_name(kw["name"])
-    elif not _NAME.match(described.name):
-        changes["name"] = model_name_from(described.name)
-    for key in ("description", "pretrained", "pretrained_source", "license"):
-        if kw[key] is not None:
-            changes[key] = kw[key]
-    if kw["pretrained_source"] is not None and kw["pretrained"] is None:
-        changes["pretrained"] = True
-
-    changes.update(_extent(kw))
-    if kw["links"]:
-        changes["links"] = (*described.links, *(_as_link(link) for link in kw["links"]))
-    changes["inputs"] = tuple(inputs)
-    changes["outputs"] = tuple(outputs)
-    changes["notes"] = tuple(notes)
-    return described.replace(**changes)
-
-
-#: What the caller writes for "none applies" (an explicit ``null`` in the Item), e.g. ``resize_type="none"``.
-NONE_APPLIES = "none"
-
-
-def _apply_none_applies(
-    inputs: list[InputSpec], outputs: list[OutputSpec], kw: dict[str, Any]
-) -> tuple[list[InputSpec], list[OutputSpec]]:
-    """Record the nullable fields the caller says do not apply; ``"none"`` values are consumed from ``kw``."""
-    names = {str(n).removesuffix("_function") for n in (kw.get("none_applies") or ())}
-    for key in ("value_scaling", "resize_type"):
-        if isinstance(kw[key], str) and kw[key].lower() == NONE_APPLIES:
-            names.add(key)
-            kw[key] = None
-    unknown = names - {"value_scaling", "resize_type", "pre_processing", "post_processing"}
-    if unknown:
-        raise ConfigurationError(
-            f"none_applies names {sorted(unknown)}.",
-            hint="Name value_scaling, resize_type, pre_processing_function or post_processing_function.",
-        )
-    if not names:
-        return inputs, outputs
-    in_names = tuple(n for n in ("value_scaling", "resize_type", "pre_processing") if n in names)
-    out_names = ("post_processing",) if "post_processing" in names else ()
-    inputs = [replace(i, none_applies=tuple(dict.fromkeys((*i.none_applies, *in_names)))) for i in inputs]
-    outputs = [replace(o, none_applies=tuple(dict.fromkeys((*o.none_applies, *out_names)))) for o in outputs]
-    return inputs, outputs
-
-
-def _as_link(link: Link | Mapping[str, Any]) -> Link:
-    """A :class:`Link` from a Link or a STAC link dict (``rel``, ``href``, ``type``, ``title``, extra fields)."""
-    if isinstance(link, Link):
-        return link
-    if isinstance(link, Mapping) and isinstance(link.get("rel"), str) and isinstance(link.get("href"), str):
-        extra = {k: v for k, v in link.items() if k not in ("rel", "href", "type", "title")}
-        return Link(link["rel"], link["href"], link.get("type"), link.get("title"), extra)
-    raise ConfigurationError(
-        f"links= entry {link!r} is not a link.",
-        hint="Pass mlm_export.description.Link(rel, href) objects or dicts with 'rel' and 'href'.",
-    )
-
-
-def _extent(kw: Mapping[str, Any]) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    bbox = kw["bbox"]
-    if bbox is not None:
-        values = [float(v) for v in bbox]
-        if len(values) not in (4, 6):
-            raise ConfigurationError(
-                f"bbox={bbox!r} must have 4 numbers: west, south, east, north.", hint="Use WGS84 degrees."
-            )
-        west, south, east, north = values[0], values[1], values[-2], values[-1]
-        if not (-90 <= south <= 90 and -90 <= north <= 90):
-            raise ConfigurationError(
-                f"bbox={bbox!r}: latitudes must lie in [-90, 90].", hint="Order is west, south, east, north."
-            )
-        if not (-180 <= west <= 180 and -180 <= east <= 180):
-            raise ConfigurationError(f"bbox={bbox!r}: longitudes must lie in [-180, 180].", hint="Use WGS84 degrees.")
-        if south > north:
-            raise ConfigurationError(
-                f"bbox={bbox!r}: south {south} is north of north {north}.", hint="Order is west, south, east, north."
-            )
-        # west > east is read as a box across the antimeridian only when that box is narrower than a hemisphere.
-        if west > east and not (west > 0 > east and 360 - (west - east) < 180):
-            raise ConfigurationError(
-                f"bbox={bbox!r}: west {west} is east of east {east} and the box does not cross the antimeridian.",
-                hint="Order is west, south, east, north; across the antimeridian west > 0 > east.",
-            )
-        changes["bbox"] = tuple(values)
-    if kw["geometry"] is not None:
-        changes["geometry"] = dict(kw["geometry"])
-    for key in ("datetime", "start_datetime", "end_datetime"):
-        value = kw[key]
-        if value is None:
-            continue
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            value = value.isoformat()
-        else:
-            try:
-                parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"{key}={value!r} is not an ISO 8601 date-time.", hint="Use e.g. 2024-01-31T00:00:00Z."
-                ) from exc
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            value = parsed.isoformat()
-        changes[key] = value
-    start, end = changes.get("start_datetime"), changes.get("end_datetime")
-    if (start is None) != (end is None):
-        raise ConfigurationError(
-            "start_datetime and end_datetime must be given together.",
-            hint="Pass both, or a single datetime; for an open end use 9999-12-31T23:59:59Z.",
-        )
-    if start is not None and dt.datetime.fromisoformat(end) < dt.datetime.fromisoformat(start):
-        raise ConfigurationError(
-            f"end_datetime={end} is before start_datetime={start}.", hint="Swap them, or fix the dates."
-        )
-    if start is not None and "datetime" not in changes:
-        changes["datetime"] = None
-    return changes
+    Raises:
+        ConfigurationError: an override is invalid or does not fit the model.
+    """
+    return Overrides(**overrides).apply(described)
 
 
 __all__ = [
-    "embeddable_metadata",
     "apply_overrides",
+    "embeddable_metadata",
     "export_item",
+    "export_options",
     "hash_artifacts",
     "inspect_model",
     "item_from_description",

@@ -68,13 +68,14 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         validate=not args.no_validate,
         schema_dir=args.schema_dir,
+        allow_outside=args.allow_outside,
     )
     count = sum(1 for link in collection.links if link.rel == "item")
     print(f"wrote {collection.get_self_href()}: collection {collection.id!r} with {count} model(s)")
     if args.cards:
         from mlm_export.cli_card import write_catalog_cards
 
-        write_catalog_cards(collection.get_self_href())
+        write_catalog_cards(collection.get_self_href(), args.schema_dir, args.allow_outside)
     return EXIT_OK
 
 
@@ -111,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser(
         "catalog",
         help="write a self-contained STAC Collection of model Items",
-        description="Copy model Items to DIR/<id>/<id>.json (local asset hrefs made relative) and write "
-        "DIR/collection.json with their extent and summaries (tasks, frameworks, accelerators, bands).",
+        description="Copy model Items to DIR/<id>/<id>.json, place their local artifacts beside them (hard link "
+        "or verified copy; never replacing a file) and write DIR/collection.json with their extent and summaries "
+        "(tasks, frameworks, accelerators, bands).",
     )
     catalog.add_argument("items", nargs="+", metavar="ITEM", help="model Item JSON file(s)")
     catalog.add_argument("-o", "--output", required=True, metavar="DIR", help="catalog directory (created if missing)")
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--schema-dir", help="offline schema directory")
     catalog.add_argument("--no-validate", action="store_true", help="do not validate the items before writing")
     catalog.add_argument("--cards", action="store_true", help="also write an HTML card per model and index.html")
+    add_allow_outside(catalog)
     catalog.set_defaults(handler=_cmd_catalog)
 
     from mlm_export.cli_stac import add_parsers as add_stac_parsers

@@ -24,6 +24,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-validate", action="store_true", help="do not validate (the card says 'not checked')")
     parser.add_argument("--schema-dir", help="offline schema directory")
+    parser.add_argument(
+        "--allow-outside", action="append", default=[], metavar="DIR",
+        help="directory besides the item's own that its local hrefs may point into (repeatable)",
+    )  # fmt: skip
     parser.set_defaults(handler=run_card)
     return parser
 
@@ -33,7 +37,12 @@ def run_card(args: argparse.Namespace) -> int:
     from mlm_export.card import write_card
 
     written = write_card(
-        args.item, args.output, overwrite=args.overwrite, schema_dir=args.schema_dir, validate=not args.no_validate
+        args.item,
+        args.output,
+        overwrite=args.overwrite,
+        schema_dir=args.schema_dir,
+        validate=not args.no_validate,
+        allow_outside=args.allow_outside,
     )
     extra = f" and {written.map_path}" if written.map_path else ""
     print(f"wrote {written.path}{extra} ({written.card.validation})")
@@ -50,9 +59,9 @@ def run_card(args: argparse.Namespace) -> int:
     return EXIT_INVALID
 
 
-def write_catalog_cards(collection_path: str) -> None:
+def write_catalog_cards(collection_path: str, schema_dir: str | None = None, allow_outside: Any = ()) -> None:
     """``catalog --cards``: one HTML card beside each Item of the written catalog, plus ``index.html``."""
     from mlm_export.card.catalog import write_catalog_cards as write
 
-    index = write(collection_path, overwrite=True)
+    index = write(collection_path, overwrite=True, schema_dir=schema_dir, allow_outside=allow_outside)
     print(f"wrote {index} and one card per model")

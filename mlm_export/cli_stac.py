@@ -137,7 +137,11 @@ def _add_publish(commands: Any) -> None:
         "--header", action="append", metavar="'NAME: VALUE'",
         help="HTTP header, e.g. 'Authorization: Bearer ...' (or set $MLM_EXPORT_STAC_TOKEN); never printed",
     )  # fmt: skip
-    publish.add_argument("--href-base", metavar="URL", help="public URL of the directory the Item files are in")
+    publish.add_argument(
+        "--href-base",
+        metavar="URL",
+        help="public URL of the directory the Item files are in (of the catalog directory for Items of a catalog)",
+    )
     publish.add_argument("--upload-to", metavar="URL", help="copy the artifacts to s3://bucket/prefix or file:///dir")
     publish.add_argument("--schema-dir", help="offline schema directory")
     publish.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -52,7 +52,7 @@ def run(output: Path, api_url: str | None = None) -> str:
         print(format_hits(hits))
         if not hits or hits[0].href is None:
             raise SystemExit("the published model was not found")
-        with urllib.request.urlopen(hits[0].href, timeout=30) as response:  # noqa: S310 - the API's own URL
+        with urllib.request.urlopen(hits[0].href, timeout=30) as response:
             item = json.load(response)
         model = load_model(item, model_class=build_demo_model)
         print(f"load_model:  {type(model).__name__} from {hits[0].href}")

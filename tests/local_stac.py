@@ -66,7 +66,7 @@ class GatedProxy:
                 answer = client.request(self.command, self.path, content=body, headers=headers)
                 self._answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
 
-            do_GET = do_POST = do_PUT = do_DELETE = _forward  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -18,7 +18,7 @@ from typing import Any
 class _Handler(SimpleHTTPRequestHandler):
     server: LoopbackServer  # type: ignore[assignment]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         with self.server.lock:
             self.server.hits[path] += 1
@@ -35,7 +35,7 @@ class _Handler(SimpleHTTPRequestHandler):
         outputfile.flush()
         self.connection.sendfile(source)  # the kernel copies; the server stays cheap next to the client measured
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -30,6 +30,19 @@ class TinyMLP(nn.Module):
         return self.head(self.body(features))
 
 
+class WideMLP(nn.Module):
+    """[B, 256] -> [B, 4] through a 256x1024 hidden layer (about 1 MiB of float32 weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(256, 1024)
+        self.out = nn.Linear(1024, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores."""
+        return self.out(torch.relu(self.hidden(x)))
+
+
 class TinyConvNet(nn.Module):
     """Image classifier with BatchNorm (buffers): [B, C, H, W] -> [B, K]."""
 

@@ -1,13 +1,17 @@
 """Adapter registry: which module describes which source. Imports nothing heavy.
 
-Each adapter module exposes ``can_describe(source) -> bool`` (cheap, no framework import unless the source's
-module already is) and ``describe(source, options: ExportOptions) -> ModelDescription``.
+Each adapter package exposes ``can_describe(source) -> bool``, ``measure(source, options: ExportOptions) ->
+Measured`` (the description plus the writer of its artifacts; writes nothing), ``describe(source, options) ->
+ModelDescription`` (measure, then write and publish at once), ``load_artifact`` and ``run_artifact`` (for
+:mod:`mlm_export.loading`). Importing an adapter imports its framework; this registry imports an adapter only when
+a source needs it and turns a missing framework into :class:`~mlm_export.errors.MissingDependencyError`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -58,14 +62,18 @@ class ExportOptions:
     input_dim_orders: tuple[tuple[str, ...], ...] | None = None
     probe_dynamic: bool = True
     embed_metadata: bool = False
-    progress: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Where an adapter may write files it must measure (an ONNX export): the run's staging directory, created on
+    #: first call. None: the adapter uses a temporary directory of its own and writes nothing that stays.
+    scratch: Callable[[], Path] | None = None
 
 
 def _import_adapter(module_name: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
+        if not isinstance(exc, ModuleNotFoundError) or (exc.name or "mlm_export").startswith("mlm_export"):
+            raise  # a bug in mlm-export itself, not a missing extra
         extra = EXTRAS.get(module_name, "all")
         raise MissingDependencyError(
             f"Describing {what} needs the '{extra}' extra, which is not installed ({exc}).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlm_export.card.render import prepare_card, render, render_index
@@ -38,6 +39,7 @@ def write_catalog_cards(
     *,
     overwrite: bool = False,
     schema_dir: str | os.PathLike[str] | None = None,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``<item>.html`` beside each Item of the Collection file ``collection`` and ``index.html`` beside it.
 
@@ -45,6 +47,8 @@ def write_catalog_cards(
         collection: the ``collection.json`` of a catalog (e.g. written by :func:`mlm_export.build_catalog`).
         overwrite: replace existing card files.
         schema_dir: offline schema directory for the cards' validation status.
+        allow_outside: directories besides each Item's own that its local hrefs may point into (see
+            :func:`mlm_export.validate_item`); a catalog written by ``build_catalog`` needs none.
 
     Returns:
         The path of the index page.
@@ -61,7 +65,7 @@ def write_catalog_cards(
     root = collection_path.parent.resolve()
     entries: list[tuple[Card, str]] = []
     for item_path in _item_paths(collection_path):
-        card = prepare_card(item_path, schema_dir=schema_dir)
+        card = prepare_card(item_path, schema_dir=schema_dir, allow_outside=allow_outside)
         card_path = item_path.with_suffix(".html")
         write_text_atomic(render(card, "html"), card_path, overwrite=overwrite)
         entries.append((card, card_path.relative_to(root).as_posix()))

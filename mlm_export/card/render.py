@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,7 +43,7 @@ def markdown_text(value: Any) -> str:
 
 def _preformatted(value: Any) -> Markup:
     """Text for inside ``<pre>`` of a Markdown card: HTML-escaped (quotes kept readable)."""
-    return Markup(html.escape(str(value), quote=False))  # noqa: S704 - escaped just here
+    return Markup(html.escape(str(value), quote=False))
 
 
 @lru_cache(maxsize=2)
@@ -60,12 +60,12 @@ def _environment(fmt: Format) -> jinja2.Environment:
     return environment
 
 
-def _validate(card: Card, item: Any, schema_dir: Any, check_files: bool) -> None:
+def _validate(card: Card, item: Any, schema_dir: Any, check_files: bool, allow_outside: Sequence[Any]) -> None:
     """Fill the card's validation status and problems from :func:`mlm_export.validate_item`."""
     from mlm_export.stac.validate import validate_item
 
     try:
-        report = validate_item(item, schema_dir, check_files=check_files)
+        report = validate_item(item, schema_dir, check_files=check_files, allow_outside=allow_outside)
     except MLMExportError as exc:
         card.validation = "not checked"
         card.notes.append(f"Validation could not run: {exc.message}")
@@ -75,9 +75,17 @@ def _validate(card: Card, item: Any, schema_dir: Any, check_files: bool) -> None
 
 
 def prepare_card(
-    item: Any, *, validate: bool = True, schema_dir: str | os.PathLike[str] | None = None, check_files: bool = True
+    item: Any,
+    *,
+    validate: bool = True,
+    schema_dir: str | os.PathLike[str] | None = None,
+    check_files: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> Card:
     """The view model of ``item`` (a ``pystac.Item``, dict or JSON path), with its validation report.
+
+    ``allow_outside``: directories besides the Item's own that its local hrefs may point into (as in
+    :func:`mlm_export.validate_item`).
 
     Raises:
         ItemValidationError: ``item`` is not a readable JSON object.
@@ -88,7 +96,7 @@ def prepare_card(
     card = build_card(document)
     card.problems.extend(card.footprint.problems)
     if validate:
-        _validate(card, item, schema_dir, check_files)
+        _validate(card, item, schema_dir, check_files, allow_outside)
     return card
 
 
@@ -102,7 +110,7 @@ def render(card: Card, fmt: Format = "html", *, map_href: str = "map.svg") -> st
     """The card as an HTML page or a Markdown document (whose map is the SVG file at ``map_href``)."""
     fmt = _format(fmt)
     template = _environment(fmt).get_template("card.html.j2" if fmt == "html" else "card.md.j2")
-    svg = Markup(map_svg(card.footprint)) if fmt == "html" else None  # noqa: S704 - numbers only, built in map.py
+    svg = Markup(map_svg(card.footprint)) if fmt == "html" else None
     return template.render(card=card, map_svg=svg, map_href=map_href)
 
 
@@ -114,6 +122,7 @@ def render_card(
     schema_dir: str | os.PathLike[str] | None = None,
     check_files: bool = True,
     map_href: str = "map.svg",
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
     """Render an MLM Item as a model card.
 
@@ -126,6 +135,8 @@ def render_card(
         schema_dir: offline schema directory for the validation.
         check_files: let the validation check local asset files (size, checksum).
         map_href: Markdown only: where the map SVG is, relative to the Markdown file.
+        allow_outside: directories besides the Item's own that its local hrefs may point into (same meaning as
+            :func:`mlm_export.validate_item`'s); elsewhere they are reported, never opened.
 
     Returns:
         The card's text.
@@ -137,7 +148,9 @@ def render_card(
     .. versionadded:: 0.2
     """
     fmt = _format(fmt)
-    card = prepare_card(item, validate=validate, schema_dir=schema_dir, check_files=check_files)
+    card = prepare_card(
+        item, validate=validate, schema_dir=schema_dir, check_files=check_files, allow_outside=allow_outside
+    )
     return render(card, fmt, map_href=map_href)
 
 
@@ -181,10 +194,12 @@ def write_card(
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
     check_files: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> WrittenCard:
     """Write the card of ``item`` to ``output``; a Markdown card gets its map as ``<stem>-map.svg`` beside it.
 
-    Files are written through a temporary file and renamed, so no half-written card is left behind.
+    Files are written through a temporary file and renamed, so no half-written card is left behind. The other
+    arguments are :func:`render_card`'s.
 
     Raises:
         ConfigurationError: the format cannot be told from ``output``'s suffix.
@@ -203,7 +218,9 @@ def write_card(
     for target in (output, map_path):
         if target is not None and target.exists() and not overwrite:
             raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass --overwrite or choose another -o.")
-    card = prepare_card(item, validate=validate, schema_dir=schema_dir, check_files=check_files)
+    card = prepare_card(
+        item, validate=validate, schema_dir=schema_dir, check_files=check_files, allow_outside=allow_outside
+    )
     text = render(card, fmt, map_href=map_path.name if map_path else "map.svg")
     if map_path is not None:
         write_text_atomic(map_svg(card.footprint, standalone=True), map_path, overwrite=True)

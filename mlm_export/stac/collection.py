@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -38,6 +38,15 @@ from mlm_export.stac.bands import input_band_names
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.entries import COLLECTION_FILE, Entry, ItemSource, is_url, read_entry
 from mlm_export.stac.io import decode_href
+from mlm_export.stac.placement import (
+    Artifact,
+    ItemArtifacts,
+    Publication,
+    choose_places,
+    collect_artifacts,
+    publish_file,
+    stage,
+)
 from mlm_export.stac.spacetime import footprint_of, item_bbox, item_interval
 from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
 
@@ -118,16 +127,20 @@ def _absolute_href(href: Any, base: Path | None, where: str) -> str:
     return os.path.realpath(make_absolute_href(decode_href(href), str(base / "item.json")))  # a raw path
 
 
-def _catalog_item(entry: Entry, collection_id: str, collection_title: str | None) -> dict[str, Any]:
-    """The item document for the catalog: local hrefs absolute, structural links replaced, ``collection`` set."""
+def _catalog_item(
+    entry: Entry, collection_id: str, collection_title: str | None, allow_outside: Sequence[Any]
+) -> tuple[dict[str, Any], ItemArtifacts]:
+    """The item document for the catalog and its local artifacts (their hrefs set once their place is chosen).
+
+    Structural links are replaced, other local link hrefs made absolute, ``collection`` set.
+    """
     document = dict(entry.document)
     item_id = document["id"]
     where = f"{entry.source} (item {item_id!r})"
-    assets = {}
-    for key, asset in (document.get("assets") or {}).items():
-        asset = dict(asset)
-        asset["href"] = _absolute_href(asset.get("href"), entry.base, f"{where} asset {key!r}")
-        assets[key] = asset
+    assets = {key: dict(asset) if isinstance(asset, Mapping) else asset
+              for key, asset in (document.get("assets") or {}).items()}  # fmt: skip
+    confined = entry.href is not None and entry.base is not None
+    artifacts = collect_artifacts(item_id, assets, entry.base, confined, allow_outside, where)
     document["assets"] = assets
     links: list[dict[str, Any]] = []
     for link in document.get("links") or []:
@@ -142,7 +155,13 @@ def _catalog_item(entry: Entry, collection_id: str, collection_title: str | None
     links[:0] = [{"rel": rel, **parent} for rel in ("root", "parent", "collection")]
     document["links"] = links
     document["collection"] = collection_id
-    return document
+    return document, artifacts
+
+
+def _set_artifact_hrefs(document: dict[str, Any], artifacts: ItemArtifacts) -> None:
+    for artifact in artifacts.artifacts:
+        for key in artifact.keys:
+            document["assets"][key]["href"] = artifacts.href(artifact)
 
 
 def _item_title(document: Mapping[str, Any]) -> str | None:
@@ -215,51 +234,8 @@ def _prepare_directory(directory: Path, targets: list[Path], overwrite: bool) ->
         ) from exc
 
 
-def build_catalog(
-    items: Iterable[ItemSource],
-    directory: str | os.PathLike[str],
-    *,
-    collection_id: str = "mlm-models",
-    title: str | None = None,
-    description: str | None = None,
-    overwrite: bool = False,
-    validate: bool = True,
-    schema_dir: str | os.PathLike[str] | None = None,
-) -> pystac.Collection:
-    """Write a self-contained STAC Collection of model Items to ``directory``.
-
-    Writes ``directory/collection.json`` and ``directory/<item id>/<item id>.json`` for each item, all hrefs
-    relative. Local asset hrefs are rewritten relative to each item's new file; URLs are kept. Files are first
-    written to a temporary directory inside ``directory`` and then moved into place one by one with
-    ``os.replace``, ``collection.json`` last, so that no reader sees a collection linking a missing item. Items
-    of an earlier catalog in ``directory`` that are not in ``items`` stay on disk, unlinked.
-
-    Args:
-        items: model Items as ``pystac.Item`` objects, dicts or paths of Item JSON files. Relative hrefs in a dict
-            cannot be resolved; give a path instead.
-        directory: the catalog directory (created if missing).
-        collection_id: the Collection id (also written as each item's ``collection``).
-        title: the Collection title.
-        description: the Collection description; defaults to a sentence with the number of models.
-        overwrite: replace an existing ``collection.json`` and item files.
-        validate: validate every item and the Collection before writing anything (local asset files included).
-        schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
-
-    Returns:
-        The Collection read back from the written ``collection.json``; ``get_self_href()`` is its path and its
-        items load from the written files.
-
-    Raises:
-        ConfigurationError: no items, an input that is not a model Item, duplicate item ids, an id that cannot be
-            a directory name, or a relative href that cannot be resolved.
-        ItemValidationError: an item or the Collection does not validate (nothing is written).
-        OutputExistsError: ``collection.json`` or an item file exists and ``overwrite`` is False.
-        OutputError: the directory cannot be created or written.
-
-    .. versionadded:: 0.1
-    """
-    if not isinstance(collection_id, str) or _BAD_ID.search(collection_id):
-        raise ConfigurationError(f"collection_id {collection_id!r} must be a non-empty name without '/' or '\\'.")
+def _read_entries(items: Iterable[ItemSource] | ItemSource) -> list[Entry]:
+    """The entries of ``items``, refusing none, duplicate ids and ids that cannot be directory names."""
     if isinstance(items, (str, os.PathLike, Mapping, pystac.Item)):
         items = [items]
     entries = [read_entry(item) for item in items]
@@ -279,37 +255,139 @@ def build_catalog(
                 hint="Give one of them another id.",
             )
         seen[item_id] = entry.source
+    return entries
 
+
+def build_catalog(
+    items: Iterable[ItemSource],
+    directory: str | os.PathLike[str],
+    *,
+    collection_id: str = "mlm-models",
+    title: str | None = None,
+    description: str | None = None,
+    overwrite: bool = False,
+    validate: bool = True,
+    schema_dir: str | os.PathLike[str] | None = None,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
+) -> pystac.Collection:
+    """Write a self-contained STAC Collection of model Items to ``directory``.
+
+    Writes ``directory/collection.json`` and ``directory/<item id>/<item id>.json`` for each item, all hrefs
+    relative, and places every local artifact of an item next to it (``directory/<item id>/<file>``, hard-linked
+    when on the same filesystem, else copied, verified against ``file:size``/``file:checksum``; see
+    :mod:`mlm_export.stac.placement`), so that every catalog Item validates with its files inside its directory.
+    URLs are kept. Files are first written to a temporary directory inside ``directory``; artifacts are published
+    without ever replacing an existing file (a different file of the same name sends the item's artifacts to a
+    ``<12 hex>/`` subdirectory), then Items, ``collection.json`` last, so that no reader sees a collection linking
+    a missing item. Items and artifacts of an earlier catalog in ``directory`` stay on disk.
+
+    Args:
+        items: model Items as ``pystac.Item`` objects, dicts or paths of Item JSON files. Relative hrefs in a dict
+            cannot be resolved; give a path instead.
+        directory: the catalog directory (created if missing).
+        collection_id: the Collection id (also written as each item's ``collection``).
+        title: the Collection title.
+        description: the Collection description; defaults to a sentence with the number of models.
+        overwrite: replace an existing ``collection.json`` and item files.
+        validate: validate every item and the Collection before writing anything (artifact files are verified
+            against ``file:size``/``file:checksum`` in any case).
+        schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
+        allow_outside: directories besides each item's own that its local hrefs may point into (same meaning as
+            :func:`mlm_export.validate_item`'s); a local href elsewhere is refused and its file never read.
+
+    Returns:
+        The Collection read back from the written ``collection.json``; ``get_self_href()`` is its path and its
+        items load from the written files.
+
+    Raises:
+        ConfigurationError: no items, an input that is not a model Item, duplicate item ids, an id that cannot be
+            a directory name, or a relative href that cannot be resolved.
+        ItemValidationError: an item or the Collection does not validate, a local href points outside its item's
+            directory, or an artifact does not match its size or checksum (nothing is written).
+        OutputExistsError: ``collection.json`` or an item file exists and ``overwrite`` is False.
+        OutputError: the directory cannot be created or written.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(collection_id, str) or _BAD_ID.search(collection_id):
+        raise ConfigurationError(f"collection_id {collection_id!r} must be a non-empty name without '/' or '\\'.")
+    entries = _read_entries(items)
     directory = Path(directory)
     root = directory.resolve()
-    documents = [_catalog_item(e, collection_id, title) for e in entries]
+    prepared = [_catalog_item(e, collection_id, title, allow_outside) for e in entries]
     collection = collection_document(entries, collection_id, title, description)
     if validate:
         from mlm_export.stac.validate import validate_item
 
-        for entry, document in zip(entries, documents, strict=True):
-            raise_invalid(validate_item(document, schema_dir, check_files=True), f"{entry.source}")
+        for entry, (document, _) in zip(entries, prepared, strict=True):  # files are verified when staged
+            raise_invalid(validate_item(document, schema_dir, check_files=False), f"{entry.source}")
         raise_invalid(validate_item(collection, schema_dir), f"The collection {collection_id!r}")
 
-    targets = {document["id"]: root / document["id"] / f"{document['id']}.json" for document in documents}
-    finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document in documents}
+    targets = {document["id"]: root / document["id"] / f"{document['id']}.json" for document, _ in prepared}
+    placements: list[tuple[str, ItemArtifacts, list[Artifact]]] = []
+    for entry, (document, artifacts) in zip(entries, prepared, strict=True):
+        item_id = document["id"]
+        pending = choose_places(artifacts, root / item_id, (f"{item_id}.json", f"{item_id}.html"))
+        _set_artifact_hrefs(document, artifacts)
+        placements.append((entry.source, artifacts, pending))
+    finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document, _ in prepared}
     collection_path = root / COLLECTION_FILE
     _prepare_directory(root, [collection_path, *targets.values()], overwrite)
+    _write_catalog(root, placements, finals, targets, collection)
+    return pystac.Collection.from_file(str(collection_path))
+
+
+def _stage_artifacts(
+    root: Path, staging: Path, placements: list[tuple[str, ItemArtifacts, list[Artifact]]]
+) -> list[tuple[Path, Path, Artifact]]:
+    """Stage (link or copy, then verify) every artifact still to place; (staged, final, artifact) triples."""
+    staged = []
+    for source, artifacts, pending in placements:
+        for artifact in pending:
+            relative = Path(artifacts.item_id, artifacts.relative(artifact))
+            where = f"{source} (item {artifacts.item_id!r}) asset {artifact.keys[0]!r}"
+            stage(artifact, staging / "artifacts" / relative, where)
+            staged.append((staging / "artifacts" / relative, root / relative, artifact))
+    return staged
+
+
+def _write_catalog(
+    root: Path,
+    placements: list[tuple[str, ItemArtifacts, list[Artifact]]],
+    finals: dict[str, dict[str, Any]],
+    targets: dict[str, Path],
+    collection: dict[str, Any],
+) -> None:
+    """Stage everything in a temporary directory of ``root``, then publish: artifacts, Items, ``collection.json``.
+
+    Artifacts are published without replacing anything; Items and the Collection replace theirs (``overwrite``
+    was checked). A failure before the first Item is in place removes every artifact this call published.
+    """
     try:
         staging = Path(tempfile.mkdtemp(prefix=".mlm-catalog-", dir=root))
     except OSError as exc:
-        raise OutputError(f"Cannot write in '{directory}': {exc.strerror}.", hint="Choose a writable path.") from exc
+        raise OutputError(f"Cannot write in '{root}': {exc.strerror}.", hint="Choose a writable path.") from exc
+    done = Publication()
+    items_written = False
     try:
+        staged = _stage_artifacts(root, staging, placements)
         for item_id, document in finals.items():
             (staging / item_id).mkdir()
             write_json_atomic(document, staging / item_id / f"{item_id}.json")
         write_json_atomic(collection, staging / COLLECTION_FILE)
+        for staged_path, final, artifact in staged:
+            done.make_parents(final, root)
+            publish_file(staged_path, final, artifact, done)
         for item_id, target in targets.items():
-            target.parent.mkdir(exist_ok=True)
+            done.make_parents(target, root)
+            items_written = True
             os.replace(staging / item_id / f"{item_id}.json", target)
-        os.replace(staging / COLLECTION_FILE, collection_path)
-    except OSError as exc:
-        raise OutputError(f"Cannot write the catalog in '{directory}': {exc}.", hint="Check the permissions.") from exc
+        os.replace(staging / COLLECTION_FILE, root / COLLECTION_FILE)
+    except BaseException as exc:
+        if not items_written:
+            done.undo()
+        if isinstance(exc, OSError):
+            raise OutputError(f"Cannot write the catalog in '{root}': {exc}.", hint="Check the permissions.") from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return pystac.Collection.from_file(str(collection_path))

@@ -79,13 +79,33 @@ def _public_href(href: str, entry: Entry, href_base: str | None, where: str) -> 
     if not path.is_absolute() and entry.base is not None:
         path = entry.base / path
     if path.is_absolute():
-        if entry.base is None or not path.resolve().is_relative_to(entry.base.resolve()):
+        mapped = _href_base_directory(entry)
+        if mapped is None or not path.resolve().is_relative_to(mapped):
             raise ConfigurationError(
                 f"{where} points at {href!r}, outside the Item's directory; href_base cannot map it to a URL.",
                 hint="Keep the artifacts next to the Item (mlm-export export does), or use upload_to=.",
             )
-        path = path.resolve().relative_to(entry.base.resolve())
+        path = path.resolve().relative_to(mapped)
     return f"{href_base.rstrip('/')}/{encode_href(path.as_posix().lstrip('./'))}"
+
+
+def _href_base_directory(entry: Entry) -> Path | None:
+    """The directory ``href_base`` is the URL of: the catalog's for an Item of a local catalog, else the Item's.
+
+    An Item of a catalog written by :func:`~mlm_export.stac.collection.build_catalog` has a relative ``root`` link
+    to the catalog's ``collection.json``; its artifacts lie in ``<catalog>/<item id>/``, so one ``href_base`` (the
+    catalog directory's URL) serves every Item of the catalog.
+    """
+    if entry.base is None:
+        return None
+    base = entry.base.resolve()
+    for link in entry.document.get("links") or []:
+        href = link.get("href") if isinstance(link, Mapping) and link.get("rel") == "root" else None
+        if isinstance(href, str) and _is_local(href) and not os.path.isabs(decode_href(href)):
+            root = (base / decode_href(href)).resolve()
+            if root.is_file() and root.parent != base and base.is_relative_to(root.parent):
+                return root.parent
+    return base
 
 
 def _api_document(entry: Entry, collection_id: str, href_base: str | None, api_url: str) -> dict[str, Any]:

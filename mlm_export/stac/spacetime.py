@@ -7,7 +7,6 @@ Open ends of a model's time range count as year 1 / 9999 (``EARLIEST`` / ``LATES
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from mlm_export.errors import ConfigurationError
+from mlm_export.extent import check_bbox, corners
 
 EARLIEST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
@@ -153,26 +153,7 @@ def days(start: dt.datetime, end: dt.datetime) -> float:
 
 def query_bbox(bbox: Sequence[Any]) -> tuple[BaseGeometry, str]:
     """The query box as a geometry (a point or line when degenerate) and as text; checked like export_item's."""
-    try:
-        values = [float(v) for v in bbox]
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"bbox: expected 4 numbers (west, south, east, north), got {bbox!r}.") from exc
-    if len(values) not in (4, 6) or not all(math.isfinite(v) for v in values):
-        raise ConfigurationError(f"bbox: expected 4 finite numbers (west, south, east, north), got {bbox!r}.")
-    west, south, east, north = bbox_2d(values)
-    if not (-90.0 <= south <= north <= 90.0):
-        raise ConfigurationError(
-            f"bbox: south {south} and north {north} must satisfy -90 <= south <= north <= 90.",
-            hint="Give the box as WEST SOUTH EAST NORTH in degrees (EPSG:4326).",
-        )
-    if not (-180.0 <= west <= 180.0 and -180.0 <= east <= 180.0):
-        raise ConfigurationError(f"bbox: west {west} and east {east} must lie in -180..180 (west > east crosses 180°).")
-    # Same rule as export_item: west > east crosses the antimeridian only for a box narrower than a hemisphere.
-    if west > east and not (west > 0 > east and 360 - (west - east) < 180):
-        raise ConfigurationError(
-            f"bbox: west {west} is east of east {east} and the box does not cross the antimeridian.",
-            hint="Give the box as WEST SOUTH EAST NORTH; across the antimeridian west > 0 > east.",
-        )
+    west, south, east, north = corners(check_bbox(bbox))
     text = f"[{west:g}, {south:g}, {east:g}, {north:g}]"
     if west <= east and (west == east or south == north):
         if (west, south) == (east, north):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlm_export.errors import ConfigurationError, OutputError, OutputExistsError
+from mlm_export.errors import ConfigurationError, OutputError
+from mlm_export.files import atomic_write
 from mlm_export.stac.io import decode_href, encode_href
 
 if TYPE_CHECKING:
@@ -62,17 +62,6 @@ def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.Path
     return document
 
 
-def new_file_mode() -> int:
-    """The mode ``open()`` would give a new file under the current umask (``0o644`` with the usual ``022``).
-
-    Temporary files (``mkstemp``, ``NamedTemporaryFile``) are ``0600``; a file renamed into place must get this
-    mode, or a web server running as another user cannot serve it.
-    """
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def make_parent_directory(target: Path) -> None:
     """Create the parent directories of ``target`` (as pystac's ``save_object`` does).
 
@@ -95,55 +84,34 @@ def make_parent_directory(target: Path) -> None:
 
 
 def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``document`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+    """Write ``document`` to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
+
+    A symlinked ``path`` is written through: the file it points to is what gets written.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory cannot be created or is not writable.
+        OutputError: the directory does not exist or is not writable, or the disk is full.
     """
-    target = Path(path)
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise OutputError(
-            f"Cannot write '{target}': the document is not JSON data ({exc}).",
+            f"Cannot write '{path}': the document is not JSON data ({exc}).",
             hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
         ) from exc
-    return write_text_atomic(text, target, overwrite=overwrite)
+    return write_text_atomic(text, path, overwrite=overwrite)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory and ``os.replace``.
+    """Write ``text`` (UTF-8) to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory cannot be created or is not writable (missing parents are created).
+        OutputError: the directory does not exist or is not writable, or the disk is full.
     """
-    target = Path(path)
-    if target.is_dir():
-        raise OutputError(f"Output '{target}' is a directory.", hint="Give a file name such as item.json.")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"Output '{target}' already exists.", hint="Pass overwrite=True (--overwrite).")
-    directory = target.parent if str(target.parent) else Path(".")
-    make_parent_directory(target)
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-        )
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write in '{directory}': {exc.strerror}.", hint="Choose a writable directory."
-        ) from exc
-    try:
-        with handle:
-            handle.write(text)
-        # NamedTemporaryFile creates 0600 files; give the item the mode an ordinary file would have.
-        os.chmod(handle.name, target.stat().st_mode & 0o777 if target.exists() else new_file_mode())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return target
+    make_parent_directory(Path(path))  # as pystac's save_object does
+    atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+    return Path(path)
 
 
 def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -15,7 +15,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH = 1280
 
 
-def launch(playwright):  # noqa: ANN001, ANN201 - Playwright objects
+def launch(playwright):
     """The system Chromium, headless; the test fails (not skips) when it is missing: `make test` installs it."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium not found: install the Debian package 'chromium' (make test does it as root).")
@@ -55,7 +55,7 @@ _MAP_BOX = """() => {
 }"""
 
 
-def look(browser, path: Path, screenshot: Path, *, dark: bool = False, pdf: Path | None = None) -> Seen:  # noqa: ANN001
+def look(browser, path: Path, screenshot: Path, *, dark: bool = False, pdf: Path | None = None) -> Seen:
     """Open ``path`` at 1280 px wide, JavaScript disabled, and collect what it shows; save a full-page screenshot.
 
     With ``pdf``, the page is laid out for print (A4 width) and also printed to that file.

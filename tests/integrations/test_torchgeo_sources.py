@@ -9,11 +9,11 @@ import pystac  # noqa: F401 - imported at collection: its urllib3 import probes 
 import pytest
 
 pytest.importorskip("torchgeo")
-import torchgeo.models as tgm  # noqa: E402
-from geodata import SynthDataModule, write_scene  # noqa: E402
-from torchgeo.trainers import ClassificationTask, SemanticSegmentationTask  # noqa: E402
+import torchgeo.models as tgm
+from geodata import SynthDataModule, write_scene
+from torchgeo.trainers import ClassificationTask, SemanticSegmentationTask
 
-from mlm_export.integrations.torchgeo import _resize_type, export_torchgeo  # noqa: E402
+from mlm_export.integrations.torchgeo import _resize_type, export_torchgeo
 
 EXTENT = {"bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
 

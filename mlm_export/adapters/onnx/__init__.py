@@ -42,24 +42,47 @@ Modules: :mod:`.graph` (static read), :mod:`.runtime` (onnxruntime dry-run, publ
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.adapters.onnx.describe import can_describe, describe, describe_static
+from mlm_export.adapters.onnx.describe import can_describe, describe, describe_static, measure
 from mlm_export.adapters.onnx.runtime import load_artifact, run_artifact
+from mlm_export.publishing import Measured, artifact_directory, publish_now
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
     from mlm_export.description import ModelDescription
 
 
+def measure_torch_module(module: Any, options: ExportOptions) -> Measured:
+    """Export ``module`` to ONNX and measure the file (see :func:`.from_torch.measure_torch_module`).
+
+    .. versionadded:: 0.2
+    """
+    from mlm_export.adapters.onnx.from_torch import measure_torch_module as export_and_measure
+
+    return export_and_measure(module, options)
+
+
 def describe_torch_module(module: Any, options: ExportOptions) -> ModelDescription:
-    """Export ``module`` to ONNX and describe the file (see :func:`.from_torch.describe_torch_module`).
+    """Export ``module`` to ``<artifact_dir>/<slug>.onnx``, publish it and return its description.
 
     .. versionadded:: 0.1
     """
-    from mlm_export.adapters.onnx.from_torch import describe_torch_module as export_and_describe
+    return publish_now(
+        lambda staging: measure_torch_module(module, replace(options, scratch=lambda: staging.path)),
+        artifact_directory(options.artifact_dir),
+        overwrite=options.overwrite,
+    )
 
-    return export_and_describe(module, options)
 
-
-__all__ = ["can_describe", "describe", "describe_static", "describe_torch_module", "load_artifact", "run_artifact"]
+__all__ = [
+    "can_describe",
+    "describe",
+    "describe_static",
+    "describe_torch_module",
+    "load_artifact",
+    "measure",
+    "measure_torch_module",
+    "run_artifact",
+]

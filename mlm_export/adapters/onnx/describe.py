@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,13 @@ from mlm_export.adapters.onnx.embedded import _apply_embedded, _metadata_payload
 from mlm_export.adapters.onnx.files import (
     INLINE_LIMIT,
     _artifact_dir,
-    _commit,
     _copy,
     _copy_proto,
     _relocate,
     _save_proto,
     _slug,
-    _staging,
+    measured_from_scratch,
+    scratch_directory,
 )
 from mlm_export.adapters.onnx.graph import _all_tensors, _Graph, _input_dim_order, _load_graph, _Value
 from mlm_export.adapters.onnx.runtime import _dry_run, _Measured, _requested_shapes
@@ -41,6 +42,7 @@ from mlm_export.probing import (
     LAYOUT_BY_RANK,
     output_dim_order,
 )
+from mlm_export.publishing import Measured, publish_now
 
 FRAMEWORK = "ONNX"
 
@@ -75,34 +77,51 @@ def can_describe(source: Any) -> bool:
     return _is_model_proto(source) or _is_torch_module(source)
 
 
-def describe(source: Any, options: ExportOptions) -> ModelDescription:
-    """Describe an ONNX model: read the graph statically, then dry-run it with onnxruntime.
+def measure(source: Any, options: ExportOptions) -> Measured:
+    """Measure an ONNX model: read the graph statically, then dry-run it with onnxruntime.
+
+    A file is published as it is (no writer). An in-memory model, a PyTorch module, or a file whose copy gets
+    embedded metadata is written to a scratch directory to be measured (onnxruntime reads files), and the returned
+    writer publishes it.
 
     Args:
         source: an ``onnx.ModelProto``, a path to a ``.onnx`` file, or a ``torch.nn.Module`` to export to ONNX.
         options: what the caller told ``export_item`` (artifact directory, shapes, device, embedding...).
 
     Returns:
-        The description; its ``mlm:model`` artifact is the ``.onnx`` file, one more artifact per external-data file.
+        The description (its ``mlm:model`` artifact is the ``.onnx`` file, one more artifact per external-data
+        file) and the writer of the files to publish, if any.
 
     Raises:
         ArtifactNotFoundError: the file or one of its external-data files does not exist.
         ArtifactLoadError: the file is not an ONNX model, is truncated or fails ``onnx.checker.check_model``.
         UnsupportedSourceError: ``source`` is none of the above.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
     if _is_model_proto(source):
-        return _describe_proto(source, options)
+        return _measure_proto(source, options)
     if _is_torch_module(source):
-        from mlm_export.adapters.onnx.from_torch import describe_torch_module  # torch is optional for ONNX
+        from mlm_export.adapters.onnx.from_torch import measure_torch_module  # torch is optional for ONNX
 
-        return describe_torch_module(source, options)
+        return measure_torch_module(source, options)
     if isinstance(source, (str, os.PathLike)):
-        return _describe_path(Path(os.path.abspath(source)), options)
+        return _measure_path(Path(os.path.abspath(source)), options)
     raise UnsupportedSourceError(
         f"The ONNX adapter cannot describe a {type(source).__module__}.{type(source).__qualname__}.",
         hint="Pass an onnx.ModelProto, a path to a .onnx file or a torch.nn.Module.",
+    )
+
+
+def describe(source: Any, options: ExportOptions) -> ModelDescription:
+    """:func:`measure`, then write and publish the files at once (``export_item`` validates in between).
+
+    .. versionadded:: 0.1
+    """
+    return publish_now(
+        lambda staging: measure(source, replace(options, scratch=lambda: staging.path)),
+        _artifact_dir(options),
+        overwrite=options.overwrite,
     )
 
 
@@ -132,13 +151,13 @@ def _is_torch_module(source: Any) -> bool:
     return torch_module is not None and isinstance(source, torch_module.nn.Module)
 
 
-def _describe_path(path: Path, options: ExportOptions) -> ModelDescription:
+def _measure_path(path: Path, options: ExportOptions) -> Measured:
     graph = _load_graph(path)
     name = _default_name(graph, path.stem)
     architecture = _default_architecture(graph)
     described = _describe_graph(graph, options, name=name, architecture=architecture)
     if not options.embed_metadata:
-        return described
+        return Measured(described)
     payload = _metadata_payload(options, described.name, described.architecture)
     described = _apply_embedded(described, payload, graph.path)
     target = _artifact_dir(options)
@@ -148,20 +167,17 @@ def _describe_path(path: Path, options: ExportOptions) -> ModelDescription:
         filename = f"{_slug(payload['name'])}-mlm.onnx"
     copy = _copy_proto(graph.proto)
     _set_metadata(copy, payload)
-    with _staging(target) as stage:
-        _save_proto(copy, stage / filename)
+    with scratch_directory(options) as scratch:
+        _save_proto(copy, scratch / filename)
+        moved = {str(graph.path): str(scratch / filename)}
         if not same_dir:
             for external in graph.externals:
-                _copy(external.path, stage / external.location)
-        moved = _commit(stage, target, overwrite=options.overwrite)
-    moved[str(graph.path)] = str(target / filename)
-    if not same_dir:
-        for external in graph.externals:
-            moved[str(external.path)] = str(target / external.location)
-    return _relocate(described, moved)
+                _copy(external.path, scratch / external.location)
+                moved[str(external.path)] = str(scratch / external.location)
+        return measured_from_scratch(_relocate(described, moved), scratch, options)
 
 
-def _describe_proto(proto: onnx.ModelProto, options: ExportOptions) -> ModelDescription:
+def _measure_proto(proto: onnx.ModelProto, options: ExportOptions) -> Measured:
     for tensor in _all_tensors(proto):
         if uses_external_data(tensor) and not tensor.HasField("raw_data"):
             raise ArtifactNotFoundError(
@@ -186,14 +202,12 @@ def _describe_proto(proto: onnx.ModelProto, options: ExportOptions) -> ModelDesc
     if options.embed_metadata:
         payload = _metadata_payload(options, name, architecture)
         _set_metadata(copy, payload)
-    target = _artifact_dir(options)
-    with _staging(target) as stage:
-        path = stage / f"{_slug(name)}.onnx"
+    with scratch_directory(options) as scratch:
+        path = scratch / f"{_slug(name)}.onnx"
         _save_proto(copy, path, data_location=f"{path.name}.data")
         graph = _load_graph(path)  # its embedded metadata, if any, is applied by _describe_graph
         described = _describe_graph(graph, options, name=name, architecture=architecture)
-        moved = _commit(stage, target, overwrite=options.overwrite)
-    return _relocate(described, moved)
+        return measured_from_scratch(described, scratch, options)
 
 
 def _default_name(graph: _Graph, fallback: str) -> str:

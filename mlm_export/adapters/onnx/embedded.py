@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -11,6 +10,7 @@ from typing import Any
 
 import onnx
 
+from mlm_export import embedded
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.files import _save_proto
 from mlm_export.description import (
@@ -25,7 +25,7 @@ from mlm_export.errors import (
 )
 
 #: ``metadata_props`` key of the embedded MLM metadata.
-METADATA_KEY = "mlm"
+METADATA_KEY = embedded.KEY
 
 #: Keys of ``ExportOptions.metadata`` that ``embed_metadata`` writes.
 EMBEDDED_KEYS = ("name", "architecture", "tasks", "bands", "classes", "description")
@@ -72,19 +72,8 @@ def _metadata_payload(options: ExportOptions, name: str, architecture: str | Non
 
 def _read_embedded(proto: onnx.ModelProto, where: str) -> dict[str, Any] | None:
     for prop in proto.metadata_props:
-        if prop.key != METADATA_KEY:
-            continue
-        try:
-            payload = json.loads(prop.value)
-        except json.JSONDecodeError as exc:
-            message = f"{where}: metadata_props['mlm'] is not JSON ({exc}); it is ignored."
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-            return None
-        if not isinstance(payload, dict):
-            message = f"{where}: metadata_props['mlm'] is not a JSON object; it is ignored."
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-            return None
-        return payload
+        if prop.key == METADATA_KEY:
+            return embedded.decode(prop.value, where) or None
     return None
 
 
@@ -151,7 +140,7 @@ def _set_metadata(proto: onnx.ModelProto, payload: Mapping[str, Any]) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(payload, sort_keys=True)
+    entry.key, entry.value = METADATA_KEY, embedded.encode(payload)
 
 
 def _embed_in_file(path: Path, payload: Mapping[str, Any]) -> None:

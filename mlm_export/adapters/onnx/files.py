@@ -15,24 +15,23 @@ import onnx
 from mlm_export.adapters import ExportOptions
 from mlm_export.description import (
     ModelDescription,
-    slugify,
 )
 from mlm_export.errors import (
     OutputError,
-    OutputExistsError,
 )
+from mlm_export.files import TEMP_MARK, artifact_name, write_error
+from mlm_export.publishing import ArtifactWriter, Measured, artifact_directory
 
 #: In-memory models larger than this are saved with their tensors in ``<name>.onnx.data`` (protobuf's 2 GiB limit).
 INLINE_LIMIT = 1_800_000_000
 
 
 def _slug(name: str) -> str:
-    return slugify(name).lower()
+    return artifact_name(name, "")
 
 
 def _artifact_dir(options: ExportOptions) -> Path:
-    directory = Path(options.artifact_dir) if options.artifact_dir is not None else Path.cwd() / "artifacts"
-    return Path(os.path.abspath(directory))
+    return artifact_directory(options.artifact_dir)
 
 
 def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -63,54 +62,41 @@ def _copy(source: Path, destination: Path) -> None:
 
 
 @contextlib.contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    """A hidden directory inside ``target``; removed with everything in it when the block ends."""
-    created = not target.exists()
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".mlm-export-", dir=target))
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write into artifact directory '{target}': {exc.strerror or exc}.",
-            hint="Pass a writable artifact_dir.",
-        ) from exc
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                target.rmdir()
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
+def scratch_directory(options: ExportOptions) -> Iterator[Path]:
+    """An empty directory for the files the adapter must write to measure them (an export, an embedded copy).
 
-
-def _commit(stage: Path, target: Path, *, overwrite: bool = False) -> dict[str, str]:
-    """Move every staged file to ``target`` (side files first, ``.onnx`` last); return old -> new paths.
-
-    Raises:
-        OutputExistsError: a file of that name is already there and ``overwrite`` is False.
+    Inside the run's staging directory when ``export_item`` provides one (the files are then published from
+    there), else a temporary directory removed afterwards (``inspect_model``: nothing is written).
     """
-    files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".onnx", str(p)))
-    taken = [target / f.relative_to(stage) for f in files if (target / f.relative_to(stage)).exists()]
-    if taken and not overwrite:
-        raise OutputExistsError(
-            f"Artifact '{taken[0]}' already exists; an earlier item may point to it.",
-            hint="Pass overwrite=True to replace it, or another artifact_dir.",
-        )
-    moved: dict[str, str] = {}
-    try:
-        for staged in files:
-            final = target / staged.relative_to(stage)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, final)
-            moved[str(staged)] = str(final)
-    except OSError as exc:
-        for final in moved.values():
-            with contextlib.suppress(OSError):
-                os.remove(final)
-        raise OutputError(f"Cannot move the exported files into '{target}': {exc.strerror or exc}.") from exc
-    return moved
+    if options.scratch is not None:
+        yield Path(tempfile.mkdtemp(prefix="onnx-", dir=options.scratch()))
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_MARK}onnx-") as temporary:
+        yield Path(temporary)
+
+
+def measured_from_scratch(described: ModelDescription, scratch: Path, options: ExportOptions) -> Measured:
+    """The description with the scratch files at their final paths, and the writer that stages them."""
+    directory = _artifact_dir(options)
+    names: list[str] = []
+    artifacts = []
+    for artifact in described.artifacts:
+        if artifact.path is not None and Path(artifact.path).parent == scratch:
+            name = Path(artifact.path).name
+            names.append(name)
+            artifact = replace(artifact, path=str(directory / name))
+        artifacts.append(artifact)
+    names.sort(key=lambda n: (n.endswith(".onnx"), n))  # side files first, the model last
+
+    def move_into(stage: Path) -> None:
+        for name in names:
+            try:
+                os.replace(scratch / name, stage / name)
+            except OSError as exc:
+                raise write_error(stage / name, exc) from exc
+
+    writer = ArtifactWriter(directory, tuple(names), move_into, renamable=len(names) == 1) if names else None
+    return Measured(described.replace(artifacts=tuple(artifacts)), writer)
 
 
 def _relocate(described: ModelDescription, moved: Mapping[str, str]) -> ModelDescription:

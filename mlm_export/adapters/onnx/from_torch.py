@@ -14,26 +14,29 @@ from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.boundary import _first_line
 from mlm_export.adapters.onnx.describe import _describe_graph
 from mlm_export.adapters.onnx.embedded import _embed_in_file, _metadata_payload
-from mlm_export.adapters.onnx.files import _artifact_dir, _commit, _relocate, _slug, _staging
+from mlm_export.adapters.onnx.files import (
+    _slug,
+    measured_from_scratch,
+    scratch_directory,
+)
 from mlm_export.adapters.onnx.graph import _Graph, _input_dim_order, _load_graph, _order_of, _probe_axes
 from mlm_export.adapters.onnx.runtime import FALLBACK_SIZE
-from mlm_export.description import (
-    ModelDescription,
-)
 from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
     SourceError,
 )
+from mlm_export.policy import FORWARD_ERRORS
 from mlm_export.probing import (
     DEFAULT_SIZES,
 )
+from mlm_export.publishing import Measured
 
 
-def describe_torch_module(
-    module: torch.nn.Module | torch.export.ExportedProgram, options: ExportOptions
-) -> ModelDescription:
-    """Export ``module`` with ``torch.onnx.export`` to ``<artifact_dir>/<slug>.onnx`` and describe that file.
+def measure_torch_module(module: torch.nn.Module | torch.export.ExportedProgram, options: ExportOptions) -> Measured:
+    """Export ``module`` with ``torch.onnx.export`` to a scratch ``<slug>.onnx`` and measure that file.
+
+    The file is published as ``<artifact_dir>/<slug>.onnx`` (plus ``.onnx.data``) by the returned writer.
 
     The batch dimension is exported dynamic, and so are height/width (image inputs) and time (sequence inputs)
     when the module allows it; the onnxruntime dry-run then measures which of them really are. The module's
@@ -50,17 +53,17 @@ def describe_torch_module(
         ConfigurationError: neither ``example_input`` nor ``input_shape`` was given.
         ProbeError: the module's forward fails on the example.
         SourceError: ``torch.onnx.export`` fails.
+        OutputExistsError: the ``.onnx`` file exists in ``artifact_dir`` and ``overwrite`` is False.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
     args, kwargs = _torch_example(module, options)
     metadata = dict(options.metadata or {})
     architecture = str(metadata.get("architecture") or type(module).__name__)
     name = str(metadata.get("name") or architecture)
     payload = _metadata_payload(options, name, architecture) if options.embed_metadata else None
-    target = _artifact_dir(options)
-    with _staging(target) as stage:
-        onnx_path = stage / f"{_slug(name)}.onnx"
+    with scratch_directory(options) as scratch:
+        onnx_path = scratch / f"{_slug(name)}.onnx"
         _export_torch(module, args, kwargs, onnx_path, options.input_dim_orders)
         if payload is not None:
             _embed_in_file(onnx_path, payload)
@@ -70,8 +73,7 @@ def describe_torch_module(
         described = _describe_graph(
             graph, plain, name=name, architecture=architecture, requested=requested, examples=True
         )
-        moved = _commit(stage, target, overwrite=options.overwrite)
-    return _relocate(described, moved)
+        return measured_from_scratch(described, scratch, options)
 
 
 def _torch_example(module: torch.nn.Module, options: ExportOptions) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -184,7 +186,7 @@ def _export_torch(
         with torch.no_grad():
             try:
                 output = module.module()(*args, **kwargs) if program else module(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any error of the user's forward is reported with its shapes
+            except FORWARD_ERRORS as exc:
                 shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
                 raise ProbeError(
                     f"The forward of {type(module).__name__} failed on the example input ({shapes}): "
@@ -192,26 +194,7 @@ def _export_torch(
                     hint="Pass example_input= or input_shape= with shapes the module accepts.",
                 ) from exc
         names = _output_names(output)
-        attempts = []
-        plans = (("batch and spatial/time", True, True), ("batch", False, True), ("no", False, False))
-        if program:
-            plans = (("the program's", False, False),)
-        for label, spatial, dynamic in plans:
-            if not dynamic:
-                attempts.append((label, None))
-            elif kwargs:
-                specs = {
-                    k: _dynamic_spec(v, i, spatial=spatial, dim_orders=dim_orders)
-                    for i, (k, v) in enumerate(kwargs.items())
-                }
-                attempts.append((label, specs))
-            else:
-                attempts.append(
-                    (
-                        label,
-                        tuple(_dynamic_spec(a, i, spatial=spatial, dim_orders=dim_orders) for i, a in enumerate(args)),
-                    )
-                )
+        attempts = _export_attempts(program, args, kwargs, dim_orders)
         failures: list[str] = []
         for label, dynamic_shapes in attempts:
             try:
@@ -251,6 +234,32 @@ def _export_torch(
     finally:
         for submodule, training in modes:
             submodule.train(training)
+
+
+def _export_attempts(
+    program: bool, args: tuple[Any, ...], kwargs: dict[str, Any], dim_orders: Sequence[Sequence[str]] | None
+) -> list[tuple[str, Any]]:
+    """(label, dynamic_shapes) to try in turn: batch and spatial/time dynamic, then batch only, then static."""
+    if program:
+        return [("the program's", None)]
+    attempts: list[tuple[str, Any]] = []
+    for label, spatial, dynamic in (
+        ("batch and spatial/time", True, True),
+        ("batch", False, True),
+        ("no", False, False),
+    ):
+        if not dynamic:
+            attempts.append((label, None))
+        elif kwargs:
+            specs = {
+                k: _dynamic_spec(v, i, spatial=spatial, dim_orders=dim_orders)
+                for i, (k, v) in enumerate(kwargs.items())
+            }
+            attempts.append((label, specs))
+        else:
+            specs = tuple(_dynamic_spec(a, i, spatial=spatial, dim_orders=dim_orders) for i, a in enumerate(args))
+            attempts.append((label, specs))
+    return attempts
 
 
 def _example_shapes(graph: _Graph, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

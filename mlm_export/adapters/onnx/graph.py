@@ -15,24 +15,18 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from mlm_export.adapters.onnx.boundary import _degrade
 from mlm_export.adapters.onnx.embedded import METADATA_KEY, _read_embedded
 from mlm_export.adapters.onnx.files import _copy_proto
-from mlm_export.description import (
-    DATA_TYPES,
-)
 from mlm_export.errors import (
     ArtifactLoadError,
     ArtifactNotFoundError,
     UnsupportedSourceError,
 )
 from mlm_export.probing import (
-    LAYOUT_BY_RANK,
-    LAYOUTS,
     PROBE_GROUPS,
-    generic_dim_order,
 )
+from mlm_export.tensors import default_dim_order, mlm_data_type
 
 _ELEMENT_NAMES = {"FLOAT": "float32", "DOUBLE": "float64", "STRING": "string", "UNDEFINED": "undefined"}
 
-_MLM_TYPES = {"complex64": "cfloat32", "complex128": "cfloat64"}
 
 _ELEMENT_BITS = {
     "float32": 32, "float64": 64, "float16": 16, "bfloat16": 16, "bool": 8, "complex64": 64, "complex128": 128,
@@ -226,8 +220,7 @@ def _element_name(element_type: int) -> str:
 
 def _mlm_type(element: str) -> str:
     """MLM data type of an element name; ``other`` for types MLM lacks (bool, bfloat16, string...)."""
-    element = {"object": "string", "str": "string"}.get(element, element)
-    return _MLM_TYPES.get(element, element if element in DATA_TYPES else "other")
+    return mlm_data_type(element)
 
 
 def _element_bits(element_type: int) -> int:
@@ -387,8 +380,7 @@ def _hyperparameters(proto: onnx.ModelProto) -> dict[str, Any]:
 
 
 def _input_dim_order(rank: int) -> tuple[str, ...]:
-    layout = LAYOUT_BY_RANK.get(rank)
-    return LAYOUTS[layout] if layout is not None else generic_dim_order(rank)
+    return default_dim_order(rank)
 
 
 def _order_of(index: int, rank: int, dim_orders: Sequence[Sequence[str]] | None) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
 )
+from mlm_export.policy import missing_device
 from mlm_export.probing import (
     DEFAULT_SIZES,
     MeasuredTensor,
@@ -99,7 +100,7 @@ def run_artifact(
             feeds[meta.name] = np.zeros(shape, dtype=dtype)
     try:
         return _run_session(session, feeds, [o.name for o in session.get_outputs()])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class; all are reported
+    except _ort_errors(onnxruntime_pybind11_state) as exc:
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
 
@@ -110,13 +111,9 @@ def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]
         index = int(text.split(":", 1)[1]) if ":" in text and text.split(":", 1)[1].isdigit() else 0
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], "cuda"
-        _degrade(
-            notes,
-            f"device={device!r} was asked for, but this onnxruntime has no CUDAExecutionProvider; "
-            "the dry-run ran on the CPU.",
-        )
+        raise missing_device(device, f"onnxruntime {ort.__version__} has no CUDAExecutionProvider")
     elif not text.startswith("cpu"):
-        _degrade(notes, f"device={device!r} is not supported by the ONNX dry-run; it ran on the CPU.")
+        raise missing_device(device, "the ONNX dry-run supports only the CPU and CUDA", choices="'cpu', 'cuda:N'")
     return ["CPUExecutionProvider"], "amd64"
 
 
@@ -251,26 +248,7 @@ def _base_shapes(
     Raises:
         ConfigurationError: a requested shape has the wrong rank or contradicts a fixed dim.
     """
-    params: dict[str, int] = {}
-    for value in graph.inputs:
-        want = requested.get(value.name)
-        if want is None or value.dims is None:
-            continue
-        if len(want) != len(value.dims):
-            raise ConfigurationError(
-                f"input_shape {list(want)} for input {value.name!r} has {len(want)} dimensions, but the graph "
-                f"declares {len(value.dims)}: {[d if d is not None else '?' for d in value.dims]}.",
-                hint="Give one size per dimension; -1 keeps a dynamic one.",
-            )
-        for dim, size in zip(value.dims, want, strict=True):
-            if isinstance(dim, int) and size not in (-1, dim):
-                raise ConfigurationError(
-                    f"input_shape {list(want)} for input {value.name!r} contradicts the graph's fixed shape "
-                    f"{[d if d is not None else '?' for d in value.dims]}.",
-                    hint="Only dynamic dimensions can be given another size.",
-                )
-            if isinstance(dim, str) and size >= 0:
-                params.setdefault(dim, size)
+    params = _requested_params(graph, requested)
     shapes: list[tuple[int, ...]] = []
     fixed: list[set[int]] = []
     for index, value in enumerate(graph.inputs):
@@ -297,6 +275,36 @@ def _base_shapes(
         shapes.append(tuple(sizes))
         fixed.append(caller)
     return shapes, fixed
+
+
+def _requested_params(graph: _Graph, requested: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """Sizes the caller gave to symbolic dims; a requested shape must fit the graph's rank and fixed dims.
+
+    Raises:
+        ConfigurationError: a requested shape has the wrong rank or contradicts a fixed dim.
+    """
+    params: dict[str, int] = {}
+    for value in graph.inputs:
+        want = requested.get(value.name)
+        if want is None or value.dims is None:
+            continue
+        declared = [d if d is not None else "?" for d in value.dims]
+        if len(want) != len(value.dims):
+            raise ConfigurationError(
+                f"input_shape {list(want)} for input {value.name!r} has {len(want)} dimensions, but the graph "
+                f"declares {len(value.dims)}: {declared}.",
+                hint="Give one size per dimension; -1 keeps a dynamic one.",
+            )
+        for dim, size in zip(value.dims, want, strict=True):
+            if isinstance(dim, int) and size not in (-1, dim):
+                raise ConfigurationError(
+                    f"input_shape {list(want)} for input {value.name!r} contradicts the graph's fixed shape "
+                    f"{declared}.",
+                    hint="Only dynamic dimensions can be given another size.",
+                )
+            if isinstance(dim, str) and size >= 0:
+                params.setdefault(dim, size)
+    return params
 
 
 def _requested_shapes(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], bool]:

@@ -16,9 +16,18 @@ registry in :mod:`mlm_export.adapters` imports it only when a PyTorch source is 
 
 from __future__ import annotations
 
-from mlm_export.adapters.torch.describe import SUFFIXES, can_describe, describe
+from mlm_export.adapters.torch.describe import SUFFIXES, can_describe, describe, measure
 from mlm_export.adapters.torch.formats import ARTIFACT_FORMATS
 from mlm_export.adapters.torch.inputs import data_type_of
 from mlm_export.adapters.torch.runner import load_artifact, run_artifact
 
-__all__ = ["ARTIFACT_FORMATS", "SUFFIXES", "can_describe", "data_type_of", "describe", "load_artifact", "run_artifact"]
+__all__ = [
+    "ARTIFACT_FORMATS",
+    "SUFFIXES",
+    "can_describe",
+    "data_type_of",
+    "describe",
+    "load_artifact",
+    "measure",
+    "run_artifact",
+]

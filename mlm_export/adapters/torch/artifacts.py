@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file, save_model
 from torch.jit.frontend import FrontendError
 
+from mlm_export import embedded
 from mlm_export.adapters.torch.boundary import _compiling, _first_line, _quiet_torch
 from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
 from mlm_export.adapters.torch.rebuild import _listing
 from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
-from mlm_export.adapters.torch.sources import EMBEDDED_KEY, _Loaded
-from mlm_export.description import Artifact, ModelDescription, slugify
+from mlm_export.adapters.torch.sources import _Loaded
+from mlm_export.description import Artifact, ModelDescription
 from mlm_export.errors import (
     ConfigurationError,
-    OutputError,
-    OutputExistsError,
+    ProbeError,
 )
+from mlm_export.files import artifact_name, write_error, write_failed_for_space
 from mlm_export.probing import ProbeResult
+from mlm_export.publishing import ArtifactWriter, artifact_directory
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
@@ -50,36 +50,7 @@ def _default_format(loaded: _Loaded) -> str:
     return {"torchscript": "torchscript", "exported": "torch.export"}.get(loaded.kind, "safetensors")
 
 
-def _atomic_write(target: Path, writer: Callable[[Path], None]) -> None:
-    """Write through a temp file in the target directory, then ``os.replace``: never a half-written artifact."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
-        )
-        os.close(handle)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write the model artifact to '{target.parent}': {exc.strerror or exc}.",
-            hint="Pass an artifact_dir= you can write to.",
-        ) from exc
-    temp = Path(temp_name)
-    try:
-        writer(temp)
-        from mlm_export.stac.writer import new_file_mode
-
-        os.chmod(temp, new_file_mode())  # mkstemp makes 0600: respect the umask like every other file written
-        os.replace(temp, target)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write the model artifact '{target}': {exc.strerror or exc}.",
-            hint="Check free space and permissions of artifact_dir.",
-        ) from exc
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _write_artifact(
+def plan_artifact(
     loaded: _Loaded,
     module: Any,
     runner: _Runner,
@@ -87,51 +58,71 @@ def _write_artifact(
     options: ExportOptions,
     fmt: str | None,
     description: ModelDescription,
-) -> tuple[Artifact, list[str]]:
-    fmt = fmt or _default_format(loaded)
-    notes: list[str] = []
-    info = _FORMATS[fmt]
-    directory = Path(options.artifact_dir) if options.artifact_dir is not None else Path.cwd() / "artifacts"
-    target = directory / f"{slugify(loaded.name)}{info.suffix}"
-    if target.exists() and not options.overwrite:
-        raise OutputExistsError(
-            f"Artifact '{target}' already exists; an earlier item may point to it.",
-            hint="Pass overwrite=True to replace it, or another artifact_dir.",
-        )
+) -> tuple[Artifact, list[str], ArtifactWriter]:
+    """The artifact an in-memory model becomes, the notes of compiling it, and the writer of its file.
 
+    Compiling (TorchScript, torch.export) happens here, since its notes belong to the description; only
+    serializing is left to the writer.
+    """
+    fmt = fmt or _default_format(loaded)
+    info = _FORMATS[fmt]
+    directory = artifact_directory(options.artifact_dir)
+    name = artifact_name(loaded.name, info.suffix)
+    notes: list[str] = []
     if fmt == "safetensors":
-        tensors, dropped = _plain_state_dict(module)
+        save, dropped = _safetensors_saver(module, options, description)
         if dropped:
             notes.append(f"Non-tensor state_dict entries {_listing(dropped, 4)} are not in the safetensors file.")
-        metadata = {"format": "pt"}
-        if options.embed_metadata:
-            metadata[EMBEDDED_KEY] = json.dumps(options.metadata, sort_keys=True)
-            metadata[f"{EMBEDDED_KEY}.description"] = json.dumps(description.to_dict(), sort_keys=True)
-        _atomic_write(target, lambda p: save_file(tensors, str(p), metadata=metadata))
     elif fmt == "torch.save":
         tensors, _dropped = _plain_state_dict(module, keep_objects=True)
-        _atomic_write(target, lambda p: torch.save(tensors, p))
+        save = lambda path: torch.save(tensors, path)  # noqa: E731
     elif fmt == "torchscript":
-        scripted, script_notes = _to_torchscript(loaded, module, runner, result)
-        notes.extend(script_notes)
-        with _compiling("torch.jit.save"):
-            _atomic_write(target, lambda p: torch.jit.save(scripted, str(p)))
+        scripted, notes = _to_torchscript(loaded, module, runner, result)
+        save = lambda path: torch.jit.save(scripted, str(path))  # noqa: E731
     else:
-        program, export_notes = _to_exported(loaded, module, runner, result)
-        notes.extend(export_notes)
-        with _compiling("torch.export.save"):
-            extra = {f"{EMBEDDED_KEY}.json": json.dumps(options.metadata)} if options.embed_metadata else None
-            _atomic_write(target, lambda p: torch.export.save(program, str(p), extra_files=extra))
+        program, notes = _to_exported(loaded, module, runner, result)
+        extra = {embedded.PT2_EXTRA_FILE: embedded.encode(options.metadata)} if options.embed_metadata else None
+        save = lambda path: torch.export.save(program, str(path), extra_files=extra)  # noqa: E731
     artifact = Artifact(
         key="model",
         roles=info.roles,
-        path=str(target),
+        path=str(directory / name),
         artifact_type=info.artifact_type,
         media_type=info.media_type,
         title=f"{loaded.name} {info.title}",
         compile_method=info.compile_method,
     )
-    return artifact, notes
+    return artifact, notes, ArtifactWriter(directory, (name,), lambda stage: _write(save, stage / name, fmt))
+
+
+def _safetensors_saver(
+    module: Any, options: ExportOptions, description: ModelDescription
+) -> tuple[Callable[[Path], None], list[str]]:
+    """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
+    metadata = {"format": "pt"}
+    if options.embed_metadata:
+        metadata[embedded.KEY] = embedded.encode(options.metadata)
+        metadata[embedded.DESCRIPTION_KEY] = embedded.encode(description.to_dict())
+    state = module.state_dict()
+    plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
+    if plain:
+        return lambda path: save_model(module, str(path), metadata=dict(metadata)), []
+    tensors, dropped = _plain_state_dict(module)
+    return lambda path: save_file(tensors, str(path), metadata=metadata), dropped
+
+
+def _write(save: Callable[[Path], None], path: Path, fmt: str) -> None:
+    """Serialize into the staging directory; write failures (full disk...) become OutputError naming the file."""
+    try:
+        with _quiet_torch():
+            save(path)
+    except (OSError, RuntimeError, SafetensorError, TypeError, ValueError, AttributeError, NotImplementedError) as exc:
+        if isinstance(exc, OSError) or write_failed_for_space(exc, path):
+            raise write_error(path, exc) from exc
+        raise ProbeError(
+            f"Writing the {fmt} artifact failed: {_first_line(exc)}",
+            hint="Choose another artifact_format (e.g. 'safetensors'), or fix the model so that it serializes.",
+        ) from exc
 
 
 def _plain_state_dict(module: Any, *, keep_objects: bool = False) -> tuple[dict[str, Any], list[str]]:

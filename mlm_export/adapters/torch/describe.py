@@ -7,13 +7,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlm_export.adapters.torch.artifacts import _check_combination, _write_artifact
+from mlm_export.adapters.torch.artifacts import _check_combination, plan_artifact
 from mlm_export.adapters.torch.formats import _check_format
 from mlm_export.adapters.torch.inputs import (
     _base_shapes,
@@ -35,13 +35,14 @@ from mlm_export.adapters.torch.runner import (
     _single_device,
 )
 from mlm_export.adapters.torch.sources import _load_source, _Loaded
-from mlm_export.description import Artifact, InputSpec, ModelDescription, OutputSpec
+from mlm_export.description import InputSpec, ModelDescription, OutputSpec
 from mlm_export.errors import (
     ConfigurationError,
     MissingDependencyError,
     ProbeError,
 )
 from mlm_export.probing import LAYOUT_BY_RANK, ProbeResult, output_dim_order, probe
+from mlm_export.publishing import Measured, artifact_directory, publish_now
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
@@ -72,24 +73,25 @@ def can_describe(source: Any) -> bool:
     return program_type is not None and isinstance(source, program_type)
 
 
-def describe(source: Any, options: ExportOptions) -> ModelDescription:
-    """Measure a PyTorch model (object or file) with a dry-run and return its description.
+def measure(source: Any, options: ExportOptions) -> Measured:
+    """Measure a PyTorch model (object or file) with a dry-run; write nothing.
 
     Args:
         source: an ``nn.Module``, TorchScript module, ``ExportedProgram`` or a path to a PyTorch file.
         options: what the caller passed to ``export_item``.
 
     Returns:
-        The measured description; tasks are left empty unless the model carries them.
+        The measured description (tasks are left empty unless the model carries them) and, for an in-memory
+        model or a requested ``artifact_format``, the writer of the artifact the description names.
 
     Raises:
         ConfigurationError: an option is invalid or missing (``model_class``, ``input_shape``, ``device``...).
         ArtifactLoadError: the file is truncated, corrupt or does not fit ``model_class``.
         UntrustedPickleError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
         ProbeError: the model's forward failed on the inputs tried.
-        OutputError: the artifact cannot be written.
+        OutputExistsError: the artifact's file exists and ``overwrite`` is False.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
     fmt = _check_format(options.artifact_format)
     device = _resolve_device(options.device)
@@ -97,6 +99,22 @@ def describe(source: Any, options: ExportOptions) -> ModelDescription:
     if fmt == "onnx":
         return _delegate_onnx(loaded, options)
     return _describe_loaded(loaded, options, device, fmt)
+
+
+def describe(source: Any, options: ExportOptions) -> ModelDescription:
+    """:func:`measure`, then write and publish the artifact at once (``export_item`` validates in between).
+
+    Raises:
+        OutputError: the artifact cannot be written; and everything :func:`measure` raises.
+
+    .. versionadded:: 0.1
+    """
+    directory = artifact_directory(options.artifact_dir)
+    return publish_now(
+        lambda staging: measure(source, replace(options, scratch=lambda: staging.path)),
+        directory,
+        overwrite=options.overwrite,
+    )
 
 
 @dataclass(frozen=True)
@@ -148,9 +166,18 @@ def _unique(tensors: Sequence[Any]) -> list[Any]:
     return result
 
 
-def _describe_loaded(
-    loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None
-) -> ModelDescription:
+def _cuda_baseline(module: Any, device: torch.device) -> int:
+    """CUDA memory allocated before the dry-run, besides the module's own tensors (0 off CUDA); resets the peak."""
+    if device.type != "cuda":
+        return 0
+    on_device = sum(t.numel() * t.element_size() for t in _tensors_of(module) if t.device == device)
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device) - on_device
+    torch.cuda.reset_peak_memory_stats(device)
+    return baseline
+
+
+def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None) -> Measured:
     _check_combination(loaded, fmt)
     counts = _count(loaded)
     module, can_eval = _runnable(loaded, device)
@@ -158,12 +185,7 @@ def _describe_loaded(
     runner = _Runner(module, inputs, device)
     notes = list(loaded.notes)
 
-    baseline = 0
-    if device.type == "cuda":
-        on_device = sum(t.numel() * t.element_size() for t in _tensors_of(module) if t.device == device)
-        torch.cuda.synchronize(device)
-        baseline = torch.cuda.memory_allocated(device) - on_device
-        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _cuda_baseline(module, device)
     fork_devices = [device.index] if device.type == "cuda" else []
     with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
         try:
@@ -191,7 +213,6 @@ def _describe_loaded(
     output_specs, output_notes = _output_specs(inputs, result)
     notes.extend(output_notes)
 
-    artifacts: list[Artifact] = []
     description = ModelDescription(
         name=loaded.name,
         architecture=loaded.architecture,
@@ -209,12 +230,9 @@ def _describe_loaded(
         **_accelerator(loaded),
     )
     if loaded.artifact is not None and fmt is None:
-        artifacts.append(loaded.artifact)
-    else:
-        artifact, write_notes = _write_artifact(loaded, module, runner, result, options, fmt, description)
-        artifacts.append(artifact)
-        notes.extend(write_notes)
-    return description.replace(artifacts=tuple(artifacts), notes=tuple(notes))
+        return Measured(description.replace(artifacts=(loaded.artifact,)))
+    artifact, write_notes, writer = plan_artifact(loaded, module, runner, result, options, fmt, description)
+    return Measured(description.replace(artifacts=(artifact,), notes=(*notes, *write_notes)), writer)
 
 
 def _input_specs(inputs: _Inputs, result: ProbeResult) -> tuple[InputSpec, ...]:
@@ -273,7 +291,7 @@ def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpe
     return tuple(specs), notes
 
 
-def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> ModelDescription:
+def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> Measured:
     try:
         onnx_adapter = importlib.import_module("mlm_export.adapters.onnx")
     except ImportError as exc:
@@ -281,10 +299,10 @@ def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> ModelDescription:
             f"artifact_format='onnx' needs the ONNX adapter and its dependencies ({exc}).",
             hint="pip install 'mlm-export[onnx]'",
         ) from exc
-    delegate = getattr(onnx_adapter, "describe_torch_module", None)
+    delegate = getattr(onnx_adapter, "measure_torch_module", None)
     if delegate is None:
         raise ConfigurationError(
-            "artifact_format='onnx' is not available: mlm_export.adapters.onnx has no describe_torch_module().",
+            "artifact_format='onnx' is not available: mlm_export.adapters.onnx has no measure_torch_module().",
             hint="Use artifact_format='safetensors', 'torch.save', 'torchscript' or 'torch.export'.",
         )
     module = loaded.module if loaded.kind != "exported" else loaded.program

@@ -16,19 +16,12 @@ from mlm_export.adapters.torch.sources import _Loaded
 from mlm_export.errors import (
     ConfigurationError,
 )
-from mlm_export.probing import LAYOUT_BY_RANK, LAYOUTS, ProbeInput
+from mlm_export.probing import ProbeInput
+from mlm_export.tensors import layout_dim_order, mlm_data_type
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
 
-
-#: torch dtype name -> MLM data type; every other dtype (bfloat16, bool, float8, quantized...) is "other".
-_DATA_TYPES: dict[str, str] = {
-    "float16": "float16", "float32": "float32", "float64": "float64",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-    "complex64": "cfloat32", "complex128": "cfloat64",
-}  # fmt: skip
 
 #: Size used for height/width of an image input that nothing else fixes (probing.DEFAULT_SIZES agrees).
 DEFAULT_SPATIAL = 64
@@ -46,7 +39,7 @@ _GENERIC_ARG_NAMES = frozenset({"x", "X", "inp", "input", "inputs", "input_tenso
 
 def data_type_of(dtype: Any) -> str:
     """MLM data type of a torch dtype (``torch.bfloat16`` and ``torch.bool`` are ``"other"``)."""
-    return _DATA_TYPES.get(str(dtype).removeprefix("torch."), "other")
+    return mlm_data_type(str(dtype))
 
 
 def _tensors_of(module: nn.Module) -> list[torch.Tensor]:
@@ -220,7 +213,7 @@ def _layer_size(kind: str, layer: Any) -> int | None:
     return shape[1] * (groups if isinstance(groups, int) and groups > 0 else 1)
 
 
-def _layer_hint(module: Any) -> _LayerHint | None:  # noqa: C901 - one branch per layer kind
+def _layer_hint(module: Any) -> _LayerHint | None:
     """The input implied by the first Conv/Linear/Embedding/RNN layer in ``module.modules()`` order."""
     if module is None:
         return None
@@ -362,14 +355,8 @@ def _apply_layer_hint(module: Any, plans: list[_InputPlan]) -> None:
     if hint is None or not plans:
         return
     rank = len(plans[0].example.shape) if plans[0].example is not None else None
-    if rank == len(hint.shape) and hint.dim_order != _rank_dim_order(rank):
+    if rank == len(hint.shape) and hint.dim_order != layout_dim_order(rank):
         plans[0].dim_order, plans[0].layout = hint.dim_order, hint.layout
-
-
-def _rank_dim_order(rank: int) -> tuple[str, ...] | None:
-    """The dim_order probing gives a rank by default (None when it has no layout for it)."""
-    layout = LAYOUT_BY_RANK.get(rank)
-    return LAYOUTS[layout] if layout is not None else None
 
 
 def _shape_plans(module: Any, options: ExportOptions) -> _Inputs:
@@ -418,7 +405,7 @@ def _plans_from_shapes(
             plan.high = _embedding_high(module)
         plans.append(plan)
     hint = _layer_hint(module)
-    if hint is not None and len(shapes[0]) == len(hint.shape) and hint.dim_order != _rank_dim_order(len(shapes[0])):
+    if hint is not None and len(shapes[0]) == len(hint.shape) and hint.dim_order != layout_dim_order(len(shapes[0])):
         plans[0].dim_order, plans[0].layout = hint.dim_order, hint.layout
     probe_inputs = [
         ProbeInput(p.name, s, data_type_of(p.dtype), layout=p.layout, dim_order=p.dim_order)

@@ -7,7 +7,6 @@ import importlib
 import inspect
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
@@ -90,7 +89,7 @@ def _construct(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     """Call ``model_class(**kwargs)``; whatever it raises (offline download, bad kwargs...) becomes a typed error."""
     try:
         return factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything (URLError, AssertionError...)
+    except Exception as exc:
         name = getattr(factory, "__qualname__", None) or repr(factory)
         raise ConfigurationError(
             f"model_class {name} raised {type(exc).__name__} when built with {sorted(kwargs)}: {_first_line(exc)}",
@@ -257,30 +256,28 @@ def _json_safe(value: Any, depth: int = 0) -> tuple[bool, Any]:
         return _json_safe(value.value, depth + 1) if isinstance(value.value, (str, int, float)) else (True, value.name)
     if isinstance(value, os.PathLike):
         return True, os.fspath(value)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        if isinstance(value, torch.dtype):
-            return True, str(value).removeprefix("torch.")
-        if isinstance(value, torch.Size):
-            return True, list(value)
-        if isinstance(value, torch.Tensor):
-            if value.numel() == 1:
-                return _json_safe(value.item(), depth + 1)
-            return False, None
-    item = getattr(value, "item", None)
-    if callable(item) and type(value).__module__ == "numpy":
-        with contextlib.suppress(ValueError, TypeError):
-            return _json_safe(item(), depth + 1)
+    if isinstance(value, (torch.dtype, torch.Size, torch.Tensor)) or type(value).__module__ == "numpy":
+        return _framework_json_safe(value, depth)
     if isinstance(value, Mapping):
         return True, _json_safe_mapping(value, depth + 1)
     if isinstance(value, (list, tuple, set, frozenset)):
-        result = []
-        for entry in value:
-            ok, converted = _json_safe(entry, depth + 1)
-            if not ok:
-                return False, None
-            result.append(converted)
-        return True, result
+        converted = [_json_safe(entry, depth + 1) for entry in value]
+        return (True, [c for _, c in converted]) if all(ok for ok, _ in converted) else (False, None)
+    return False, None
+
+
+def _framework_json_safe(value: Any, depth: int) -> tuple[bool, Any]:
+    """Torch dtypes, sizes and one-element tensors, numpy scalars."""
+    if isinstance(value, torch.dtype):
+        return True, str(value).removeprefix("torch.")
+    if isinstance(value, torch.Size):
+        return True, list(value)
+    if isinstance(value, torch.Tensor):
+        return _json_safe(value.item(), depth + 1) if value.numel() == 1 else (False, None)
+    item = getattr(value, "item", None)
+    if callable(item):
+        with contextlib.suppress(ValueError, TypeError):
+            return _json_safe(item(), depth + 1)
     return False, None
 
 

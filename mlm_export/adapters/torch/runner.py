@@ -17,7 +17,6 @@ from torch.export.passes import move_to_device_pass
 
 from mlm_export.adapters.torch.boundary import _compiling, _first_line
 from mlm_export.adapters.torch.inputs import (
-    _DATA_TYPES,
     _call_structure,
     _embedding_high,
     _float_dtype,
@@ -32,7 +31,9 @@ from mlm_export.errors import (
     ConfigurationError,
     ProbeError,
 )
+from mlm_export.policy import FORWARD_ERRORS, missing_device
 from mlm_export.probing import MeasuredTensor, ProbeInput
+from mlm_export.tensors import ELEMENT_OF
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
@@ -55,10 +56,9 @@ def _resolve_device(spec: Any) -> torch.device:
         return torch.device("cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"device={spec!r} was asked for, but CUDA is not available "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}).",
-                hint="Pass device='cpu', or run on a machine with an NVIDIA GPU and a CUDA build of torch.",
+            raise missing_device(
+                spec,
+                f"CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})",
             )
         index = device.index if device.index is not None else torch.cuda.current_device()
         count = torch.cuda.device_count()
@@ -70,7 +70,7 @@ def _resolve_device(spec: Any) -> torch.device:
         return torch.device("cuda", index)
     if device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigurationError(f"device={spec!r} was asked for, but MPS is not available.", hint="Use 'cpu'.")
+            raise missing_device(spec, "MPS is not available", choices="'cpu', 'cuda', 'cuda:N', 'mps'")
         return device
     raise ConfigurationError(
         f"device={spec!r}: device type {device.type!r} is not supported for the dry-run.",
@@ -288,10 +288,6 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
     return module
 
 
-#: MLM data type -> torch dtype name, for inputs built from an item ("other" is fed as float32).
-_TORCH_DTYPES: dict[str, str] = {mlm: name for name, mlm in _DATA_TYPES.items()}
-
-
 def run_artifact(
     model: Any, inputs: Sequence[tuple[str, tuple[int, ...], str]], options: ExportOptions
 ) -> list[MeasuredTensor]:
@@ -310,7 +306,7 @@ def run_artifact(
     plans = []
     for name, _shape, data_type in inputs:
         # "other" is a float type MLM has no name for (bfloat16...): feed the dtype the model's weights have.
-        dtype = _float_dtype(model) if data_type == "other" else getattr(torch, _TORCH_DTYPES.get(data_type, "float32"))
+        dtype = _float_dtype(model) if data_type == "other" else getattr(torch, ELEMENT_OF.get(data_type, "float32"))
         plan = _InputPlan(name=name, dtype=dtype, keyword=name if by_keyword else None)
         if not dtype.is_floating_point and not dtype.is_complex:
             plan.high = _embedding_high(model)
@@ -322,7 +318,13 @@ def run_artifact(
     with _dry_run_state(model, device, switch_mode=switch), torch.random.fork_rng(devices=[]):
         try:
             measured = runner(shapes)
-        except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
+            raise ProbeError(
+                f"The model ran out of memory on {device} with inputs {shown}: {_first_line(exc)}",
+                hint="Run on a device with more memory, or check the item's input shapes.",
+            ) from exc
+        except FORWARD_ERRORS as exc:
             shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
             raise ProbeError(
                 f"The model's forward failed on inputs {shown}: {_first_line(exc)}",

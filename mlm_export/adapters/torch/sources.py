@@ -10,9 +10,8 @@ import os
 import pickle
 import pickletools
 import re
-import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
-from torch._weights_only_unpickler import _get_allowed_globals
 
+from mlm_export import embedded
 from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file
 from mlm_export.adapters.torch.boundary import _first_line, _loading
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
@@ -58,29 +57,6 @@ class _Loaded:
     example_input: Any = None
     example_origin: str | None = None
     embedded: dict[str, Any] = field(default_factory=dict)
-
-
-#: Key of the embedded caller metadata: safetensors ``__metadata__`` key, and ``<key>.json`` in a .pt2's extra files.
-EMBEDDED_KEY = "mlm"
-
-
-def _parse_embedded(text: str | bytes | None, path: Path) -> dict[str, Any]:
-    """The embedded metadata JSON object of ``path``; invalid metadata is ignored with a warning."""
-    if not text:
-        return {}
-    try:
-        payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.warn(
-            f"'{path}': embedded MLM metadata is not JSON ({exc}); it is ignored.", RuntimeWarning, stacklevel=3
-        )
-        return {}
-    if not isinstance(payload, dict):
-        warnings.warn(
-            f"'{path}': embedded MLM metadata is not a JSON object; it is ignored.", RuntimeWarning, stacklevel=3
-        )
-        return {}
-    return payload
 
 
 def _load_source(source: Any, options: ExportOptions) -> _Loaded:
@@ -200,11 +176,11 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         loaded.artifact = _file_artifact(path, "torchscript")
         return loaded
     if kind == "exported":
-        extra_files = {f"{EMBEDDED_KEY}.json": ""}
+        extra_files = {embedded.PT2_EXTRA_FILE: ""}
         with _loading(path, "an ExportedProgram (.pt2)"):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
-        loaded.embedded = _parse_embedded(extra_files[f"{EMBEDDED_KEY}.json"], path)
+        loaded.embedded = embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path)
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -240,14 +216,13 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except pickle.UnpicklingError as exc:
             refused = exc
-    found = _pickle_globals(path)
-    if found is None:
+    offending = unsafe_globals(path)
+    if offending is None:
         raise ArtifactLoadError(
             f"Cannot read '{path}' as a PyTorch checkpoint: its pickle data is corrupt ({_first_line(refused)}).",
             hint="The file may be truncated or not a torch.save file; save it again.",
         ) from refused
     if not options.trust_pickle:
-        offending = _unsafe_globals(found)
         names = ", ".join(offending[:6]) + (f" and {len(offending) - 6} more" if len(offending) > 6 else "")
         raise UntrustedPickleError(
             f"Cannot read '{path}' safely: it holds pickled Python objects ({names or 'non-tensor objects'}), "
@@ -263,23 +238,39 @@ _STRING_OPS = frozenset(
 )
 
 
-def _pickle_globals(path: Path) -> list[str] | None:
-    """The globals a torch.save pickle references, read with ``pickletools`` (nothing runs); None if unparseable."""
+def unsafe_globals(path: Path) -> list[str] | None:
+    """The globals a torch.save file's pickle needs beyond what ``weights_only`` loading allows; None if unreadable.
+
+    Zip checkpoints are scanned by ``torch.serialization.get_unsafe_globals_in_checkpoint``; legacy (non-zip)
+    files, which it does not read, by :func:`_legacy_globals` (``pickletools``: nothing runs). The one place a
+    stricter scanner of every pickled entry plugs in.
+    """
+    if zipfile.is_zipfile(path):
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except (RuntimeError, ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
+            return None
+    found = _legacy_globals(path)
+    if found is None:
+        return None
+    allowed = {f"{getattr(o[0] if isinstance(o, tuple) else o, '__module__', '')}."
+               f"{getattr(o[0] if isinstance(o, tuple) else o, '__qualname__', '')}"
+               for o in torch.serialization.get_safe_globals()}  # fmt: skip
+    return list(dict.fromkeys(n for n in found if n not in allowed and not n.startswith(_WEIGHTS_ONLY_PREFIXES)))
+
+
+#: Globals of a legacy torch.save pickle that ``weights_only`` loading accepts (tensors, storages, containers).
+_WEIGHTS_ONLY_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "__builtin__.set", "_codecs.encode")
+
+
+def _legacy_globals(path: Path) -> list[str] | None:
+    """The globals a legacy torch.save pickle references, read with ``pickletools``; None if unparseable."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-                data = archive.read(member)
-            count = 1
-        else:
-            data = path.read_bytes()
-            count = 4  # legacy format: magic number, protocol, sys info, then the object
-        stream = io.BytesIO(data)
+        stream = io.BytesIO(path.read_bytes())
         found: list[str] = []
-        for _ in range(count):
+        for _ in range(4):  # legacy format: magic number, protocol, sys info, then the object
             _scan_pickle(stream, found)
-    except (ValueError, KeyError, StopIteration, EOFError, OSError, zipfile.BadZipFile,
-            UnicodeDecodeError, IndexError) as _exc:  # fmt: skip
+    except (ValueError, KeyError, EOFError, OSError, UnicodeDecodeError, IndexError):
         return None
     return found
 
@@ -307,21 +298,6 @@ def _scan_pickle(stream: io.BytesIO, found: list[str]) -> None:
             recent.append(None)
         else:
             recent.append(None)
-
-
-def _unsafe_globals(found: Sequence[str]) -> list[str]:
-    allowed: set[str] = set()
-    with contextlib.suppress(ImportError, AttributeError):
-        allowed.update(_get_allowed_globals())
-    for item in torch.serialization.get_safe_globals():
-        obj = item[0] if isinstance(item, tuple) else item
-        allowed.add(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
-    result: list[str] = []
-    for name in found:
-        storage = name.startswith("torch.") and name.endswith("Storage")
-        if name not in allowed and not storage and name not in result:
-            result.append(name)
-    return result
 
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
@@ -403,7 +379,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     metadata: dict[str, str] = {}
     with _loading(path, "a safetensors file"), safe_open(str(path), framework="numpy") as handle:
         metadata = dict(handle.metadata() or {})
-        for key in handle.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
+        for key in handle.keys():
             piece = handle.get_slice(key)
             header[key] = (tuple(piece.get_shape()), str(piece.get_dtype()))
     elements = sum(math.prod(shape) for shape, _ in header.values())
@@ -431,5 +407,5 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
-    loaded.embedded = _parse_embedded(metadata.get(EMBEDDED_KEY), path)
+    loaded.embedded = embedded.decode(metadata.get(embedded.KEY), path)
     return loaded

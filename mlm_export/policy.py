@@ -1,0 +1,36 @@
+"""Policies both framework adapters apply the same way (a third adapter must follow them too).
+
+* **A requested device that is not there** is a :class:`~mlm_export.errors.ConfigurationError` raised before any
+  work (:func:`missing_device`): the Item records the accelerator the dry-run ran on, so silently running on the
+  CPU would publish a measurement the caller did not ask for.
+* **A failing forward** is a :class:`~mlm_export.errors.ProbeError` naming the input shapes, unless the source
+  itself declares its shapes (an ONNX graph): then the dry-run's failure is a warning plus a note in the Item's
+  description, and the declared shapes are published. Only the errors in :data:`FORWARD_ERRORS` (what a model's
+  forward raises on wrong inputs) are translated; anything else is a bug and propagates.
+* **Running out of memory** in a dry-run is reported as such (``torch.OutOfMemoryError``, ``MemoryError``), never
+  taken as "this shape is not accepted".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlm_export.errors import ConfigurationError
+
+#: What a model's forward raises when it does not accept its inputs (shape, dtype or structure mismatch).
+FORWARD_ERRORS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    ValueError,
+    TypeError,
+    AssertionError,
+    IndexError,
+    KeyError,
+)
+
+
+def missing_device(device: Any, detail: str, *, choices: str = "'cpu', 'cuda', 'cuda:N'") -> ConfigurationError:
+    """The error for ``device=`` naming a device this machine or runtime does not have."""
+    return ConfigurationError(
+        f"device={device!r} was asked for, but {detail}.",
+        hint=f"Pass device='cpu', or run where that device is available (device= accepts {choices}).",
+    )
