@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         full_s = None
         if args.dry_run:
             start = time.perf_counter()
-            onnx_adapter.describe(model, ExportOptions(probe_dynamic=False))
+            onnx_adapter.describe(model, ExportOptions.from_flat(probe_dynamic=False))
             full_s = time.perf_counter() - start
 
     rows = [

@@ -1,6 +1,6 @@
 """Every performance target of mlm-export, each measured against its baseline in the same run, as one table.
 
-Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
+Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--only NAME ...]``.
 
 | row | ours | baseline | target |
 |---|---|---|---|
@@ -13,11 +13,14 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--only NAME ...]``.
 | download | ``fetch_artifact`` from loopback HTTP (sibling process) | ``hashlib.file_digest`` | time ratio <= 1.5 |
 | card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
+| stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
+| stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -147,6 +150,21 @@ def validate_classes(size_mb: int) -> list[Row]:
              r["ours_s"] <= 1.0)]  # fmt: skip
 
 
+def stac(size_mb: int, items: int = 1000) -> list[Row]:
+    import bench_stac
+
+    p = bench_stac.measure_publish(items)
+    s = bench_stac.measure_search(items)
+    return [
+        (f"publish {items} Items to local stac-fastapi-pgstac vs bare httpx bulk POSTs", f"{p['ours_s']:.2f} s",
+         f"{p['bulk_s']:.2f} s", p["ratio"], "<= 1.2", p["ratio"] <= 1.2),
+        (f"embedded search over {items} Items ({s['hits']} hits) vs json.load of them", f"{s['search_s']:.2f} s",
+         f"{s['load_s']:.2f} s", s["search_s"] / s["load_s"], "< 0.5 s", s["search_s"] < 0.5),
+        (f"embedded search over {items} Items (every one a hit) vs json.load of them", f"{s['all_s']:.2f} s",
+         f"{s['load_s']:.2f} s", s["all_s"] / s["load_s"], "< 0.5 s", s["all_s"] < 0.5),
+    ]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
@@ -156,16 +174,19 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "download": download,
     "card": card,
     "classes": validate_classes,
+    "stac": stac,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the weights/data files (default 1024)")
+    parser.add_argument("--items", type=int, default=1000, help="Items published and searched (default 1000)")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     args = parser.parse_args(argv)
     rows: list[Row] = []
-    for name, bench in BENCHMARKS.items():
+    benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items)}
+    for name, bench in benchmarks.items():
         if args.only and name not in args.only:
             continue
         print(f"running {name}...", file=sys.stderr, flush=True)

@@ -180,7 +180,7 @@ def export_item(
 
         check_href(href_base, "href_base")
     build = _Build(item_id, collection, validate, schema_dir, href_base, progress)
-    with Staging(artifact_directory(options.artifact_dir)) as staging, terminating_cleanly():
+    with Staging(artifact_directory(options.artifact.artifact_dir)) as staging, terminating_cleanly():
         return _export(adapter.measure, model, options, given, build, staging)
 
 
@@ -196,7 +196,7 @@ def export_options(*, model_kwargs: Mapping[str, Any] | None = None, **values: A
         )
     if values.get("artifact_dir") is not None:
         values["artifact_dir"] = Path(values["artifact_dir"])
-    return ExportOptions(model_kwargs=dict(model_kwargs or {}), **values)
+    return ExportOptions.from_flat(model_kwargs=dict(model_kwargs or {}), **values)
 
 
 def _export(
@@ -210,21 +210,21 @@ def _export(
         if isinstance(model, (str, os.PathLike)):
             pending[str(Path(model).resolve())] = pool.submit(hash_file, model, progress=build.progress)
         try:
-            measured = measure(model, replace(options, scratch=lambda: staging.path))
-            refuse_taken(measured, overwrite=options.overwrite)
+            measured = measure(model, options.updated(scratch=lambda: staging.path))
+            refuse_taken(measured, overwrite=options.artifact.overwrite)
             staged = write_staged(measured, staging)
             digests = {final: hash_file(path, progress=build.progress) for final, path in staged.items()}
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
-            described = given.with_embedded(measured.description.embedded).apply(measured.description)
+            described = given.apply_with_embedded(measured.description)
             described = hash_artifacts(described, href_base=build.href_base, digests=digests)
             item = build.item(described)
             _fill_checksums(item, described, pending)
             _published, renamed = publish_with_retry(
                 Measured(described, measured.writer),
                 staging,
-                overwrite=options.overwrite,
+                overwrite=options.artifact.overwrite,
                 rebuild=lambda m: build.item(m.description),
             )
             if renamed is not None:
@@ -302,7 +302,7 @@ def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelD
     .. versionadded:: 0.1
     """
     given = Overrides.pop_from(options)
-    unknown = sorted(set(options) - set(ExportOptions.__dataclass_fields__) - {"scratch"})
+    unknown = sorted(set(options) - ExportOptions.flat_names() - {"scratch"})
     if unknown:
         raise ConfigurationError(
             f"inspect_model() got unknown option(s) {', '.join(unknown)}.",
@@ -310,7 +310,7 @@ def inspect_model(model: str | os.PathLike[str] | Any, **options: Any) -> ModelD
         )
     options.pop("scratch", None)
     measured = adapter_for(model).measure(model, export_options(**options, metadata=given.embeddable()))
-    return given.with_embedded(measured.description.embedded).apply(measured.description)
+    return given.apply_with_embedded(measured.description)
 
 
 def item_from_description(

@@ -1,7 +1,9 @@
-"""The README's main job: export a demo model to a validated Item (``python -m mlm_export.demo``).
+"""The README's main job: export a demo model, catalog it and search it (``python -m mlm_export.demo``).
 
 A torchgeo ResNet-18 over the 13 Sentinel-2 L1C bands (randomly initialised, nothing downloaded) is measured,
-written as safetensors, described as an MLM Item, validated offline, loaded back from the Item and checked.
+written as safetensors, described as an MLM Item, validated offline, loaded back from the Item and checked; then
+the Item goes into a local catalog (``<output>/catalog``, self-contained, every Item valid) with a model card per
+Item, and the catalog is searched the way a user with a Sentinel-2 tile over Switzerland would. No server.
 """
 
 from __future__ import annotations
@@ -67,7 +69,33 @@ def run(output: Path, *, overwrite: bool = True) -> Path:
     if not checked.ok:
         print(checked)
         raise SystemExit(1)
+    catalog_and_search(path, output / "catalog")
     return path
+
+
+#: What the demo's search asks for: a classifier that reads only the bands of a Sentinel-2 L1C tile over western
+#: Switzerland (``bands`` are the bands the user has: a hit reads nothing else).
+DEMO_QUERY: dict[str, Any] = {"bbox": [6.0, 46.0, 7.0, 47.0], "tasks": ["classification"], "bands": SENTINEL2_BANDS}
+
+
+def catalog_and_search(item_path: Path, catalog_dir: Path) -> list[Any]:
+    """Catalog the exported Item (with model cards), validate every catalog Item, search the catalog; returns hits."""
+    from mlm_export import build_catalog, search, validate_item
+    from mlm_export.card.catalog import write_catalog_cards
+
+    collection = build_catalog([item_path], catalog_dir, collection_id="demo-models", overwrite=True)
+    catalog_items = sorted(catalog_dir.glob("*/*.json"))
+    for catalog_item in catalog_items:
+        validate_item(catalog_item).raise_for_problems()
+    write_catalog_cards(catalog_dir / "collection.json", overwrite=True)
+    hits = search(catalog_dir, **DEMO_QUERY)
+    print(f"catalog:     {(catalog_dir / 'collection.json').resolve()} ({len(catalog_items)} item, all valid)")
+    print(f"cards:       {(catalog_dir / 'index.html').resolve()}")
+    print(f"search:      {len(hits)} hit(s) for a classifier of Sentinel-2 L1C bands over 6-7E 46-47N: "
+          f"{[h.id for h in hits]}")  # fmt: skip
+    if not hits or collection.id != "demo-models":
+        raise SystemExit(1)
+    return hits
 
 
 def main(argv: Sequence[str] | None = None) -> int:

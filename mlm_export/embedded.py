@@ -7,8 +7,11 @@ the key :data:`KEY`:
 * ``.pt2``: the extra file ``mlm.json`` (:data:`PT2_EXTRA_FILE`);
 * ONNX: ``metadata_props["mlm"]``.
 
-Reading an artifact back decodes that object with :func:`decode`; invalid metadata is ignored with a warning,
-never an error, since it only supplies defaults.
+Both adapters write the object :func:`payload` builds (the caller's values, the name and architecture, the
+generator) and read it back with :func:`decode` and :func:`caller_values` into ``ModelDescription.embedded``;
+neither applies it: ``export_item`` and ``inspect_model`` use it where the caller passed nothing
+(:meth:`mlm_export.overrides.Overrides.apply_with_embedded`). Invalid metadata is ignored with a warning, never an
+error, since it only supplies defaults.
 """
 
 from __future__ import annotations
@@ -24,6 +27,43 @@ KEY = "mlm"
 PT2_EXTRA_FILE = f"{KEY}.json"
 #: safetensors metadata key of the full measured description.
 DESCRIPTION_KEY = f"{KEY}.description"
+#: The caller's descriptive values an artifact embeds and gives back as defaults (``export_item``'s argument names).
+FIELDS = ("tasks", "bands", "classes", "name", "description", "value_scaling", "resize_type", "pretrained",
+          "pretrained_source", "license")  # fmt: skip
+
+
+def payload(metadata: Mapping[str, Any], *, name: str, architecture: str | None) -> dict[str, Any]:
+    """The object embedded in an artifact, the same for every format.
+
+    It holds the caller's values (JSON-safe, see ``Overrides.embeddable``), the model's name (the caller's, else
+    ``name``), its architecture when known and the generator.
+    """
+    from mlm_export import __version__
+
+    written = {k: v for k, v in metadata.items() if k in FIELDS and v is not None}
+    written["name"] = str(metadata.get("name") or name)
+    if architecture and architecture != "unknown":
+        written["architecture"] = str(architecture)
+    written["generator"] = f"mlm-export {__version__}"
+    return written
+
+
+def caller_values(embedded: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`FIELDS` of a decoded object, which may also be a full ``ModelDescription.to_dict()``.
+
+    The description form names bands ``band_definitions`` and keeps classes in its outputs.
+    """
+    values = {k: embedded[k] for k in FIELDS if embedded.get(k) is not None}
+    if "bands" not in values and isinstance(embedded.get("band_definitions"), list) and embedded["band_definitions"]:
+        values["bands"] = embedded["band_definitions"]
+    outputs = embedded.get("outputs")
+    if "classes" not in values and isinstance(outputs, list):
+        classes = next((o["classes"] for o in outputs if isinstance(o, Mapping) and o.get("classes")), None)
+        if classes:
+            values["classes"] = classes
+    if not values.get("tasks"):  # ``()`` in a description means "not said"
+        values.pop("tasks", None)
+    return values
 
 
 def encode(payload: Mapping[str, Any]) -> str:

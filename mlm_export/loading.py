@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlm_export.adapters import ExportOptions
+from mlm_export.adapters import ExportOptions, LoadOptions
 from mlm_export.errors import (
     ChecksumMismatchError,
     ConfigurationError,
@@ -322,9 +322,10 @@ def load_model(
         model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
     if verify:
         verify_artifact(artifact)
-    options = ExportOptions(
+    load = LoadOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
+    options = ExportOptions(load=load)
     return _loader(artifact.artifact_type).load_artifact(artifact.path, artifact.artifact_type, options)
 
 
@@ -386,7 +387,7 @@ def check_item(
         for spec in props.get("mlm:input", [])
     ]
     produced: list[MeasuredTensor] = list(
-        _loader(artifact.artifact_type).run_artifact(model, inputs, ExportOptions(device=device))
+        _loader(artifact.artifact_type).run_artifact(model, inputs, ExportOptions(load=LoadOptions(device=device)))
     )
     declared = props.get("mlm:output", [])
     checks = []

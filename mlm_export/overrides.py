@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from mlm_export import embedded
 from mlm_export.description import (
     Band,
     ClassInfo,
@@ -33,8 +35,7 @@ _NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
 CLASS_TASKS = ("classification", "scene-classification", "semantic-segmentation", "segmentation",
                "instance-segmentation", "panoptic-segmentation", "object-detection", "detection")  # fmt: skip
 #: The descriptive values an artifact can embed (``embed_metadata=True``) and give back as defaults.
-EMBEDDABLE = ("tasks", "bands", "classes", "name", "description", "value_scaling", "resize_type", "pretrained",
-              "pretrained_source", "license")  # fmt: skip
+EMBEDDABLE = embedded.FIELDS
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,24 @@ class Overrides:
         """These overrides with the descriptive values left out taken from an artifact's embedded metadata."""
         filled = {k: v for k, v in embedded.items() if k in EMBEDDABLE and getattr(self, k) is None}
         return replace(self, **filled)
+
+    def apply_with_embedded(self, described: ModelDescription) -> ModelDescription:
+        """Apply these overrides, filled with ``described.embedded`` (the artifact's own metadata) where left out.
+
+        Embedded values that do not fit the model are ignored with a ``RuntimeWarning`` (they are defaults only).
+
+        Raises:
+            ConfigurationError: an override the caller gave does not fit the model.
+        """
+        if not described.embedded:
+            return self.apply(described)
+        try:
+            return self.with_embedded(described.embedded).apply(described)
+        except ConfigurationError as exc:
+            result = self.apply(described)  # raises if the caller's own values are at fault
+            warnings.warn(f"The embedded MLM metadata could not be applied ({exc.message}); it is ignored.",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+            return result
 
     def apply(self, described: ModelDescription) -> ModelDescription:
         """Apply these overrides over ``described``; infer tasks and classes when not given.

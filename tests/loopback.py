@@ -19,9 +19,15 @@ class _Handler(SimpleHTTPRequestHandler):
     server: LoopbackServer  # type: ignore[assignment]
 
     def do_GET(self) -> None:
+        if self.path.startswith("http://"):  # a request sent to us as a forward proxy: serve it from our directory
+            self.server.proxied.append(self.path)
+            self.path = "/" + self.path.split("://", 1)[1].split("/", 1)[-1]
         path = self.path.split("?", 1)[0]
         with self.server.lock:
             self.server.hits[path] += 1
+        if path in self.server.cut:
+            self._send_cut(path, self.server.cut[path])
+            return
         location = self.server.redirects.get(path)
         if location is not None:
             self.send_response(302)
@@ -30,6 +36,16 @@ class _Handler(SimpleHTTPRequestHandler):
             self.end_headers()
             return
         super().do_GET()
+
+    def _send_cut(self, path: str, sent: int) -> None:
+        """Announce the whole file, send its first ``sent`` bytes, then hang up."""
+        data = Path(self.translate_path(path)).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:sent])
+        self.wfile.flush()
+        self.close_connection = True
 
     def copyfile(self, source: Any, outputfile: Any) -> None:
         outputfile.flush()
@@ -41,7 +57,8 @@ class _Handler(SimpleHTTPRequestHandler):
 
 class LoopbackServer(ThreadingHTTPServer):
     """Serves ``directory`` on ``127.0.0.1:<free port>``; ``hits`` counts GETs per path, ``redirects`` maps a
-    path to a ``Location``."""
+    path to a ``Location``, ``cut`` maps a path to the number of bytes sent before hanging up. It also answers as
+    a forward proxy (``http_proxy``), serving every URL from ``directory``; ``proxied`` lists those URLs."""
 
     daemon_threads = True
 
@@ -49,6 +66,8 @@ class LoopbackServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
         self.hits: collections.Counter[str] = collections.Counter()
         self.redirects: dict[str, str] = {}
+        self.cut: dict[str, int] = {}
+        self.proxied: list[str] = []
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

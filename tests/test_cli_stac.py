@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from local_stac import LOOPBACK, GatedProxy
-from test_catalog import EXAMPLES
+from test_collection import EXAMPLES
 
 from mlm_export.cli import main
 from mlm_export.stac.local_api import LocalSTACAPI
@@ -91,3 +92,46 @@ def test_stac_demo_publishes_finds_loads_and_checks(tmp_path: Path, stac_api: Lo
     stored = httpx.get(href).json()
     model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
     assert model["href"].startswith((tmp_path / "demo").resolve().as_uri())
+
+
+def _readme_stac_commands() -> list[list[str]]:
+    """The commands of the README's STAC API block (continuation lines joined, comments dropped)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = "make stac-api" + readme.split("```bash\nmake stac-api", 1)[1].split("```", 1)[0]
+    return [words for line in block.replace("\\\n", " ").splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def test_the_readme_stac_api_commands_run(
+    tmp_path: Path, stac_api: LocalSTACAPI, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its mlm-export lines, on the demo Item, against the test's API in place of the one make stac-api starts."""
+    from mlm_export.demo import run as export_demo
+
+    commands = _readme_stac_commands()
+    assert [c for c in commands if c[0] == "make"] == [["make", "stac-api", "PORT=8082"], ["make", "stac-demo"]]
+    monkeypatch.chdir(tmp_path)
+    export_demo(Path("demo-output"))
+    capsys.readouterr()
+    outputs = []
+    for words in (c for c in commands if c[0] == "mlm-export"):
+        assert main([w.replace("http://127.0.0.1:8082", stac_api.url) for w in words[1:]]) == 0, words
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0].startswith(f"published 1 item(s) to {stac_api.url}/collections/models"), outputs
+    hits = [line.split() for line in outputs[1].splitlines() if line[:1].isdigit()]
+    assert "resnet18-sentinel2-demo" in [words[2] for words in hits], outputs[1]  # (the API is shared by tests)
+    stored = httpx.get(f"{stac_api.url}/collections/models/items/resnet18-sentinel2-demo").json()
+    model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
+    assert model["href"].startswith("https://example.com/models/")
+
+
+def test_make_stac_demo_recipe_runs(tmp_path: Path) -> None:
+    """The Makefile's stac-demo recipe as it is written, starting its own local STAC API."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nstac-demo:", 1)[1].splitlines()[1].strip()
+    assert recipe == "$(BIN)/python -m mlm_export.stac_demo --output demo-output"
+    command = [sys.executable, *shlex.split(recipe)[1:]]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "check_item:  outputs match (Item read from the STAC API)" in result.stdout
+    assert (tmp_path / "demo-output" / "item.json").is_file()

@@ -100,6 +100,9 @@ def test_is_multihash(checksum: str, ok: bool) -> None:
         ("1.32.0", "1.32.0"),
         ("2.6.0.dev20240101", "2.6.0-dev20240101"),
         ("v1.2.3", "1.2.3"),
+        ("3.0.0rc1", "3.0.0-rc1"),
+        ("1.0.post1", "1.0.0-post1"),
+        ("2.1.0-beta.2", "2.1.0-beta.2"),
     ],
 )
 def test_to_semver(version: str, expected: str) -> None:

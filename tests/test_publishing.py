@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -102,8 +103,10 @@ def test_symlinked_item_path_is_written_through(tmp_path: Path, schema_dir: Path
     link.symlink_to(elsewhere / "real.json")
     save_item(item, link)
     assert link.is_symlink() and (elsewhere / "real.json").is_file()
-    # hrefs are relative to where the document really is
-    assert validate_item(elsewhere / "real.json", schema_dir).valid
+    # hrefs are relative to where the document really is (outside its directory: allowed explicitly)
+    assert validate_item(elsewhere / "real.json", schema_dir, allow_outside=[tmp_path / "models"]).valid
+    assert not validate_item(elsewhere / "real.json", schema_dir).valid  # the artifact is outside 'elsewhere'
+    assert json.loads((elsewhere / "real.json").read_text())["assets"]["model"]["href"].startswith("../models/")
 
 
 _KILLER = """

@@ -171,6 +171,28 @@ def test_unreachable_server() -> None:
         fetch_artifact("http://127.0.0.1:9/m.pt", size=1, checksum="1220" + "0" * 64)
 
 
+def test_a_body_cut_midway_is_reported_and_not_cached(site: Path, server: LoopbackServer, cache_dir: Path) -> None:
+    key, asset = model_asset(site)
+    path = "/" + asset["href"].removeprefix("./")
+    server.cut[path] = asset["file:size"] // 2
+    with pytest.raises(DownloadError, match="failed midway") as info:
+        fetch_artifact(server.url + path, size=asset["file:size"], checksum=asset["file:checksum"])
+    assert server.url + path in str(info.value)
+    assert cache_files(cache_dir) == []
+
+
+def test_downloads_go_through_the_proxy_the_environment_names(
+    site: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, asset = model_asset(site)
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.setenv("no_proxy", "")
+    url = "http://models.example.invalid/" + asset["href"].removeprefix("./")  # resolvable only by the proxy
+    path = fetch_artifact(url, size=asset["file:size"], checksum=asset["file:checksum"])
+    assert sha256_multihash(path) == asset["file:checksum"]
+    assert server.proxied == [url]
+
+
 def test_remote_artifact_without_checksum_is_refused(site: Path, server: LoopbackServer) -> None:
     document = json.loads((site / "item.json").read_text())
     key, _ = model_asset(site)
@@ -264,6 +286,27 @@ def test_cli_get_downloads_for_offline_use(
     server.server_close()
     assert check_item(item_path).ok
     assert main(["get", f"{server.url}/item.json", "-o", str(out)]) == 1  # exists; and the server is gone
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_cli_get_of_a_bad_artifact_exits_1_and_writes_nothing(
+    site: Path, server: LoopbackServer, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str],
+    damage: str,
+) -> None:  # fmt: skip
+    key, asset = model_asset(site)
+    artifact = site / asset["href"]
+    if damage == "missing":
+        artifact.unlink()
+    else:
+        data = bytearray(artifact.read_bytes())
+        data[-1] ^= 0xFF
+        artifact.write_bytes(bytes(data))
+    out = tmp_path / "offline"
+    assert main(["get", f"{server.url}/item.json", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{server.url}/" in err[0] and ("404" if damage == "missing" else "checksum") in err[0], err
+    assert not out.exists() or not any(out.rglob("*"))
+    assert cache_files(cache_dir) == []
 
 
 def test_download_item_refuses_to_overwrite_other_bytes(site: Path, server: LoopbackServer, tmp_path: Path) -> None:

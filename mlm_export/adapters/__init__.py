@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,27 +45,97 @@ EXTRAS = {"mlm_export.adapters.torch": "torch", "mlm_export.adapters.onnx": "onn
 
 
 @dataclass(frozen=True)
-class ExportOptions:
-    """What the caller told ``export_item`` that an adapter needs to measure the model."""
+class LoadOptions:
+    """How an adapter opens and rebuilds the model (also what :mod:`mlm_export.loading` passes back)."""
+
+    #: The ``nn.Module`` class (or ``"pkg.mod:Class"``) a weights-only file is loaded into.
+    model_class: Any = None
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: Allow pickle code in the file to run (``torch.load(weights_only=False)``).
+    trust_pickle: bool = False
+    #: Where the model is loaded and run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
+    device: Any = "cpu"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What the dry-run feeds the model and how far it searches for dynamic dimensions."""
 
     example_input: Any = None
     input_shape: Any = None
     input_dtype: Any = None
-    artifact_dir: Path | None = None
-    artifact_format: str | None = None
-    model_class: Any = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    device: Any = "cpu"
-    trust_pickle: bool = False
-    overwrite: bool = False
     #: Axis names of each input when a framework adapter knows them better than the rank (Conv1d, RNN...).
     input_dim_orders: tuple[tuple[str, ...], ...] | None = None
     probe_dynamic: bool = True
+
+
+@dataclass(frozen=True)
+class ArtifactOptions:
+    """What artifact files an in-memory model becomes, where, and what they embed."""
+
+    artifact_dir: Path | None = None
+    artifact_format: str | None = None
+    overwrite: bool = False
     embed_metadata: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
+    #: The MLM properties written into the artifact when ``embed_metadata`` (see :mod:`mlm_export.embedded`).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The option groups, by the name of their field in :class:`ExportOptions`.
+OPTION_GROUPS: dict[str, type[LoadOptions | ProbeOptions | ArtifactOptions]] = {
+    "load": LoadOptions,
+    "probe": ProbeOptions,
+    "artifact": ArtifactOptions,
+}
+
+
+def _group_of(name: str) -> str:
+    for group, klass in OPTION_GROUPS.items():
+        if name in klass.__dataclass_fields__:
+            return group
+    raise TypeError(f"{name!r} is not an export option")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the caller told ``export_item`` that an adapter needs to measure the model, in three groups.
+
+    Build it from ``export_item``'s flat argument names with :meth:`from_flat`; change it with :meth:`updated`.
+    """
+
+    load: LoadOptions = field(default_factory=LoadOptions)
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+    artifact: ArtifactOptions = field(default_factory=ArtifactOptions)
     #: Where an adapter may write files it must measure (an ONNX export): the run's staging directory, created on
     #: first call. None: the adapter uses a temporary directory of its own and writes nothing that stays.
     scratch: Callable[[], Path] | None = None
+
+    @staticmethod
+    def flat_names() -> frozenset[str]:
+        """Every option's flat name (the ``export_item`` argument it comes from)."""
+        return frozenset(name for klass in OPTION_GROUPS.values() for name in klass.__dataclass_fields__)
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> ExportOptions:
+        """Options from flat names (``input_shape=...``, ``device=...``), each routed to the group declaring it.
+
+        Raises:
+            TypeError: a name is no option.
+        """
+        return cls().updated(**values)
+
+    def updated(self, **changes: Any) -> ExportOptions:
+        """A copy with the options named by their flat names changed (``scratch`` included).
+
+        Raises:
+            TypeError: a name is no option.
+        """
+        scratch = changes.pop("scratch", self.scratch)
+        grouped: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            grouped.setdefault(_group_of(name), {})[name] = value
+        groups = {group: replace(getattr(self, group), **values) for group, values in grouped.items()}
+        return replace(self, scratch=scratch, **groups)
 
 
 def _import_adapter(module_name: str, what: str) -> ModuleType:

@@ -54,25 +54,30 @@ _SEMVER = re.compile(
 def to_semver(version: str) -> str:
     """Return ``version`` as strict semver: ``2.14.1+cu130`` stays, ``2.1`` -> ``2.1.0``, ``2.5.0a0`` -> ``2.5.0-a0``.
 
+    A PEP 440 version is read by ``packaging.version``; its pre-, post- and dev-release parts become the semver
+    pre-release and its local part the build metadata. Other text keeps its leading ``X[.Y[.Z]]``.
+
     Raises:
         DescriptionError: no ``X[.Y[.Z]]`` can be found in ``version``.
     """
+    from packaging.version import InvalidVersion, Version
+
     if _SEMVER.match(version):
         return version
-    match = re.match(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(.*)$", version.strip())
-    if not match:
-        raise DescriptionError(f"framework_version {version!r} is not a version number.")
-    major, minor, patch, rest = match.groups()
-    core = f"{int(major)}.{int(minor or 0)}.{int(patch or 0)}"
-    local = ""
-    if "+" in rest:
-        rest, local = rest.split("+", 1)
-        local = "+" + ".".join(p for p in re.split(r"[^0-9a-zA-Z-]+", local) if p)
-    pre = ".".join(p for p in re.split(r"[^0-9a-zA-Z-]+", rest) if p)
-    candidate = core + (f"-{pre}" if pre else "") + (local if local != "+" else "")
-    if not _SEMVER.match(candidate):
-        candidate = core
-    return candidate
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        match = re.match(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
+        if not match:
+            raise DescriptionError(f"framework_version {version!r} is not a version number.") from None
+        return ".".join(str(int(part or 0)) for part in match.groups())
+    major, minor, patch = (*parsed.release, 0, 0)[:3]
+    pre = [f"{parsed.pre[0]}{parsed.pre[1]}"] if parsed.pre else []
+    pre += [f"post{parsed.post}"] if parsed.post is not None else []
+    pre += [f"dev{parsed.dev}"] if parsed.dev is not None else []
+    candidate = f"{major}.{minor}.{patch}" + (f"-{'.'.join(pre)}" if pre else "")
+    candidate += f"+{parsed.local}" if parsed.local else ""
+    return candidate if _SEMVER.match(candidate) else f"{major}.{minor}.{patch}"
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -63,8 +63,11 @@ def check_model_item(document: Mapping[str, Any], source: str) -> None:
         )
 
 
-def read_entry(item: ItemSource) -> Entry:
-    """The model Item ``item`` (a path, dict or pystac.Item) as an :class:`Entry`."""
+def read_entry(item: ItemSource, *, copy_dict: bool = True) -> Entry:
+    """The model Item ``item`` (a path, dict or pystac.Item) as an :class:`Entry`.
+
+    A dict is deep-copied unless ``copy_dict=False`` (for callers that never modify the document).
+    """
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         document = read_json_object(path, "Item file", ConfigurationError)
@@ -75,7 +78,7 @@ def read_entry(item: ItemSource) -> Entry:
         document = item.to_dict(include_self_link=False, transform_hrefs=False)
         entry = Entry(document, f"item {item.id!r}", base, self_href)
     elif isinstance(item, Mapping):
-        document = copy.deepcopy(dict(item))
+        document = copy.deepcopy(dict(item)) if copy_dict else dict(item)
         entry = Entry(document, f"item {item.get('id')!r}", None)
     else:
         raise ConfigurationError(

@@ -54,11 +54,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            raise ValueError(f"duplicate key {key!r} in one object")
-        document[key] = value
+    document = dict(pairs)  # in C; a duplicate key shows as fewer members than pairs
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in one object")
+            seen.add(key)
     return document
 
 
@@ -202,6 +204,11 @@ def _is_int(value: Any) -> bool:
 
 def non_finite_numbers(document: Any) -> Iterator[str]:
     """JSON pointers of every NaN/Infinity float in ``document`` (iterative: safe on deep nesting)."""
+    try:
+        json.dumps(document, allow_nan=False, check_circular=False)  # in C: proves the common case, none anywhere
+        return
+    except (ValueError, TypeError, RecursionError):
+        pass  # one is there (or the document is not plain JSON, or very deep): find where
     stack: list[tuple[str, Any]] = [("", document)]
     while stack:
         pointer, value = stack.pop()

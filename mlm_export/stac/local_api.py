@@ -47,10 +47,14 @@ class LocalAPIError(MLMExportError):
     """The local STAC API (PostgreSQL, pypgstac or stac-fastapi-pgstac) could not be started."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_port(taken: int | None = None) -> int:
+    """A port free on 127.0.0.1 now (another than ``taken``); someone may still take it before it is bound."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            found = int(probe.getsockname()[1])
+        if found != taken:
+            return found
 
 
 def postgres_bin_dir() -> Path:
@@ -175,9 +179,12 @@ def _start_server(api: LocalSTACAPI, python: str, port: int) -> None:
     while time.monotonic() < deadline:
         if api.server.poll() is not None:
             tail = (api.directory / "server.log").read_text(errors="replace").strip().splitlines()[-5:]
+            taken = any("address already in use" in line for line in tail)
             raise LocalAPIError(
                 f"stac-fastapi-pgstac exited with {api.server.returncode}: {' | '.join(tail)}",
-                hint="Install the server: pip install 'mlm-export[api]' (or pass python= a venv that has it).",
+                hint="Pass another port (--port)."
+                if taken
+                else "Install the server: pip install 'mlm-export[api]' (or pass python= a venv that has it).",
             )
         if _http_ready(api.url + "/"):
             return
@@ -209,7 +216,8 @@ def start_local_api(
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         _hand_to_postgres(directory, remove=not keep)
-    pg_port, api_port = _free_port(), port or _free_port()
+    pg_port = _free_port()
+    api_port = port or _free_port(taken=pg_port)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -227,7 +235,15 @@ def start_local_api(
         _start_postgres(api, pg_port)
         migrate = [python, "-m", "pypgstac.pypgstac", "migrate", "--dsn", dsn]
         _run(migrate, "pypgstac migrate", env, directory)
-        _start_server(api, python, api_port)
+        for attempt in range(3):  # a free port found earlier may have been taken meanwhile by another process
+            try:
+                _start_server(api, python, api_port)
+                break
+            except LocalAPIError as exc:
+                if port is not None or attempt == 2 or "address already in use" not in exc.message:
+                    raise
+                api_port = _free_port(taken=pg_port)
+                api.url = f"http://127.0.0.1:{api_port}"
     except BaseException:
         api.stop()
         raise

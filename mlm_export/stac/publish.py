@@ -167,7 +167,7 @@ def prepare_items(
 
     if isinstance(items, (str, os.PathLike, Mapping)) or hasattr(items, "to_dict"):
         items = [items]  # type: ignore[list-item]
-    entries = [read_entry(item) for item in items]  # type: ignore[union-attr]
+    entries = [read_entry(item, copy_dict=False) for item in items]  # type: ignore[union-attr] # never modified
     if not entries:
         raise ConfigurationError("items: nothing to publish; pass at least one model Item.")
     seen: dict[str, str] = {}
@@ -176,14 +176,12 @@ def prepare_items(
         if item_id in seen:
             raise ConfigurationError(f"items: {seen[item_id]} and {entry.source} have the same id {item_id!r}.")
         seen[item_id] = entry.source
-    for entry in entries:
+    for entry in entries:  # once per Item: the rewriting below only puts URL strings in hrefs and one link
         original = entry.href if entry.href and entry.base is not None else entry.document
         raise_invalid(validate_item(original, schema_dir, check_files=True), entry.source, "Nothing was sent.")
     if upload_to is not None:
         entries = [_uploaded(entry, upload_to, href_base) for entry in entries]
     documents = [_api_document(entry, collection_id, href_base, api_url) for entry in entries]
-    for entry, document in zip(entries, documents, strict=True):
-        raise_invalid(validate_item(document, schema_dir, check_files=False), entry.source, "Nothing was sent.")
     return entries, documents
 
 

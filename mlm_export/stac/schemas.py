@@ -77,6 +77,8 @@ class SchemaStore:
                 hint=f"Point {SCHEMA_DIR_ENV} or schema_dir at a directory laid out like shared/schemas.",
             )
         self._cache: dict[str, Any] = {}
+        #: Compiled validators by URL (see :func:`mlm_export.stac.compiled.compiled_schema`).
+        self.compiled: dict[Any, Any] = {}
 
     @cached_property
     def index(self) -> Mapping[str, str]:

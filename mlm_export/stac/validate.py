@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import validators
 from jsonschema.exceptions import ValidationError, best_match
-from referencing.exceptions import Unresolvable
 
 from mlm_export.errors import ItemValidationError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
+from mlm_export.stac.compiled import compiled_schema, shared_store
 from mlm_export.stac.io import (
     outside_message,
     read_item_document,
@@ -181,21 +180,29 @@ def _explain(error: ValidationError, resolve: Resolve) -> str:
             return _short(f"{error.instance!r} {known}")
         return _short(f"{error.instance!r} does not match the pattern {error.validator_value}")
     if validator == "not":
-        forbidden = error.validator_value
-        if isinstance(forbidden, Mapping) and "$ref" in forbidden:
-            forbidden = resolve(forbidden["$ref"])
-        if isinstance(forbidden, Mapping) and isinstance(forbidden.get("contains"), Mapping):
-            if "const" in forbidden["contains"]:
-                return _short(f"must not contain {forbidden['contains']['const']!r} here")
-        if isinstance(error.instance, Mapping):
-            present = sorted(_required_names(forbidden) & set(error.instance))
-            if present:
-                return _short(f"must not contain {', '.join(repr(p) for p in present)} here")
+        explained = _explain_not(error, resolve)
+        if explained:
+            return explained
     if validator == "minProperties" and isinstance(error.instance, Mapping) and not error.instance:
         return "must not be empty"
     if validator is None and error.validator_value is False:
         return "this property is not allowed here"
     return _short(error.message)
+
+
+def _explain_not(error: ValidationError, resolve: Resolve) -> str | None:
+    """What a failing ``not`` forbids (a value the array contains, properties present), if it can be named."""
+    forbidden = error.validator_value
+    if isinstance(forbidden, Mapping) and "$ref" in forbidden:
+        forbidden = resolve(forbidden["$ref"])
+    if isinstance(forbidden, Mapping) and isinstance(forbidden.get("contains"), Mapping):
+        if "const" in forbidden["contains"]:
+            return _short(f"must not contain {forbidden['contains']['const']!r} here")
+    if isinstance(error.instance, Mapping):
+        present = sorted(_required_names(forbidden) & set(error.instance))
+        if present:
+            return _short(f"must not contain {', '.join(repr(p) for p in present)} here")
+    return None
 
 
 _PLAIN = (str, int, float)
@@ -234,31 +241,20 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
 
 
 def _schema_problems(document: Mapping[str, Any], url: str, store: SchemaStore) -> Iterator[Problem]:
-    schema = store.load(url)
-    base_cls = validators.validator_for(schema, default=validators.Draft7Validator)
-    cls = validators.extend(base_cls, {"uniqueItems": _unique_items})
-    registry = store.registry()
-    validator = cls(schema, registry=registry)
-    resolver = registry.resolver(base_uri=url)
+    """Problems of ``document`` against the schema at ``url``, explained.
 
-    def resolve(ref: str) -> Any:
-        try:
-            return resolver.lookup(ref).contents
-        except Unresolvable:
-            return {}
-
+    None when the fast validator accepts it, else each error jsonschema finds (see :mod:`mlm_export.stac.compiled`).
+    """
+    compiled = compiled_schema(store, url, {"uniqueItems": _unique_items})
+    if compiled.is_valid(document):
+        return
     try:
-        errors = list(validator.iter_errors(document))
+        errors = compiled.errors(document)
     except RecursionError:
         yield Problem("", "the document is nested too deeply to be validated", "schema", url)
         return
-    except Unresolvable as exc:
-        raise SchemaNotFoundError(
-            f"A schema referenced from {url} could not be resolved: {exc}.",
-            hint="Add the missing schema to the schema directory.",
-        ) from exc
     for error in errors:
-        path, message = _explain_error(error, resolve)
+        path, message = _explain_error(error, compiled.resolve)
         yield Problem(path, message, "schema", url)
 
 
@@ -462,7 +458,7 @@ def validate_item(
     urls = [CORE_SCHEMA.format(version=version, kind=kind)]
     urls += [u for u in (extensions if isinstance(extensions, list) else []) if isinstance(u, str) and u not in urls]
     problems = structural + [
-        p for p in _extension_problems(document, urls, SchemaStore(schema_dir))
+        p for p in _extension_problems(document, urls, shared_store(schema_dir))
         if not any(p.path.startswith(s.path) for s in structural)
     ]  # fmt: skip
     if not structural:

@@ -12,7 +12,7 @@ import pytest
 import torch_models as tm
 from conftest import EXAMPLES_DIR
 from local_stac import LOOPBACK, GatedProxy
-from test_catalog import EXAMPLES, all_bands_example, factory_items
+from test_collection import EXAMPLES, all_bands_example, factory_items
 
 from mlm_export.errors import (
     AuthenticationError,
@@ -53,7 +53,34 @@ def _item_files(directory: Path) -> list[Path]:
                        name="tiny-mlp", bbox=[5, 45, 10, 48], start_datetime="2020-01-01T00:00:00Z",
                        end_datetime="2021-01-01T00:00:00Z")  # fmt: skip
     files.append(save_item(item, directory / "tiny-mlp.json"))
-    return [*files, *EXAMPLES]
+    return [*files, *_other_exports(directory), *EXAMPLES]
+
+
+def _other_exports(directory: Path) -> list[Path]:
+    """The other kinds of Items the suite exports: ONNX with several inputs and outputs, a torch model with two
+    inputs, one with a tuple of outputs, an image classifier with dynamic height and width."""
+    import onnx
+    import torch
+    from onnx_models import multi_io_model
+
+    from mlm_export.api import export_item
+    from mlm_export.stac.writer import save_item
+
+    torch.manual_seed(0)
+    for name in ("onnx-multi-io", "two-inputs", "tuple-output", "conv-net"):
+        (directory / name).mkdir()
+    onnx_path = directory / "onnx-multi-io" / "multi-io.onnx"  # the Item's own artifact, next to it
+    onnx.save(multi_io_model(), str(onnx_path))
+    example = {"side": torch.randn(1, 4), "image": torch.randn(1, 3, 32, 32)}
+    exports = {
+        "onnx-multi-io": export_item(onnx_path, artifact_dir=directory / "onnx-multi-io"),
+        "two-inputs": export_item(tm.TwoInputNet(), example_input=example, artifact_dir=directory / "two-inputs"),
+        "tuple-output": export_item(tm.TupleOutputNet(in_channels=2), input_shape=[-1, 2, 64, 64],
+                                    artifact_dir=directory / "tuple-output"),
+        "conv-net": export_item(tm.TinyConvNet(), input_shape=[-1, 4, -1, -1], artifact_dir=directory / "conv-net",
+                                classes=["a", "b", "c", "d", "e"], bands=["B02", "B03", "B04", "B08"]),
+    }  # fmt: skip
+    return [save_item(item, directory / name / "item.json") for name, item in exports.items()]
 
 
 def _collection(api: LocalSTACAPI, collection_id: str) -> httpx.Response:
@@ -69,7 +96,10 @@ def test_published_items_come_back_equal(tmp_path: Path, schema_dir: Path, stac_
     from mlm_export.stac.publish import prepare_items
 
     _, sent = prepare_items(files, stac_api.url, "round-trip", href_base=HREF_BASE, schema_dir=schema_dir)
+    from mlm_export.stac.validate import validate_item
+
     for document in sent:
+        assert validate_item(document, schema_dir, check_files=False).valid  # validated once, before the rewriting
         fetched = httpx.get(result.item_url(document["id"])).json()
         fetched.pop("links"), document.pop("links")
         assert fetched == _without_nulls(document)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from local_stac import LOOPBACK
-from test_catalog import EXAMPLES, SPECS, TILE, all_bands_example, factory_items
+from test_collection import EXAMPLES, SPECS, TILE, all_bands_example, factory_items
 
 from mlm_export.errors import ConfigurationError, STACAPIError
 from mlm_export.stac.collection import build_catalog

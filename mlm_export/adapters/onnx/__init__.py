@@ -42,7 +42,6 @@ Modules: :mod:`.graph` (static read), :mod:`.runtime` (onnxruntime dry-run, publ
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mlm_export.adapters.onnx.describe import can_describe, describe, describe_static, measure
@@ -70,9 +69,9 @@ def describe_torch_module(module: Any, options: ExportOptions) -> ModelDescripti
     .. versionadded:: 0.1
     """
     return publish_now(
-        lambda staging: measure_torch_module(module, replace(options, scratch=lambda: staging.path)),
-        artifact_directory(options.artifact_dir),
-        overwrite=options.overwrite,
+        lambda staging: measure_torch_module(module, options.updated(scratch=lambda: staging.path)),
+        artifact_directory(options.artifact.artifact_dir),
+        overwrite=options.artifact.overwrite,
     )
 
 

@@ -6,15 +6,15 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from mlm_export import embedded
 from mlm_export.adapters import ExportOptions
-from mlm_export.adapters.onnx.embedded import _apply_embedded, _metadata_payload, _read_embedded, _set_metadata
+from mlm_export.adapters.onnx.embedded import _metadata_payload, _read_embedded, _set_metadata
 from mlm_export.adapters.onnx.files import (
     INLINE_LIMIT,
     _artifact_dir,
@@ -119,9 +119,9 @@ def describe(source: Any, options: ExportOptions) -> ModelDescription:
     .. versionadded:: 0.1
     """
     return publish_now(
-        lambda staging: measure(source, replace(options, scratch=lambda: staging.path)),
+        lambda staging: measure(source, options.updated(scratch=lambda: staging.path)),
         _artifact_dir(options),
-        overwrite=options.overwrite,
+        overwrite=options.artifact.overwrite,
     )
 
 
@@ -156,10 +156,10 @@ def _measure_path(path: Path, options: ExportOptions) -> Measured:
     name = _default_name(graph, path.stem)
     architecture = _default_architecture(graph)
     described = _describe_graph(graph, options, name=name, architecture=architecture)
-    if not options.embed_metadata:
+    if not options.artifact.embed_metadata:
         return Measured(described)
     payload = _metadata_payload(options, described.name, described.architecture)
-    described = _apply_embedded(described, payload, graph.path)
+    described = described.replace(name=payload["name"], embedded=embedded.caller_values(payload))
     target = _artifact_dir(options)
     same_dir = target.exists() and target.resolve() == path.parent.resolve()
     filename = f"{_slug(payload['name'])}.onnx"
@@ -186,39 +186,37 @@ def _measure_proto(proto: onnx.ModelProto, options: ExportOptions) -> Measured:
                 hint="Pass the path of the .onnx file instead, or load it with onnx.load(path) so the weights "
                 "are in memory.",
             )
-    metadata = dict(options.metadata or {})
-    embedded = _read_embedded(proto, "the in-memory ModelProto")
+    metadata = dict(options.artifact.metadata or {})
+    stored = _read_embedded(proto, "the in-memory ModelProto")
     graph_name = proto.graph.name
     name = str(
-        metadata.get("name")
-        or (embedded or {}).get("name")
-        or (graph_name if _meaningful(graph_name) else "onnx-model")
+        metadata.get("name") or (stored or {}).get("name") or (graph_name if _meaningful(graph_name) else "onnx-model")
     )
-    architecture = str((embedded or {}).get("architecture") or (graph_name if _meaningful(graph_name) else "unknown"))
+    architecture = str((stored or {}).get("architecture") or (graph_name if _meaningful(graph_name) else "unknown"))
     copy = proto
     payload = None
-    if options.embed_metadata or proto.ByteSize() > INLINE_LIMIT:
+    if options.artifact.embed_metadata or proto.ByteSize() > INLINE_LIMIT:
         copy = _copy_proto(proto)
-    if options.embed_metadata:
+    if options.artifact.embed_metadata:
         payload = _metadata_payload(options, name, architecture)
         _set_metadata(copy, payload)
     with scratch_directory(options) as scratch:
         path = scratch / f"{_slug(name)}.onnx"
         _save_proto(copy, path, data_location=f"{path.name}.data")
-        graph = _load_graph(path)  # its embedded metadata, if any, is applied by _describe_graph
+        graph = _load_graph(path)  # its embedded metadata, if any, is returned by _describe_graph
         described = _describe_graph(graph, options, name=name, architecture=architecture)
         return measured_from_scratch(described, scratch, options)
 
 
 def _default_name(graph: _Graph, fallback: str) -> str:
-    embedded = graph.embedded or {}
-    return str(embedded.get("name") or fallback)
+    stored = graph.embedded or {}
+    return str(stored.get("name") or fallback)
 
 
 def _default_architecture(graph: _Graph) -> str:
-    embedded = graph.embedded or {}
-    if embedded.get("architecture"):
-        return str(embedded["architecture"])
+    stored = graph.embedded or {}
+    if stored.get("architecture"):
+        return str(stored["architecture"])
     return graph.graph_name if _meaningful(graph.graph_name) else "unknown"
 
 
@@ -265,7 +263,7 @@ def _describe_graph(
         notes=tuple(notes),
     )
     if graph.embedded:
-        described = _apply_embedded(described, graph.embedded, graph.path)
+        described = described.replace(embedded=embedded.caller_values(graph.embedded))
     return described
 
 

@@ -31,7 +31,7 @@ def _slug(name: str) -> str:
 
 
 def _artifact_dir(options: ExportOptions) -> Path:
-    return artifact_directory(options.artifact_dir)
+    return artifact_directory(options.artifact.artifact_dir)
 
 
 def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +57,18 @@ def measure_torch_module(module: torch.nn.Module | torch.export.ExportedProgram,
     .. versionadded:: 0.2
     """
     args, kwargs = _torch_example(module, options)
-    metadata = dict(options.metadata or {})
+    metadata = dict(options.artifact.metadata or {})
     architecture = str(metadata.get("architecture") or type(module).__name__)
     name = str(metadata.get("name") or architecture)
-    payload = _metadata_payload(options, name, architecture) if options.embed_metadata else None
+    payload = _metadata_payload(options, name, architecture) if options.artifact.embed_metadata else None
     with scratch_directory(options) as scratch:
         onnx_path = scratch / f"{_slug(name)}.onnx"
-        _export_torch(module, args, kwargs, onnx_path, options.input_dim_orders)
+        _export_torch(module, args, kwargs, onnx_path, options.probe.input_dim_orders)
         if payload is not None:
             _embed_in_file(onnx_path, payload)
         graph = _load_graph(onnx_path)
         requested = _example_shapes(graph, args, kwargs)
-        plain = replace(options, example_input=None, input_shape=None)
+        plain = options.updated(example_input=None, input_shape=None)
         described = _describe_graph(
             graph, plain, name=name, architecture=architecture, requested=requested, examples=True
         )
@@ -82,8 +81,8 @@ def _torch_example(module: torch.nn.Module, options: ExportOptions) -> tuple[tup
     Raises:
         ConfigurationError: there is no example, or ``input_shape``/``input_dtype`` is malformed.
     """
-    example = options.example_input
-    if example is None and options.input_shape is None:
+    example = options.probe.example_input
+    if example is None and options.probe.input_shape is None:
         example = getattr(module, "example_input_array", None)
         program_example = getattr(module, "example_inputs", None)
         if isinstance(module, torch.export.ExportedProgram) and program_example is not None:
@@ -99,15 +98,15 @@ def _torch_example(module: torch.nn.Module, options: ExportOptions) -> tuple[tup
         raise ConfigurationError(
             f"example_input is a {type(example).__name__}.", hint="Pass a tensor, a tuple of tensors or a dict."
         )
-    if options.input_shape is None:
+    if options.probe.input_shape is None:
         raise ConfigurationError(
             f"Exporting {type(module).__name__} to ONNX needs an example input, and neither input_shape nor "
             "example_input was given.",
             hint="Pass input_shape=(1, 3, 224, 224) (-1 for a dynamic size) or example_input=tensor.",
         )
-    shape_value = options.input_shape
+    shape_value = options.probe.input_shape
     shapes = [shape_value] if all(isinstance(s, int) for s in shape_value) else list(shape_value)
-    dtype = _torch_dtype(options.input_dtype)
+    dtype = _torch_dtype(options.probe.input_dtype)
     parameter = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
     device = parameter.device if parameter is not None else torch.device("cpu")
     tensors = []
@@ -183,40 +182,12 @@ def _export_torch(
     if not program:
         module.eval()
     try:
-        with torch.no_grad():
-            try:
-                output = module.module()(*args, **kwargs) if program else module(*args, **kwargs)
-            except FORWARD_ERRORS as exc:
-                shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
-                raise ProbeError(
-                    f"The forward of {type(module).__name__} failed on the example input ({shapes}): "
-                    f"{type(exc).__name__}: {exc}",
-                    hint="Pass example_input= or input_shape= with shapes the module accepts.",
-                ) from exc
-        names = _output_names(output)
-        attempts = _export_attempts(program, args, kwargs, dim_orders)
+        names = _output_names(_example_forward(module, args, kwargs))
         failures: list[str] = []
-        for label, dynamic_shapes in attempts:
-            try:
-                with warnings.catch_warnings():
-                    # several inputs share the "batch" axis name; torch says it keeps one of them
-                    warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
-                    torch.onnx.export(
-                        module,
-                        args,
-                        str(path),
-                        kwargs=kwargs or None,
-                        dynamo=True,
-                        external_data=True,
-                        dynamic_shapes=dynamic_shapes,
-                        output_names=names,
-                        verbose=False,
-                    )
-            except torch.onnx.OnnxExporterError as exc:
-                failures.append(f"with {label} dynamic dims: {_first_line(exc)}")
-                for leftover in path.parent.iterdir():
-                    if leftover.is_file():
-                        leftover.unlink()
+        for label, dynamic_shapes in _export_attempts(program, args, kwargs, dim_orders):
+            failure = _export_once(module, args, kwargs, path, dynamic_shapes, names)
+            if failure is not None:
+                failures.append(f"with {label} dynamic dims: {failure}")
                 continue
             if failures:
                 warnings.warn(
@@ -234,6 +205,59 @@ def _export_torch(
     finally:
         for submodule, training in modes:
             submodule.train(training)
+
+
+def _example_forward(
+    module: torch.nn.Module | torch.export.ExportedProgram, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The module's output on the export example (no grad).
+
+    Raises:
+        ProbeError: the forward fails on the example.
+    """
+    runnable = module.module() if isinstance(module, torch.export.ExportedProgram) else module
+    with torch.no_grad():
+        try:
+            return runnable(*args, **kwargs)
+        except FORWARD_ERRORS as exc:
+            shapes = ", ".join(str(list(t.shape)) for t in (*args, *kwargs.values()) if hasattr(t, "shape"))
+            raise ProbeError(
+                f"The forward of {type(module).__name__} failed on the example input ({shapes}): "
+                f"{type(exc).__name__}: {exc}",
+                hint="Pass example_input= or input_shape= with shapes the module accepts.",
+            ) from exc
+
+
+def _export_once(
+    module: torch.nn.Module | torch.export.ExportedProgram,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    path: Path,
+    dynamic_shapes: Any,
+    names: list[str] | None,
+) -> str | None:
+    """One ``torch.onnx.export`` attempt: None when it wrote ``path``, else why it failed (its files removed)."""
+    try:
+        with warnings.catch_warnings():
+            # several inputs share the "batch" axis name; torch says it keeps one of them
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                kwargs=kwargs or None,
+                dynamo=True,
+                external_data=True,
+                dynamic_shapes=dynamic_shapes,
+                output_names=names,
+                verbose=False,
+            )
+    except torch.onnx.OnnxExporterError as exc:
+        for leftover in path.parent.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+        return _first_line(exc)
+    return None
 
 
 def _export_attempts(

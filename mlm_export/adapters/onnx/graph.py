@@ -81,12 +81,12 @@ class _Graph:
     notes: list[str] = field(default_factory=list)
 
 
-def _load_graph(path: Path) -> _Graph:
-    """Read, check and summarise ``path`` without loading external data.
+def _read_proto(path: Path) -> onnx.ModelProto:
+    """The model proto of ``path``, external data left unread.
 
     Raises:
-        ArtifactNotFoundError: ``path`` or an external-data file is missing.
-        ArtifactLoadError: not an ONNX model, truncated, or rejected by the ONNX checker.
+        ArtifactNotFoundError: ``path`` is missing.
+        ArtifactLoadError: not a regular file, not an ONNX model, or truncated.
     """
     if not path.exists():
         raise ArtifactNotFoundError(f"ONNX file '{path}' does not exist.", hint="Check the path.")
@@ -106,6 +106,17 @@ def _load_graph(path: Path) -> _Graph:
             f"'{path}' holds no ONNX model (no graph or no IR version): it is empty or not an ONNX file.",
             hint="Pass a model saved with onnx.save or torch.onnx.export.",
         )
+    return proto
+
+
+def _load_graph(path: Path) -> _Graph:
+    """Read, check and summarise ``path`` without loading external data.
+
+    Raises:
+        ArtifactNotFoundError: ``path`` or an external-data file is missing.
+        ArtifactLoadError: not an ONNX model, truncated, or rejected by the ONNX checker.
+    """
+    proto = _read_proto(path)
     externals = _external_files(proto, path)
     try:
         onnx.checker.check_model(_without_external_data(proto) if externals else proto)

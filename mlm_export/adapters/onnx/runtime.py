@@ -49,7 +49,7 @@ class _Measured:
 def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: ExportOptions) -> Any:
     """Open a published ONNX artifact as an ``onnxruntime.InferenceSession`` (for :mod:`mlm_export.loading`).
 
-    The file is read and checked as by :func:`describe` first; ``options.device`` picks the execution provider.
+    The file is read and checked as by :func:`describe` first; ``options.load.device`` picks the execution provider.
 
     Raises:
         ArtifactNotFoundError: the file or one of its external-data files does not exist.
@@ -58,7 +58,7 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
     .. versionadded:: 0.1
     """
     graph = _load_graph(Path(os.path.abspath(path)))
-    providers, _ = _providers(ort, options.device, [])
+    providers, _ = _providers(ort, options.load.device, [])
     session_options = ort.SessionOptions()
     session_options.log_severity_level = 3
     try:
@@ -117,22 +117,9 @@ def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]
     return ["CPUExecutionProvider"], "amd64"
 
 
-def _dry_run(
-    graph: _Graph,
-    options: ExportOptions,
-    requested: Mapping[str, tuple[int, ...]],
-    examples: bool,
-    notes: list[str],
-) -> _Measured | None:
-    """Run the model with onnxruntime and probe its dynamic dims; None (and a note) when it cannot run."""
-    dim_orders = options.input_dim_orders
-    base, caller_fixed = _base_shapes(graph, requested, examples, dim_orders)
-    unusable = [v for v in graph.inputs if not v.is_tensor or v.dims is None]
-    if unusable:
-        names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
-        _degrade(notes, f"The onnxruntime dry-run was skipped: input(s) {names} have no known tensor shape to build.")
-        return None
-    providers, accelerator = _providers(ort, options.device, notes)
+def _dry_run_session(graph: _Graph, device: Any, notes: list[str]) -> tuple[Any, str] | None:
+    """An onnxruntime session on ``device`` for the dry-run and its accelerator; None (and a note) if it fails."""
+    providers, accelerator = _providers(ort, device, notes)
     session_options = ort.SessionOptions()
     session_options.log_severity_level = 4  # failed probes are expected; onnxruntime would log each one
     try:
@@ -147,7 +134,28 @@ def _dry_run(
     if accelerator == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         _degrade(notes, "onnxruntime could not use the CUDA provider; the dry-run ran on the CPU.")
         accelerator = "amd64"
+    return session, accelerator
 
+
+def _dry_run(
+    graph: _Graph,
+    options: ExportOptions,
+    requested: Mapping[str, tuple[int, ...]],
+    examples: bool,
+    notes: list[str],
+) -> _Measured | None:
+    """Run the model with onnxruntime and probe its dynamic dims; None (and a note) when it cannot run."""
+    dim_orders = options.probe.input_dim_orders
+    base, caller_fixed = _base_shapes(graph, requested, examples, dim_orders)
+    unusable = [v for v in graph.inputs if not v.is_tensor or v.dims is None]
+    if unusable:
+        names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
+        _degrade(notes, f"The onnxruntime dry-run was skipped: input(s) {names} have no known tensor shape to build.")
+        return None
+    opened = _dry_run_session(graph, options.load.device, notes)
+    if opened is None:
+        return None
+    session, accelerator = opened
     output_names = [o.name for o in session.get_outputs()]
     probe_inputs = [
         ProbeInput(
@@ -163,7 +171,7 @@ def _dry_run(
         _probe_axes(len(v.dims or ()), _order_of(i, len(v.dims or ()), dim_orders))
         - {a for a, d in enumerate(v.dims or ()) if isinstance(d, int)}
         - caller_fixed[i]
-        if options.probe_dynamic
+        if options.probe.probe_dynamic
         else set()
         for i, v in enumerate(graph.inputs)
     ]
@@ -174,7 +182,7 @@ def _dry_run(
         return _run_session(session, feeds, output_names)
 
     try:
-        result = probe(runner, probe_inputs, probe_dynamic=options.probe_dynamic, base_shapes=base)
+        result = probe(runner, probe_inputs, probe_dynamic=options.probe.probe_dynamic, base_shapes=base)
     except ProbeError as exc:
         _degrade(
             notes,
@@ -309,10 +317,10 @@ def _requested_params(graph: _Graph, requested: Mapping[str, tuple[int, ...]]) -
 
 def _requested_shapes(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], bool]:
     """Shapes by input name from ``example_input`` (probed) or ``input_shape`` (sizes given are fixed)."""
-    if options.example_input is not None:
-        return _shapes_by_name(options.example_input, names, "example_input", from_arrays=True), True
-    if options.input_shape is not None:
-        return _shapes_by_name(options.input_shape, names, "input_shape", from_arrays=False), False
+    if options.probe.example_input is not None:
+        return _shapes_by_name(options.probe.example_input, names, "example_input", from_arrays=True), True
+    if options.probe.input_shape is not None:
+        return _shapes_by_name(options.probe.input_shape, names, "input_shape", from_arrays=False), False
     return {}, False
 
 

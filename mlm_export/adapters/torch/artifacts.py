@@ -66,7 +66,7 @@ def plan_artifact(
     """
     fmt = fmt or _default_format(loaded)
     info = _FORMATS[fmt]
-    directory = artifact_directory(options.artifact_dir)
+    directory = artifact_directory(options.artifact.artifact_dir)
     name = artifact_name(loaded.name, info.suffix)
     notes: list[str] = []
     if fmt == "safetensors":
@@ -81,7 +81,9 @@ def plan_artifact(
         save = lambda path: torch.jit.save(scripted, str(path))  # noqa: E731
     else:
         program, notes = _to_exported(loaded, module, runner, result)
-        extra = {embedded.PT2_EXTRA_FILE: embedded.encode(options.metadata)} if options.embed_metadata else None
+        extra = (
+            {embedded.PT2_EXTRA_FILE: _embedded_text(options, description)} if options.artifact.embed_metadata else None
+        )
         save = lambda path: torch.export.save(program, str(path), extra_files=extra)  # noqa: E731
     artifact = Artifact(
         key="model",
@@ -95,13 +97,19 @@ def plan_artifact(
     return artifact, notes, ArtifactWriter(directory, (name,), lambda stage: _write(save, stage / name, fmt))
 
 
+def _embedded_text(options: ExportOptions, description: ModelDescription) -> str:
+    """The JSON embedded in the artifact (:func:`mlm_export.embedded.payload`)."""
+    payload = embedded.payload(options.artifact.metadata, name=description.name, architecture=description.architecture)
+    return embedded.encode(payload)
+
+
 def _safetensors_saver(
     module: Any, options: ExportOptions, description: ModelDescription
 ) -> tuple[Callable[[Path], None], list[str]]:
     """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
     metadata = {"format": "pt"}
-    if options.embed_metadata:
-        metadata[embedded.KEY] = embedded.encode(options.metadata)
+    if options.artifact.embed_metadata:
+        metadata[embedded.KEY] = _embedded_text(options, description)
         metadata[embedded.DESCRIPTION_KEY] = embedded.encode(description.to_dict())
     state = module.state_dict()
     plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())

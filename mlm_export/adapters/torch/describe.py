@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +92,8 @@ def measure(source: Any, options: ExportOptions) -> Measured:
 
     .. versionadded:: 0.2
     """
-    fmt = _check_format(options.artifact_format)
-    device = _resolve_device(options.device)
+    fmt = _check_format(options.artifact.artifact_format)
+    device = _resolve_device(options.load.device)
     loaded = _load_source(source, options)
     if fmt == "onnx":
         return _delegate_onnx(loaded, options)
@@ -109,11 +108,11 @@ def describe(source: Any, options: ExportOptions) -> ModelDescription:
 
     .. versionadded:: 0.1
     """
-    directory = artifact_directory(options.artifact_dir)
+    directory = artifact_directory(options.artifact.artifact_dir)
     return publish_now(
-        lambda staging: measure(source, replace(options, scratch=lambda: staging.path)),
+        lambda staging: measure(source, options.updated(scratch=lambda: staging.path)),
         directory,
-        overwrite=options.overwrite,
+        overwrite=options.artifact.overwrite,
     )
 
 
@@ -192,7 +191,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
             result = probe(
                 runner,
                 inputs.probe_inputs,
-                probe_dynamic=options.probe_dynamic,
+                probe_dynamic=options.probe.probe_dynamic,
                 base_shapes=inputs.base_shapes,
             )
         except ProbeError as exc:
@@ -307,15 +306,15 @@ def _delegate_onnx(loaded: _Loaded, options: ExportOptions) -> Measured:
         )
     module = loaded.module if loaded.kind != "exported" else loaded.program
     changes: dict[str, Any] = {"metadata": {"name": loaded.name, "architecture": loaded.architecture,
-                                            **dict(options.metadata or {})}}  # fmt: skip
+                                            **dict(options.artifact.metadata or {})}}  # fmt: skip
     runnable = module if loaded.kind != "exported" else module.module()
-    if loaded.kind != "exported" and options.input_dim_orders is None:
+    if loaded.kind != "exported" and options.probe.input_dim_orders is None:
         planned = _plan_inputs(loaded, runnable, options)
         changes["input_dim_orders"] = tuple(p.resolved_dim_order() for p in planned.probe_inputs)
-    if options.example_input is None and options.input_shape is None:
+    if options.probe.example_input is None and options.probe.input_shape is None:
         inputs = _inferred_plans(loaded, runnable)
         device = _single_device(runnable) or torch.device("cpu")
         tensors = _Runner(runnable, inputs, device).make_inputs(_base_shapes(inputs), device=device)
         args, kwargs = _call_structure(inputs, tensors)
         changes["example_input"] = kwargs if kwargs and not args else (args[0] if len(args) == 1 else args)
-    return delegate(module, dataclasses.replace(options, **changes))
+    return delegate(module, options.updated(**changes))

@@ -361,7 +361,7 @@ def _apply_layer_hint(module: Any, plans: list[_InputPlan]) -> None:
 
 def _shape_plans(module: Any, options: ExportOptions) -> _Inputs:
     """Input plans from ``input_shape`` (+ ``input_dtype``): one shape, a list of shapes, or a dict name -> shape."""
-    spec = options.input_shape
+    spec = options.probe.input_shape
     named: list[tuple[str | None, Any]]
     if isinstance(spec, Mapping):
         named = [(str(k), v) for k, v in spec.items()]
@@ -388,7 +388,7 @@ def _shape_plans(module: Any, options: ExportOptions) -> _Inputs:
                 hint="Use e.g. [-1, 3, 64, 64].",
             )
         shapes.append(values)
-    dtypes = _input_dtypes(options.input_dtype, [n for n, _ in named], len(shapes), _float_dtype(module))
+    dtypes = _input_dtypes(options.probe.input_dtype, [n for n, _ in named], len(shapes), _float_dtype(module))
     names = [n for n, _ in named]
     return _plans_from_shapes(module, names, shapes, dtypes, origin="input_shape")
 
@@ -486,14 +486,14 @@ def _inferred_plans(loaded: _Loaded, module: Any) -> _Inputs:
 
 
 def _plan_inputs(loaded: _Loaded, module: Any, options: ExportOptions) -> _Inputs:
-    if options.example_input is not None:
-        return _example_plans(module, options.example_input, "example_input")
-    if options.input_shape is not None:
+    if options.probe.example_input is not None:
+        return _example_plans(module, options.probe.example_input, "example_input")
+    if options.probe.input_shape is not None:
         return _shape_plans(module, options)
     inputs = _inferred_plans(loaded, module)
-    if options.input_dtype is not None:
+    if options.probe.input_dtype is not None:
         names = [p.keyword or p.name for p in inputs.plans]
-        dtypes = _input_dtypes(options.input_dtype, names, len(inputs.plans), _float_dtype(module))
+        dtypes = _input_dtypes(options.probe.input_dtype, names, len(inputs.plans), _float_dtype(module))
         for plan, dtype in zip(inputs.plans, dtypes, strict=True):
             plan.dtype, plan.example = dtype, None
             if not dtype.is_floating_point and not dtype.is_complex:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import math
 import os
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
@@ -27,29 +27,19 @@ if TYPE_CHECKING:
 
 def _resolve_model_class(spec: Any) -> Callable[..., Any]:
     if isinstance(spec, str):
-        module_name, sep, attr = spec.partition(":")
-        if not sep:
-            module_name, _, attr = spec.rpartition(".")
-        if not module_name or not attr:
+        try:
+            spec = pkgutil.resolve_name(spec)  # "pkg.mod:Class", "pkg.mod:Outer.Inner" or "pkg.mod.Class"
+        except ValueError as exc:
             raise ConfigurationError(
                 f"model_class={spec!r} is not an importable name.", hint="Use 'package.module:ClassName'."
-            )
-        try:
-            target: Any = importlib.import_module(module_name)
+            ) from exc
         except ImportError as exc:
             raise ConfigurationError(
-                f"model_class={spec!r}: cannot import module {module_name!r} ({exc}).",
+                f"model_class={spec!r}: cannot import module {exc.name or ''!r} ({exc}).",
                 hint="Check the spelling and that the package is installed.",
             ) from exc
-        for part in attr.split("."):
-            if not hasattr(target, part):
-                raise ConfigurationError(
-                    f"model_class={spec!r}: {target.__name__ if hasattr(target, '__name__') else target!r} "
-                    f"has no attribute {part!r}.",
-                    hint="Use 'package.module:ClassName'.",
-                )
-            target = getattr(target, part)
-        spec = target
+        except AttributeError as exc:
+            raise ConfigurationError(f"model_class={spec!r}: {exc}.", hint="Use 'package.module:ClassName'.") from exc
     if not callable(spec):
         raise ConfigurationError(
             f"model_class={spec!r} is not a class or factory.", hint="Pass a class, a factory or 'pkg.module:Class'."
@@ -120,30 +110,12 @@ def _rebuild(
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
     holds: str = "a bare state_dict",
 ) -> tuple[nn.Module, list[str]]:
-    """Build ``options.model_class`` and load the file's weights into it, checking keys and shapes first.
+    """Build ``options.load.model_class`` and load the file's weights into it, checking keys and shapes first.
 
     ``holds`` says what the file is in error messages ("a bare state_dict", "a Lightning checkpoint with a
     state_dict"...).
     """
-    notes: list[str] = []
-    if options.model_class is None:
-        count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
-        raise ConfigurationError(
-            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class= is missing.",
-            hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
-        )
-    factory = _resolve_model_class(options.model_class)
-    from_hparams = _init_kwargs(factory, hyper)
-    kwargs = {**from_hparams, **dict(options.model_kwargs or {})}
-    module = _build_on_meta(factory, kwargs)
-    module = module if module is not None else _construct(factory, kwargs)
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigurationError(
-            f"model_class returned a {type(module).__name__}, not a torch.nn.Module.",
-            hint="Pass the model's class (or a factory returning an nn.Module).",
-        )
-    if from_hparams:
-        notes.append(f"The model was built with the file's hyper_parameters {sorted(from_hparams)}.")
+    factory, kwargs, module, notes = _build_model(path, state_dict, hyper, options, header=header, holds=holds)
     own = {k: v for k, v in module.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)}
     expected = {k: tuple(v.shape) for k, v in own.items()}
     tied = _tied_keys(own)
@@ -178,6 +150,42 @@ def _rebuild(
             hint="Pass the model_class (and model_kwargs) that wrote this file.",
         )
     return module, notes
+
+
+def _build_model(
+    path: Path,
+    state_dict: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+    hyper: Mapping[str, Any],
+    options: ExportOptions,
+    *,
+    header: Mapping[str, tuple[tuple[int, ...], str]] | None,
+    holds: str = "a bare state_dict",
+) -> tuple[Callable[..., Any], dict[str, Any], nn.Module, list[str]]:
+    """The factory, its keyword arguments, the module it built (on the meta device when it can) and notes.
+
+    Raises:
+        ConfigurationError: no ``model_class``, or it cannot be built / does not build an ``nn.Module``.
+    """
+    notes: list[str] = []
+    if options.load.model_class is None:
+        count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
+        raise ConfigurationError(
+            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class= is missing.",
+            hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
+        )
+    factory = _resolve_model_class(options.load.model_class)
+    from_hparams = _init_kwargs(factory, hyper)
+    kwargs = {**from_hparams, **dict(options.load.model_kwargs or {})}
+    module = _build_on_meta(factory, kwargs)
+    module = module if module is not None else _construct(factory, kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigurationError(
+            f"model_class returned a {type(module).__name__}, not a torch.nn.Module.",
+            hint="Pass the model's class (or a factory returning an nn.Module).",
+        )
+    if from_hparams:
+        notes.append(f"The model was built with the file's hyper_parameters {sorted(from_hparams)}.")
+    return factory, kwargs, module, notes
 
 
 def _tied_keys(tensors: Mapping[str, Any]) -> dict[str, set[str]]:

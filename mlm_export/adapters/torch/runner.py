@@ -259,10 +259,10 @@ def _runnable(loaded: _Loaded, device: torch.device) -> tuple[Any, bool]:
 
 
 def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: ExportOptions) -> Any:
-    """Load a published PyTorch artifact as a module on ``options.device`` (for :mod:`mlm_export.loading`).
+    """Load a published PyTorch artifact as a module on ``options.load.device`` (for :mod:`mlm_export.loading`).
 
-    The file is opened exactly as :func:`describe` opens it: ``weights_only`` unless ``options.trust_pickle``,
-    ``options.model_class`` for weights files, ``torch.jit.load`` / ``torch.export.load`` for compiled ones.
+    The file is opened exactly as :func:`describe` opens it: ``weights_only`` unless ``options.load.trust_pickle``,
+    ``options.load.model_class`` for weights files, ``torch.jit.load`` / ``torch.export.load`` for compiled ones.
 
     Args:
         path: the artifact file.
@@ -279,7 +279,7 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
 
     .. versionadded:: 0.1
     """
-    device = _resolve_device(options.device)
+    device = _resolve_device(options.load.device)
     loaded = _load_path(Path(path), options)
     module, _can_eval = _runnable(loaded, device)
     if loaded.kind != "exported":
@@ -300,7 +300,7 @@ def run_artifact(
 
     .. versionadded:: 0.1
     """
-    device = _resolve_device(options.device)
+    device = _resolve_device(options.load.device)
     keywords = {p.name for p in _forward_parameters(model) if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     by_keyword = len(inputs) > 1 and all(name in keywords for name, _, _ in inputs)
     plans = []

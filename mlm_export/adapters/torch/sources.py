@@ -167,7 +167,7 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
     require_regular_file(path)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, options)
-    check_torch_file(path, trust_pickle=options.trust_pickle)  # before any torch loader sees the file
+    check_torch_file(path, trust_pickle=options.load.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
     if kind == "torchscript":
         with _loading(path, "a TorchScript archive"):
@@ -180,7 +180,7 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
         with _loading(path, "an ExportedProgram (.pt2)"):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
-        loaded.embedded = embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path)
+        loaded.embedded = embedded.caller_values(embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path))
         loaded.artifact = _file_artifact(path, "torch.export")
         return loaded
     if path.suffix.lower() == ".pt2":
@@ -222,7 +222,7 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
             f"Cannot read '{path}' as a PyTorch checkpoint: its pickle data is corrupt ({_first_line(refused)}).",
             hint="The file may be truncated or not a torch.save file; save it again.",
         ) from refused
-    if not options.trust_pickle:
+    if not options.load.trust_pickle:
         names = ", ".join(offending[:6]) + (f" and {len(offending) - 6} more" if len(offending) > 6 else "")
         raise UntrustedPickleError(
             f"Cannot read '{path}' safely: it holds pickled Python objects ({names or 'non-tensor objects'}), "
@@ -391,7 +391,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
             parsed = json.loads(metadata["hyper_parameters"])
             if isinstance(parsed, dict):
                 hyper = parsed
-    if options.model_class is None:
+    if options.load.model_class is None:
         raise ConfigurationError(
             f"{summary}, but a safetensors file holds no architecture to run: model_class is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
@@ -407,5 +407,5 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     loaded.notes.extend([f"{summary}.", *notes])
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
     loaded.artifact = _file_artifact(path, "safetensors")
-    loaded.embedded = embedded.decode(metadata.get(embedded.KEY), path)
+    loaded.embedded = embedded.caller_values(embedded.decode(metadata.get(embedded.KEY), path))
     return loaded

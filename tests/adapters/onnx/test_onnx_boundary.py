@@ -94,12 +94,12 @@ def test_checker_failure_carries_the_checker_message(tmp_path: Path) -> None:
 def test_invalid_in_memory_model_leaves_nothing(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     with pytest.raises(ArtifactLoadError):
-        adapter.describe(invalid_model(), ExportOptions(artifact_dir=artifacts))
+        adapter.describe(invalid_model(), ExportOptions.from_flat(artifact_dir=artifacts))
     assert not artifacts.exists()
     existing = tmp_path / "existing"
     existing.mkdir()
     with pytest.raises(ArtifactLoadError):
-        adapter.describe(invalid_model(), ExportOptions(artifact_dir=existing))
+        adapter.describe(invalid_model(), ExportOptions.from_flat(artifact_dir=existing))
     assert files_in(existing) == []
 
 

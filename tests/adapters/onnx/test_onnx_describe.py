@@ -58,5 +58,5 @@ def test_in_memory_model_with_unresolved_external_data(tmp_path: Path) -> None:
     path = save_with_external_data(linear_model(), tmp_path / "linear.onnx")
     header = onnx.load(str(path), load_external_data=False)
     with pytest.raises(ArtifactNotFoundError, match="linear.onnx.data"):
-        adapter.describe(header, ExportOptions(artifact_dir=tmp_path / "out"))
+        adapter.describe(header, ExportOptions.from_flat(artifact_dir=tmp_path / "out"))
     assert not (tmp_path / "out").exists()

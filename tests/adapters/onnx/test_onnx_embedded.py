@@ -23,7 +23,8 @@ from onnx_truth import (
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters import onnx as adapter
-from mlm_export.api import apply_overrides, export_item
+from mlm_export.api import apply_overrides, export_item, inspect_model
+from mlm_export.errors import ConfigurationError
 
 METADATA = {
     "name": "Pixel Classifier",
@@ -38,14 +39,18 @@ def test_embedded_metadata_round_trip(tmp_path: Path) -> None:
     model = conv_model()
     artifacts = tmp_path / "artifacts"
 
-    written = adapter.describe(model, ExportOptions(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA))
+    written = adapter.describe(
+        model, ExportOptions.from_flat(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA)
+    )
 
     assert not model.metadata_props  # the copy carries the metadata, not the caller's proto
     path = Path(written.artifacts[0].path)
     stored = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(stored["mlm"])["name"] == "Pixel Classifier"
 
-    recovered = adapter.describe(path, ExportOptions())
+    returned = adapter.describe(path, ExportOptions())  # the adapter returns the metadata, export_item applies it
+    assert returned.inputs[0].bands == () and returned.embedded["classes"] == METADATA["classes"]
+    recovered = inspect_model(path)
 
     assert recovered.name == "Pixel Classifier"
     assert recovered.tasks == ("semantic-segmentation",)
@@ -74,17 +79,20 @@ def test_embedding_into_a_file_writes_a_copy(tmp_path: Path) -> None:
     originals = {p.name: p.read_bytes() for p in source_dir.iterdir()}
     artifacts = tmp_path / "artifacts"
 
-    described = adapter.describe(path, ExportOptions(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA))
+    described = adapter.describe(
+        path, ExportOptions.from_flat(artifact_dir=artifacts, embed_metadata=True, metadata=METADATA)
+    )
 
     assert {p.name: p.read_bytes() for p in source_dir.iterdir()} == originals
     assert files_in(artifacts) == ["Pixel-Classifier.onnx", "conv.onnx.data"]  # one slug rule: case kept
     assert [Path(a.path).parent for a in described.artifacts] == [artifacts, artifacts]
-    recovered = adapter.describe(artifacts / "Pixel-Classifier.onnx", ExportOptions())
+    recovered = inspect_model(artifacts / "Pixel-Classifier.onnx")
     assert recovered.name == "Pixel Classifier" and recovered.inputs[0].bands == ("red", "green", "blue")
 
     # into the source's own directory: the data file is shared and the source is not overwritten
     same = adapter.describe(
-        path, ExportOptions(artifact_dir=source_dir, embed_metadata=True, metadata={**METADATA, "name": "conv"})
+        path,
+        ExportOptions.from_flat(artifact_dir=source_dir, embed_metadata=True, metadata={**METADATA, "name": "conv"}),
     )
     assert {p.name: p.read_bytes() for p in source_dir.iterdir() if p.name in originals} == originals
     assert sorted(Path(a.path).name for a in same.artifacts) == ["conv-mlm.onnx", "conv.onnx.data"]
@@ -108,23 +116,22 @@ def test_embedded_metadata_through_export_item(tmp_path: Path) -> None:
     assert_valid(item)
     copy = Path(item.assets["model"].href)
     assert copy.parent == artifacts
-    recovered = adapter.describe(copy, ExportOptions())
-    if recovered.name != "Pixel Classifier":
-        pytest.skip("api.export_item does not pass name/tasks/bands/classes in ExportOptions.metadata yet")
+    recovered = inspect_model(copy)
+    assert recovered.name == "Pixel Classifier"
     assert recovered.inputs[0].bands == ("red", "green", "blue")
     assert len(recovered.outputs[0].classes) == 4
 
 
 def test_embedded_description_dict_is_read(tmp_path: Path) -> None:
     """``metadata_props["mlm"]`` may also hold a full ``ModelDescription.to_dict()`` (as the torch adapter writes)."""
-    first = adapter.describe(conv_model(), ExportOptions(artifact_dir=tmp_path / "a"))
+    first = adapter.describe(conv_model(), ExportOptions.from_flat(artifact_dir=tmp_path / "a"))
     labelled = apply_overrides(first, name="Land Cover", bands=["r", "g", "b"], classes=["w", "x", "y", "z"])
     model = conv_model()
     onnx.helper.set_model_props(model, {"mlm": json.dumps(labelled.to_dict())})
     path = tmp_path / "conv.onnx"
     onnx.save(model, str(path))
 
-    recovered = adapter.describe(path, ExportOptions())
+    recovered = inspect_model(path)
 
     assert recovered.name == "Land Cover"
     assert recovered.inputs[0].bands == ("r", "g", "b")
@@ -139,3 +146,17 @@ def test_invalid_embedded_metadata_is_ignored_with_a_warning(tmp_path: Path) -> 
     with pytest.warns(RuntimeWarning, match="not JSON"):
         described = adapter.describe(path, ExportOptions())
     assert described.name == "linear"
+
+
+def test_embedded_values_that_do_not_fit_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    """Embedded values are defaults: two band names for a three-channel input warn instead of failing the export."""
+    model = conv_model()
+    onnx.helper.set_model_props(model, {"mlm": json.dumps({"name": "Two Bands", "bands": ["a", "b"]})})
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    with pytest.warns(RuntimeWarning, match="could not be applied"):
+        recovered = inspect_model(path)
+    assert recovered.inputs[0].bands == ()
+    # the caller's own values that do not fit are still an error
+    with pytest.raises(ConfigurationError, match="bands"):
+        inspect_model(path, bands=["x", "y"])

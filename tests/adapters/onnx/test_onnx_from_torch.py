@@ -77,7 +77,9 @@ def test_torch_module_exported_with_external_data(tmp_path: Path) -> None:
     module = conv_net().train()
     artifacts = tmp_path / "artifacts"
 
-    described = adapter.describe_torch_module(module, ExportOptions(input_shape=(1, 3, 32, 32), artifact_dir=artifacts))
+    described = adapter.describe_torch_module(
+        module, ExportOptions.from_flat(input_shape=(1, 3, 32, 32), artifact_dir=artifacts)
+    )
 
     assert module.training and all(m.training for m in module.modules())  # flags restored
     assert files_in(artifacts) == ["Sequential.onnx", "Sequential.onnx.data"]
@@ -105,7 +107,7 @@ def test_torch_module_with_fixed_spatial_size(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
 
     described = adapter.describe_torch_module(
-        module, ExportOptions(example_input=torch.randn(2, 3, 16, 16), artifact_dir=artifacts)
+        module, ExportOptions.from_flat(example_input=torch.randn(2, 3, 16, 16), artifact_dir=artifacts)
     )
 
     path = Path(described.artifacts[0].path)
@@ -139,7 +141,7 @@ def test_export_item_with_artifact_format_onnx(tmp_path: Path) -> None:
 def test_torch_module_needs_an_example(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     with pytest.raises(ConfigurationError, match="input_shape"):
-        adapter.describe_torch_module(conv_net(), ExportOptions(artifact_dir=artifacts))
+        adapter.describe_torch_module(conv_net(), ExportOptions.from_flat(artifact_dir=artifacts))
     assert not artifacts.exists()
 
 
@@ -147,7 +149,9 @@ def test_torch_module_needs_an_example(tmp_path: Path) -> None:
 def test_torch_forward_failure_leaves_nothing(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     with pytest.raises(ProbeError, match="boom"):
-        adapter.describe_torch_module(broken(), ExportOptions(input_shape=(1, 3, 8, 8), artifact_dir=artifacts))
+        adapter.describe_torch_module(
+            broken(), ExportOptions.from_flat(input_shape=(1, 3, 8, 8), artifact_dir=artifacts)
+        )
     assert not artifacts.exists()
 
 

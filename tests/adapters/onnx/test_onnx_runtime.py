@@ -25,34 +25,34 @@ def test_input_shape_fixes_the_sizes_given(tmp_path: Path) -> None:
     path = tmp_path / "conv.onnx"
     onnx.save(conv_model(), str(path))
 
-    described = adapter.describe(path, ExportOptions(input_shape=(-1, 3, 32, 48)))
+    described = adapter.describe(path, ExportOptions.from_flat(input_shape=(-1, 3, 32, 48)))
     assert described.inputs[0].shape == (-1, 3, 32, 48)
     assert described.outputs[0].shape == (-1, 4, 32, 48)
 
-    described = adapter.describe(path, ExportOptions(input_shape={"image": (2, 3, -1, -1)}))
+    described = adapter.describe(path, ExportOptions.from_flat(input_shape={"image": (2, 3, -1, -1)}))
     assert described.inputs[0].shape == (2, 3, -1, -1)
     assert described.outputs[0].shape == (2, 4, -1, -1)
 
     with pytest.raises(ConfigurationError, match="input_shape"):
-        adapter.describe(path, ExportOptions(input_shape=(1, 3, 32)))
+        adapter.describe(path, ExportOptions.from_flat(input_shape=(1, 3, 32)))
     with pytest.raises(ConfigurationError, match="fixed"):
-        adapter.describe(path, ExportOptions(input_shape=(1, 5, 32, 32)))
+        adapter.describe(path, ExportOptions.from_flat(input_shape=(1, 5, 32, 32)))
     with pytest.raises(ConfigurationError, match="nope"):
-        adapter.describe(path, ExportOptions(input_shape={"nope": (1, 3, 8, 8)}))
+        adapter.describe(path, ExportOptions.from_flat(input_shape={"nope": (1, 3, 8, 8)}))
 
 
 def test_example_input_sizes_are_probed(tmp_path: Path) -> None:
     path = tmp_path / "conv.onnx"
     onnx.save(conv_model(), str(path))
     example = np.zeros((1, 3, 24, 24), np.float32)
-    described = adapter.describe(path, ExportOptions(example_input=example))
+    described = adapter.describe(path, ExportOptions.from_flat(example_input=example))
     assert described.inputs[0].shape == (-1, 3, -1, -1)
 
 
 def test_probe_dynamic_false_keeps_declared_dims(tmp_path: Path) -> None:
     path = tmp_path / "conv.onnx"
     onnx.save(conv_model(), str(path))
-    described = adapter.describe(path, ExportOptions(probe_dynamic=False))
+    described = adapter.describe(path, ExportOptions.from_flat(probe_dynamic=False))
     assert described.inputs[0].shape == (-1, 3, -1, -1)
     assert described.outputs[0].shape == (-1, 4, -1, -1)
 
@@ -63,9 +63,9 @@ def test_cuda_request_without_cuda_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "linear.onnx"
     onnx.save(linear_model(), str(path))
     with pytest.raises(ConfigurationError, match="CUDAExecutionProvider"):
-        adapter.describe(path, ExportOptions(device="cuda"))
+        adapter.describe(path, ExportOptions.from_flat(device="cuda"))
     with pytest.raises(ConfigurationError, match="only the CPU and CUDA"):
-        adapter.describe(path, ExportOptions(device="mps"))
+        adapter.describe(path, ExportOptions.from_flat(device="mps"))
 
 
 @pytest.mark.cuda
@@ -73,5 +73,5 @@ def test_cuda_request_without_cuda_is_refused(tmp_path: Path) -> None:
 def test_cuda_dry_run(tmp_path: Path) -> None:
     path = tmp_path / "linear.onnx"
     onnx.save(linear_model(), str(path))
-    described = adapter.describe(path, ExportOptions(device="cuda"))
+    described = adapter.describe(path, ExportOptions.from_flat(device="cuda"))
     assert described.accelerator is None  # where the dry-run ran does not bind the file to CUDA

@@ -236,7 +236,14 @@ def test_embed_metadata_in_safetensors(tmp_path: Path) -> None:
     item = export_item(tm.TinyMLP(), artifact_dir=tmp_path, embed_metadata=True, name="tiny-mlp")
     with safetensors.safe_open(str(tmp_path / "TinyMLP.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
-    assert json.loads(metadata["mlm"]) == {"name": "tiny-mlp"}
+    from mlm_export import __version__
+
+    # the one object every format embeds: the caller's values, the architecture (the module's class), the generator
+    assert json.loads(metadata["mlm"]) == {
+        "name": "tiny-mlp",
+        "architecture": f"{tm.TinyMLP.__module__}.TinyMLP",
+        "generator": f"mlm-export {__version__}",
+    }
     embedded = json.loads(metadata["mlm.description"])
     assert embedded["total_parameters"] == item.properties["mlm:total_parameters"]
     assert embedded["inputs"][0]["shape"] == [-1, 6]
@@ -297,7 +304,7 @@ def test_load_and_run_artifact_round_trip(fmt: str, tmp_path: Path) -> None:
     example = {"image": torch.randn(1, 3, 32, 32), "side": torch.randn(1, 4)}
     item = export_item(model, example_input=example, artifact_format=fmt, artifact_dir=tmp_path)
     asset = item.assets["model"]
-    options = ExportOptions(model_class=tm.TwoInputNet)
+    options = ExportOptions.from_flat(model_class=tm.TwoInputNet)
     loaded = torch_adapter.load_artifact(asset.href, asset.extra_fields["mlm:artifact_type"], options)
     measured = torch_adapter.run_artifact(loaded, [("image", (2, 3, 32, 32), "float32"), ("side", (2, 4), "float32")],
                                           options)  # fmt: skip
