@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,8 @@ from mlm_export.publishing import Measured, artifact_directory, publish_with_ret
 
 if TYPE_CHECKING:
     import pystac
+
+logger = logging.getLogger(__name__)
 
 #: Stands for a sha2-256 multihash still being computed (validity does not depend on the digest's digits).
 PLACEHOLDER_CHECKSUM = "1220" + "0" * 64
@@ -80,8 +83,9 @@ def export_item(
     model_kwargs: Mapping[str, Any] | None = None,
     device: Any = "cpu",
     trust_pickle: bool = False,
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None,
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | Mapping[str, Any] | str | None = None,
     resize_type: str | None = None,
+    none_applies: Sequence[str] | None = None,
     dim_orders: Mapping[str, Sequence[str]] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     pretrained: bool | None = None,
@@ -114,11 +118,14 @@ def export_item(
         input_shape: shape(s) to dry-run with when there is no example input; -1 marks a dynamic dimension.
         input_dtype: dtype of the generated input (default float32).
         tasks: MLM tasks; inferred from the output shapes when omitted (the item description says so).
-        bands: band names of the (first image) input, in channel order.
+        bands: band names of the (first image) input, in channel order; for several inputs a mapping by input
+            name (``{"optical": [...], "sar": ["VV", "VH"]}``).
         classes: class names, dicts or :class:`ClassInfo` for the classification/segmentation output.
-        name: ``mlm:name``; defaults to the model's class name.
-        item_id: the Item id; defaults to a slug of the name.
-        collection: collection id written on the Item.
+        name: ``mlm:name``; defaults to the Item id (the class or file name, lowercase, plus the first 8 hex digits
+            of the model file's sha2-256), so that it is distinct from ``mlm:architecture`` and unique.
+        item_id: the Item id; defaults to the lowercase name plus the first 8 hex digits of the model's digest.
+        collection: collection id written on the Item, with a ``collection`` link to ``../collection.json`` (the
+            local catalog layout).
         description: free text for the Item.
         bbox: spatial extent [west, south, east, north] in WGS84; the whole globe (with a warning) when omitted.
         geometry: GeoJSON geometry of the extent; derived from ``bbox`` when omitted.
@@ -132,8 +139,13 @@ def export_item(
         model_kwargs: keyword arguments for ``model_class``.
         device: where the dry-run happens: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         trust_pickle: allow unpickling arbitrary objects from the model file (only for files you trust).
-        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all.
-        resize_type: ``resize_type`` of the (first) input.
+        value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all (a mapping by
+            input name for several inputs); ``"none"`` when
+            no scaling applies (an explicit ``null``). Left out (with a warning) when unknown: MLM reads an omitted
+            field as "none applies".
+        resize_type: ``resize_type`` of the (first) input; ``"none"`` when no resizing applies.
+        none_applies: other nullable fields that do not apply (written as ``null``): ``pre_processing_function``,
+            ``post_processing_function`` (also ``value_scaling``, ``resize_type``).
         dim_orders: dim_order overrides by input/output name.
         hyperparameters: ``mlm:hyperparameters`` (merged over the measured ones).
         pretrained: whether the weights come from pre-training.
@@ -184,9 +196,16 @@ def export_item(
         citation=citation, publications=publications, links=links,
     )  # fmt: skip
     hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
+    entrypoint = entrypoint_of(model_class)
+    if entrypoint is not None and "model_class" not in (hyperparameters or {}):
+        # How to rebuild the model from the weights, so that `check` needs no flag the export already had.
+        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
+        if model_kwargs:
+            hyperparameters.setdefault("model_kwargs", dict(model_kwargs))
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
-        resize_type=resize_type, pretrained=pretrained, pretrained_source=pretrained_source, license=license,
+        resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
+        license=license,
         bbox=bbox, geometry=geometry, datetime=datetime, start_datetime=start_datetime, end_datetime=end_datetime,
         dim_orders=dim_orders, hyperparameters=hyperparameters, links=links,
     )  # fmt: skip
@@ -282,11 +301,42 @@ def _export(
             if renamed is not None:
                 item = renamed
                 _fill_checksums(item, described, pending)
+            name_given = given.name is not None or "name" in measured.description.embedded
+            _default_names(item, described, build.item_id, name_given=name_given)
+            for note in described.notes:
+                logger.warning("%s", note)
             return item
         except BaseException:
             for future in pending.values():
                 future.cancel()
             raise
+
+
+def entrypoint_of(model_class: Any) -> str | None:
+    """``"pkg.module:Class"`` for a ``model_class`` string or an importable class (None for lambdas, ``__main__``)."""
+    if isinstance(model_class, str):
+        return model_class
+    module, qualname = getattr(model_class, "__module__", None), getattr(model_class, "__qualname__", "")
+    if not isinstance(module, str) or module == "__main__" or "<" in qualname or not qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _default_names(item: pystac.Item, described: ModelDescription, item_id: str | None, *, name_given: bool) -> None:
+    """Default id (and ``mlm:name``) from the final digest: lowercase name + 8 hex digits of the model's sha2-256."""
+    from mlm_export.stac.builder import default_item_id
+
+    model = next((a for a in described.artifacts if a.is_model), None)
+    checksum = item.assets[model.key].extra_fields.get("file:checksum") if model and model.key in item.assets else None
+    if model is not None and isinstance(checksum, str):
+        described = described.replace(
+            artifacts=tuple(replace(a, file_checksum=checksum) if a is model else a for a in described.artifacts)
+        )
+    default = default_item_id(described, with_digest=True)
+    if item_id is None:
+        item.id = default
+    if not name_given:
+        item.properties["mlm:name"] = default
 
 
 def _fill_checksums(item: pystac.Item, described: ModelDescription, pending: Mapping[str, Future[FileDigest]]) -> None:

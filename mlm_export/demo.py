@@ -45,6 +45,7 @@ def run(output: Path, *, overwrite: bool = True) -> Path:
         bands=SENTINEL2_BANDS,
         classes=EUROSAT_CLASSES,
         name="resnet18-sentinel2-demo",
+        item_id="resnet18-sentinel2-demo",  # a fixed id: the demo is re-run and published under this name
         description="Demo: torchgeo ResNet-18 over the 13 Sentinel-2 L1C bands (random weights).",
         bbox=[-31.3, 34.5, 44.8, 71.2],
         start_datetime="2017-01-01T00:00:00Z",

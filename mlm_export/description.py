@@ -175,6 +175,24 @@ class TensorSpec:
         )
 
 
+#: Nullable fields of an input/output that MLM reads as "none applies" when null *or omitted*. ``None`` in a spec
+#: means unknown (the builder omits the field and warns); naming the field in ``none_applies`` writes an explicit
+#: ``null`` because the caller said that no scaling/resizing/processing applies.
+INPUT_NULLABLE: tuple[str, ...] = ("value_scaling", "resize_type", "pre_processing")
+OUTPUT_NULLABLE: tuple[str, ...] = ("post_processing",)
+
+
+def _check_none_applies(spec: TensorSpec, allowed: tuple[str, ...]) -> None:
+    names = tuple(spec.none_applies)  # type: ignore[attr-defined]
+    object.__setattr__(spec, "none_applies", names)
+    for field_name in names:
+        _require(field_name in allowed, f"{spec.name!r}: none_applies names {field_name!r}, not one of {allowed}.")
+        _require(
+            getattr(spec, field_name) is None,
+            f"{spec.name!r}: {field_name} is both given and declared as not applying (none_applies).",
+        )
+
+
 @dataclass(frozen=True)
 class InputSpec(TensorSpec):
     """A model input with its band names, scaling, resize and pre-processing."""
@@ -183,9 +201,11 @@ class InputSpec(TensorSpec):
     value_scaling: tuple[ValueScaling, ...] | None = None
     resize_type: str | None = None
     pre_processing: tuple[dict[str, Any], ...] | None = None
+    none_applies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_none_applies(self, INPUT_NULLABLE)
         object.__setattr__(self, "bands", tuple(self.bands))
         if self.value_scaling is not None:
             object.__setattr__(self, "value_scaling", tuple(self.value_scaling))
@@ -208,9 +228,11 @@ class OutputSpec(TensorSpec):
     classes: tuple[ClassInfo, ...] = ()
     bands: tuple[str, ...] = ()
     post_processing: tuple[dict[str, Any], ...] | None = None
+    none_applies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_none_applies(self, OUTPUT_NULLABLE)
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "bands", tuple(self.bands))

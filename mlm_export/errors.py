@@ -145,3 +145,7 @@ class AuthenticationError(STACAPIError):
 
 class ItemExistsError(STACAPIError):
     """The STAC API already holds the item (409) and ``if_exists="error"``."""
+
+
+class UntrustedCodeError(ConfigurationError):
+    """An Item names code to import (its ``model_class`` / ``mlm:entrypoint``) and ``trust_code`` is False."""

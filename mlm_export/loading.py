@@ -21,6 +21,7 @@ from mlm_export.errors import (
     ConfigurationError,
     ItemValidationError,
     UnsupportedSourceError,
+    UntrustedCodeError,
     UnverifiedArtifactError,
 )
 from mlm_export.hashing import hash_file
@@ -237,6 +238,45 @@ def _loader(artifact_type: str) -> Any:
     return _import_adapter(module, f"an artifact of type {artifact_type!r}")
 
 
+#: Artifact types that hold weights only: they need the model's class to be rebuilt.
+WEIGHTS_TYPES = ("safetensors.torch.save_file", "torch.save")
+
+
+def recorded_entrypoint(document: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The ``"pkg.module:Class"`` and keyword arguments an Item records for rebuilding its model.
+
+    Read from the ``mlm:entrypoint`` of a source-code asset (``mlm:source_code``) when there is one, else from
+    ``mlm:hyperparameters["model_class"]``; the keyword arguments from ``mlm:hyperparameters["model_kwargs"]``.
+    """
+    props = document.get("properties") or {}
+    hyper = props.get("mlm:hyperparameters") or {}
+    entrypoint = None
+    for asset in (document.get("assets") or {}).values():
+        if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
+            entrypoint = asset["mlm:entrypoint"]
+            break
+    if entrypoint is None and isinstance(hyper.get("model_class"), str):
+        entrypoint = hyper["model_class"]
+    kwargs = hyper.get("model_kwargs")
+    return entrypoint, dict(kwargs) if isinstance(kwargs, Mapping) else {}
+
+
+def _recorded_class(
+    document: Mapping[str, Any], artifact: ModelArtifact, model_kwargs: Mapping[str, Any] | None, trust_code: bool
+) -> tuple[Any, Mapping[str, Any] | None]:
+    """The Item's recorded model class and kwargs, imported only with ``trust_code`` (else a typed refusal)."""
+    entrypoint, recorded_kwargs = recorded_entrypoint(document)
+    if entrypoint is None or artifact.artifact_type not in WEIGHTS_TYPES:
+        return None, model_kwargs
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"The item records model_class {entrypoint!r} to rebuild '{artifact.path.name}'; importing it runs that "
+            "code, and trust_code is off.",
+            hint="Pass trust_code=True if you trust the item's code, or give model_class= yourself.",
+        )
+    return entrypoint, model_kwargs if model_kwargs is not None else recorded_kwargs
+
+
 def load_model(
     item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
     *,
@@ -244,6 +284,7 @@ def load_model(
     model_class: Any = None,
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
     device: Any = "cpu",
     verify: bool = True,
     allow_outside: Sequence[str | os.PathLike[str]] = (),
@@ -258,6 +299,8 @@ def load_model(
         model_class: class or factory (or ``"pkg.mod:Class"``) that rebuilds a module from weights.
         model_kwargs: keyword arguments of ``model_class``.
         trust_pickle: allow unpickling arbitrary objects (trusted files only).
+        trust_code: without ``model_class``, import the class the Item records (its source-code asset's
+            ``mlm:entrypoint`` or ``mlm:hyperparameters.model_class``, with ``model_kwargs``); refused otherwise.
         device: where a PyTorch model is placed (ONNX: the execution provider follows it).
         verify: refuse a file whose size or sha2-256 differ from the Item, or that the Item gives no checksum for.
             ``False`` loads it unchecked (trusted files only).
@@ -274,6 +317,9 @@ def load_model(
     .. versionadded:: 0.1
     """
     artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    if model_class is None:
+        document, _ = _item_document(item, allow_outside)
+        model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
     members, index = _shard_set(item, artifact, allow_outside)
     if verify:
         for member in members:  # every shard of a sharded checkpoint, and its index
@@ -329,6 +375,7 @@ def check_item(
     model_class: Any = None,
     model_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
     device: Any = "cpu",
     max_dry_run_memory: int | str | None = None,
     dry_run_timeout: float | None = 600.0,
@@ -336,6 +383,9 @@ def check_item(
     allow_outside: Sequence[str | os.PathLike[str]] = (),
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
+
+    Takes the arguments of :func:`load_model` (``trust_code=True`` rebuilds the model from the class the Item
+    records, so that no argument the export already had is needed again).
 
     Returns:
         A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
@@ -356,6 +406,7 @@ def check_item(
         model_class=model_class,
         model_kwargs=model_kwargs,
         trust_pickle=trust_pickle,
+        trust_code=trust_code,
         device=device,
         verify=verify,
         allow_outside=allow_outside,

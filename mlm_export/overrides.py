@@ -43,12 +43,13 @@ class Overrides:
     """Everything the caller knows about the model; None (or empty) means "not given"."""
 
     tasks: Sequence[str] | None = None
-    bands: Sequence[str | Mapping[str, Any]] | None = None
+    bands: Sequence[str | Mapping[str, Any]] | Mapping[str, Sequence[Any]] | None = None
     classes: Sequence[str | Mapping[str, Any] | ClassInfo] | None = None
     name: str | None = None
     description: str | None = None
-    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | None = None
+    value_scaling: Sequence[ValueScaling | Mapping[str, Any]] | Mapping[str, Any] | str | None = None
     resize_type: str | None = None
+    none_applies: Sequence[str] | None = None
     pretrained: bool | None = None
     pretrained_source: str | None = None
     license: str | None = None
@@ -133,11 +134,13 @@ def embeddable_metadata(**values: Any) -> dict[str, Any]:
     for key, value in values.items():
         if value is None:
             continue
-        if key in ("tasks", "bands"):
+        if key in ("bands", "value_scaling") and isinstance(value, Mapping):  # by input name (several inputs)
+            value = {str(k): embeddable_metadata(**{key: v})[key] for k, v in value.items()}
+        elif key in ("tasks", "bands"):
             value = [v if isinstance(v, str) else dict(v) for v in value]
         elif key == "classes":
             value = [c.to_dict() for c in classes_from(value)]
-        elif key == "value_scaling":
+        elif key == "value_scaling" and not isinstance(value, str):
             value = [v.to_dict() if isinstance(v, ValueScaling) else dict(v) for v in value]
         result[key] = value
     return result
@@ -175,7 +178,14 @@ def _apply(described: ModelDescription, given: Overrides) -> ModelDescription:
     _apply_dim_orders(inputs, outputs, given.dim_orders or {})
     if given.bands is not None:
         inputs, changes["band_definitions"] = _apply_bands(inputs, given.bands)
-    _apply_scaling(inputs, given)
+    scaling = {
+        "value_scaling": given.value_scaling,
+        "resize_type": given.resize_type,
+        "none_applies": given.none_applies,
+    }
+    inputs, outputs = _apply_none_applies(inputs, outputs, scaling)
+    if scaling["value_scaling"] is not None or scaling["resize_type"] is not None:
+        inputs = _apply_scaling(inputs, scaling["value_scaling"], scaling["resize_type"])
     outputs, changes["tasks"], note = _apply_tasks(described, outputs, given.tasks)
     notes.extend([note] if note else [])
     hyper = _hyperparameters(described, given)
@@ -199,26 +209,6 @@ def _apply_dim_orders(inputs: list[InputSpec], outputs: list[OutputSpec], orders
         if not matched:
             names = [s.name for s in (*inputs, *outputs)]
             raise ConfigurationError(f"dim_orders names {key!r}, which is no input or output ({names}).")
-
-
-def _apply_scaling(inputs: list[InputSpec], given: Overrides) -> None:
-    if given.value_scaling is None and given.resize_type is None:
-        return
-    scaling = None
-    if given.value_scaling is not None:
-        scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in given.value_scaling)
-        axis = _channel_axis(inputs[0])
-        channels = inputs[0].shape[axis] if axis is not None else -1
-        if len(scaling) not in (1, channels) and channels != -1:
-            raise ConfigurationError(
-                f"value_scaling has {len(scaling)} entries but input {inputs[0].name!r} has {channels} channels.",
-                hint="Give one entry per channel, or a single entry for all.",
-            )
-    inputs[0] = replace(
-        inputs[0],
-        value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
-        resize_type=given.resize_type if given.resize_type is not None else inputs[0].resize_type,
-    )
 
 
 def _apply_tasks(
@@ -266,17 +256,12 @@ def _hyperparameters(described: ModelDescription, given: Overrides) -> dict[str,
 def _apply_class_info(
     outputs: list[OutputSpec], classes: Sequence[Any] | None, hyper: Mapping[str, Any]
 ) -> list[OutputSpec]:
+    """Classes only when known (caller, weights metadata, datamodule, embedded metadata): never placeholders.
+
+    The output shape already says how many classes there are; "class_0 ... class_999" would say nothing more.
+    """
     if classes is not None:
         return _apply_classes(outputs, classes_from(classes), strict=True)
-    if any(o.classes for o in outputs):
-        return outputs
-    count = hyper.get("num_classes")
-    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-        return _apply_classes(outputs, classes_from(count), strict=False)
-    for index, out in enumerate(outputs):
-        axis = _class_axis(out)
-        if "classification" in out.tasks and axis is not None and out.shape[axis] > 1:
-            outputs[index] = replace(out, classes=classes_from(out.shape[axis]))
     return outputs
 
 
@@ -301,35 +286,98 @@ def _channel_axis(spec: InputSpec) -> int | None:
     return None
 
 
-def _apply_bands(
-    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]]
-) -> tuple[list[InputSpec], tuple[Band, ...]]:
+def _band_definitions(bands: Sequence[str | Mapping[str, Any]], argument: str) -> tuple[Band, ...]:
     definitions = tuple(
         Band(name=str(b)) if isinstance(b, str) else Band(name=str(b["name"]), description=b.get("description"))
         for b in bands
     )
-    names = tuple(b.name for b in definitions)
+    names = [b.name for b in definitions]
     if len(set(names)) != len(names):
-        raise ConfigurationError(f"bands={list(names)} repeats a name.", hint="Give each band once, in channel order.")
+        raise ConfigurationError(f"{argument}={names} repeats a name.", hint="Give each band once, in channel order.")
+    return definitions
+
+
+def _input_named(inputs: list[InputSpec], name: str, argument: str) -> int:
     for index, spec in enumerate(inputs):
-        axis = _channel_axis(spec)
-        if axis is None:
-            continue
-        size = spec.shape[axis]
-        if size not in (-1, len(names)):
-            raise ConfigurationError(
-                f"bands= names {len(names)} bands but input {spec.name!r} has {size} channels "
-                f"(shape {list(spec.shape)}).",
-                hint="Give one band name per input channel, in channel order.",
-            )
-        order = list(spec.dim_order)
-        order[axis] = "bands"
-        inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
-        return inputs, definitions
+        if spec.name == name:
+            return index
+    raise ConfigurationError(
+        f"{argument} names input {name!r}, which the model does not have ({[s.name for s in inputs]}).",
+        hint="Key the mapping by the input names that inspect_model / mlm-export inspect shows.",
+    )
+
+
+def _set_bands(inputs: list[InputSpec], index: int, names: tuple[str, ...], argument: str) -> bool:
+    """Put ``names`` on input ``index`` (its channel axis becomes ``bands``); False when it has no channel axis."""
+    spec = inputs[index]
+    axis = _channel_axis(spec)
+    if axis is None:
+        return False
+    size = spec.shape[axis]
+    if size not in (-1, len(names)):
+        raise ConfigurationError(
+            f"{argument} names {len(names)} bands but input {spec.name!r} has {size} channels "
+            f"(shape {list(spec.shape)}).",
+            hint="Give one band name per input channel, in channel order.",
+        )
+    order = list(spec.dim_order)
+    order[axis] = "bands"
+    inputs[index] = replace(spec, bands=names, dim_order=tuple(order))
+    return True
+
+
+def _apply_bands(
+    inputs: list[InputSpec], bands: Sequence[str | Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+) -> tuple[list[InputSpec], tuple[Band, ...]]:
+    """Band names of the first input with a channel axis, or of each input named in a mapping (multi-input)."""
+    if isinstance(bands, Mapping) and not ("name" in bands and isinstance(bands.get("name"), str)):
+        definitions: dict[str, Band] = {}
+        for input_name, entries in bands.items():
+            argument = f"bands[{input_name!r}]"
+            own = _band_definitions(entries, argument)
+            index = _input_named(inputs, str(input_name), "bands=")
+            if not _set_bands(inputs, index, tuple(b.name for b in own), argument):
+                raise ConfigurationError(f"{argument}: input {input_name!r} has no channel dimension.")
+            definitions.update({b.name: b for b in own if b.name not in definitions})
+        return inputs, tuple(definitions.values())
+    definitions_list = _band_definitions(bands, "bands")  # type: ignore[arg-type]
+    names = tuple(b.name for b in definitions_list)
+    for index in range(len(inputs)):
+        if _set_bands(inputs, index, names, "bands="):
+            return inputs, definitions_list
     raise ConfigurationError(
         "bands= was given but no input has a channel dimension.",
         hint="Set dim_orders= so that one input has a 'channel' dimension.",
     )
+
+
+def _scaling_of(entries: Any, spec: InputSpec, argument: str) -> tuple[ValueScaling, ...]:
+    scaling = tuple(v if isinstance(v, ValueScaling) else ValueScaling(**dict(v)) for v in entries)
+    axis = _channel_axis(spec)
+    channels = spec.shape[axis] if axis is not None else -1
+    if len(scaling) not in (1, channels) and channels != -1:
+        raise ConfigurationError(
+            f"{argument} has {len(scaling)} entries but input {spec.name!r} has {channels} channels.",
+            hint="Give one entry per channel, or a single entry for all.",
+        )
+    return scaling
+
+
+def _apply_scaling(inputs: list[InputSpec], value_scaling: Any, resize_type: str | None) -> list[InputSpec]:
+    """value_scaling of the first input, or of each input named in a mapping; resize_type of the first input."""
+    if isinstance(value_scaling, Mapping) and "type" not in value_scaling:
+        for input_name, entries in value_scaling.items():
+            index = _input_named(inputs, str(input_name), "value_scaling=")
+            scaling = _scaling_of(entries, inputs[index], f"value_scaling[{input_name!r}]")
+            inputs[index] = replace(inputs[index], value_scaling=scaling)
+        value_scaling = None
+    scaling = _scaling_of(value_scaling, inputs[0], "value_scaling") if value_scaling is not None else None
+    inputs[0] = replace(
+        inputs[0],
+        value_scaling=scaling if scaling is not None else inputs[0].value_scaling,
+        resize_type=resize_type if resize_type is not None else inputs[0].resize_type,
+    )
+    return inputs
 
 
 def _class_axis(spec: OutputSpec) -> int | None:
@@ -359,6 +407,34 @@ def _apply_classes(outputs: list[OutputSpec], classes: tuple[ClassInfo, ...], *,
             hint="Pass tasks=['classification'] (or a segmentation task) too.",
         )
     return outputs
+
+
+#: What the caller writes for "none applies" (an explicit ``null`` in the Item), e.g. ``resize_type="none"``.
+NONE_APPLIES = "none"
+
+
+def _apply_none_applies(
+    inputs: list[InputSpec], outputs: list[OutputSpec], kw: dict[str, Any]
+) -> tuple[list[InputSpec], list[OutputSpec]]:
+    """Record the nullable fields the caller says do not apply; ``"none"`` values are consumed from ``kw``."""
+    names = {str(n).removesuffix("_function") for n in (kw.get("none_applies") or ())}
+    for key in ("value_scaling", "resize_type"):
+        if isinstance(kw[key], str) and kw[key].lower() == NONE_APPLIES:
+            names.add(key)
+            kw[key] = None
+    unknown = names - {"value_scaling", "resize_type", "pre_processing", "post_processing"}
+    if unknown:
+        raise ConfigurationError(
+            f"none_applies names {sorted(unknown)}.",
+            hint="Name value_scaling, resize_type, pre_processing_function or post_processing_function.",
+        )
+    if not names:
+        return inputs, outputs
+    in_names = tuple(n for n in ("value_scaling", "resize_type", "pre_processing") if n in names)
+    out_names = ("post_processing",) if "post_processing" in names else ()
+    inputs = [replace(i, none_applies=tuple(dict.fromkeys((*i.none_applies, *in_names)))) for i in inputs]
+    outputs = [replace(o, none_applies=tuple(dict.fromkeys((*o.none_applies, *out_names)))) for o in outputs]
+    return inputs, outputs
 
 
 def _as_link(link: Link | Mapping[str, Any]) -> Link:

@@ -185,7 +185,10 @@ def output_dim_order(
     rank = len(shape)
     for order in input_dim_orders:
         default = LAYOUTS.get(LAYOUT_BY_RANK.get(len(order), ""))
-        if len(order) == rank and tuple(order) != default and "bands" not in order:
+        # A token axis is kept only where the output follows the number of tokens (a per-token output): a pooled
+        # [batch, N] output of a token model is a class (or feature) axis.
+        per_token = "token" not in order or shape[list(order).index("token")] == -1
+        if len(order) == rank and tuple(order) != default and "bands" not in order and per_token:
             if "height" in order:
                 return tuple("class" if d == "channel" else d for d in order)
             return tuple(order)
@@ -205,7 +208,8 @@ def output_dim_order(
 
 def infer_output_task(out: MeasuredTensor | TensorLike) -> str | None:
     """The task of one output (by its shape), or None for non-tensor outputs."""
-    if getattr(out, "kind", "tensor") != "tensor" or out.data_type == "other":
+    # The dtype does not change what an output means: a bfloat16 ("other") map is as segmentation as a float32 one.
+    if getattr(out, "kind", "tensor") != "tensor":
         return None
     shape = out.shape
     order = tuple(getattr(out, "dim_order", ()) or ())
@@ -213,7 +217,7 @@ def infer_output_task(out: MeasuredTensor | TensorLike) -> str | None:
         return "semantic-segmentation" if shape[order.index("class")] != 1 else "regression"
     if len(shape) in (4, 5) and shape[-3] != 1:
         return "semantic-segmentation"
-    if len(shape) == 2 and shape[1] != 1:
+    if len(shape) == 2 and shape[1] != 1 and (not order or "class" in order):
         return "classification"
     return "regression"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlm_export.description import ModelDescription
 from mlm_export.errors import OutputError, OutputExistsError
-from mlm_export.files import Staging, default_artifact_dir, exists_error, resolve_output
+from mlm_export.files import Staging, default_artifact_dir, exists_error, file_mode, resolve_output
 
 #: Tries to find a free name when a concurrent export takes the natural one between check and publication.
 _PUBLISH_TRIES = 3
@@ -82,6 +82,8 @@ def write_staged(measured: Measured, staging: Staging) -> dict[str, Path]:
         path = staging.path / name
         if not path.is_file():
             raise OutputError(f"The artifact '{writer.directory / name}' was not written.", hint="Please report a bug.")
+        # Some writers (safetensors) create 0600 files: published files get the mode the umask gives.
+        os.chmod(path, file_mode())
         staged[str(writer.directory / name)] = path
     return staged
 

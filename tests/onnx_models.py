@@ -139,8 +139,12 @@ def big_external_model(directory: Path, size_mb: int, *, name: str = "big") -> P
 
 
 def initializer_elements(model: onnx.ModelProto) -> int:
-    """Ground truth: the element count of every initializer of the main graph (numpy, from dims)."""
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
+    """Ground truth: the element count of every weight initializer of the main graph (numpy, from dims).
+
+    Shape/index constants (int32/int64) and masks (bool) are not weights.
+    """
+    skipped = (TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL)
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type not in skipped))
 
 
 def onnxruntime_datasets() -> list[Path]:

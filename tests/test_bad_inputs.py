@@ -277,7 +277,7 @@ def test_output_not_writable_and_existing(tmp_path: Path) -> None:
     item = export_item(tm.TinyMLP(), artifact_dir=tmp_path / "a")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="does not exist") as info:
+    with pytest.raises(OutputError, match="a parent is a file") as info:
         save_item(item, blocker / "item.json")
     assert "file" in str(info.value)
     with pytest.raises(OutputError, match="Cannot write"):

@@ -87,7 +87,7 @@ def test_stac_demo_publishes_finds_loads_and_checks(tmp_path: Path, stac_api: Lo
     from mlm_export.stac_demo import COLLECTION_ID, run
 
     href = run(tmp_path / "demo", stac_api.url)
-    assert href == f"{stac_api.url}/collections/{COLLECTION_ID}/items/resnet18-sentinel2-demo"
+    assert href == f"{stac_api.url}/collections/{COLLECTION_ID}/items/resnet18-sentinel2-demo"  # the demo's item_id
     stored = httpx.get(href).json()
     model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
     assert model["href"].startswith((tmp_path / "demo").resolve().as_uri())

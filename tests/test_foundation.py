@@ -242,10 +242,10 @@ def _plain(tmp_path: Path) -> ModelDescription:
 def test_overrides_infer_tasks_and_classes(tmp_path: Path, schema_dir: Path) -> None:
     described = apply_overrides(_plain(tmp_path))
     assert described.tasks == ("classification",)
-    assert [c.name for c in described.outputs[0].classes] == ["class_0", "class_1", "class_2"]
+    assert described.outputs[0].classes == ()  # unknown names: the output shape already says there are 3
     assert any("inferred" in note for note in described.notes)
     item = build_item(described)
-    assert "inferred" in item.properties["description"]
+    assert "description" not in item.properties  # notes are warnings, not the publisher's text
     assert validate_item(item, schema_dir).valid
 
 
@@ -303,8 +303,7 @@ def test_save_item_relative_hrefs_and_atomic(tmp_path: Path, schema_dir: Path) -
 
 def test_save_item_errors(tmp_path: Path) -> None:
     item = build_item(description(tmp_path))
-    with pytest.raises(OutputError, match="does not exist"):
-        save_item(item, tmp_path / "missing" / "item.json")
+    assert save_item(item, tmp_path / "missing" / "item.json").is_file()  # parents are created, as pystac does
     with pytest.raises(OutputError, match="is a directory"):
         save_item(item, tmp_path)
     item.assets["model"].href = "https://user:secret@example.com/w.safetensors"

@@ -127,10 +127,11 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     torch.save(tm.TinyConvNet().state_dict(), weights)
     assert main(["export", str(weights), "-o", str(tmp_path / "i.json")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[0].startswith("error: ") and "model_class" in err[0] and err[1].startswith("hint: ")
-    assert main(["inspect", str(tmp_path / "missing.pt")]) == 1
-    assert "missing.pt" in capsys.readouterr().err
-    assert main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", "{bad"]) == 1
-    assert "--model-kwargs is not JSON" in capsys.readouterr().err
-    assert main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", "[1]"]) == 1
-    assert "must be a JSON object" in capsys.readouterr().err
+    assert len(err) == 2 and err[0].startswith("error: ") and "--model-class" in err[0] and err[1].startswith("hint: ")
+    assert main(["inspect", str(weights_file := tmp_path / "missing.pt")]) == 1
+    assert weights_file.name in capsys.readouterr().err
+    for bad, message in (("{bad", "--model-kwargs: not JSON"), ("[1]", "must be a JSON object")):
+        with pytest.raises(SystemExit) as info:  # a usage error: exit 2, before anything is loaded
+            main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", bad])
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -301,3 +301,17 @@ def timm_resnet18(in_chans: int = 4, num_classes: int = 1000) -> nn.Module:
     import timm
 
     return timm.create_model("resnet18", pretrained=False, in_chans=in_chans, num_classes=num_classes)
+
+
+class OpticalSarNet(nn.Module):
+    """Two image inputs with different band sets: optical [B, 4, H, W] and sar [B, 2, H, W] -> per-pixel logits."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.optical_conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.sar_conv = nn.Conv2d(2, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, classes, 1)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        """Logits of both sensors' features added."""
+        return self.head(self.optical_conv(optical) + self.sar_conv(sar))

@@ -19,6 +19,7 @@ transform objects (torchvision, kornia, torchgeo) and of datasets (bands, bounds
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import warnings
@@ -178,6 +179,36 @@ def _normalize_values(step: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if isinstance(flags, Mapping) and "mean" in flags and "std" in flags:  # kornia.augmentation
         return _floats(flags["mean"]), _floats(flags["std"])
     return _floats(step.mean), _floats(step.std)  # torchvision v1/v2, kornia.enhance
+
+
+def torchvision_preset(transforms: Any) -> TransformInfo | None:
+    """What a torchvision weights' preset does (``partial(ImageClassification, crop_size=224, ...)``), or None.
+
+    The preset resizes (its interpolation), centre-crops to ``crop_size``, divides 8-bit values by 255 and
+    normalises with ImageNet's mean and std: for 8-bit inputs that is one z-score per channel with ``255 * mean``
+    and ``255 * std``.
+    """
+    func = getattr(transforms, "func", None)
+    if (
+        not isinstance(transforms, functools.partial)
+        or getattr(func, "__module__", "") != "torchvision.transforms._presets"
+    ):
+        return None
+    try:
+        preset = transforms()
+    except Exception:  # noqa: BLE001 - an unknown preset signature: nothing is read from it
+        return None
+    mean, std = getattr(preset, "mean", None), getattr(preset, "std", None)
+    if not isinstance(mean, (list, tuple)) or not isinstance(std, (list, tuple)):
+        return None
+    crop = getattr(preset, "crop_size", None)
+    size = _square(crop[0] if isinstance(crop, (list, tuple)) and len(crop) == 1 else crop) if crop else None
+    return TransformInfo(
+        mean=tuple(255.0 * float(m) for m in mean),
+        std=tuple(255.0 * float(v) for v in std),
+        resize_type=_interpolation(preset),
+        size=size,
+    )
 
 
 def _interpolation(step: Any) -> str | None:
@@ -423,17 +454,26 @@ def _dataset_name(dataset: Any) -> str:
 
 def _split_links(splits: Sequence[tuple[str, Any]], hrefs: Mapping[str, str] | None) -> list[Link]:
     links = []
+    placeholders: list[str] = []
     for split, dataset in splits:
         name = _dataset_name(dataset)
         href = (hrefs or {}).get(split)
         if href is None:
             href = f"./datasets/{quote(name, safe='')}/{split}"
+            placeholders.append(f"{split} -> {href}")
         elif os.path.isabs(href) or urlparse(href).scheme == "file":
             raise ConfigurationError(
                 f"dataset_hrefs[{split!r}]={href!r} is a local path.",
                 hint="Give a public URL or a relative href; absolute local paths are never published.",
             )
         links.append(Link("derived_from", href, "application/json", f"{name} ({split} split)", {"ml-aoi:split": split}))
+    if placeholders:
+        warnings.warn(
+            f"derived_from links use placeholder hrefs ({'; '.join(placeholders)}): readers cannot follow them. "
+            "Pass dataset_hrefs={'train': URL, ...} with the public location of each split.",
+            UserWarning,
+            stacklevel=3,
+        )
     return links
 
 

@@ -53,6 +53,7 @@ from mlm_export.integrations.data import (
     dataset_classes,
     dataset_extent,
     read_transforms,
+    torchvision_preset,
     wgs84_bounds,
 )
 
@@ -152,7 +153,7 @@ def weights_overrides(weights: Any) -> dict[str, Any]:
     full_name = str(resolved)
     in_chans = meta.get("in_chans")
     channels = int(in_chans) if isinstance(in_chans, int) else None
-    info = read_transforms(resolved.transforms)
+    info = torchvision_preset(resolved.transforms) or read_transforms(resolved.transforms)
     if channels is None:
         channels = info.channels
     overrides: dict[str, Any] = {
@@ -314,6 +315,21 @@ def _class_count(task: Any) -> int | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _resize_type(from_data: Mapping[str, Any], from_weights: Mapping[str, Any], has_data: bool) -> str | None:
+    """The resize the model's inputs get: the datamodule's pipeline (what training fed) wins over pretraining's."""
+    data, weights = from_data.get("resize_type"), from_weights.get("resize_type")
+    if not has_data:
+        return weights
+    if weights is not None and weights != data:
+        warnings.warn(
+            f"resize_type: the pretraining weights' transforms say {weights!r}, the datamodule's pipeline says "
+            f"{data!r}; the datamodule's (what the model was trained with) is used.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return data
+
+
 def _merge_shapes(shapes: Sequence[Sequence[int]]) -> list[int] | None:
     """Element-wise first known (not -1) size among shapes of the same rank as the first, by precedence."""
     if not shapes:
@@ -365,9 +381,18 @@ def torchgeo_overrides(
         ConfigurationError: the weights' ``in_chans`` differ from the task's ``in_channels``.
     """
     is_task = task_or_model is not None and is_torchgeo_task(task_or_model)
+    built_with = captured_weights(task_or_model) if is_task else None
     if weights is None and is_task:
-        weights = captured_weights(task_or_model)
+        weights = built_with
     from_weights = weights_overrides(weights) if weights is not None else {}
+    if is_task and weights is not None and built_with in (None, False) and from_weights.get("pretrained"):
+        warnings.warn(
+            f"weights={weights} describe pretraining, but the task was built with weights={built_with}: "
+            "mlm:pretrained is left unset (only the weights' bands and transforms are used).",
+            UserWarning,
+            stacklevel=2,
+        )
+        from_weights = {k: v for k, v in from_weights.items() if k not in ("pretrained", "pretrained_source")}
     if is_task and not from_weights:
         from_weights = {"pretrained": False}  # built from scratch: MLM wants pretrained false, source null
     from_task = task_overrides(task_or_model) if is_task else {}
@@ -406,8 +431,10 @@ def torchgeo_overrides(
         if len(scaling) == 1 and per_date != -1:
             scaling = scaling * per_date
         merged["value_scaling"] = scaling * repeats
-    if "resize_type" in from_data or "resize_type" in from_weights:
-        merged["resize_type"] = from_data.get("resize_type", from_weights.get("resize_type"))
+    merged.pop("resize_type", None)
+    resize = _resize_type(from_data, from_weights, datamodule is not None)
+    if resize is not None:
+        merged["resize_type"] = resize
     if shape is not None:
         merged["input_shape"] = shape
 
@@ -466,12 +493,34 @@ def export_torchgeo(
     from mlm_export.api import export_item
 
     overrides = torchgeo_overrides(task_or_model, datamodule=datamodule, weights=weights, dataset_hrefs=dataset_hrefs)
+    if "input_shape" not in export_options and "example_input" not in export_options:
+        _shape_as_example(overrides)
     options = merge_export_options(overrides, export_options)
     source: Any = task_or_model
     if checkpoint is not None:
         source = os.fspath(checkpoint)
         options.setdefault("model_class", type(task_or_model))
-    return export_item(source, **options)
+    item = export_item(source, **options)
+    wrapped = getattr(task_or_model, "model", None) if is_torchgeo_task(task_or_model) else None
+    if wrapped is not None and hasattr(wrapped, "forward"):
+        # mlm:architecture names the network the trainer wraps (Unet, ResNet...), not the trainer class.
+        item.properties["mlm:architecture"] = type(wrapped).__name__
+    return item
+
+
+def _shape_as_example(overrides: dict[str, Any]) -> None:
+    """Sizes the datamodule or weights fed the model become the dry-run's example, not fixed dimensions.
+
+    A size seen in training (64 x 64 patches, a 224 crop) is where measuring starts; probing then decides whether
+    the model takes other sizes (measurement wins over the batches seen).
+    """
+    import torch
+
+    shape = overrides.get("input_shape")
+    if not shape or -1 in shape[1:] or len(shape) not in (4, 5):
+        return
+    del overrides["input_shape"]
+    overrides["example_input"] = torch.zeros([1 if s == -1 else s for s in shape])
 
 
 __all__ = [
@@ -488,6 +537,7 @@ __all__ = [
     "resolve_weights",
     "task_overrides",
     "torchgeo_overrides",
+    "torchvision_preset",
     "weights_overrides",
     "wgs84_bounds",
 ]

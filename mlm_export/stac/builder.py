@@ -20,13 +20,14 @@ from pystac.extensions.file import FileExtension
 from pystac.utils import str_to_datetime
 
 from mlm_export.description import (
+    INPUT_NULLABLE,
+    OUTPUT_NULLABLE,
     Artifact,
     ClassInfo,
     InputSpec,
     ModelDescription,
     OutputSpec,
     hyperparameter_key,
-    slugify,
 )
 from mlm_export.errors import DescriptionError
 from mlm_export.provenance.software import apply_software
@@ -97,8 +98,20 @@ def _expressions_json(expressions: tuple[Mapping[str, Any], ...] | None) -> Any:
     return items[0] if len(items) == 1 else items
 
 
+def _nullable(result: dict[str, Any], key: str, value: Any, spec: InputSpec | OutputSpec, field_name: str) -> None:
+    """Write ``value``; an explicit null only when the caller said none applies; otherwise leave the field out."""
+    if value is not None:
+        result[key] = value
+    elif field_name in spec.none_applies:
+        result[key] = None
+
+
 def input_json(spec: InputSpec) -> dict[str, Any]:
-    """Return one ``mlm:input`` object."""
+    """Return one ``mlm:input`` object.
+
+    ``value_scaling``, ``resize_type`` and ``pre_processing_function`` are written when known, ``null`` when the
+    caller said none applies (``spec.none_applies``), and left out when unknown (see :func:`unknown_fields`).
+    """
     result: dict[str, Any] = {
         mlm_props.NAME_INPUT_OBJECT_PROP: spec.name,
         mlm_props.BANDS_INPUT_OBJECT_PROP: list(spec.bands),
@@ -107,19 +120,19 @@ def input_json(spec: InputSpec) -> dict[str, Any]:
             mlm_props.DIM_ORDER_INPUT_STRUCTURE_PROP: list(spec.dim_order),
             mlm_props.DATA_TYPE_INPUT_STRUCTURE_PROP: spec.data_type,
         },
-        mlm_props.VALUE_SCALING_INPUT_OBJECT_PROP: None
-        if spec.value_scaling is None
-        else [v.to_dict() for v in spec.value_scaling],
-        mlm_props.RESIZE_TYPE_INPUT_OBJECT_PROP: spec.resize_type,
-        mlm_props.PRE_PROCESSING_FUNCTION_INPUT_OBJECT_PROP: _expressions_json(spec.pre_processing),
     }
+    scaling = None if spec.value_scaling is None else [v.to_dict() for v in spec.value_scaling]
+    _nullable(result, mlm_props.VALUE_SCALING_INPUT_OBJECT_PROP, scaling, spec, "value_scaling")
+    _nullable(result, mlm_props.RESIZE_TYPE_INPUT_OBJECT_PROP, spec.resize_type, spec, "resize_type")
+    pre = _expressions_json(spec.pre_processing)
+    _nullable(result, mlm_props.PRE_PROCESSING_FUNCTION_INPUT_OBJECT_PROP, pre, spec, "pre_processing")
     if spec.description:
         result[mlm_props.DESCRIPTION_INPUT_OBJECT_PROP] = spec.description
     return result
 
 
 def output_json(spec: OutputSpec, model_tasks: tuple[str, ...]) -> dict[str, Any]:
-    """Return one ``mlm:output`` object."""
+    """Return one ``mlm:output`` object (``post_processing_function`` as for inputs: known, null or omitted)."""
     result: dict[str, Any] = {
         mlm_props.NAME_RESULT_PROP: spec.name,
         mlm_props.TASKS_RESULT_PROP: list(spec.tasks or model_tasks),
@@ -128,8 +141,9 @@ def output_json(spec: OutputSpec, model_tasks: tuple[str, ...]) -> dict[str, Any
             mlm_props.DIM_ORDER_RESULT_STRUCTURE_PROP: list(spec.dim_order),
             mlm_props.DATA_TYPE_RESULT_STRUCTURE_PROP: spec.data_type,
         },
-        mlm_props.POST_PROCESSING_FUNCTION_RESULT_PROP: _expressions_json(spec.post_processing),
     }
+    post = _expressions_json(spec.post_processing)
+    _nullable(result, mlm_props.POST_PROCESSING_FUNCTION_RESULT_PROP, post, spec, "post_processing")
     if spec.description:
         result[mlm_props.DESCRIPTION_RESULT_PROP] = spec.description
     if spec.bands:
@@ -137,6 +151,81 @@ def output_json(spec: OutputSpec, model_tasks: tuple[str, ...]) -> dict[str, Any
     if spec.classes:
         result[mlm_props.CLASSES_RESULT_PROP] = _classes_json(spec.classes)
     return result
+
+
+#: The Item field each nullable spec field is written as.
+_NULLABLE_FIELDS = {
+    "value_scaling": "value_scaling",
+    "resize_type": "resize_type",
+    "pre_processing": "pre_processing_function",
+    "post_processing": "post_processing_function",
+}
+
+
+def unknown_fields(description: ModelDescription) -> list[str]:
+    """The nullable MLM fields nobody stated (left out of the Item), as ``input 'x' value_scaling`` strings."""
+    missing = []
+    for kind, specs in (("input", description.inputs), ("output", description.outputs)):
+        for spec in specs:
+            for field_name in INPUT_NULLABLE if kind == "input" else OUTPUT_NULLABLE:
+                if getattr(spec, field_name) is None and field_name not in spec.none_applies:
+                    missing.append(f"{kind} {spec.name!r} {_NULLABLE_FIELDS[field_name]}")
+    return missing
+
+
+def _warn_unknown(description: ModelDescription) -> None:
+    """One warning for every nullable field left out: MLM reads an omitted one as null ("none applies")."""
+    missing = unknown_fields(description)
+    if missing:
+        logger.warning(
+            "%r: %s unknown and left out; readers take an omitted field as null (no scaling/resizing/processing). "
+            "Pass value_scaling= / resize_type=, or 'none' (none_applies= for the processing functions) when none "
+            "applies.",
+            description.name,
+            ", ".join(missing),
+        )
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with ``None`` entries of every mapping removed (no nulls inside ``mlm:hyperparameters``)."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+_ID_CHARACTERS = re.compile(r"[^a-z0-9_-]+")
+
+
+def default_item_id(description: ModelDescription, *, with_digest: bool = False) -> str:
+    """A searchable Item id: the lowercase name slug (stac-check: lowercase letters, digits, ``_`` and ``-``).
+
+    With ``with_digest`` (what ``export_item`` uses), the first 8 hex digits of the model file's sha2-256 follow, so
+    that two models with the same generic name ("net") stay apart in one catalog.
+    """
+    base = _ID_CHARACTERS.sub("-", description.name.lower()).strip("-_") or "model"
+    digest = next((a.file_checksum for a in description.artifacts if a.is_model and a.file_checksum), None)
+    if not with_digest:
+        return base
+    if digest and len(digest) > 12 and digest.startswith("1220") and set(digest[4:]) != {"0"}:
+        suffix = digest[4:12]
+        if not base.endswith(suffix):
+            base = f"{base}-{suffix}"
+    return base
+
+
+def architecture_name(architecture: str) -> str:
+    """An architecture *name* for ``mlm:architecture``: ``__main__.Seg`` -> ``Seg``, ``pkg.mod.ResNet`` -> ``ResNet``.
+
+    The Python path is provenance, not an architecture; it is kept elsewhere (``mlm:hyperparameters.model_class``
+    or a source-code asset's ``mlm:entrypoint``).
+    """
+    if ":" in architecture:
+        architecture = architecture.rsplit(":", 1)[-1]
+    if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_<>][\w<>]*)+", architecture):
+        return architecture.rsplit(".", 1)[-1]
+    return architecture
 
 
 def _parse_datetime(value: str | dt.datetime | None, argument: str) -> dt.datetime | None:
@@ -177,19 +266,29 @@ def _asset(artifact: Artifact, band_objects: list[dict[str, Any]] | None) -> pys
     return asset
 
 
+#: Where a local catalog (``mlm-export catalog``) keeps the Collection, relative to an Item in it.
+LOCAL_COLLECTION_HREF = "../collection.json"
+
+
 def build_item(
     description: ModelDescription,
     *,
     item_id: str | None = None,
     collection: str | None = None,
     provenance: Provenance | None = None,
+    collection_href: str | None = None,
 ) -> pystac.Item:
     """Build the STAC Item for ``description``.
 
+    Notes of the description are not Item content: ``properties.description`` is the publisher's text only.
+
     Args:
         description: the model description (measured and overridden values).
-        item_id: the Item id; defaults to a slug of the model name.
-        collection: id of the collection the item belongs to (written as the ``collection`` field).
+        item_id: the Item id; defaults to :func:`default_item_id`.
+        collection: id of the collection the item belongs to (written as the ``collection`` field, with the
+            ``collection`` link STAC requires alongside it).
+        collection_href: the Collection's href for that link (default ``../collection.json``, the local catalog
+            layout; the API's collection URL when publishing).
         provenance: source-code and container assets, revision and scientific references
             (:func:`mlm_export.provenance.item.provenance_from`).
 
@@ -222,9 +321,15 @@ def build_item(
         raise DescriptionError(f"end_datetime {end.isoformat()} is before start_datetime {start.isoformat()}.")
     if when is None and start is None:
         when = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        logger.warning(
+            "No datetime given for %r: using the export time %s. Pass datetime= or start_datetime= and "
+            "end_datetime= for the model's temporal domain.",
+            description.name,
+            when.isoformat(),
+        )
 
     item = pystac.Item(
-        id=item_id or slugify(description.name),
+        id=item_id or default_item_id(description),
         geometry=geometry,
         bbox=list(bbox),
         datetime=when,
@@ -235,9 +340,8 @@ def build_item(
     )
     extensions = [MLM_SCHEMA_URI]
     props = item.properties
-    text = " ".join(p for p in (description.description, *description.notes) if p)
-    if text:
-        props["description"] = text
+    if description.description:
+        props["description"] = description.description
     if description.license:
         props["license"] = description.license
 
@@ -245,12 +349,14 @@ def build_item(
     if band_objects:
         props["bands"] = band_objects
 
-    hyperparameters = {hyperparameter_key(k): v for k, v in description.hyperparameters.items()}
+    hyperparameters = {
+        hyperparameter_key(k): _without_nulls(v) for k, v in description.hyperparameters.items() if v is not None
+    }
     props.update(
         _drop_none(
             {
                 mlm_props.NAME_PROP: description.name,
-                mlm_props.ARCHITECTURE_PROP: description.architecture,
+                mlm_props.ARCHITECTURE_PROP: architecture_name(description.architecture),
                 mlm_props.TASKS_PROP: list(description.tasks),
                 mlm_props.FRAMEWORK_PROP: description.framework,
                 mlm_props.FRAMEWORK_VERSION_PROP: to_semver(description.framework_version)
@@ -281,6 +387,8 @@ def build_item(
     if any(o.classes for o in description.outputs):
         extensions.append(CLASSIFICATION_SCHEMA_URI)
 
+    if collection is not None:
+        item.add_link(pystac.Link("collection", collection_href or LOCAL_COLLECTION_HREF, pystac.MediaType.JSON))
     for link in description.links:
         stac_link = pystac.Link(
             rel=link.rel, target=link.href, media_type=link.media_type, title=link.title, extra_fields=dict(link.extra)
@@ -294,4 +402,5 @@ def build_item(
     apply_software(item, description.framework)
     if provenance is not None:
         provenance.apply(item)
+    _warn_unknown(description)
     return item

@@ -160,6 +160,9 @@ class SchemaStore:
             raise SchemaNotFoundError(f"Schema {url} would be written outside the cache '{self.directory}'.")
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
             handle.write(data)
+        from mlm_export.files import file_mode
+
+        os.chmod(handle.name, file_mode())
         os.replace(handle.name, path)
 
     def resource(self, url: str) -> Resource[Any]:

@@ -62,6 +62,27 @@ def item_to_json_dict(item: pystac.Item | Mapping[str, Any], path: str | os.Path
     return document
 
 
+def make_parent_directory(target: Path) -> None:
+    """Create the parent directories of ``target`` (as pystac's ``save_object`` does).
+
+    Raises:
+        OutputError: a parent is a file, or the directory cannot be created.
+    """
+    directory = target.parent if str(target.parent) else Path(".")
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise OutputError(
+            f"Cannot create output directory '{directory}': a parent is a file.", hint="Choose another path."
+        ) from exc
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot create output directory '{directory}': {exc.strerror}.", hint="Choose a writable directory."
+        ) from exc
+
+
 def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``document`` to ``path`` with :func:`mlm_export.files.atomic_write` (never half-written).
 
@@ -88,6 +109,7 @@ def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: boo
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         OutputError: the directory does not exist or is not writable, or the disk is full.
     """
+    make_parent_directory(Path(path))  # as pystac's save_object does
     atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"), overwrite=overwrite)
     return Path(path)
 
@@ -100,7 +122,7 @@ def save_item(item: pystac.Item | Mapping[str, Any], path: str | os.PathLike[str
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: the directory is missing or not writable.
+        OutputError: the directory cannot be created or is not writable (missing parents are created).
         ConfigurationError: an href carries credentials.
 
     .. versionadded:: 0.1

@@ -33,7 +33,7 @@ def exported_items(root: Path) -> tuple[list[Path], Path]:
     files = []
     for name, model, shape in (("mlp", tm.TinyMLP(in_features=6), [-1, 6]), ("conv", tm.TinyConvNet(), None)):
         kwargs: dict[str, Any] = {"input_shape": shape} if shape else {"input_shape": [-1, 4, 16, 16]}
-        item = export_item(model, artifact_dir=root / "models" / name, name=name, bbox=[5, 45, 10, 48],
+        item = export_item(model, artifact_dir=root / "models" / name, name=name, item_id=name, bbox=[5, 45, 10, 48],
                            start_datetime="2020-01-01T00:00:00Z", end_datetime="2021-01-01T00:00:00Z",
                            **kwargs)  # fmt: skip
         files.append(save_item(item, root / "items" / f"{name}.json"))

@@ -18,11 +18,17 @@ Choices made here, once:
   artifact type (the schema forbids one without the ``mlm:model`` role).
 * ``mlm:framework`` is ``ONNX``. ``mlm:framework_version`` is the version of the onnxruntime that ran the dry-run,
   because that runtime confirmed the shapes; when no dry-run ran, it is the version of the ``onnx`` package that
-  read the graph. The accelerator is ``cuda`` when the dry-run ran on onnxruntime's CUDA provider, else ``amd64``.
+  read the graph. ``mlm:accelerator`` is left unset: an ONNX file runs on any execution provider, and where the
+  dry-run ran (CPU or CUDA) does not bind the model to it.
 * IR version, opsets (per domain), producer, model version/domain and the model's ``metadata_props`` go to
   ``mlm:hyperparameters`` under ``onnx.*`` keys; the model's ``doc_string`` becomes the description.
-* Parameters count the elements of every initializer (external ones from their ``dims``, in subgraphs too);
-  ``memory_size`` is their size in bytes.
+* Parameters count the elements of every floating-point initializer (external ones from their ``dims``, in
+  subgraphs too), except BatchNormalization running statistics (its inputs ``input_mean``/``input_var``): the same
+  rule as the PyTorch adapter (parameters, not buffers), so a net exported from torch reports the torch count.
+  32/64-bit integer, boolean and string initializers (shape constants, indices) are not parameters; 8/4-bit
+  integers (quantized weights) are. A BatchNorm the exporter folded
+  into the preceding convolution is counted as that convolution's weights. ``memory_size`` is the size in bytes of
+  every initializer.
 * ``embed_metadata=True`` writes ``metadata_props["mlm"]`` (JSON: name, architecture, tasks, bands, classes,
   description, taken from ``ExportOptions.metadata``) into a *copy* of the model in the artifact directory, and
   that copy is the published artifact. Describing a file with that entry recovers those values.

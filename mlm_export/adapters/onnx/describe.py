@@ -257,7 +257,6 @@ def _describe_graph(
         framework_version=measured.runtime_version if measured else onnx.__version__,
         total_parameters=graph.parameters,
         memory_size=graph.memory_size,
-        accelerator=measured.accelerator if measured else None,
         hyperparameters=dict(graph.hyperparameters),
         artifacts=tuple(_artifacts(graph)),
         description=graph.doc,

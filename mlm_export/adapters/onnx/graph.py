@@ -277,15 +277,38 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[tuple[onnx.TensorProto, bool
             yield from _graph_tensors(subgraph)
 
 
+#: Initializer types that hold shapes, indices, masks or text, never weights (INT32, INT64, UINT32, UINT64, BOOL,
+#: STRING). Every other type (float, complex, and the 8/4/2-bit integers of quantized weights) holds parameters.
+_NON_PARAMETER_TYPES = frozenset({6, 7, 12, 13, 9, 8})
+
+
+def _batch_norm_statistics(graph: onnx.GraphProto) -> set[str]:
+    """Names of the running mean/variance inputs of every BatchNormalization node (buffers, not parameters)."""
+    names: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
+            names.update(name for name in node.input[3:5] if name)
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _batch_norm_statistics(subgraph)
+    return names
+
+
 def _count_initializers(proto: onnx.ModelProto) -> tuple[int, int]:
-    """Element count and bytes of every initializer, from ``dims`` (external data is never read)."""
+    """Parameter count and bytes of the initializers, from ``dims`` (external data is never read).
+
+    Parameters are the weight initializers (see the package docstring): not shape/index constants, not
+    BatchNormalization running statistics. Bytes count every initializer.
+    """
     count = 0
     size = 0
+    statistics = _batch_norm_statistics(proto.graph)
     for tensor, is_initializer in _graph_tensors(proto.graph):
         if not is_initializer:
             continue
         elements = math.prod(tensor.dims)
-        count += elements
+        if tensor.data_type not in _NON_PARAMETER_TYPES and tensor.name not in statistics:
+            count += elements
         if tensor.data_type == onnx.TensorProto.STRING:
             size += sum(len(s) for s in tensor.string_data)
         else:

@@ -238,7 +238,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
         hyperparameters=loaded.hyperparameters,
         notes=tuple(notes),
         embedded=loaded.embedded,
-        **_accelerator(device),
+        **_accelerator(loaded),
     )
     if loaded.artifact is not None and fmt is None:
         sources = [loaded.artifact, *loaded.more_artifacts]  # a sharded checkpoint: every shard and the index

@@ -139,8 +139,8 @@ def _embedding_high(module: Any) -> int:
     if module is None:
         return 2
     for sub in module.modules():
-        if _layer_kind(sub) == "Embedding":
-            return int(sub.num_embeddings)
+        if _layer_kind(sub) == "Embedding" and (shape := _parameter_shape(sub, "weight")) is not None:
+            return int(shape[0])
     return 2
 
 
@@ -186,6 +186,33 @@ def _layer_kind(layer: Any) -> str | None:
     return None
 
 
+def _parameter_shape(layer: Any, name: str) -> tuple[int, ...] | None:
+    """The shape of ``layer``'s own parameter ``name`` (None when it has none).
+
+    Layer sizes are read from parameter shapes, never from module attributes: a ``torch.jit.trace``d submodule keeps
+    its parameters but none of its Python attributes (``in_channels``, ``in_features``...).
+    """
+    for key, value in layer.named_parameters(recurse=False):
+        if key == name and value is not None:
+            return tuple(int(s) for s in value.shape)
+    return None
+
+
+def _layer_size(kind: str, layer: Any) -> int | None:
+    """Input channels/features of a Conv/Linear/RNN layer, or the vocabulary size of an Embedding."""
+    if kind in _RNN_KINDS:
+        shape = _parameter_shape(layer, "weight_ih_l0")
+        return None if shape is None else shape[1]
+    shape = _parameter_shape(layer, "weight")
+    if shape is None or len(shape) < 2:
+        return None
+    if kind == "Embedding":
+        return shape[0]
+    # Conv weights are (out, in / groups, *kernel); a grouped first layer is rare, and a traced one hides `groups`.
+    groups = getattr(layer, "groups", 1) if kind.startswith("Conv") else 1
+    return shape[1] * (groups if isinstance(groups, int) and groups > 0 else 1)
+
+
 def _layer_hint(module: Any) -> _LayerHint | None:
     """The input implied by the first Conv/Linear/Embedding/RNN layer in ``module.modules()`` order."""
     if module is None:
@@ -193,11 +220,12 @@ def _layer_hint(module: Any) -> _LayerHint | None:
     for layer_name, layer in module.named_modules():
         where = f"'{layer_name}'" if layer_name else "the model itself"
         kind = _layer_kind(layer)
-        if kind is None:
+        size_of_layer = None if kind is None else _layer_size(kind, layer)
+        if kind is None or size_of_layer is None:
             continue
         if kind == "Conv2d":
             size = _fixed_image_size(module) or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-            c = int(layer.in_channels)
+            c = size_of_layer
             note = (
                 f"The input shape [1, {c}, {size[0]}, {size[1]}] was inferred from the first Conv2d layer "
                 f"({where}, in_channels={c})"
@@ -206,27 +234,27 @@ def _layer_hint(module: Any) -> _LayerHint | None:
                 note += f" and the model's declared image size {size[0]}x{size[1]}"
             return _LayerHint((1, c, *size), ("batch", "channel", "height", "width"), "image", "float", note + ".")
         if kind == "Conv1d":
-            c = int(layer.in_channels)
+            c = size_of_layer
             return _LayerHint(
                 (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "float",
                 f"The input shape [1, {c}, {DEFAULT_CONV1D_LENGTH}] was inferred from the first Conv1d layer "
                 f"({where}, in_channels={c}).",
             )  # fmt: skip
         if kind == "Conv3d":
-            c = int(layer.in_channels)
+            c = size_of_layer
             shape = (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL)
             return _LayerHint(
                 shape, ("batch", "channel", "time", "height", "width"), "image-time", "float",
                 f"The input shape {list(shape)} was inferred from the first Conv3d layer ({where}, in_channels={c}).",
             )  # fmt: skip
         if kind == "Linear":
-            f = int(layer.in_features)
+            f = size_of_layer
             return _LayerHint(
                 (1, f), ("batch", "channel"), "tabular", "float",
                 f"The input shape [1, {f}] was inferred from the first Linear layer ({where}, in_features={f}).",
             )  # fmt: skip
         if kind == "Embedding":
-            n = int(layer.num_embeddings)
+            n = size_of_layer
             return _LayerHint(
                 (1, DEFAULT_TOKENS), ("batch", "token"), "tokens", "int64",
                 f"The input shape [1, {DEFAULT_TOKENS}] (int64 token ids below {n}) was inferred from the first "
@@ -234,15 +262,16 @@ def _layer_hint(module: Any) -> _LayerHint | None:
                 high=n,
             )  # fmt: skip
         if kind in _RNN_KINDS:
-            f = int(layer.input_size)
-            if getattr(layer, "batch_first", False):
+            f = size_of_layer
+            batch_first = getattr(layer, "batch_first", False) is True
+            if batch_first:
                 shape, order = (1, DEFAULT_STEPS, f), ("batch", "time", "channel")
             else:
                 shape, order = (DEFAULT_STEPS, 1, f), ("time", "batch", "channel")
             return _LayerHint(
                 shape, order, "sequence", "float",
                 f"The input shape {list(shape)} ({', '.join(order)}) was inferred from the first {kind} layer "
-                f"({where}, input_size={f}, batch_first={getattr(layer, 'batch_first', False)}).",
+                f"({where}, input_size={f}, batch_first={batch_first}).",
             )  # fmt: skip
     return None
 

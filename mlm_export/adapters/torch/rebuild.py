@@ -70,9 +70,22 @@ def _build_on_meta(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> An
     try:
         with torch.device("meta"):
             module = factory(**kwargs)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError, IndexError):
+    except Exception:  # noqa: BLE001 - any failure on meta: build it normally, where errors are reported
         return None
     return module if isinstance(module, torch.nn.Module) else None
+
+
+def _construct(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """Call ``model_class(**kwargs)``; whatever it raises (offline download, bad kwargs...) becomes a typed error."""
+    try:
+        return factory(**kwargs)
+    except Exception as exc:
+        name = getattr(factory, "__qualname__", None) or repr(factory)
+        raise ConfigurationError(
+            f"model_class {name} raised {type(exc).__name__} when built with {sorted(kwargs)}: {_first_line(exc)}",
+            hint="Fix the model's constructor arguments (model_kwargs= / --model-kwargs); a constructor that "
+            "downloads weights needs them in the local cache or weights=None.",
+        ) from exc
 
 
 def _has_meta_tensors(module: Any) -> bool:
@@ -95,9 +108,14 @@ def _rebuild(
     options: ExportOptions,
     *,
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
+    holds: str = "a bare state_dict",
 ) -> tuple[nn.Module, list[str]]:
-    """Build ``options.load.model_class`` and load the file's weights into it, checking keys and shapes first."""
-    factory, kwargs, module, notes = _build_model(path, state_dict, hyper, options, header=header)
+    """Build ``options.load.model_class`` and load the file's weights into it, checking keys and shapes first.
+
+    ``holds`` says what the file is in error messages ("a bare state_dict", "a Lightning checkpoint with a
+    state_dict"...).
+    """
+    factory, kwargs, module, notes = _build_model(path, state_dict, hyper, options, header=header, holds=holds)
     own = {k: v for k, v in module.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)}
     expected = {k: tuple(v.shape) for k, v in own.items()}
     tied = _tied_keys(own)
@@ -116,12 +134,12 @@ def _rebuild(
     tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     on_meta = any(t.is_meta for t in own.values())
     if on_meta and (tied or not _can_assign(own, tensors)):  # assigning would untie shared weights
-        module, on_meta = factory(**kwargs), False
+        module, on_meta = _construct(factory, kwargs), False
     with _loading(path, f"weights of {type(module).__name__}"):
         result = module.load_state_dict(tensors, strict=False, assign=on_meta)
     if on_meta and _has_meta_tensors(module):
         # Something the file does not hold (a non-persistent buffer, a tied weight) was left unmaterialised.
-        module = factory(**kwargs)
+        module = _construct(factory, kwargs)
         with _loading(path, f"weights of {type(module).__name__}"):
             result = module.load_state_dict(tensors, strict=False)
     left = [k for k in result.missing_keys if not (tied.get(k, set()) & tensors.keys())]
@@ -141,6 +159,7 @@ def _build_model(
     options: ExportOptions,
     *,
     header: Mapping[str, tuple[tuple[int, ...], str]] | None,
+    holds: str = "a bare state_dict",
 ) -> tuple[Callable[..., Any], dict[str, Any], nn.Module, list[str]]:
     """The factory, its keyword arguments, the module it built (on the meta device when it can) and notes.
 
@@ -151,22 +170,14 @@ def _build_model(
     if options.load.model_class is None:
         count = len(header) if header is not None else len(state_dict)  # type: ignore[arg-type]
         raise ConfigurationError(
-            f"'{path}' holds a bare state_dict ({count} tensors) without the model's architecture: "
-            "model_class is missing.",
+            f"'{path}' holds {holds} ({count} tensors) without the model's architecture: model_class= is missing.",
             hint="Pass model_class= (a class or 'pkg.module:Class') and model_kwargs= to rebuild the model.",
         )
     factory = _resolve_model_class(options.load.model_class)
     from_hparams = _init_kwargs(factory, hyper)
     kwargs = {**from_hparams, **dict(options.load.model_kwargs or {})}
     module = _build_on_meta(factory, kwargs)
-    try:
-        module = module if module is not None else factory(**kwargs)
-    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
-        raise ConfigurationError(
-            f"model_class {getattr(factory, '__qualname__', factory)!r} could not be built with "
-            f"{sorted(kwargs)}: {_first_line(exc)}",
-            hint="Pass the constructor's arguments as model_kwargs=.",
-        ) from exc
+    module = module if module is not None else _construct(factory, kwargs)
     if not isinstance(module, torch.nn.Module):
         raise ConfigurationError(
             f"model_class returned a {type(module).__name__}, not a torch.nn.Module.",

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from mlm_export.adapters.torch.boundary import _compiling, _first_line
 from mlm_export.adapters.torch.inputs import (
     _call_structure,
     _embedding_high,
+    _float_dtype,
     _forward_parameters,
     _InputPlan,
     _Inputs,
@@ -79,17 +81,27 @@ def _resolve_device(spec: Any) -> torch.device:
     )
 
 
-def _accelerator(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
+def _accelerator(loaded: _Loaded) -> dict[str, Any]:
+    """The accelerator the artifact itself requires; nothing when it can run anywhere.
+
+    Where the dry-run ran says nothing about where the model can run: MLM's ``amd64`` means "will not use an
+    accelerator" and an absent value means "may use whatever is there". Weights (state_dict, safetensors) are not
+    bound to a device; a TorchScript or ``.pt2`` graph that names a CUDA device (traced on a GPU) is.
+    """
+    graph = None
+    with contextlib.suppress(AttributeError, RuntimeError):
+        if loaded.kind == "torchscript":
+            graph = str(loaded.module.inlined_graph)
+        elif loaded.kind == "exported":
+            graph = str(loaded.program.graph)
+    if graph is not None and re.search(r"\bcuda(:\d+)?\b", graph):
+        kind = "TorchScript" if loaded.kind == "torchscript" else "torch.export"
         return {
             "accelerator": "cuda",
-            "accelerator_constrained": False,
-            "accelerator_summary": torch.cuda.get_device_name(device),
-            "accelerator_count": 1,
+            "accelerator_constrained": True,
+            "accelerator_summary": f"the {kind} graph places tensors on a CUDA device",
         }
-    if device.type == "mps":
-        return {"accelerator": "macos-arm", "accelerator_constrained": False, "accelerator_count": 1}
-    return {"accelerator": "amd64", "accelerator_constrained": False}
+    return {}
 
 
 def _single_device(module: nn.Module) -> torch.device | None:
@@ -304,7 +316,8 @@ def run_artifact(
     by_keyword = len(inputs) > 1 and all(name in keywords for name, _, _ in inputs)
     plans = []
     for name, _shape, data_type in inputs:
-        dtype = getattr(torch, ELEMENT_OF.get(data_type, "float32"))
+        # "other" is a float type MLM has no name for (bfloat16...): feed the dtype the model's weights have.
+        dtype = _float_dtype(model) if data_type == "other" else getattr(torch, ELEMENT_OF.get(data_type, "float32"))
         plan = _InputPlan(name=name, dtype=dtype, keyword=name if by_keyword else None)
         if not dtype.is_floating_point and not dtype.is_complex:
             plan.high = _embedding_high(model)

@@ -202,7 +202,10 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
     return _from_checkpoint(content, path, options)
 
 
-def _file_artifact(path: Path, fmt: str, *, roles: tuple[str, ...] | None = None) -> Artifact:
+def _file_artifact(
+    path: Path, fmt: str, *, roles: tuple[str, ...] | None = None, content: str | None = None
+) -> Artifact:
+    """The asset of a model file; ``content`` says what a ``torch.save`` file holds when it is not a state_dict."""
     info = _FORMATS[fmt]
     return Artifact(
         key="model",
@@ -210,7 +213,7 @@ def _file_artifact(path: Path, fmt: str, *, roles: tuple[str, ...] | None = None
         path=str(path),
         artifact_type=info.artifact_type,
         media_type=info.media_type,
-        title=f"{path.name}: {info.title}",
+        title=f"{path.name}: {content} (torch.save)" if content else f"{path.name}: {info.title}",
         compile_method=info.compile_method,
     )
 
@@ -322,16 +325,16 @@ def _is_tensor_mapping(value: Any) -> bool:
 def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loaded:
     if isinstance(content, torch.export.ExportedProgram):
         loaded = _from_program(content, path)
-        loaded.artifact = _file_artifact(path, "torch.save")
+        loaded.artifact = _file_artifact(path, "torch.save", content="pickled ExportedProgram")
         return loaded
     if isinstance(content, torch.jit.ScriptModule):
         loaded = _from_script(content, path)
-        loaded.artifact = _file_artifact(path, "torch.save")
+        loaded.artifact = _file_artifact(path, "torch.save", content="pickled TorchScript module")
         return loaded
     if isinstance(content, torch.nn.Module):
         loaded = _from_module(content)
         loaded.path = path
-        loaded.artifact = _file_artifact(path, "torch.save")
+        loaded.artifact = _file_artifact(path, "torch.save", content=f"pickled {type(content).__name__} module")
         loaded.notes.append(f"'{path.name}' holds a pickled {type(content).__name__} (loaded with trust_pickle=True).")
         return loaded
     if not isinstance(content, Mapping):
@@ -348,12 +351,17 @@ def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loade
         if isinstance(raw_hparams, Mapping):
             hyper = dict(raw_hparams)
         checkpoint = "pytorch-lightning_version" in content or isinstance(raw_hparams, Mapping)
+        lightning = "pytorch-lightning_version" in content
+        what = "a Lightning checkpoint" if lightning else "a checkpoint dict"
         module_value = next((content[k] for k in _STATE_DICT_KEYS if isinstance(content.get(k), torch.nn.Module)), None)
         if module_value is not None:
             loaded = _from_module(module_value)
             loaded.path = path
             loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
-            loaded.artifact = _file_artifact(path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None)
+            loaded.artifact = _file_artifact(
+                path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None,
+                content=f"{what.removeprefix('a ')} with a pickled {type(module_value).__name__} module",
+            )  # fmt: skip
             return loaded
         key = next((k for k in _STATE_DICT_KEYS if _is_tensor_mapping(content.get(k))), None)
         if key is None:
@@ -363,12 +371,16 @@ def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loade
                 hint="Save model.state_dict(), or a dict with the weights under 'state_dict'.",
             )
         state_dict = dict(content[key])
-    module, notes = _rebuild(path, state_dict, hyper, options, header=None)
+    holds = "a bare state_dict" if _is_tensor_mapping(content) else f"{what} with a state_dict"
+    module, notes = _rebuild(path, state_dict, hyper, options, header=None, holds=holds)
     loaded = _from_module(module)
     loaded.path = path
     loaded.notes.extend(notes)
     loaded.hyperparameters = {**_json_safe_mapping(hyper), **loaded.hyperparameters}
-    loaded.artifact = _file_artifact(path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None)
+    content_label = None if _is_tensor_mapping(content) else what.removeprefix("a ")
+    loaded.artifact = _file_artifact(
+        path, "torch.save", roles=ROLES_CHECKPOINT if checkpoint else None, content=content_label
+    )
     return loaded
 
 

@@ -114,7 +114,7 @@ def test_unsupported_op_degrades_to_static_description(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match="dry-run failed"):
         item = export_item(path, validate=False)
 
-    assert "dry-run failed" in item.properties["description"] and "Frobnicate" in item.properties["description"]
+    assert "description" not in item.properties  # the dry-run failure is a warning, not Item content
     assert item_inputs(item) == {"x": ([-1, 4], "float32")}
     assert item_outputs(item) == {"y": ([-1, 4], "float32")}
     assert item.properties["mlm:framework_version"] == onnx.__version__

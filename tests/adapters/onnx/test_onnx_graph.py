@@ -87,7 +87,7 @@ def test_multi_input_output_graph(tmp_path: Path) -> None:
     assert props["mlm:memory_size"] == initializer_bytes(model)
     assert props["mlm:framework"] == "ONNX"
     assert props["mlm:framework_version"] == ort.__version__
-    assert props["mlm:accelerator"] == "amd64"
+    assert "mlm:accelerator" not in props  # an ONNX file is not bound to the provider of the dry-run
     hyper = props["mlm:hyperparameters"]
     assert hyper["onnx.opset"] == {"ai.onnx": 17}
     assert hyper["onnx.ir_version"] == model.ir_version

@@ -45,13 +45,13 @@ def test_nan_outputs_warn_but_build(tmp_path: Path) -> None:
     assert validate_item(item).valid
 
 
-def test_non_tensor_and_bfloat16_outputs(tmp_path: Path) -> None:
+def test_non_tensor_and_bfloat16_outputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """None/str leaves are left out with a note; bfloat16 is data type 'other' with the real dtype written."""
     item = export_item(tm.MixedOutputNet(), artifact_dir=tmp_path / "a")
     outputs = item.properties["mlm:output"]
     assert [o["name"] for o in outputs] == ["output_0"]
-    assert "'output_1'" in item.properties["description"]
-    assert "NoneType" in item.properties["description"]
+    assert "'output_1'" in caplog.text
+    assert "NoneType" in caplog.text
 
     item = export_item(tm.BFloat16OutputNet(), artifact_dir=tmp_path / "b")
     result = item.properties["mlm:output"][0]
@@ -212,9 +212,7 @@ def test_cuda_dry_run(tmp_path: Path) -> None:
     model = tm.TinyConvNet().train()
     item = export_item(model, device="cuda", artifact_dir=tmp_path / "a")
     props = item.properties
-    assert props["mlm:accelerator"] == "cuda"
-    assert props["mlm:accelerator_summary"] == torch.cuda.get_device_name(0)
-    assert props["mlm:accelerator_count"] == 1
+    assert "mlm:accelerator" not in props  # safetensors weights are not bound to the GPU of the dry-run
     tensor_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     assert props["mlm:memory_size"] >= tensor_bytes
     assert all(t.device.type == "cpu" for t in model.parameters())
@@ -226,7 +224,7 @@ def test_cuda_dry_run(tmp_path: Path) -> None:
     export_item(on_gpu, device="cpu", artifact_dir=tmp_path / "b")
     assert all(t.device.type == "cuda" for t in on_gpu.parameters())
     item = export_item(on_gpu, device="cuda:0", artifact_dir=tmp_path / "c")
-    assert item.properties["mlm:accelerator"] == "cuda"
+    assert "mlm:accelerator" not in item.properties
     assert validate_item(item).valid
 
 

@@ -1,0 +1,128 @@
+"""``mlm-export export/check`` flags: a complete Item from the CLI, usage errors exit 2, typed errors exit 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch_models as tm
+from safetensors.torch import save_file
+
+from mlm_export import export_item, save_item
+from mlm_export.cli import main
+from mlm_export.errors import ConfigurationError, UntrustedCodeError
+from mlm_export.loading import check_item
+
+EXTENT = ["--bbox", "0", "0", "1", "1", "--datetime", "2024-01-01T00:00:00Z"]
+CLASS = ["--model-class", "torch_models:TinyConvNet"]
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "weights.safetensors"
+    save_file(tm.TinyConvNet().state_dict(), str(path))
+    return path
+
+
+def test_publisher_flags_make_a_complete_item(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = weights.parent / "new" / "dir" / "item.json"  # -o into a missing directory creates it
+    code = main([
+        "export", str(weights), *CLASS, "--input-shape", "[-1,4,64,64]", *EXTENT, "-o", str(out), "--json",
+        "--license", "MIT", "--value-scaling", '[{"type": "scale", "value": 0.0001}]', "--resize-type", "none",
+        "--none-applies", "pre_processing_function", "--no-pretrained", "--hyperparameters", '{"lr": 0.01}',
+        "--link", "cite-as", "https://doi.org/10.0/x", "--collection", "models", "--tasks", "classification",
+    ])  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(out.read_text())
+    assert printed == saved
+    props = saved["properties"]
+    assert props["license"] == "MIT"
+    entry = props["mlm:input"][0]
+    assert entry["value_scaling"] == [{"type": "scale", "value": 0.0001}]
+    assert entry["resize_type"] is None and entry["pre_processing_function"] is None
+    assert props["mlm:pretrained"] is False and props["mlm:pretrained_source"] is None
+    assert props["mlm:hyperparameters"]["lr"] == 0.01
+    assert props["mlm:hyperparameters"]["model_class"] == "torch_models:TinyConvNet"
+    rels = {link["rel"]: link["href"] for link in saved["links"]}
+    assert rels["cite-as"] == "https://doi.org/10.0/x"
+    assert rels["collection"] == "../collection.json" and saved["collection"] == "models"
+    assert main(["validate", str(out), "--allow-outside", str(weights.parent)]) == 0
+
+
+@pytest.mark.parametrize(
+    "shape", [["--input-shape=-1,4,64,64"], ["--input-shape", "=-1,4,64,64"], ["--input-shape", "-1", "4", "64", "64"]]
+)
+def test_input_shape_spellings(weights: Path, shape: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(weights), *CLASS, *shape, "--no-probe", "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["inputs"][0]["shape"] == [-1, 4, 64, 64]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--model-kwargs", "{bad"], ["--model-kwargs", "[1]"], ["--input-shape=-1,a,64"], ["--input-dtype", "floaty"],
+     ["--hyperparameters", "1"]],
+)  # fmt: skip
+def test_usage_errors_exit_two_before_loading(weights: Path, bad: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["export", str(weights), *CLASS, *bad, "-o", str(weights.parent / "x.json")])
+    assert info.value.code == 2
+    assert not (weights.parent / "x.json").exists()
+
+
+def test_debug_keeps_exit_one_and_hints_name_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "module.pt"
+    torch.save(tm.TinyMLP(), path)  # a pickled module needs --trust-pickle
+    assert main(["--debug", "inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err  # --debug shows it, but the error is still a reported one
+    hint = next(line for line in err.splitlines() if line.startswith("hint: "))
+    assert "--trust-pickle" in hint and "trust_pickle=True" not in hint
+
+
+def _raising(**kwargs: object) -> torch.nn.Module:
+    from urllib.error import URLError
+
+    raise URLError("offline: cannot download the backbone")
+
+
+def test_model_class_that_raises_is_a_reported_error(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigurationError, match="model_class _raising raised URLError.*offline"):
+        export_item(weights, model_class=_raising)
+    code = main(["inspect", str(weights), "--model-class", "torchvision.models:resnet18",
+                 "--model-kwargs", '{"weights": "NOT_A_WEIGHT"}'])  # fmt: skip
+    assert code == 1
+    assert "model_class resnet18 raised" in capsys.readouterr().err
+
+
+def test_check_uses_the_recorded_class_only_with_trust_code(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    item = export_item(weights, model_class="torch_models:TinyConvNet", model_kwargs={"in_channels": 4},
+                       bbox=[0, 0, 1, 1], datetime="2024-01-01T00:00:00Z")  # fmt: skip
+    assert item.properties["mlm:hyperparameters"]["model_kwargs"] == {"in_channels": 4}
+    path = save_item(item, weights.parent / "item.json")
+    with pytest.raises(UntrustedCodeError, match="torch_models:TinyConvNet"):
+        check_item(path)
+    assert check_item(path, trust_code=True).ok
+    assert main(["check", str(path)]) == 1
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["check", str(path), "--trust-code"]) == 0
+
+
+def test_output_directory_is_checked_before_the_dry_run(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = weights.parent / "file"
+    blocker.write_text("x")
+    assert main(["export", str(weights), "-o", str(blocker / "item.json")]) == 1  # no --model-class: would fail later
+    err = capsys.readouterr().err
+    assert "a parent is a file" in err and "model_class" not in err and "--model-class" not in err
+
+
+def test_missing_datetime_is_said_in_the_cli_output(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = weights.parent / "item.json"
+    assert main(["export", str(weights), *CLASS, "--bbox", "0", "0", "1", "1", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning: No datetime")]
+    assert len(warned) == 1 and "--datetime" in warned[0]  # once, naming the flag that sets it
