@@ -58,7 +58,8 @@ class MLMExportCallback(Callback):
       ``precision``;
     * ``example_input_array`` for the dry-run, else the first batch of ``trainer.datamodule.train_dataloader()``
       (its ``"image"`` entry for dict batches, the first element of tuples), one sample of it;
-    * the dry-run device: the module's device (so ``mlm:accelerator`` says ``cuda`` for a model trained on a GPU);
+    * the dry-run device: the module's device (``mlm:accelerator`` is not derived from it: where a dry-run ran says
+      nothing about where the model may run);
     * the input dtype from the trainer ``precision`` for in-memory exports (:data:`PRECISION_DTYPES`; mixed
       precision keeps float32); a checkpoint's dtype is the one the adapter rebuilds it in;
     * datamodule facts (bands, value scaling, extent, ``derived_from`` links) and, for torchgeo tasks, everything
