@@ -199,9 +199,7 @@ def export_item(
     entrypoint = entrypoint_of(model_class)
     if entrypoint is not None and "model_class" not in (hyperparameters or {}):
         # How to rebuild the model from the weights, so that `check` needs no flag the export already had.
-        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
-        if model_kwargs:
-            hyperparameters.setdefault("model_kwargs", dict(model_kwargs))
+        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}  # kwargs: _with_model_kwargs
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
@@ -314,12 +312,9 @@ def _export(
 
 def entrypoint_of(model_class: Any) -> str | None:
     """``"pkg.module:Class"`` for a ``model_class`` string or an importable class (None for lambdas, ``__main__``)."""
-    if isinstance(model_class, str):
-        return model_class
-    module, qualname = getattr(model_class, "__module__", None), getattr(model_class, "__qualname__", "")
-    if not isinstance(module, str) or module == "__main__" or "<" in qualname or not qualname:
-        return None
-    return f"{module}:{qualname}"
+    from mlm_export.provenance.source_code import entrypoint_of as entrypoint_of_object
+
+    return model_class if isinstance(model_class, str) else entrypoint_of_object(model_class)
 
 
 def _default_names(item: pystac.Item, described: ModelDescription, item_id: str | None, *, name_given: bool) -> None:

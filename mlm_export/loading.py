@@ -245,16 +245,15 @@ WEIGHTS_TYPES = ("safetensors.torch.save_file", "torch.save")
 def recorded_entrypoint(document: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The ``"pkg.module:Class"`` and keyword arguments an Item records for rebuilding its model.
 
-    Read from the ``mlm:entrypoint`` of a source-code asset (``mlm:source_code``) when there is one, else from
-    ``mlm:hyperparameters["model_class"]``; the keyword arguments from ``mlm:hyperparameters["model_kwargs"]``.
+    Read by :func:`~mlm_export.provenance.source_code.entrypoint_of_item` (a source-code asset's
+    ``mlm:entrypoint``, else ``source_code.entrypoint``), else from ``mlm:hyperparameters["model_class"]``; the
+    keyword arguments from ``mlm:hyperparameters["model_kwargs"]``.
     """
+    from mlm_export.provenance.source_code import entrypoint_of_item
+
     props = document.get("properties") or {}
     hyper = props.get("mlm:hyperparameters") or {}
-    entrypoint = None
-    for asset in (document.get("assets") or {}).values():
-        if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
-            entrypoint = asset["mlm:entrypoint"]
-            break
+    entrypoint = entrypoint_of_item(document)
     if entrypoint is None and isinstance(hyper.get("model_class"), str):
         entrypoint = hyper["model_class"]
     kwargs = hyper.get("model_kwargs")

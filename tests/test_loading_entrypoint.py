@@ -45,3 +45,24 @@ def test_entrypoint_of_a_source_code_asset_wins(item_path: Path) -> None:
 
 def test_an_explicit_model_class_needs_no_trust(item_path: Path) -> None:
     assert check_item(item_path, model_class=tm.TinyConvNet, model_kwargs={"in_channels": 3}).ok
+
+
+def test_entrypoint_recorded_without_a_public_remote_is_read(item_path: Path) -> None:
+    """``source_code.entrypoint`` (code in a repository without a public URL) is read like an asset's entrypoint."""
+    document = json.loads(item_path.read_text())
+    hyper = document["properties"]["mlm:hyperparameters"]
+    del hyper["model_class"]
+    hyper["source_code.entrypoint"] = "torch_models:TinyConvNet"
+    assert recorded_entrypoint(document) == ("torch_models:TinyConvNet", {"in_channels": 3})
+
+
+def test_model_kwargs_that_are_not_json_are_left_out(tmp_path: Path) -> None:
+    numpy = pytest.importorskip("numpy")
+    weights = tmp_path / "weights.safetensors"
+    save_file(tm.TinyMLP(num_classes=3).state_dict(), str(weights))
+    with pytest.warns(UserWarning, match="not JSON data"):
+        item = export_item(weights, model_class="torch_models:TinyMLP", model_kwargs={"num_classes": numpy.int64(3)},
+                           input_shape=[-1, 6], bbox=[0, 0, 1, 1], datetime="2024-01-01T00:00:00Z")  # fmt: skip
+    hyper = item.properties["mlm:hyperparameters"]
+    assert hyper["model_class"] == "torch_models:TinyMLP"
+    assert "model_kwargs" not in hyper

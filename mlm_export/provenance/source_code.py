@@ -246,12 +246,15 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
 def entrypoint_of_item(document: Mapping[str, Any]) -> str | None:
     """The recorded entrypoint of an Item dict (None when there is none).
 
-    The ``mlm:source_code`` asset's ``mlm:entrypoint``, else ``source_code.entrypoint`` in ``mlm:hyperparameters``
-    (code without a public URL). Importing it runs code: callers gate it (``trust_code``).
+    The ``mlm:entrypoint`` of the ``mlm:source_code`` asset, else of the first asset that has one (Items written
+    by other tools may use another key), else ``source_code.entrypoint`` in ``mlm:hyperparameters`` (code without
+    a public URL). Importing it runs code: callers gate it (``trust_code``).
     """
-    asset = (document.get("assets") or {}).get(SOURCE_CODE_KEY)
-    if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
-        return asset["mlm:entrypoint"]
+    assets = document.get("assets") or {}
+    own = assets.get(SOURCE_CODE_KEY)
+    for asset in ([own] if own is not None else []) + list(assets.values()):
+        if isinstance(asset, Mapping) and isinstance(asset.get("mlm:entrypoint"), str):
+            return asset["mlm:entrypoint"]
     hyper = (document.get("properties") or {}).get("mlm:hyperparameters")
     value = hyper.get("source_code.entrypoint") if isinstance(hyper, Mapping) else None
     return value if isinstance(value, str) else None
