@@ -107,11 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(Path(args.output))
     except MLMExportError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        return report(exc)
     return 0
+
+
+def report(exc: MLMExportError) -> int:
+    """Print a reported error as ``error:`` and ``hint:`` lines on stderr; returns exit code 1."""
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -72,10 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(Path(args.output), args.api)
     except MLMExportError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        from mlm_export.demo import report
+
+        return report(exc)
     return 0
 
 
