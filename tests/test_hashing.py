@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from mlm_export import hashing
+from mlm_export.errors import ArtifactNotFoundError, SourceError
+from mlm_export.hashing import hash_file, is_multihash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +70,51 @@ def test_cli_export_hashes_before_importing_torch(tmp_path: Path) -> None:
     code, seen = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert code == "0", result.stderr
     assert seen.startswith("[('start', False)") and seen.endswith("('take', True)]"), seen
+
+
+def test_multihash_of_text_test(tmp_path: Path) -> None:
+    path = tmp_path / "test.txt"
+    path.write_bytes(b"test")
+    digest = hash_file(path)
+    assert digest.checksum == "12209f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    assert digest.size == 4
+
+
+def test_hash_matches_hashlib_across_buffer_boundaries(tmp_path: Path) -> None:
+    data = os.urandom(8 * 1024 * 1024 * 2 + 12345)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    digest = hash_file(path, progress=False)
+    assert digest.checksum == "1220" + hashlib.sha256(data).hexdigest()
+    assert digest.size == os.path.getsize(path)
+    assert is_multihash(digest.checksum)
+
+
+def test_hash_progress_bar_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"x" * 1000)
+    assert hash_file(path, progress=True).checksum == "1220" + hashlib.sha256(b"x" * 1000).hexdigest()
+    assert "sha256 blob.bin" in capsys.readouterr().err
+
+
+def test_hash_errors(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactNotFoundError, match="missing.bin"):
+        hash_file(tmp_path / "missing.bin")
+    with pytest.raises(SourceError, match="not a regular file"):
+        hash_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("checksum", "ok"),
+    [
+        ("1220" + "ab" * 32, True),
+        ("ab" * 32, False),
+        ("1220" + "AB" * 32, False),
+        ("1220" + "ab" * 31, False),
+        ("1340" + "ab" * 64, True),
+        ("1114" + "ab" * 20, True),
+        ("zz", False),
+    ],
+)
+def test_is_multihash(checksum: str, ok: bool) -> None:
+    assert is_multihash(checksum) is ok

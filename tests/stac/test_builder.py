@@ -12,10 +12,13 @@ import pytest
 import torch
 import torch_models as tm
 import torchvision
+from factories import description
 from torch import nn
 
 from mlm_export import export_item, save_item, validate_item
-from mlm_export.stac.builder import architecture_name
+from mlm_export.description import InputSpec, Link
+from mlm_export.errors import DescriptionError
+from mlm_export.stac.builder import MLM_SCHEMA_URI, architecture_name, build_item, to_semver
 
 EXTENT = {"bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
 ID = re.compile(r"^[a-z0-9_-]+$")
@@ -157,3 +160,81 @@ def test_collection_writes_the_collection_link(tmp_path: Path) -> None:
     assert document["collection"] == "models"
     assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in document["links"]
     assert validate_item(path, allow_outside=[tmp_path]).valid  # the weights lie in ../art
+
+
+# -- semver, extensions, extent defaults (from the former test_foundation.py) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.14.1+cu130", "2.14.1+cu130"),
+        ("2.1", "2.1.0"),
+        ("2", "2.0.0"),
+        ("2.5.0a0+git1234", "2.5.0-a0+git1234"),
+        ("1.32.0", "1.32.0"),
+        ("2.6.0.dev20240101", "2.6.0-dev20240101"),
+        ("v1.2.3", "1.2.3"),
+        ("3.0.0rc1", "3.0.0-rc1"),
+        ("1.0.post1", "1.0.0-post1"),
+        ("2.1.0-beta.2", "2.1.0-beta.2"),
+    ],
+)
+def test_to_semver(version: str, expected: str) -> None:
+    assert to_semver(version) == expected
+
+
+def test_to_semver_rejects_text() -> None:
+    with pytest.raises(DescriptionError, match="not a version"):
+        to_semver("latest")
+
+
+def test_builder_declares_exactly_the_extensions_it_uses(tmp_path: Path, schema_dir: Path) -> None:
+    item = build_item(description(tmp_path))
+    assert item.stac_extensions == [
+        MLM_SCHEMA_URI,
+        "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+        "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/processing/v1.1.0/schema.json",  # processing:software, always
+    ]
+    props = item.properties
+    assert props["mlm:framework_version"] == "2.14.1+cu130"
+    assert props["mlm:pretrained_source"] is None
+    assert (
+        props["bands"]
+        == item.assets["model"].extra_fields["bands"]
+        == [{"name": b} for b in ("B02", "B03", "B04", "B08")]
+    )
+    assert item.assets["model"].extra_fields["mlm:artifact_type"] == "safetensors.torch.save_file"
+    assert validate_item(item, schema_dir).valid
+
+
+def test_builder_needs_a_model_artifact(tmp_path: Path) -> None:
+    with pytest.raises(DescriptionError, match="mlm:model"):
+        build_item(description(tmp_path, artifacts=()))
+
+
+def test_builder_whole_globe_and_now(tmp_path: Path, caplog: pytest.LogCaptureFixture, schema_dir: Path) -> None:
+    described = description(tmp_path, bbox=None, start_datetime=None, end_datetime=None)
+    with caplog.at_level(logging.WARNING):
+        item = build_item(described)
+    assert item.bbox == [-180.0, -90.0, 180.0, 90.0]
+    assert "whole globe" in caplog.text
+    assert item.datetime is not None
+    assert validate_item(item, schema_dir).valid
+
+
+def test_builder_ml_aoi_links_and_processing(tmp_path: Path, schema_dir: Path) -> None:
+    described = description(tmp_path)
+    first = described.inputs[0]
+    described = described.replace(
+        links=(
+            Link("derived_from", "https://example.com/train.json", "application/json", extra={"ml-aoi:split": "train"}),
+        ),
+        inputs=(InputSpec(**{**first.__dict__, "pre_processing": ({"format": "python", "expression": "pkg.mod:f"},)}),),
+    )
+    item = build_item(described)
+    assert "https://stac-extensions.github.io/ml-aoi/v0.2.0/schema.json" in item.stac_extensions
+    assert "https://stac-extensions.github.io/processing/v1.1.0/schema.json" in item.stac_extensions
+    assert item.properties["mlm:input"][0]["pre_processing_function"] == {"format": "python", "expression": "pkg.mod:f"}
+    assert validate_item(item, schema_dir).valid
