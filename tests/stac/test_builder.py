@@ -162,7 +162,7 @@ def test_collection_writes_the_collection_link(tmp_path: Path) -> None:
     assert validate_item(path, allow_outside=[tmp_path]).valid  # the weights lie in ../art
 
 
-# -- semver, extensions, extent defaults (from the former test_foundation.py) --------------------------
+# -- semver, declared extensions, whole-globe default, ml-aoi links ------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ from mlm_export.integrations.torchgeo import (  # noqa: E402
     wgs84_bounds,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENUMS = (tgm.ResNet18_Weights, tgm.ResNet50_Weights, tgm.ViTSmall16_Weights)
 MEMBERS = [member for enum in ENUMS for member in enum]
 #: Keys of weights_overrides that apply_overrides takes (input_shape is export_item's).

@@ -74,7 +74,7 @@ def test_parser_and_import_stay_light() -> None:
 
 
 def test_readme_card_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Model cards", 1)[1].split("\n## ", 1)[0]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "item.json").write_text((EXAMPLES_DIR / "item_basic.json").read_text())

@@ -22,7 +22,7 @@ from mlm_export.cli import main
 from mlm_export.stac.local_api import LocalSTACAPI
 
 pytestmark = LOOPBACK
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_publish_then_search_the_api(stac_api: LocalSTACAPI, capsys: pytest.CaptureFixture[str]) -> None:
