@@ -47,7 +47,7 @@ def search(
     bands: Sequence[str] | str | None = None,
     framework: str | None = None,
     input_channels: int | None = None,
-    filter: str | Mapping[str, Any] | None = None,  # noqa: A002 - the STAC API name
+    filter: str | Mapping[str, Any] | None = None,  # the STAC API name
     limit: int | None = None,
     collections: Sequence[str] | None = None,
     headers: Mapping[str, str] | None = None,
