@@ -195,11 +195,7 @@ def export_item(
         model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
         citation=citation, publications=publications, links=links,
     )  # fmt: skip
-    hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
-    entrypoint = entrypoint_of(model_class)
-    if entrypoint is not None and "model_class" not in (hyperparameters or {}):
-        # How to rebuild the model from the weights, so that `check` needs no flag the export already had.
-        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}  # kwargs: _with_model_kwargs
+    hyperparameters = _with_rebuild_recipe(hyperparameters, model_class, model_kwargs)
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
@@ -215,17 +211,39 @@ def export_item(
         metadata=given.embeddable(),
     )  # fmt: skip
     adapter = adapter_for(model)
-    # Arguments that need no measurement are checked first, so a typo costs no dry-run.
-    given.check()
-    if href_base is not None:
-        from mlm_export.stac.writer import check_href
-
-        check_href(href_base, "href_base")
+    _check_unmeasured(given, href_base)
     build = _Build(
         item_id, collection, validate, schema_dir, href_base, progress, provenance, suggest_batch_size, memory_budget
     )
     with Staging(artifact_directory(options.artifact.artifact_dir)) as staging, terminating_cleanly():
         return _export(adapter.measure, model, options, given, build, staging)
+
+
+def _with_rebuild_recipe(
+    hyperparameters: Mapping[str, Any] | None, model_class: Any, model_kwargs: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``hyperparameters`` plus how to rebuild the model from the weights (``model_class`` and ``model_kwargs``).
+
+    So that ``check`` needs no flag the export already had.
+    """
+    hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
+    entrypoint = entrypoint_of(model_class)
+    if entrypoint is not None and "model_class" not in (hyperparameters or {}):
+        hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
+    return hyperparameters
+
+
+def _check_unmeasured(given: Overrides, href_base: str | None) -> None:
+    """Check the arguments that need no measurement first, so that a typo costs no dry-run.
+
+    Raises:
+        ConfigurationError: an override or ``href_base`` is malformed.
+    """
+    given.check()
+    if href_base is not None:
+        from mlm_export.stac.writer import check_href
+
+        check_href(href_base, "href_base")
 
 
 def _with_model_kwargs(
@@ -242,7 +260,7 @@ def _with_model_kwargs(
         warnings.warn(
             "model_kwargs are not JSON data: they are left out of mlm:hyperparameters, so the model cannot be "
             "rebuilt from the Item alone.",
-            stacklevel=3,
+            stacklevel=4,
         )
         return hyperparameters
     return {"model_kwargs": kwargs, **(hyperparameters or {})}

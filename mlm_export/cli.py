@@ -17,6 +17,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from mlm_export import __version__
 from mlm_export.errors import MLMExportError
@@ -91,6 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    _add_validate_parser(commands)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(commands)
+    _add_catalog_parser(commands)
+
+    from mlm_export.cli_stac import add_parsers as add_stac_parsers
+
+    add_stac_parsers(commands)  # search, publish, serve-api
+
+    from mlm_export import cli_card
+
+    cli_card.add_parser(commands)
+
+    from mlm_export import cli_get
+
+    cli_get.add_parser(commands)  # get
+    return parser
+
+
+def _add_validate_parser(commands: Any) -> None:
+    """``mlm-export validate FILE...``."""
     validate = commands.add_parser(
         "validate",
         help="validate STAC Items offline against the official schemas",
@@ -106,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_allow_outside(validate)
     validate.set_defaults(handler=_cmd_validate)
 
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(commands)
 
+def _add_catalog_parser(commands: Any) -> None:
+    """``mlm-export catalog ITEM... -o DIR``."""
     catalog = commands.add_parser(
         "catalog",
         help="write a self-contained STAC Collection of model Items",
@@ -127,19 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--cards", action="store_true", help="also write an HTML card per model and index.html")
     add_allow_outside(catalog)
     catalog.set_defaults(handler=_cmd_catalog)
-
-    from mlm_export.cli_stac import add_parsers as add_stac_parsers
-
-    add_stac_parsers(commands)  # search, publish, serve-api
-
-    from mlm_export import cli_card
-
-    cli_card.add_parser(commands)
-
-    from mlm_export import cli_get
-
-    cli_get.add_parser(commands)  # get
-    return parser
 
 
 #: Python argument names in messages and hints -> the CLI flags that set them.

@@ -411,14 +411,7 @@ def check_item(
         allow_outside=allow_outside,
     )
     props = document.get("properties") or {}
-    inputs = [
-        (
-            str(spec["name"]),
-            _check_shape(spec["input"]["shape"], spec["input"]["dim_order"]),
-            spec["input"]["data_type"],
-        )
-        for spec in props.get("mlm:input", [])
-    ]
+    inputs = _check_inputs(props.get("mlm:input", []))
     produced: list[MeasuredTensor] = list(
         _loader(artifact.artifact_type).run_artifact(
             model,
@@ -429,7 +422,29 @@ def check_item(
             ),
         )
     )
-    declared = props.get("mlm:output", [])
+    checks, problems = _compare_outputs(props.get("mlm:output", []), produced)
+    ok = all(c.ok for c in checks) and not problems
+    return CheckReport(
+        ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems)
+    )
+
+
+def _check_inputs(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, tuple[int, ...], str]]:
+    """Name, concrete shape (see :func:`_check_shape`) and data type of each declared ``mlm:input``."""
+    return [
+        (
+            str(spec["name"]),
+            _check_shape(spec["input"]["shape"], spec["input"]["dim_order"]),
+            spec["input"]["data_type"],
+        )
+        for spec in specs
+    ]
+
+
+def _compare_outputs(
+    declared: Sequence[Mapping[str, Any]], produced: Sequence[MeasuredTensor]
+) -> tuple[list[OutputCheck], list[str]]:
+    """One check per declared ``mlm:output`` against the tensor produced in its place, and the undeclared outputs."""
     checks = []
     for index, spec in enumerate(declared):
         shape, dtype = tuple(spec["result"]["shape"]), spec["result"]["data_type"]
@@ -451,10 +466,7 @@ def check_item(
     if len(produced) > len(declared):
         extra = ", ".join(o.name for o in produced[len(declared) :])
         problems.append(f"the model produced {len(produced) - len(declared)} undeclared output(s): {extra}")
-    ok = all(c.ok for c in checks) and not problems
-    return CheckReport(
-        ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems)
-    )
+    return checks, problems
 
 
 __all__ = ["CheckReport", "OutputCheck", "check_item", "load_model", "model_artifact", "verify_artifact"]

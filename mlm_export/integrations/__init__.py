@@ -22,7 +22,7 @@ from mlm_export.description import hyperparameter_key
 MAX_LISTED_ELEMENTS = 64
 
 
-def json_safe(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
+def json_safe(value: Any) -> Any:  # one return per kind of value
     """Return ``value`` as plain JSON data (numbers, strings, booleans, None, lists, dicts).
 
     Tensors and arrays become lists (or a ``"tensor of shape [...]"`` text when large), enums their member name

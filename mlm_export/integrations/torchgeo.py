@@ -149,13 +149,14 @@ def weights_overrides(weights: Any) -> dict[str, Any]:
     if isinstance(resolved, str):
         return {"pretrained": True, "pretrained_source": resolved, "hyperparameters": {"weights": resolved}}
 
-    meta: Mapping[str, Any] = dict(resolved.meta)
-    full_name = str(resolved)
-    in_chans = meta.get("in_chans")
-    channels = int(in_chans) if isinstance(in_chans, int) else None
-    info = torchvision_preset(resolved.transforms) or read_transforms(resolved.transforms)
-    if channels is None:
-        channels = info.channels
+    return _member_overrides(resolved)
+
+
+def _member_overrides(member: Any) -> dict[str, Any]:
+    """The overrides a ``WeightsEnum`` member gives (see :func:`weights_overrides`)."""
+    meta: Mapping[str, Any] = dict(member.meta)
+    full_name = str(member)
+    info = torchvision_preset(member.transforms) or read_transforms(member.transforms)
     overrides: dict[str, Any] = {
         "pretrained": True,
         "pretrained_source": str(meta.get("dataset") or full_name),
@@ -163,6 +164,29 @@ def weights_overrides(weights: Any) -> dict[str, Any]:
             {"weights": full_name, "ssl_method": meta.get("ssl_method"), "resolution": meta.get("resolution")}
         ),
     }
+    overrides.update(_member_input(meta, info))
+    model = meta.get("model") or meta.get("encoder") or meta.get("architecture")
+    overrides["name"] = _model_name(f"{model}-{member.name}" if model else full_name)
+    license_ = meta.get("license")
+    if isinstance(license_, str) and license_:
+        overrides["license"] = license_ if _LICENSE.match(license_) else "other"
+    overrides["links"] = _weights_links(member, meta, full_name)
+    dataset = meta.get("dataset")
+    method = meta.get("ssl_method")
+    source = f" pretrained on {dataset}" if dataset else ""
+    overrides["description"] = f"Initialised from torchgeo weights {full_name}{source}" + (
+        f" ({method})." if method else "."
+    )
+    return overrides
+
+
+def _member_input(meta: Mapping[str, Any], info: TransformInfo) -> dict[str, Any]:
+    """``bands``, ``value_scaling``, ``resize_type`` and ``input_shape`` from a member's ``meta`` and transforms."""
+    in_chans = meta.get("in_chans")
+    channels = int(in_chans) if isinstance(in_chans, int) else None
+    if channels is None:
+        channels = info.channels
+    overrides: dict[str, Any] = {}
     bands = meta.get("bands")
     if isinstance(bands, (list, tuple)) and bands and (channels is None or len(bands) == channels):
         overrides["bands"] = [str(b) for b in bands]
@@ -175,18 +199,6 @@ def weights_overrides(weights: Any) -> dict[str, Any]:
     size = info.size or _meta_size(meta)
     if channels is not None or size is not None:
         overrides["input_shape"] = [-1, channels or -1, *(size or (-1, -1))]
-    model = meta.get("model") or meta.get("encoder") or meta.get("architecture")
-    overrides["name"] = _model_name(f"{model}-{resolved.name}" if model else full_name)
-    license_ = meta.get("license")
-    if isinstance(license_, str) and license_:
-        overrides["license"] = license_ if _LICENSE.match(license_) else "other"
-    overrides["links"] = _weights_links(resolved, meta, full_name)
-    dataset = meta.get("dataset")
-    method = meta.get("ssl_method")
-    source = f" pretrained on {dataset}" if dataset else ""
-    overrides["description"] = f"Initialised from torchgeo weights {full_name}{source}" + (
-        f" ({method})." if method else "."
-    )
     return overrides
 
 
@@ -325,7 +337,7 @@ def _resize_type(from_data: Mapping[str, Any], from_weights: Mapping[str, Any], 
             f"resize_type: the pretraining weights' transforms say {weights!r}, the datamodule's pipeline says "
             f"{data!r}; the datamodule's (what the model was trained with) is used.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return data
 
@@ -357,7 +369,7 @@ def _first_fitting(candidates: Sequence[Sequence[Any] | None], channels: int, *,
         warnings.warn(
             f"{len(given[0])} band names/scalings from the datamodule or weights do not match the model's "
             f"{channels} input channels; they are left out.",
-            stacklevel=3,
+            stacklevel=4,
         )
     return None
 
@@ -380,65 +392,22 @@ def torchgeo_overrides(
     Raises:
         ConfigurationError: the weights' ``in_chans`` differ from the task's ``in_channels``.
     """
-    is_task = task_or_model is not None and is_torchgeo_task(task_or_model)
-    built_with = captured_weights(task_or_model) if is_task else None
-    if weights is None and is_task:
-        weights = built_with
-    from_weights = weights_overrides(weights) if weights is not None else {}
-    if is_task and weights is not None and built_with in (None, False) and from_weights.get("pretrained"):
-        warnings.warn(
-            f"weights={weights} describe pretraining, but the task was built with weights={built_with}: "
-            "mlm:pretrained is left unset (only the weights' bands and transforms are used).",
-            UserWarning,
-            stacklevel=2,
-        )
-        from_weights = {k: v for k, v in from_weights.items() if k not in ("pretrained", "pretrained_source")}
-    if is_task and not from_weights:
-        from_weights = {"pretrained": False}  # built from scratch: MLM wants pretrained false, source null
-    from_task = task_overrides(task_or_model) if is_task else {}
+    task = task_or_model if task_or_model is not None and is_torchgeo_task(task_or_model) else None
+    weights, from_weights = _weights_layer(task, weights)
+    from_task = task_overrides(task) if task is not None else {}
     from_data = datamodule_overrides(datamodule, dataset_hrefs=dataset_hrefs) if datamodule is not None else {}
-
-    task_shape = from_task.get("input_shape")
-    weights_shape = from_weights.get("input_shape")
-    if task_shape and weights_shape and len(task_shape) == len(weights_shape):
-        axis = _channel_axis(task_shape)
-        if -1 not in (task_shape[axis], weights_shape[axis]) and task_shape[axis] != weights_shape[axis]:
-            raise ConfigurationError(
-                f"weights {weights} expect {weights_shape[axis]} input channels but the task has "
-                f"in_channels={task_shape[axis]}.",
-                hint="Build the task with the weights' in_chans, or pass the weights it was really built with.",
-            )
-    shapes = [s for s in (task_shape, from_data.get("input_shape"), weights_shape) if s]
-    shape = _merge_shapes(shapes)
-    channels = shape[_channel_axis(shape)] if shape else -1
-    # Change models that stack both dates on the channel axis see every band twice.
-    stacked = bool(is_task and shape and len(shape) == 4 and _torchgeo_class(task_or_model, ("ChangeDetectionTask",)))
-    repeats = 2 if stacked else 1
-    per_date = channels // repeats if channels != -1 and channels % repeats == 0 else -1
+    _check_channels(from_task.get("input_shape"), from_weights.get("input_shape"), weights)
 
     merged = merge_export_options(
         {k: v for k, v in from_weights.items() if k not in ("input_shape", "description")},
         {k: v for k, v in from_task.items() if k not in ("input_shape", "description")},
         {k: v for k, v in from_data.items() if k not in ("input_shape", "description", "classes")},
     )
-    bands = _first_fitting([from_data.get("bands"), from_weights.get("bands")], per_date, allow_one=False)
-    scaling = _first_fitting([from_data.get("value_scaling"), from_weights.get("value_scaling")], per_date)
-    merged.pop("bands", None)
-    merged.pop("value_scaling", None)
-    if bands is not None:
-        merged["bands"] = [f"{b}_t{i}" for i in (1, 2) for b in bands] if stacked else bands
-    if scaling is not None:
-        if len(scaling) == 1 and per_date != -1:
-            scaling = scaling * per_date
-        merged["value_scaling"] = scaling * repeats
-    merged.pop("resize_type", None)
-    resize = _resize_type(from_data, from_weights, datamodule is not None)
-    if resize is not None:
-        merged["resize_type"] = resize
-    if shape is not None:
-        merged["input_shape"] = shape
+    for key in ("bands", "value_scaling", "resize_type"):
+        merged.pop(key, None)
+    merged.update(_input_overrides(task, from_task, from_weights, from_data, has_data=datamodule is not None))
 
-    count = _class_count(task_or_model) if is_task else None
+    count = _class_count(task) if task is not None else None
     names = from_data.get("classes")
     if count is not None and names and len(names) == count:
         merged["classes"] = names
@@ -447,6 +416,82 @@ def torchgeo_overrides(
     if text:
         merged["description"] = text
     return merged
+
+
+def _weights_layer(task: Any, weights: Any) -> tuple[Any, dict[str, Any]]:
+    """The weights in effect (given, else those ``task`` was built with) and the overrides they give.
+
+    Weights the task was not built from give their bands and transforms but no ``mlm:pretrained`` (with a warning);
+    a task built from scratch gives ``pretrained: False``.
+    """
+    built_with = captured_weights(task) if task is not None else None
+    if weights is None and task is not None:
+        weights = built_with
+    from_weights = weights_overrides(weights) if weights is not None else {}
+    if task is not None and weights is not None and built_with in (None, False) and from_weights.get("pretrained"):
+        warnings.warn(
+            f"weights={weights} describe pretraining, but the task was built with weights={built_with}: "
+            "mlm:pretrained is left unset (only the weights' bands and transforms are used).",
+            UserWarning,
+            stacklevel=3,
+        )
+        from_weights = {k: v for k, v in from_weights.items() if k not in ("pretrained", "pretrained_source")}
+    if task is not None and not from_weights:
+        from_weights = {"pretrained": False}  # built from scratch: MLM wants pretrained false, source null
+    return weights, from_weights
+
+
+def _check_channels(task_shape: Sequence[int] | None, weights_shape: Sequence[int] | None, weights: Any) -> None:
+    """Raise when the task's and the weights' input shapes name different channel counts.
+
+    Raises:
+        ConfigurationError: the weights' ``in_chans`` differ from the task's ``in_channels``.
+    """
+    if not (task_shape and weights_shape and len(task_shape) == len(weights_shape)):
+        return
+    axis = _channel_axis(task_shape)
+    if -1 not in (task_shape[axis], weights_shape[axis]) and task_shape[axis] != weights_shape[axis]:
+        raise ConfigurationError(
+            f"weights {weights} expect {weights_shape[axis]} input channels but the task has "
+            f"in_channels={task_shape[axis]}.",
+            hint="Build the task with the weights' in_chans, or pass the weights it was really built with.",
+        )
+
+
+def _input_overrides(
+    task: Any,
+    from_task: Mapping[str, Any],
+    from_weights: Mapping[str, Any],
+    from_data: Mapping[str, Any],
+    *,
+    has_data: bool,
+) -> dict[str, Any]:
+    """``bands``, ``value_scaling``, ``resize_type`` and ``input_shape``, merged by precedence.
+
+    Bands and scalings are fitted to the model's channels; change models that stack both dates on the channel axis
+    see every band twice.
+    """
+    shapes = (from_task.get("input_shape"), from_data.get("input_shape"), from_weights.get("input_shape"))
+    shape = _merge_shapes([s for s in shapes if s])
+    channels = shape[_channel_axis(shape)] if shape else -1
+    stacked = bool(task is not None and shape and len(shape) == 4 and _torchgeo_class(task, ("ChangeDetectionTask",)))
+    repeats = 2 if stacked else 1
+    per_date = channels // repeats if channels != -1 and channels % repeats == 0 else -1
+    result: dict[str, Any] = {}
+    bands = _first_fitting([from_data.get("bands"), from_weights.get("bands")], per_date, allow_one=False)
+    scaling = _first_fitting([from_data.get("value_scaling"), from_weights.get("value_scaling")], per_date)
+    if bands is not None:
+        result["bands"] = [f"{b}_t{i}" for i in (1, 2) for b in bands] if stacked else bands
+    if scaling is not None:
+        if len(scaling) == 1 and per_date != -1:
+            scaling = scaling * per_date
+        result["value_scaling"] = scaling * repeats
+    resize = _resize_type(from_data, from_weights, has_data)
+    if resize is not None:
+        result["resize_type"] = resize
+    if shape is not None:
+        result["input_shape"] = shape
+    return result
 
 
 def export_torchgeo(

@@ -300,6 +300,47 @@ def build_item(
             f"model {description.name!r} has no artifact with role 'mlm:model'.",
             hint="Export weights (artifact_dir=...) or pass a model file so there is something to publish.",
         )
+    bbox, geometry = _spatial_extent(description)
+    when, start, end = _temporal_extent(description)
+    item = pystac.Item(
+        id=item_id or default_item_id(description),
+        geometry=geometry,
+        bbox=list(bbox),
+        datetime=when,
+        start_datetime=start,
+        end_datetime=end,
+        properties={},
+        collection=collection,
+    )
+    item.properties.update(_item_properties(description))
+    band_objects = item.properties.get("bands")
+    for artifact in description.artifacts:
+        item.add_asset(artifact.key, _asset(artifact, band_objects if artifact.is_model else None))
+    _add_links(item, description, collection, collection_href)
+    item.stac_extensions = _extensions_used(description)
+    # Provenance: processing:software (mlm-export and the framework that measured), then the caller's provenance.
+    apply_software(item, description.framework)
+    if provenance is not None:
+        provenance.apply(item)
+    _warn_unknown(description)
+    return item
+
+
+def _add_links(
+    item: pystac.Item, description: ModelDescription, collection: str | None, collection_href: str | None
+) -> None:
+    """Add the ``collection`` link (when the Item belongs to one), then the description's own links."""
+    if collection is not None:
+        item.add_link(pystac.Link("collection", collection_href or LOCAL_COLLECTION_HREF, pystac.MediaType.JSON))
+    for link in description.links:
+        stac_link = pystac.Link(
+            rel=link.rel, target=link.href, media_type=link.media_type, title=link.title, extra_fields=dict(link.extra)
+        )
+        item.add_link(stac_link)
+
+
+def _spatial_extent(description: ModelDescription) -> tuple[tuple[float, ...], dict[str, Any]]:
+    """The Item's ``bbox`` and ``geometry``: each derived from the other when one is given, else the whole globe."""
     bbox = description.bbox
     geometry = dict(description.geometry) if description.geometry is not None else None
     if bbox is None and geometry is None:
@@ -311,7 +352,17 @@ def build_item(
         from shapely.geometry import shape
 
         bbox = tuple(shape(geometry).bounds)
+    return bbox, geometry
 
+
+def _temporal_extent(
+    description: ModelDescription,
+) -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]:
+    """The Item's ``datetime``, ``start_datetime`` and ``end_datetime`` (the export time when none is given).
+
+    Raises:
+        DescriptionError: a value is not ISO 8601, only one end of the range is given, or the range is reversed.
+    """
     start = _parse_datetime(description.start_datetime, "start_datetime")
     end = _parse_datetime(description.end_datetime, "end_datetime")
     when = _parse_datetime(description.datetime, "datetime")
@@ -327,80 +378,59 @@ def build_item(
             description.name,
             when.isoformat(),
         )
+    return when, start, end
 
-    item = pystac.Item(
-        id=item_id or default_item_id(description),
-        geometry=geometry,
-        bbox=list(bbox),
-        datetime=when,
-        start_datetime=start,
-        end_datetime=end,
-        properties={},
-        collection=collection,
-    )
-    extensions = [MLM_SCHEMA_URI]
-    props = item.properties
+
+def _item_properties(description: ModelDescription) -> dict[str, Any]:
+    """The Item properties besides the datetimes: description, license, common ``bands`` and the ``mlm:*`` fields."""
+    props: dict[str, Any] = {}
     if description.description:
         props["description"] = description.description
     if description.license:
         props["license"] = description.license
-
     band_objects = [b.to_dict() for b in description.band_definitions]
     if band_objects:
         props["bands"] = band_objects
-
-    hyperparameters = {
-        hyperparameter_key(k): _without_nulls(v) for k, v in description.hyperparameters.items() if v is not None
-    }
-    props.update(
-        _drop_none(
-            {
-                mlm_props.NAME_PROP: description.name,
-                mlm_props.ARCHITECTURE_PROP: architecture_name(description.architecture),
-                mlm_props.TASKS_PROP: list(description.tasks),
-                mlm_props.FRAMEWORK_PROP: description.framework,
-                mlm_props.FRAMEWORK_VERSION_PROP: to_semver(description.framework_version)
-                if description.framework_version
-                else None,
-                mlm_props.MEMORY_SIZE_PROP: description.memory_size,
-                mlm_props.TOTAL_PARAMETERS_PROP: description.total_parameters,
-                mlm_props.PRETRAINED_PROP: description.pretrained,
-                mlm_props.BATCH_SIZE_SUGGESTION_PROP: description.batch_size_suggestion,
-                mlm_props.ACCELERATOR_PROP: description.accelerator,
-                mlm_props.ACCELERATOR_CONSTRAINED_PROP: description.accelerator_constrained,
-                mlm_props.ACCELERATOR_SUMMARY_PROP: description.accelerator_summary,
-                mlm_props.ACCELERATOR_COUNT_PROP: description.accelerator_count,
-                mlm_props.HYPERPARAMETERS_PROP: hyperparameters or None,
-            }
-        )
-    )
+    props.update(_drop_none(_mlm_model_fields(description)))
     if description.pretrained is not None:
         # MLM README: an explicit null source when the model was trained from scratch.
         props[mlm_props.PRETRAINED_SOURCE_PROP] = description.pretrained_source
     props[mlm_props.INPUT_PROP] = [input_json(i) for i in description.inputs]
     props[mlm_props.OUTPUT_PROP] = [output_json(o, description.tasks) for o in description.outputs]
+    return props
 
-    for artifact in description.artifacts:
-        item.add_asset(artifact.key, _asset(artifact, band_objects if artifact.is_model else None))
+
+def _mlm_model_fields(description: ModelDescription) -> dict[str, Any]:
+    """The model-level ``mlm:*`` properties, ``None`` where unknown (dropped by the caller)."""
+    hyperparameters = {
+        hyperparameter_key(k): _without_nulls(v) for k, v in description.hyperparameters.items() if v is not None
+    }
+    version = description.framework_version
+    return {
+        mlm_props.NAME_PROP: description.name,
+        mlm_props.ARCHITECTURE_PROP: architecture_name(description.architecture),
+        mlm_props.TASKS_PROP: list(description.tasks),
+        mlm_props.FRAMEWORK_PROP: description.framework,
+        mlm_props.FRAMEWORK_VERSION_PROP: to_semver(version) if version else None,
+        mlm_props.MEMORY_SIZE_PROP: description.memory_size,
+        mlm_props.TOTAL_PARAMETERS_PROP: description.total_parameters,
+        mlm_props.PRETRAINED_PROP: description.pretrained,
+        mlm_props.BATCH_SIZE_SUGGESTION_PROP: description.batch_size_suggestion,
+        mlm_props.ACCELERATOR_PROP: description.accelerator,
+        mlm_props.ACCELERATOR_CONSTRAINED_PROP: description.accelerator_constrained,
+        mlm_props.ACCELERATOR_SUMMARY_PROP: description.accelerator_summary,
+        mlm_props.ACCELERATOR_COUNT_PROP: description.accelerator_count,
+        mlm_props.HYPERPARAMETERS_PROP: hyperparameters or None,
+    }
+
+
+def _extensions_used(description: ModelDescription) -> list[str]:
+    """The schema URIs the Item declares: MLM, then file, classification and ml-aoi where their fields appear."""
+    extensions = [MLM_SCHEMA_URI]
     if any(a.file_size is not None or a.file_checksum is not None for a in description.artifacts):
         extensions.append(FILE_SCHEMA_URI)
     if any(o.classes for o in description.outputs):
         extensions.append(CLASSIFICATION_SCHEMA_URI)
-
-    if collection is not None:
-        item.add_link(pystac.Link("collection", collection_href or LOCAL_COLLECTION_HREF, pystac.MediaType.JSON))
-    for link in description.links:
-        stac_link = pystac.Link(
-            rel=link.rel, target=link.href, media_type=link.media_type, title=link.title, extra_fields=dict(link.extra)
-        )
-        item.add_link(stac_link)
-        if any(k.startswith("ml-aoi:") for k in link.extra) and ML_AOI_SCHEMA_URI not in extensions:
-            extensions.append(ML_AOI_SCHEMA_URI)
-
-    item.stac_extensions = extensions
-    # Provenance: processing:software (mlm-export and the framework that measured), then the caller's provenance.
-    apply_software(item, description.framework)
-    if provenance is not None:
-        provenance.apply(item)
-    _warn_unknown(description)
-    return item
+    if any(k.startswith("ml-aoi:") for link in description.links for k in link.extra):
+        extensions.append(ML_AOI_SCHEMA_URI)
+    return extensions

@@ -317,24 +317,45 @@ def build_catalog(
     prepared = [_catalog_item(e, collection_id, title, allow_outside) for e in entries]
     collection = collection_document(entries, collection_id, title, description)
     if validate:
-        from mlm_export.stac.validate import validate_item
-
-        for entry, (document, _) in zip(entries, prepared, strict=True):  # files are verified when staged
-            raise_invalid(validate_item(document, schema_dir, check_files=False), f"{entry.source}")
-        raise_invalid(validate_item(collection, schema_dir), f"The collection {collection_id!r}")
-
+        _validate_catalog(entries, [document for document, _ in prepared], collection, schema_dir)
     targets = {document["id"]: root / document["id"] / f"{document['id']}.json" for document, _ in prepared}
+    placements = _plan_placements(root, entries, prepared)
+    finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document, _ in prepared}
+    collection_path = root / COLLECTION_FILE
+    _prepare_directory(root, [collection_path, *targets.values()], overwrite)
+    _write_catalog(root, placements, finals, targets, collection)
+    return pystac.Collection.from_file(str(collection_path))
+
+
+def _validate_catalog(
+    entries: list[Entry],
+    documents: list[dict[str, Any]],
+    collection: dict[str, Any],
+    schema_dir: str | os.PathLike[str] | None,
+) -> None:
+    """Validate every catalog Item (its files are verified when staged) and the Collection.
+
+    Raises:
+        ItemValidationError: an Item or the Collection does not validate (nothing is written).
+    """
+    from mlm_export.stac.validate import validate_item
+
+    for entry, document in zip(entries, documents, strict=True):
+        raise_invalid(validate_item(document, schema_dir, check_files=False), f"{entry.source}")
+    raise_invalid(validate_item(collection, schema_dir), f"The collection {collection['id']!r}")
+
+
+def _plan_placements(
+    root: Path, entries: list[Entry], prepared: list[tuple[dict[str, Any], ItemArtifacts]]
+) -> list[tuple[str, ItemArtifacts, list[Artifact]]]:
+    """Where each Item's local artifacts go in the catalog (hrefs set on the documents); the files still to place."""
     placements: list[tuple[str, ItemArtifacts, list[Artifact]]] = []
     for entry, (document, artifacts) in zip(entries, prepared, strict=True):
         item_id = document["id"]
         pending = choose_places(artifacts, root / item_id, (f"{item_id}.json", f"{item_id}.html"))
         _set_artifact_hrefs(document, artifacts)
         placements.append((entry.source, artifacts, pending))
-    finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document, _ in prepared}
-    collection_path = root / COLLECTION_FILE
-    _prepare_directory(root, [collection_path, *targets.values()], overwrite)
-    _write_catalog(root, placements, finals, targets, collection)
-    return pystac.Collection.from_file(str(collection_path))
+    return placements
 
 
 def _stage_artifacts(

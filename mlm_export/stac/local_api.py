@@ -85,7 +85,7 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 def _run(command: list[str], what: str, env: dict[str, str], cwd: Path) -> None:
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argument lists, no shell
+        done = subprocess.run(  # fixed argument lists, no shell
             command, env=env, cwd=cwd, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -97,7 +97,7 @@ def _run(command: list[str], what: str, env: dict[str, str], cwd: Path) -> None:
 
 def _http_ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(url, timeout=2) as response:  # our own loopback URL
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -172,7 +172,7 @@ def _start_server(api: LocalSTACAPI, python: str, port: int) -> None:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     log = (api.directory / "server.log").open("wb")
     with log:
-        api.server = subprocess.Popen(  # noqa: S603 - fixed argument list, no shell
+        api.server = subprocess.Popen(  # fixed argument list, no shell
             command, env=api.env, cwd=api.directory, stdout=log, stderr=subprocess.STDOUT
         )
     deadline = time.monotonic() + STEP_TIMEOUT_S
@@ -253,7 +253,7 @@ def start_local_api(
 def _hand_to_postgres(directory: Path, *, remove: bool) -> None:
     """As root: give ``directory`` to the postgres user, and check that it can reach it through the parents."""
     shutil.chown(directory, _PG_USER, _PG_USER)
-    reachable = subprocess.run(["runuser", "-u", _PG_USER, "--", "test", "-w", str(directory)], check=False)  # noqa: S603, S607
+    reachable = subprocess.run(["runuser", "-u", _PG_USER, "--", "test", "-w", str(directory)], check=False)
     if reachable.returncode != 0:
         if remove:
             shutil.rmtree(directory, ignore_errors=True)
@@ -268,7 +268,7 @@ def _check_server_packages(python: str) -> None:
     probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))"
     modules = ["uvicorn", "stac_fastapi.pgstac", "pypgstac"]
     try:
-        missing = subprocess.run([python, "-c", probe, *modules], capture_output=True, timeout=60).returncode  # noqa: S603
+        missing = subprocess.run([python, "-c", probe, *modules], capture_output=True, timeout=60).returncode
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise MissingDependencyError(f"Cannot run the server interpreter {python!r}: {exc}.") from exc
     if missing:

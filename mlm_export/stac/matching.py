@@ -165,7 +165,7 @@ def parse_query(
     bands: Sequence[str] | str | None = None,
     framework: str | None = None,
     input_channels: int | None = None,
-    filter: str | Mapping[str, Any] | None = None,  # noqa: A002 - the STAC API name
+    filter: str | Mapping[str, Any] | None = None,  # the STAC API name
 ) -> Query:
     """Check and normalise the search arguments (see :func:`mlm_export.stac.search.search`).
 

@@ -334,9 +334,25 @@ def publish(
 
     .. versionadded:: 0.2
     """
-    from tqdm.auto import tqdm
-
     url = check_api_url(api_url)
+    _check_arguments(if_exists, collection_id, href_base)
+    entries, documents = prepare_items(
+        items, url, collection_id, href_base=href_base, upload_to=upload_to, schema_dir=schema_dir
+    )
+    with httpx.Client(base_url=url, headers=api_headers(headers), timeout=timeout) as client:
+        created = _ensure_collection(client, collection_id, entries, documents, schema_dir)
+        loader = _Loader(client, collection_id, if_exists, len(documents))
+        _load_in_chunks(loader, documents, f"publish to {collection_id}", progress)
+    return PublishResult(url, collection_id, created, tuple(loader.published), tuple(loader.skipped))
+
+
+def _check_arguments(if_exists: Any, collection_id: Any, href_base: Any) -> None:
+    """Check :func:`publish`'s arguments that need no request.
+
+    Raises:
+        ConfigurationError: an unknown ``if_exists``, a ``collection_id`` that is no name, or an ``href_base`` that
+            is no URL (or carries credentials).
+    """
     if if_exists not in IF_EXISTS_CHOICES:
         raise ConfigurationError(f"if_exists: expected one of {', '.join(IF_EXISTS_CHOICES)}, got {if_exists!r}.")
     if not isinstance(collection_id, str) or not collection_id or "/" in collection_id:
@@ -348,19 +364,18 @@ def publish(
         )
     if href_base is not None:
         check_href(href_base, "href_base")
-    entries, documents = prepare_items(
-        items, url, collection_id, href_base=href_base, upload_to=upload_to, schema_dir=schema_dir
-    )
-    with httpx.Client(base_url=url, headers=api_headers(headers), timeout=timeout) as client:
-        created = _ensure_collection(client, collection_id, entries, documents, schema_dir)
-        loader = _Loader(client, collection_id, if_exists, len(documents))
-        disable = None if progress is None else not progress
-        with tqdm(total=len(documents), unit="item", desc=f"publish to {collection_id}", disable=disable) as bar:
-            for start in range(0, len(documents), CHUNK_SIZE):
-                chunk = documents[start : start + CHUNK_SIZE]
-                loader.load(chunk)
-                bar.update(len(chunk))
-    return PublishResult(url, collection_id, created, tuple(loader.published), tuple(loader.skipped))
+
+
+def _load_in_chunks(loader: _Loader, documents: list[dict[str, Any]], desc: str, progress: bool | None) -> None:
+    """Send ``documents`` through ``loader``, :data:`CHUNK_SIZE` at a time, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    disable = None if progress is None else not progress
+    with tqdm(total=len(documents), unit="item", desc=desc, disable=disable) as bar:
+        for start in range(0, len(documents), CHUNK_SIZE):
+            chunk = documents[start : start + CHUNK_SIZE]
+            loader.load(chunk)
+            bar.update(len(chunk))
 
 
 __all__ = ["IF_EXISTS_CHOICES", "PublishResult", "prepare_items", "publish"]

@@ -144,7 +144,7 @@ class SchemaStore:
 
     def _download(self, url: str, path: Path) -> None:
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 - https only
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # https only
                 final = response.geturl()
                 data = response.read(MAX_SCHEMA_BYTES + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:

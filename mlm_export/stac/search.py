@@ -19,8 +19,8 @@ from typing import Any
 import pystac
 
 from mlm_export.errors import ConfigurationError
-from mlm_export.stac.entries import entries_of, is_url
-from mlm_export.stac.matching import SearchHit, match, parse_query
+from mlm_export.stac.entries import Entry, entries_of, is_url
+from mlm_export.stac.matching import Query, SearchHit, match, parse_query
 
 __all__ = ["SearchHit", "format_hits", "search", "search_catalog"]
 
@@ -47,7 +47,7 @@ def search(
     bands: Sequence[str] | str | None = None,
     framework: str | None = None,
     input_channels: int | None = None,
-    filter: str | Mapping[str, Any] | None = None,  # noqa: A002 - the STAC API name
+    filter: str | Mapping[str, Any] | None = None,  # the STAC API name
     limit: int | None = None,
     collections: Sequence[str] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -90,17 +90,27 @@ def search(
     """
     _check_limit(limit)
     query = parse_query(bbox, datetime, tasks, bands, framework, input_channels, filter)
+    entries = _candidates(source, query, collections, headers)
+    return rank([hit for entry in entries if (hit := match(entry, query)) is not None], limit)
+
+
+def _candidates(
+    source: SearchSource, query: Query, collections: Sequence[str] | None, headers: Mapping[str, str] | None
+) -> list[Entry]:
+    """The Items to match: the STAC API's hits for ``query`` (paged through), else every Item of ``source``.
+
+    Raises:
+        ConfigurationError: ``collections`` or ``headers`` given for a local source.
+    """
     if isinstance(source, str) and is_url(source):
         from mlm_export.stac.search_api import api_entries
 
-        entries = api_entries(source, query, collections=collections, headers=headers)
-    else:
-        if collections is not None or headers is not None:
-            raise ConfigurationError(
-                "collections/headers apply to a STAC API URL only.", hint="Drop them for a local catalog."
-            )
-        entries = entries_of(source)
-    return rank([hit for entry in entries if (hit := match(entry, query)) is not None], limit)
+        return api_entries(source, query, collections=collections, headers=headers)
+    if collections is not None or headers is not None:
+        raise ConfigurationError(
+            "collections/headers apply to a STAC API URL only.", hint="Drop them for a local catalog."
+        )
+    return entries_of(source)
 
 
 def search_catalog(

@@ -296,7 +296,7 @@ def _defined_bands(document: Mapping[str, Any]) -> set[str] | None:
     return {name for s in sources for name in _definition_names(s)}
 
 
-def _semantic_problems(document: Mapping[str, Any]) -> Iterator[Problem]:  # noqa: C901
+def _semantic_problems(document: Mapping[str, Any]) -> Iterator[Problem]:
     props = document.get("properties") or {}
     defined = _defined_bands(document)
     for key, structure in (("mlm:input", "input"), ("mlm:output", "result")):

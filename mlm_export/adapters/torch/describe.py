@@ -184,6 +184,7 @@ def _cuda_baseline(module: Any, device: torch.device) -> int:
 
 
 def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.device, fmt: str | None) -> Measured:
+    """Count, dry-run and describe ``loaded``; its artifact is the source file, else the one planned to write."""
     _check_combination(loaded, fmt)
     counts = _count(loaded)
     module, can_eval = _runnable(loaded, device)
@@ -192,27 +193,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
     notes = list(loaded.notes)
 
     baseline = _cuda_baseline(module, device)
-    fork_devices = [device.index] if device.type == "cuda" else []
-    backend = TorchProbeBackend(runner, counts.tensor_bytes, DryRunLimits.of(options), _flatten)
-    with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
-        try:
-            with backend.timed(f"of {loaded.name}"):
-                result = probe(
-                    backend,
-                    inputs.probe_inputs,
-                    probe_dynamic=options.probe.probe_dynamic,
-                    base_shapes=inputs.base_shapes,
-                    shapes_first=backend.use_shapes,
-                )
-        except DryRunLimitError:
-            raise
-        except ProbeError as exc:
-            if inputs.origin == "inferred":
-                raise ProbeError(
-                    f"{exc.message} ({' '.join(inputs.notes)})",
-                    hint="Pass input_shape= or example_input= with shapes the model accepts.",
-                ) from (exc.__cause__ or exc)
-            raise
+    result = _probe_loaded(loaded, module, runner, inputs, counts, options, device, can_eval=can_eval)
     notes.extend(inputs.notes)
     notes.extend(result.notes)
 
@@ -246,6 +227,46 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
                                                              else sources)))  # fmt: skip
     artifact, write_notes, writer = plan_artifact(loaded, module, runner, result, options, fmt, description)
     return Measured(description.replace(artifacts=(artifact,), notes=(*notes, *write_notes)), writer)
+
+
+def _probe_loaded(
+    loaded: _Loaded,
+    module: Any,
+    runner: _Runner,
+    inputs: _Inputs,
+    counts: _Counts,
+    options: ExportOptions,
+    device: torch.device,
+    *,
+    can_eval: bool,
+) -> ProbeResult:
+    """Dry-run ``module`` through :func:`~mlm_export.probing.probe` (eval mode, RNG state restored, capped).
+
+    Raises:
+        DryRunLimitError: the dry-run ran past its memory or time cap.
+        ProbeError: no probe shape runs; for inferred inputs the message says how they were inferred.
+    """
+    fork_devices = [device.index] if device.type == "cuda" else []
+    backend = TorchProbeBackend(runner, counts.tensor_bytes, DryRunLimits.of(options), _flatten)
+    with _dry_run_state(module, device, switch_mode=can_eval), torch.random.fork_rng(devices=fork_devices):
+        try:
+            with backend.timed(f"of {loaded.name}"):
+                return probe(
+                    backend,
+                    inputs.probe_inputs,
+                    probe_dynamic=options.probe.probe_dynamic,
+                    base_shapes=inputs.base_shapes,
+                    shapes_first=backend.use_shapes,
+                )
+        except DryRunLimitError:
+            raise
+        except ProbeError as exc:
+            if inputs.origin == "inferred":
+                raise ProbeError(
+                    f"{exc.message} ({' '.join(inputs.notes)})",
+                    hint="Pass input_shape= or example_input= with shapes the model accepts.",
+                ) from (exc.__cause__ or exc)
+            raise
 
 
 def _input_specs(inputs: _Inputs, result: ProbeResult) -> tuple[InputSpec, ...]:

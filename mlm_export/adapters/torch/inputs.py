@@ -218,62 +218,75 @@ def _layer_hint(module: Any) -> _LayerHint | None:
     if module is None:
         return None
     for layer_name, layer in module.named_modules():
-        where = f"'{layer_name}'" if layer_name else "the model itself"
         kind = _layer_kind(layer)
         size_of_layer = None if kind is None else _layer_size(kind, layer)
-        if kind is None or size_of_layer is None:
-            continue
-        if kind == "Conv2d":
-            size = _fixed_image_size(module) or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-            c = size_of_layer
-            note = (
-                f"The input shape [1, {c}, {size[0]}, {size[1]}] was inferred from the first Conv2d layer "
-                f"({where}, in_channels={c})"
-            )
-            if size != (DEFAULT_SPATIAL, DEFAULT_SPATIAL):
-                note += f" and the model's declared image size {size[0]}x{size[1]}"
-            return _LayerHint((1, c, *size), ("batch", "channel", "height", "width"), "image", "float", note + ".")
-        if kind == "Conv1d":
-            c = size_of_layer
-            return _LayerHint(
-                (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "float",
-                f"The input shape [1, {c}, {DEFAULT_CONV1D_LENGTH}] was inferred from the first Conv1d layer "
-                f"({where}, in_channels={c}).",
-            )  # fmt: skip
-        if kind == "Conv3d":
-            c = size_of_layer
-            shape = (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-            return _LayerHint(
-                shape, ("batch", "channel", "time", "height", "width"), "image-time", "float",
-                f"The input shape {list(shape)} was inferred from the first Conv3d layer ({where}, in_channels={c}).",
-            )  # fmt: skip
-        if kind == "Linear":
-            f = size_of_layer
-            return _LayerHint(
-                (1, f), ("batch", "channel"), "tabular", "float",
-                f"The input shape [1, {f}] was inferred from the first Linear layer ({where}, in_features={f}).",
-            )  # fmt: skip
-        if kind == "Embedding":
-            n = size_of_layer
-            return _LayerHint(
-                (1, DEFAULT_TOKENS), ("batch", "token"), "tokens", "int64",
-                f"The input shape [1, {DEFAULT_TOKENS}] (int64 token ids below {n}) was inferred from the first "
-                f"Embedding layer ({where}, num_embeddings={n}).",
-                high=n,
-            )  # fmt: skip
-        if kind in _RNN_KINDS:
-            f = size_of_layer
-            batch_first = getattr(layer, "batch_first", False) is True
-            if batch_first:
-                shape, order = (1, DEFAULT_STEPS, f), ("batch", "time", "channel")
-            else:
-                shape, order = (DEFAULT_STEPS, 1, f), ("time", "batch", "channel")
-            return _LayerHint(
-                shape, order, "sequence", "float",
-                f"The input shape {list(shape)} ({', '.join(order)}) was inferred from the first {kind} layer "
-                f"({where}, input_size={f}, batch_first={batch_first}).",
-            )  # fmt: skip
+        if kind is not None and size_of_layer is not None:
+            where = f"'{layer_name}'" if layer_name else "the model itself"
+            return _hint_from_layer(module, layer, kind, size_of_layer, where)
     return None
+
+
+def _hint_from_layer(module: Any, layer: Any, kind: str, size_of_layer: int, where: str) -> _LayerHint:
+    """The input a first layer of ``kind`` (see :func:`_layer_kind`) of size ``size_of_layer`` implies."""
+    if kind == "Conv2d":
+        return _image_hint(module, size_of_layer, where)
+    if kind == "Conv1d":
+        c = size_of_layer
+        return _LayerHint(
+            (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "float",
+            f"The input shape [1, {c}, {DEFAULT_CONV1D_LENGTH}] was inferred from the first Conv1d layer "
+            f"({where}, in_channels={c}).",
+        )  # fmt: skip
+    if kind == "Conv3d":
+        c = size_of_layer
+        shape = (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+        return _LayerHint(
+            shape, ("batch", "channel", "time", "height", "width"), "image-time", "float",
+            f"The input shape {list(shape)} was inferred from the first Conv3d layer ({where}, in_channels={c}).",
+        )  # fmt: skip
+    if kind == "Linear":
+        f = size_of_layer
+        return _LayerHint(
+            (1, f), ("batch", "channel"), "tabular", "float",
+            f"The input shape [1, {f}] was inferred from the first Linear layer ({where}, in_features={f}).",
+        )  # fmt: skip
+    if kind == "Embedding":
+        n = size_of_layer
+        return _LayerHint(
+            (1, DEFAULT_TOKENS), ("batch", "token"), "tokens", "int64",
+            f"The input shape [1, {DEFAULT_TOKENS}] (int64 token ids below {n}) was inferred from the first "
+            f"Embedding layer ({where}, num_embeddings={n}).",
+            high=n,
+        )  # fmt: skip
+    return _recurrent_hint(layer, kind, size_of_layer, where)  # one of _RNN_KINDS
+
+
+def _image_hint(module: Any, channels: int, where: str) -> _LayerHint:
+    """``[1, C, H, W]`` for a first Conv2d: the model's declared image size, else the default spatial size."""
+    size = _fixed_image_size(module) or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+    c = channels
+    note = (
+        f"The input shape [1, {c}, {size[0]}, {size[1]}] was inferred from the first Conv2d layer "
+        f"({where}, in_channels={c})"
+    )
+    if size != (DEFAULT_SPATIAL, DEFAULT_SPATIAL):
+        note += f" and the model's declared image size {size[0]}x{size[1]}"
+    return _LayerHint((1, c, *size), ("batch", "channel", "height", "width"), "image", "float", note + ".")
+
+
+def _recurrent_hint(layer: Any, kind: str, features: int, where: str) -> _LayerHint:
+    """A ``DEFAULT_STEPS``-long sequence for a first LSTM/GRU/RNN, time first unless ``batch_first``."""
+    f = features
+    batch_first = getattr(layer, "batch_first", False) is True
+    if batch_first:
+        shape, order = (1, DEFAULT_STEPS, f), ("batch", "time", "channel")
+    else:
+        shape, order = (DEFAULT_STEPS, 1, f), ("time", "batch", "channel")
+    return _LayerHint(
+        shape, order, "sequence", "float",
+        f"The input shape {list(shape)} ({', '.join(order)}) was inferred from the first {kind} layer "
+        f"({where}, input_size={f}, batch_first={batch_first}).",
+    )  # fmt: skip
 
 
 def _meta_channels(module: Any) -> tuple[int, str] | None:
