@@ -309,6 +309,17 @@ def _safetensors_with_header(source: Path, target: Path, edit: Callable[[dict[st
     return target
 
 
+def _central_directory_patched(source: Path, target: Path, offset: int, value: int) -> Path:
+    """``source`` with one 16-bit field (at ``offset`` in each central-directory record) OR-ed with ``value``."""
+    data = bytearray(source.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        struct.pack_into("<H", data, at + offset, struct.unpack_from("<H", data, at + offset)[0] | value)
+        at = data.find(b"PK\x01\x02", at + 4)
+    target.write_bytes(bytes(data))
+    return target
+
+
 def _first_tensor(header: dict[str, Any]) -> dict[str, Any]:
     return header[next(k for k in header if k != "__metadata__")]
 
@@ -362,6 +373,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["pt2-without-weights-config"] = _rewrite_zip(program, d / "pt2_no_weights.pt2", drop="/data/weights/")
     files["pt2-bad-model-json"] = _rewrite_zip(program, d / "pt2_json.pt2", replace=("models/model.json", b'{"x": 1}'))
     files["pt2-without-model-json"] = _rewrite_zip(program, d / "pt2_no_model.pt2", drop="/models/")
+    files["pt2-encrypted-flag"] = _central_directory_patched(program, d / "pt2_encrypted.pt2", 8, 1)
+    files["pt2-unknown-compression"] = _central_directory_patched(program, d / "pt2_method.pt2", 10, 99)
 
     torch.save(tm.TinyConvNet(in_channels=4).state_dict(), files.setdefault("state-dict-other-model", d / "conv.pt"))
     state = model.state_dict()
@@ -400,6 +413,8 @@ CORPUS: dict[str, tuple[type[Exception], str, type[BaseException] | None]] = {
     "pt2-without-weights-config": (ArtifactLoadError, "model_weights_config.json", AssertionError),
     "pt2-bad-model-json": (ArtifactLoadError, "as an ExportedProgram", TypeError),
     "pt2-without-model-json": (ArtifactLoadError, "as an ExportedProgram", RuntimeError),
+    "pt2-encrypted-flag": (ArtifactLoadError, "password required", RuntimeError),
+    "pt2-unknown-compression": (ArtifactLoadError, "compression method is not supported", NotImplementedError),
     "state-dict-other-model": (ArtifactLoadError, "missing keys", None),
     "missing-key": (ArtifactLoadError, "missing keys (1): head.bias", None),
     "unexpected-key": (ArtifactLoadError, "unexpected keys (1): extra.weight", None),
