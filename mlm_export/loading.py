@@ -128,7 +128,7 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
     cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
     """
     from mlm_export.adapters.archive_safety import require_regular_file
-    from mlm_export.stac.io import outside_message, resolve_href
+    from mlm_export.stac.io import resolve_asset_href, resolve_href
     from mlm_export.transfer import fetch_artifact, is_remote
     from mlm_export.transfer import resolve_href as resolve_url
 
@@ -139,22 +139,15 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
         if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
             return beside.path  # exported with href_base: the file sits next to the Item
         return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
-    resolved = resolve_href(href, where.directory, allow_outside=where.allow_outside, confine=where.confine)
-    if resolved.kind in ("remote", "registry"):
+    resolved = resolve_asset_href(
+        href, where.directory, where=f"Asset {key!r}", allow_outside=where.allow_outside, confine=where.confine,
+        outside_hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory "
+        "you trust.",
+    )  # fmt: skip
+    if resolved.kind in ("remote", "registry") or resolved.path is None:
         raise ConfigurationError(
             f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
             hint="Point the href at a file, an http(s):// or an s3:// URL.",
-        )
-    if resolved.kind == "unresolved" or resolved.path is None:
-        raise ConfigurationError(
-            f"Asset {key!r} has the relative href {href!r} but the item's location is unknown.",
-            hint="Pass the path of the item JSON file instead of a dict.",
-        )
-    if resolved.kind == "outside":
-        raise ItemValidationError(
-            f"Asset {key!r}: {outside_message(resolved, where.directory)}.",
-            hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory you "
-            "trust.",
         )
     return require_regular_file(resolved.path, f"Model file of asset {key!r}")
 

@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,13 +170,44 @@ def _config_payloads(archive: zipfile.ZipFile, entry: str, where: str) -> list[t
     if info.file_size > MAX_VERIFIED_PAYLOAD:
         raise ArtifactLoadError(f"Entry '{entry}' of '{where}' is too large for a payload config.")
     try:
-        config = json.loads(archive.read(entry)).get("config", {})
-        return [(str(meta["path_name"]), bool(meta.get("use_pickle"))) for meta in config.values()]
-    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        document = json.loads(_read_entry(archive, entry, where))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise _invalid_config(where, entry, str(exc)) from exc
+    config = document.get("config", {}) if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise _invalid_config(where, entry, "no 'config' object")
+    payloads = []
+    for key, meta in config.items():
+        if not isinstance(meta, dict) or "path_name" not in meta:
+            raise _invalid_config(where, entry, f"entry {key!r} has no 'path_name'")
+        payloads.append((str(meta["path_name"]), bool(meta.get("use_pickle"))))
+    return payloads
+
+
+#: What ``ZipFile.read`` raises for a damaged entry: a bad CRC or header (``BadZipFile``), corrupt deflate data
+#: (``zlib.error``), a short file (``EOFError``), the "encrypted" flag (``RuntimeError``: password required) or an
+#: unknown compression method (``NotImplementedError``).
+_ZIP_READ_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+)  # fmt: skip
+
+
+def _read_entry(archive: zipfile.ZipFile, entry: str, where: str) -> bytes:
+    """The bytes of ``entry``; a damaged entry is an :class:`ArtifactLoadError` naming the archive."""
+    try:
+        return archive.read(entry)
+    except _ZIP_READ_ERRORS as exc:
         raise ArtifactLoadError(
-            f"Cannot read '{where}': its payload config '{entry}' is not valid ({exc}).",
-            hint="Save the ExportedProgram again with torch.export.save.",
+            f"Cannot read entry '{entry}' of '{where}': {type(exc).__name__}: {exc}.",
+            hint="The archive is damaged; save or download it again.",
         ) from exc
+
+
+def _invalid_config(where: str, entry: str, reason: str) -> ArtifactLoadError:
+    return ArtifactLoadError(
+        f"Cannot read '{where}': its payload config '{entry}' is not valid ({reason}).",
+        hint="Save the ExportedProgram again with torch.export.save.",
+    )
 
 
 def _check_exported_payloads(archive: zipfile.ZipFile, where: str) -> None:
@@ -192,7 +224,7 @@ def _check_exported_payloads(archive: zipfile.ZipFile, where: str) -> None:
                 f"Cannot verify {label}: the pickled payload is larger than {MAX_VERIFIED_PAYLOAD} bytes.",
                 hint=_HINT_PICKLE,
             )
-        _verify_weights_only(archive.read(entry), label)
+        _verify_weights_only(_read_entry(archive, entry, where), label)
 
 
 def _verify_weights_only(data: bytes, label: str) -> None:
@@ -200,6 +232,8 @@ def _verify_weights_only(data: bytes, label: str) -> None:
     import pickle
 
     import torch
+
+    from mlm_export.adapters.torch.boundary import TORCH_LOAD_ERRORS
 
     if zipfile.is_zipfile(io.BytesIO(data)):
         with zipfile.ZipFile(io.BytesIO(data)) as nested:
@@ -213,7 +247,7 @@ def _verify_weights_only(data: bytes, label: str) -> None:
             f"Python objects that are not tensors ({reason}); unpickling them can run arbitrary code.",
             hint=_HINT_PICKLE,
         ) from exc
-    except (RuntimeError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except TORCH_LOAD_ERRORS as exc:  # a corrupt payload (see TORCH_LOAD_ERRORS for why KeyError etc. are here)
         raise ArtifactLoadError(f"Cannot read {label}: {_first_line(exc)}", hint="Save the file again.") from exc
 
 

@@ -401,3 +401,44 @@ def outside_message(resolved: ResolvedHref, base: Path | None) -> str:
         f"href {resolved.href!r} points outside {where}; it was not opened "
         "(pass allow_outside=[DIR] / --allow-outside DIR to allow it)"
     )
+
+
+def resolve_asset_href(
+    href: str,
+    base: Path | None,
+    *,
+    where: str,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
+    confine: bool = True,
+    outside_hint: str = "Keep artifacts next to their Item, or pass allow_outside=[DIR] (--allow-outside DIR).",
+) -> ResolvedHref:
+    """:func:`resolve_href` for an href about to be opened: a local one must resolve inside its place.
+
+    The one place that turns "relative href, but no location" and "outside the Item's directory" into errors;
+    what to do with a ``remote`` or ``registry`` href, and with a local path that is not a regular file, stays
+    with the caller (placing an Item skips URLs, loading one downloads them).
+
+    Args:
+        href: the asset's href.
+        base: the Item's directory (``None`` when the Item has no location).
+        where: what holds the href, for messages ("Asset 'model'", "Item 'x' asset 'model'").
+        allow_outside: further directories local hrefs may resolve into.
+        confine: ``False`` for an Item without a location of its own (see :func:`resolve_href`).
+        outside_hint: the hint of the error for an href outside the allowed directories.
+
+    Returns:
+        The resolved href: kind ``local`` (with its real path), ``remote`` or ``registry``.
+
+    Raises:
+        ConfigurationError: ``href`` is relative and ``base`` is ``None``.
+        ItemValidationError: ``href`` resolves outside ``base`` and ``allow_outside``.
+    """
+    resolved = resolve_href(href, base, allow_outside=allow_outside, confine=confine)
+    if resolved.kind == "unresolved":
+        raise ConfigurationError(
+            f"{where} has the relative href {href!r} but the item's location is unknown.",
+            hint="Pass the item as a file path (or a pystac.Item with a self href), or make the href absolute.",
+        )
+    if resolved.kind == "outside":
+        raise ItemValidationError(f"{where}: {outside_message(resolved, base)}.", hint=outside_hint)
+    return resolved

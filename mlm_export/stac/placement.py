@@ -32,7 +32,7 @@ from typing import Any
 
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
 from mlm_export.provenance.container import is_registry_reference
-from mlm_export.stac.io import decode_href, encode_href, outside_message, resolve_href
+from mlm_export.stac.io import decode_href, encode_href, resolve_asset_href
 
 #: errno values of os.link that mean "no hard link here, copy instead".
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
@@ -68,19 +68,13 @@ class ItemArtifacts:
 
 def _local_file(href: str, base: Path | None, confined: bool, allow_outside: Sequence[Any], where: str) -> Path | None:
     """The file a local ``href`` names (lexical path; ``None`` for URLs), refused when outside its place."""
-    resolved = resolve_href(href, base, allow_outside=allow_outside, confine=confined)
+    resolved = resolve_asset_href(
+        href, base, where=where, allow_outside=allow_outside, confine=confined,
+        outside_hint="Nothing was written. Keep artifacts next to their Item, or pass allow_outside=[DIR] "
+        "(--allow-outside DIR).",
+    )  # fmt: skip
     if resolved.kind in ("remote", "registry"):
         return None
-    if resolved.kind == "unresolved":
-        raise ConfigurationError(
-            f"{where} has the relative href {href!r} but the item has no location to resolve it against.",
-            hint="Pass the item as a file path (or a pystac.Item with a self href), or make the href absolute.",
-        )
-    if resolved.kind == "outside":
-        raise ItemValidationError(
-            f"{where}: {outside_message(resolved, base)}. Nothing was written.",
-            hint="Keep artifacts next to their Item, or pass allow_outside=[DIR] (--allow-outside DIR).",
-        )
     assert resolved.path is not None
     if not resolved.path.is_file():
         state = "does not exist" if not resolved.path.exists() else "is not a regular file"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,8 +19,15 @@ import pytest
 from factories import item_dict
 
 from mlm_export import save_item, validate_item
-from mlm_export.errors import ItemValidationError
-from mlm_export.stac.io import decode_href, encode_href, parse_json, read_item_document, structure_problems
+from mlm_export.errors import ConfigurationError, ItemValidationError
+from mlm_export.stac.io import (
+    decode_href,
+    encode_href,
+    parse_json,
+    read_item_document,
+    resolve_asset_href,
+    structure_problems,
+)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -205,3 +213,40 @@ def test_href_base_file_names_are_encoded(tmp_path: Path) -> None:
     renamed = described.replace(artifacts=(replace(artifact, path=str(moved)),))
     published = hash_artifacts(renamed, href_base="https://example.com/models/")
     assert published.artifacts[0].href == "https://example.com/models/my%20model%20%C3%A9.safetensors"
+
+
+def test_resolve_asset_href_classifies_and_confines(tmp_path: Path) -> None:
+    """The one href resolver of loading and placement: local / file:// / URL / registry, confined to the Item."""
+    item_dir = tmp_path / "item"
+    item_dir.mkdir()
+    (item_dir / "model file.pt").write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.pt").write_bytes(b"y")
+    (item_dir / "link.pt").symlink_to(elsewhere / "other.pt")
+    inside = Path(os.path.realpath(item_dir / "model file.pt"))
+
+    for href in ("./model%20file.pt", "model%20file.pt", (item_dir / "model file.pt").as_uri()):
+        resolved = resolve_asset_href(href, item_dir, where="Asset 'model'")
+        assert (resolved.kind, resolved.path) == ("local", inside)
+    assert resolve_asset_href("https://example.org/m.pt", item_dir, where="a").kind == "remote"
+    assert resolve_asset_href("s3://bucket/m.pt", None, where="a").kind == "remote"
+    assert resolve_asset_href("oci://registry.example.org/model:1", item_dir, where="a").kind == "registry"
+
+    for href in ("../elsewhere/other.pt", "./link.pt", str(elsewhere / "other.pt")):
+        with pytest.raises(ItemValidationError, match="points outside") as info:
+            resolve_asset_href(href, item_dir, where="Asset 'model'", outside_hint="do this")
+        assert info.value.message.startswith("Asset 'model': ")
+        assert repr(href) in info.value.message
+        assert info.value.hint == "do this"
+        allowed = resolve_asset_href(href, item_dir, where="a", allow_outside=[elsewhere])
+        assert (allowed.kind, allowed.path) == ("local", Path(os.path.realpath(elsewhere / "other.pt")))
+
+    with pytest.raises(ConfigurationError, match="location is unknown") as unresolved:
+        resolve_asset_href("./model.pt", None, where="Asset 'model'")
+    assert "'./model.pt'" in unresolved.value.message
+    # An Item without a location of its own (a dict built in memory): absolute paths are taken as they are.
+    free = resolve_asset_href(str(elsewhere / "other.pt"), None, where="a", confine=False)
+    assert free.kind == "local"
+    with pytest.raises(ItemValidationError, match="allowed directories"):
+        resolve_asset_href(str(elsewhere / "other.pt"), None, where="a", confine=True)

@@ -12,7 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from mlm_export.adapters.onnx.boundary import _degrade
+from mlm_export.adapters.onnx.boundary import _degrade, _undecodable_field
 from mlm_export.adapters.onnx.embedded import METADATA_KEY, _read_embedded
 from mlm_export.adapters.onnx.files import _copy_proto
 from mlm_export.errors import (
@@ -106,6 +106,12 @@ def _read_proto(path: Path) -> onnx.ModelProto:
             f"'{path}' holds no ONNX model (no graph or no IR version): it is empty or not an ONNX file.",
             hint="Pass a model saved with onnx.save or torch.onnx.export.",
         )
+    field = _undecodable_field(proto)
+    if field is not None:
+        raise ArtifactLoadError(
+            f"Cannot read '{path}' as an ONNX model: its text field {field} is not UTF-8.",
+            hint="The file is corrupt; export or download it again.",
+        )
     return proto
 
 
@@ -120,7 +126,7 @@ def _load_graph(path: Path) -> _Graph:
     externals = _external_files(proto, path)
     try:
         onnx.checker.check_model(_without_external_data(proto) if externals else proto)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, UnicodeDecodeError) as exc:  # a name that is not UTF-8: UnicodeDecodeError
         raise ArtifactLoadError(
             f"'{path}' fails the ONNX checker: {exc}",
             hint="Fix the graph (onnx.checker.check_model shows the same message) or export it again.",
@@ -242,7 +248,7 @@ def _element_bits(element_type: int) -> int:
         return 8
     try:
         return int(onnx.helper.tensor_dtype_to_np_dtype(element_type).itemsize) * 8
-    except (KeyError, ValueError, TypeError):
+    except KeyError:  # an element type onnx has no numpy dtype for (its lookup table raises KeyError)
         return 8
 
 

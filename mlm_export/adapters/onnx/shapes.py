@@ -66,7 +66,7 @@ def _element_bytes(element_type: int) -> int:
 
     try:
         return max(1, onnx.helper.tensor_dtype_to_np_dtype(element_type).itemsize)
-    except (KeyError, TypeError, ValueError):
+    except KeyError:  # an element type onnx has no numpy dtype for (its lookup table raises KeyError)
         return 4
 
 

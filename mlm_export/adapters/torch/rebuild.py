@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mlm_export.adapters.torch.boundary import _first_line, _loading
+from mlm_export.adapters.torch.boundary import LOAD_STATE_DICT_ERRORS, _first_line, _loading
 from mlm_export.errors import (
     ArtifactLoadError,
     ConfigurationError,
@@ -135,12 +135,12 @@ def _rebuild(
     on_meta = any(t.is_meta for t in own.values())
     if on_meta and (tied or not _can_assign(own, tensors)):  # assigning would untie shared weights
         module, on_meta = _construct(factory, kwargs), False
-    with _loading(path, f"weights of {type(module).__name__}"):
+    with _loading(path, f"weights of {type(module).__name__}", LOAD_STATE_DICT_ERRORS):
         result = module.load_state_dict(tensors, strict=False, assign=on_meta)
     if on_meta and _has_meta_tensors(module):
         # Something the file does not hold (a non-persistent buffer, a tied weight) was left unmaterialised.
         module = _construct(factory, kwargs)
-        with _loading(path, f"weights of {type(module).__name__}"):
+        with _loading(path, f"weights of {type(module).__name__}", LOAD_STATE_DICT_ERRORS):
             result = module.load_state_dict(tensors, strict=False)
     left = [k for k in result.missing_keys if not (tied.get(k, set()) & tensors.keys())]
     if left or result.unexpected_keys:

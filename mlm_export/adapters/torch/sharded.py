@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mlm_export.adapters.torch.boundary import _loading
+from mlm_export.adapters.torch.boundary import SAFETENSORS_ERRORS, SHARD_ERRORS, TORCH_LOAD_ERRORS, _loading
 from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.description import Artifact
 from mlm_export.errors import ArtifactLoadError, ArtifactNotFoundError
@@ -104,12 +104,15 @@ def _siblings(index: Path, listed: set[str], fmt: str) -> list[str]:
 
 def _shard_header(path: Path, fmt: str) -> dict[str, tuple[tuple[int, ...], str]]:
     if fmt == "safetensors":
-        with _loading(path, "a safetensors shard"), safe_open(str(path), framework="numpy") as handle:
+        with (
+            _loading(path, "a safetensors shard", SAFETENSORS_ERRORS),
+            safe_open(str(path), framework="numpy") as handle,
+        ):
             return {
                 key: (tuple(handle.get_slice(key).get_shape()), str(handle.get_slice(key).get_dtype()))
                 for key in handle.keys()
             }
-    with _loading(path, "a .bin shard"):
+    with _loading(path, "a .bin shard", TORCH_LOAD_ERRORS):
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(state, dict):
         raise ArtifactLoadError(f"Shard '{path}' holds a {type(state).__name__}, not a state dict.")
@@ -210,7 +213,7 @@ def state_dict_loader(checkpoint: ShardedCheckpoint) -> Callable[[], dict[str, A
     def load() -> dict[str, Any]:
         state: dict[str, Any] = {}
         for shard in checkpoint.shards:
-            with _loading(shard, "a checkpoint shard"):
+            with _loading(shard, "a checkpoint shard", SHARD_ERRORS):
                 if checkpoint.fmt == "safetensors":
                     state.update(load_file(str(shard), device="cpu"))
                 else:

@@ -23,7 +23,16 @@ from torch import nn
 
 from mlm_export import embedded
 from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file
-from mlm_export.adapters.torch.boundary import _first_line, _loading
+from mlm_export.adapters.torch.boundary import (
+    EXPORT_LOAD_ERRORS,
+    SAFETENSORS_ERRORS,
+    TORCH_LOAD_ERRORS,
+    TORCHSCRIPT_LOAD_ERRORS,
+    TRUSTED_LOAD_ERRORS,
+    UNSAFE_GLOBALS_ERRORS,
+    _first_line,
+    _loading,
+)
 from mlm_export.adapters.torch.formats import _FORMATS, ROLES_CHECKPOINT
 from mlm_export.adapters.torch.rebuild import _json_safe_mapping, _module_hyperparameters, _rebuild
 from mlm_export.adapters.torch.sharded import (
@@ -146,8 +155,8 @@ def _sniff(path: Path) -> str:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
             raise ArtifactLoadError(f"Cannot read '{path}': corrupt zip archive ({exc}).") from exc
-        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-            return "torchscript"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"  # also when one of the two is missing: torch.jit.load then names what is missing
         if any(n.endswith("/archive_format") or "/models/" in n for n in names):
             return "exported"
         if any(n.endswith("data.pkl") for n in names):
@@ -180,14 +189,14 @@ def _load_path(path: Path, options: ExportOptions) -> _Loaded:
     check_torch_file(path, trust_pickle=options.load.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
     if kind == "torchscript":
-        with _loading(path, "a TorchScript archive"):
+        with _loading(path, "a TorchScript archive", TORCHSCRIPT_LOAD_ERRORS):
             module = torch.jit.load(str(path), map_location="cpu")
         loaded = _from_script(module, path)
         loaded.artifact = _file_artifact(path, "torchscript")
         return loaded
     if kind == "exported":
         extra_files = {embedded.PT2_EXTRA_FILE: ""}
-        with _loading(path, "an ExportedProgram (.pt2)"):
+        with _loading(path, "an ExportedProgram (.pt2)", EXPORT_LOAD_ERRORS):
             program = torch.export.load(str(path), extra_files=extra_files)
         loaded = _from_program(program, path)
         loaded.embedded = embedded.caller_values(embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path))
@@ -220,7 +229,7 @@ def _file_artifact(
 
 def _torch_load(path: Path, options: ExportOptions) -> Any:
     refused: pickle.UnpicklingError | None = None
-    with _loading(path, "a PyTorch checkpoint"):
+    with _loading(path, "a PyTorch checkpoint", TORCH_LOAD_ERRORS):
         try:
             # Zip-format checkpoints are memory-mapped: tensors are read lazily from the page cache, not copied.
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
@@ -239,7 +248,7 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
             "not only tensors, and unpickling them can run arbitrary code.",
             hint="Pass trust_pickle=True if you trust the file's source, or save model.state_dict() instead.",
         ) from refused
-    with _loading(path, "a pickled PyTorch object (trust_pickle=True)"):
+    with _loading(path, "a pickled PyTorch object (trust_pickle=True)", TRUSTED_LOAD_ERRORS):
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
@@ -258,7 +267,7 @@ def unsafe_globals(path: Path) -> list[str] | None:
     if zipfile.is_zipfile(path):
         try:
             return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-        except (RuntimeError, ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
+        except UNSAFE_GLOBALS_ERRORS:
             return None
     found = _legacy_globals(path)
     if found is None:
@@ -280,7 +289,7 @@ def _legacy_globals(path: Path) -> list[str] | None:
         found: list[str] = []
         for _ in range(4):  # legacy format: magic number, protocol, sys info, then the object
             _scan_pickle(stream, found)
-    except (ValueError, KeyError, EOFError, OSError, UnicodeDecodeError, IndexError):
+    except (ValueError, OSError):  # pickletools reports bad opcodes and short data (and bad text) as ValueError
         return None
     return found
 
@@ -387,7 +396,7 @@ def _from_checkpoint(content: Any, path: Path, options: ExportOptions) -> _Loade
 def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
     header: dict[str, tuple[tuple[int, ...], str]] = {}
     metadata: dict[str, str] = {}
-    with _loading(path, "a safetensors file"), safe_open(str(path), framework="numpy") as handle:
+    with _loading(path, "a safetensors file", SAFETENSORS_ERRORS), safe_open(str(path), framework="numpy") as handle:
         metadata = dict(handle.metadata() or {})
         for key in handle.keys():
             piece = handle.get_slice(key)
@@ -408,7 +417,7 @@ def _load_safetensors(path: Path, options: ExportOptions) -> _Loaded:
         )
 
     def state_dict_loader() -> dict[str, Any]:
-        with _loading(path, "a safetensors file"):
+        with _loading(path, "a safetensors file", SAFETENSORS_ERRORS):
             return load_file(str(path), device="cpu")
 
     module, notes = _rebuild(path, state_dict_loader, hyper, options, header=header)

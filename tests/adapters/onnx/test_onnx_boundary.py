@@ -1,12 +1,16 @@
-"""adapters/onnx/boundary.py: bad ONNX inputs become typed errors."""
+"""adapters/onnx/boundary.py: bad ONNX inputs (a corrupt-file corpus, damaged models) become typed errors."""
 
 from __future__ import annotations
 
+import random
+import sys
+import warnings
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 import pytest
+from google.protobuf.message import DecodeError
 from onnx_models import (
     custom_op_model,
     invalid_model,
@@ -24,10 +28,14 @@ from onnx_truth import (
 
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters import onnx as adapter
-from mlm_export.api import export_item
+from mlm_export.api import export_item, inspect_model
+from mlm_export.cli import main, run
 from mlm_export.errors import (
     ArtifactLoadError,
     ArtifactNotFoundError,
+    MLMExportError,
+    SourceError,
+    UnsupportedSourceError,
 )
 
 
@@ -133,3 +141,124 @@ def test_published_item_loads_and_checks(tmp_path: Path) -> None:
 
     assert isinstance(session, ort.InferenceSession)
     assert report.ok, report
+
+
+# --- corrupt-file corpus: what onnx/protobuf/onnxruntime raise becomes a typed error naming the file ---------------
+
+
+def _with_replaced_bytes(model: onnx.ModelProto, old: bytes, new: bytes, path: Path) -> Path:
+    """``model`` saved with one run of bytes replaced (same length: the protobuf framing stays intact)."""
+    data = model.SerializeToString()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def _corpus_file(case: str, directory: Path) -> Path:
+    """Build one corrupt ``.onnx`` file of the corpus in ``directory``."""
+    path = directory / f"{case}.onnx"
+    if case == "random":
+        path.write_bytes(random.Random(case).randbytes(4096))
+    elif case == "truncated-protobuf":
+        data = multi_io_model().SerializeToString()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "directory":
+        path.mkdir()
+    elif case in ("missing-external-data", "truncated-external-data"):
+        save_with_external_data(linear_model(), path)
+        data = directory / f"{path.name}.data"
+        if case == "missing-external-data":
+            data.unlink()
+        else:
+            data.write_bytes(data.read_bytes()[:10])
+    elif case == "checker-failure":
+        onnx.save(invalid_model(), str(path))
+    elif case == "graph-name-not-utf8":
+        _with_replaced_bytes(linear_model(name="graphnameXYZ"), b"graphnameXYZ", b"graphname\xffYZ", path)
+    elif case == "metadata-not-utf8":
+        model = linear_model()
+        onnx.helper.set_model_props(model, {"trained_on": "dataset-XYZ"})
+        _with_replaced_bytes(model, b"dataset-XYZ", b"dataset-\xfeYZ", path)
+    return path
+
+
+#: case -> (our error, text in its message, the library exception it translates or None: found by our checks)
+ONNX_CORPUS: dict[str, tuple[type[Exception], str, type[BaseException] | None]] = {
+    "random": (ArtifactLoadError, "as an ONNX model", DecodeError),
+    "truncated-protobuf": (ArtifactLoadError, "as an ONNX model", DecodeError),
+    "empty": (ArtifactLoadError, "holds no ONNX model", None),
+    "directory": (UnsupportedSourceError, "is a directory", None),
+    "missing-external-data": (ArtifactNotFoundError, "does not exist", None),
+    "truncated-external-data": (ArtifactLoadError, "truncated", None),
+    "checker-failure": (ArtifactLoadError, "fails the ONNX checker", onnx.checker.ValidationError),
+    "graph-name-not-utf8": (ArtifactLoadError, "graph.name is not UTF-8", None),
+    "metadata-not-utf8": (ArtifactLoadError, "metadata_props.value is not UTF-8", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONNX_CORPUS))
+def test_corrupt_onnx_corpus(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inspect_model and ``mlm-export inspect``: the typed error naming the file; the CLI exits 1 with a hint."""
+    error, text, cause = ONNX_CORPUS[case]
+    path = _corpus_file(case, tmp_path)
+    with pytest.raises(MLMExportError) as info:
+        inspect_model(path)
+    assert type(info.value) is error
+    assert text in info.value.message
+    assert str(path) in info.value.message
+    assert info.value.hint
+    if cause is not None:
+        assert isinstance(info.value.__cause__, cause)
+    assert main(["inspect", str(path)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+    assert lines[0].startswith("error: ") and str(path) in lines[0] and text in lines[0]
+    assert lines[-1].startswith("hint: ")  # the checker's own message may span lines in between
+
+
+def test_mutated_onnx_files_load_or_fail_typed(tmp_path: Path) -> None:
+    """Randomly damaged models: each is described or raises a SourceError naming it (never a bug, never a
+    ConfigurationError: a name that is not UTF-8 once reached the hyperparameters as bytes)."""
+    data = multi_io_model().SerializeToString()
+    rng = random.Random(3)
+    outcomes: set[str] = set()
+    for index in range(120):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        path = tmp_path / f"damaged-{index}.onnx"
+        path.write_bytes(bytes(damaged))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                inspect_model(path)
+            outcomes.add("described")
+        except SourceError as exc:
+            assert str(path) in exc.message
+            outcomes.add(type(exc.__cause__).__name__ if exc.__cause__ else "checked")
+    assert {"DecodeError", "ValidationError", "checked"} <= outcomes, outcomes
+
+
+def test_bug_in_our_code_is_not_a_corrupt_onnx_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception from mlm-export's own code propagates as itself (CLI exit 3), never as 'corrupt file'."""
+    path = tmp_path / "linear.onnx"
+    onnx.save(linear_model(), str(path))
+    bug = KeyError("bug")
+
+    def broken(*args: object) -> None:
+        raise bug
+
+    monkeypatch.setattr("mlm_export.adapters.onnx.graph._count_initializers", broken)
+    with pytest.raises(KeyError) as info:
+        inspect_model(path)
+    assert info.value is bug
+    monkeypatch.setattr(sys, "argv", ["mlm-export", "inspect", str(path)])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 3
+    stderr = capsys.readouterr().err
+    assert "KeyError: 'bug'" in stderr
+    assert "error: " not in stderr

@@ -1,10 +1,18 @@
-"""adapters/torch/boundary.py, runner.py: bad inputs, devices and import hygiene."""
+"""adapters/torch/boundary.py, runner.py: bad inputs, a corrupt-file corpus, devices and import hygiene."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import random
+import re
+import struct
 import subprocess
 import sys
+import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +20,28 @@ import pytest
 import safetensors.torch
 import torch
 import torch_models as tm
+from google.protobuf.message import DecodeError
+from safetensors import SafetensorError
 from torch import nn
 from torch_truth import CASES, REPO, check_item, param_count, save_as, sha256_multihash
 
-from mlm_export import export_item, validate_item
+from mlm_export import export_item, inspect_model, validate_item
+from mlm_export.adapters import ExportOptions
+from mlm_export.adapters.torch.boundary import (
+    EXPORT_LOAD_ERRORS,
+    LOAD_STATE_DICT_ERRORS,
+    SAFETENSORS_ERRORS,
+    TORCH_LOAD_ERRORS,
+    _loading,
+)
+from mlm_export.adapters.torch.sources import _load_path
+from mlm_export.cli import main, run
 from mlm_export.errors import (
     ArtifactLoadError,
     ConfigurationError,
+    MLMExportError,
     ProbeError,
+    UnsupportedSourceError,
     UntrustedPickleError,
 )
 
@@ -258,3 +280,265 @@ def test_missing_torch_is_a_missing_dependency(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pip install 'mlm-export[torch]'"
+
+
+# --- corrupt-file corpus: every file the library refuses becomes a typed error naming it ---------------------------
+
+
+def _rewrite_zip(source: Path, target: Path, *, drop: str = "", replace: tuple[str, bytes] | None = None) -> Path:
+    """Copy a zip archive leaving out the entries whose name contains ``drop`` and replacing one entry's bytes."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as new:
+        for info in old.infolist():
+            if drop and drop in info.filename:
+                continue
+            data = old.read(info.filename)
+            if replace is not None and info.filename.endswith(replace[0]):
+                data = replace[1]
+            new.writestr(info, data)
+    return target
+
+
+def _safetensors_with_header(source: Path, target: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
+    """``source`` with its JSON header edited (``edit`` changes it in place or returns the raw header bytes)."""
+    raw = source.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    edited = edit(header)
+    text = edited if isinstance(edited, bytes) else json.dumps(header).encode()
+    target.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+    return target
+
+
+def _central_directory_patched(source: Path, target: Path, offset: int, value: int) -> Path:
+    """``source`` with one 16-bit field (at ``offset`` in each central-directory record) OR-ed with ``value``."""
+    data = bytearray(source.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        struct.pack_into("<H", data, at + offset, struct.unpack_from("<H", data, at + offset)[0] | value)
+        at = data.find(b"PK\x01\x02", at + 4)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def _first_tensor(header: dict[str, Any]) -> dict[str, Any]:
+    return header[next(k for k in header if k != "__metadata__")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Corrupt files built from real saves of TinyMLP (each corruption is done by hand, as a disk or a copy would)."""
+    d = tmp_path_factory.mktemp("corpus")
+    model = tm.TinyMLP().eval()
+    files: dict[str, Path] = {}
+
+    def put(case: str, name: str, data: bytes) -> None:
+        files[case] = d / name
+        files[case].write_bytes(data)
+
+    torch.save(model.state_dict(), good := d / "good.pt")
+    data = good.read_bytes()
+    put("truncated-zip", "truncated.pt", data[: len(data) // 2])
+    files["zip-without-data.pkl"] = _rewrite_zip(good, d / "no_data_pkl.pt", drop="data.pkl")
+    files["zip-without-storage"] = _rewrite_zip(good, d / "no_storage.pt", drop="/data/0")
+    pickled = zipfile.ZipFile(good).read(next(n for n in zipfile.ZipFile(good).namelist() if n.endswith("data.pkl")))
+    garbled = pickled[:10] + b"\x00garbage" + pickled[18:]
+    files["zip-garbled-data.pkl"] = _rewrite_zip(good, d / "garbled_pkl.pt", replace=("data.pkl", garbled))
+    torch.save(model.state_dict(), legacy := d / "legacy.pth", _use_new_zipfile_serialization=False)
+    put("legacy-truncated", "legacy_truncated.pth", legacy.read_bytes()[:300])
+    for suffix in (".pt", ".pth", ".ckpt", ".safetensors", ".pt2", ".onnx"):
+        put(f"random{suffix}", f"random{suffix}", random.Random(suffix).randbytes(4096))
+    put("empty.pt", "empty.pt", b"")
+    put("empty.safetensors", "empty.safetensors", b"")
+    files["directory.pt"] = d / "directory.pt"
+    files["directory.pt"].mkdir()
+
+    safetensors.torch.save_file(model.state_dict(), str(st := d / "good.safetensors"))
+    raw = st.read_bytes()
+    put("safetensors-length-past-eof", "st_past_eof.safetensors", struct.pack("<Q", 10**9) + raw[8:])
+    files["safetensors-bad-json"] = _safetensors_with_header(st, d / "st_json.safetensors", lambda h: b"{not json")
+    files["safetensors-offsets-out-of-range"] = _safetensors_with_header(
+        st, d / "st_offsets.safetensors", lambda h: _first_tensor(h).update(data_offsets=[0, 10**8])
+    )
+    files["safetensors-wrong-dtype"] = _safetensors_with_header(
+        st, d / "st_dtype.safetensors", lambda h: _first_tensor(h).update(dtype="F99")
+    )
+    put("safetensors-truncated", "st_truncated.safetensors", raw[: len(raw) // 2])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(scripted := d / "scripted.pt"))
+    files["torchscript-without-code"] = _rewrite_zip(scripted, d / "ts_no_code.pt", drop="/code/")
+    files["torchscript-without-constants"] = _rewrite_zip(scripted, d / "ts_no_const.pt", drop="constants.pkl")
+    torch.export.save(torch.export.export(model, (torch.randn(2, 6),)), str(program := d / "program.pt2"))
+    files["pt2-without-weights-config"] = _rewrite_zip(program, d / "pt2_no_weights.pt2", drop="/data/weights/")
+    files["pt2-bad-model-json"] = _rewrite_zip(program, d / "pt2_json.pt2", replace=("models/model.json", b'{"x": 1}'))
+    files["pt2-without-model-json"] = _rewrite_zip(program, d / "pt2_no_model.pt2", drop="/models/")
+    files["pt2-encrypted-flag"] = _central_directory_patched(program, d / "pt2_encrypted.pt2", 8, 1)
+    files["pt2-unknown-compression"] = _central_directory_patched(program, d / "pt2_method.pt2", 10, 99)
+
+    torch.save(tm.TinyConvNet(in_channels=4).state_dict(), files.setdefault("state-dict-other-model", d / "conv.pt"))
+    state = model.state_dict()
+    torch.save({k: v for k, v in state.items() if k != "head.bias"}, files.setdefault("missing-key", d / "mk.pt"))
+    torch.save({**state, "extra.weight": torch.zeros(2)}, files.setdefault("unexpected-key", d / "uk.pt"))
+    misfit = {**state, "head.weight": torch.zeros(3, 3)}
+    torch.save(misfit, files.setdefault("shape-mismatch", d / "shape.pt"))
+    safetensors.torch.save_file(misfit, str(files.setdefault("shape-mismatch.safetensors", d / "s.safetensors")))
+    torch.save({"epoch": 3, "notes": ["no tensors"]}, files.setdefault("plain-dict", d / "plain.pt"))
+    return files
+
+
+#: corpus file -> (our error, text in its message, the library exception it translates or None: found by us first)
+CORPUS: dict[str, tuple[type[Exception], str, type[BaseException] | None]] = {
+    "truncated-zip": (ArtifactLoadError, "truncated or corrupt", None),
+    "zip-without-data.pkl": (ArtifactLoadError, "not a PyTorch file", None),
+    "zip-without-storage": (ArtifactLoadError, "failed locating file data/0", RuntimeError),
+    "zip-garbled-data.pkl": (ArtifactLoadError, "pickle data is corrupt", pickle.UnpicklingError),
+    "legacy-truncated": (ArtifactLoadError, "IndexError", IndexError),
+    "random.pt": (ArtifactLoadError, "not a PyTorch checkpoint", None),
+    "random.pth": (ArtifactLoadError, "not a PyTorch checkpoint", None),
+    "random.ckpt": (ArtifactLoadError, "not a PyTorch checkpoint", None),
+    "random.pt2": (ArtifactLoadError, "not a PyTorch checkpoint", None),
+    "random.safetensors": (ArtifactLoadError, "header too large", SafetensorError),
+    "random.onnx": (ArtifactLoadError, "as an ONNX model", DecodeError),
+    "empty.pt": (ArtifactLoadError, "the file is empty", None),
+    "empty.safetensors": (ArtifactLoadError, "header too small", SafetensorError),
+    "directory.pt": (UnsupportedSourceError, "is a directory", None),
+    "safetensors-length-past-eof": (ArtifactLoadError, "header too large", SafetensorError),
+    "safetensors-bad-json": (ArtifactLoadError, "invalid JSON in header", SafetensorError),
+    "safetensors-offsets-out-of-range": (ArtifactLoadError, "invalid shape, data type, or offset", SafetensorError),
+    "safetensors-wrong-dtype": (ArtifactLoadError, "F99", SafetensorError),
+    "safetensors-truncated": (ArtifactLoadError, "incomplete metadata", SafetensorError),
+    "torchscript-without-code": (ArtifactLoadError, "as a TorchScript archive", RuntimeError),
+    "torchscript-without-constants": (ArtifactLoadError, "failed locating file constants.pkl", RuntimeError),
+    "pt2-without-weights-config": (ArtifactLoadError, "model_weights_config.json", AssertionError),
+    "pt2-bad-model-json": (ArtifactLoadError, "as an ExportedProgram", TypeError),
+    "pt2-without-model-json": (ArtifactLoadError, "as an ExportedProgram", RuntimeError),
+    "pt2-encrypted-flag": (ArtifactLoadError, "password required", RuntimeError),
+    "pt2-unknown-compression": (ArtifactLoadError, "compression method is not supported", NotImplementedError),
+    "state-dict-other-model": (ArtifactLoadError, "missing keys", None),
+    "missing-key": (ArtifactLoadError, "missing keys (1): head.bias", None),
+    "unexpected-key": (ArtifactLoadError, "unexpected keys (1): extra.weight", None),
+    "shape-mismatch": (ArtifactLoadError, "shape mismatches", None),
+    "shape-mismatch.safetensors": (ArtifactLoadError, "shape mismatches", None),
+    "plain-dict": (ArtifactLoadError, "Cannot find a state_dict", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_corrupt_file_corpus(case: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """inspect_model and export_item: the typed error, naming the file, translating the library's own exception."""
+    error, text, cause = CORPUS[case]
+    path = corpus[case]
+    with pytest.raises(MLMExportError) as info:
+        inspect_model(path, model_class=tm.TinyMLP)
+    assert type(info.value) is error
+    assert text in info.value.message
+    assert str(path) in info.value.message
+    assert info.value.hint
+    if cause is None:
+        assert not isinstance(info.value.__cause__, (RuntimeError, KeyError, TypeError, AttributeError))
+    else:
+        assert isinstance(info.value.__cause__, cause)
+    with pytest.raises(error, match=re.escape(text)):
+        export_item(path, model_class=tm.TinyMLP, artifact_dir=tmp_path / "art")
+    assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_corrupt_file_corpus_cli(case: str, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``mlm-export inspect``: exit 1, one error line naming the file, one hint line."""
+    path = corpus[case]
+    code = main(["inspect", str(path), "--model-class", "torch_models:TinyMLP", "--no-probe"])
+    stderr = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in stderr.splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 2, stderr
+    assert lines[0].startswith("error: ")
+    assert str(path) in lines[0]
+    assert CORPUS[case][1] in lines[0]
+    assert lines[1].startswith("hint: ")
+
+
+@pytest.mark.parametrize(
+    ("case", "target", "bug"),
+    [
+        ("shape-mismatch", "mlm_export.adapters.torch.sources._from_checkpoint", KeyError("bug")),
+        ("shape-mismatch", "mlm_export.adapters.torch.rebuild._matching_prefix", TypeError("bug")),
+        ("shape-mismatch.safetensors", "mlm_export.adapters.torch.rebuild._tied_keys", AttributeError("bug")),
+        ("torchscript-without-code", "mlm_export.adapters.torch.sources._sniff", KeyError("bug")),
+        ("pt2-bad-model-json", "mlm_export.adapters.torch.sources._from_program", IndexError("bug")),
+    ],
+    ids=["checkpoint", "rebuild", "safetensors", "sniff", "pt2"],
+)
+def test_bug_in_our_code_is_not_a_corrupt_file(
+    case: str, target: str, bug: Exception, corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """An exception from mlm-export's own code propagates as itself (CLI exit 3), never as 'corrupt file'."""
+    good = corpus[case].parent / ("good.safetensors" if case.endswith(".safetensors") else "good.pt")
+    if case.startswith("pt2"):
+        good = corpus[case].parent / "program.pt2"
+    if case.startswith("torchscript"):
+        good = corpus[case].parent / "scripted.pt"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise bug
+
+    monkeypatch.setattr(target, broken)
+    with pytest.raises(type(bug)) as info:
+        inspect_model(good, model_class=tm.TinyMLP)
+    assert info.value is bug
+    monkeypatch.setattr(sys, "argv", ["mlm-export", "inspect", str(good), "--model-class", "torch_models:TinyMLP"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 3
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr
+    assert f"{type(bug).__name__}: {bug}" in stderr
+    assert "error: Cannot read" not in stderr
+
+
+@pytest.mark.parametrize("errors", [SAFETENSORS_ERRORS, TORCH_LOAD_ERRORS, EXPORT_LOAD_ERRORS, LOAD_STATE_DICT_ERRORS])
+def test_loading_translates_only_the_listed_errors(errors: tuple[type[BaseException], ...], tmp_path: Path) -> None:
+    """The boundary turns what the library call is known to raise into ArtifactLoadError and nothing else."""
+    path = tmp_path / "model.pt"
+    listed = errors[0]("listed")
+    with pytest.raises(ArtifactLoadError) as info, _loading(path, "a test file", errors):
+        raise listed
+    assert info.value.__cause__ is listed
+    assert str(path) in info.value.message
+    for unlisted in (KeyError, TypeError, AttributeError, NameError, ZeroDivisionError):
+        if issubclass(unlisted, errors):
+            continue
+        with pytest.raises(unlisted), _loading(path, "a test file", errors):
+            raise unlisted("a bug in mlm-export")
+    assert not issubclass(NameError, errors)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_mutated_checkpoints_load_or_fail_typed(legacy: bool, tmp_path: Path) -> None:
+    """Randomly damaged torch.save files: each one loads or raises ArtifactLoadError naming it, nothing else.
+
+    torch's restricted unpickler reports a damaged pickle as KeyError, IndexError, struct.error, AssertionError...
+    (see TORCH_LOAD_ERRORS); all must become typed errors.
+    """
+    source = tmp_path / "good.pt"
+    torch.save(tm.TinyMLP().state_dict(), source, _use_new_zipfile_serialization=not legacy)
+    data = source.read_bytes()
+    pickled_at = 0 if legacy else data.index(b"data.pkl") + 8  # damage the pickle, not the zip directory
+    rng = random.Random(7)
+    options = ExportOptions.from_flat(model_class=tm.TinyMLP)
+    outcomes: set[str] = set()
+    for index in range(150):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(pickled_at, pickled_at + 300)] = rng.randrange(256)
+        path = tmp_path / f"damaged-{index}.pt"
+        path.write_bytes(bytes(damaged))
+        try:
+            _load_path(path, options)
+            outcomes.add("loaded")
+        except ArtifactLoadError as exc:  # UntrustedPickleError included: a damaged opcode can name a global
+            assert str(path) in exc.message
+            outcomes.add(type(exc.__cause__).__name__ if exc.__cause__ else "checked")
+    assert len(outcomes) >= 3, outcomes  # the damage really reaches different failure modes
