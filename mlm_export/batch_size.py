@@ -55,6 +55,8 @@ class BatchSizeResult:
 
     throughput: dict[int, float] = field(default_factory=dict)
     memory: dict[int, int] = field(default_factory=dict)
+    #: Median seconds of the timed forwards, by batch.
+    seconds: dict[int, float] = field(default_factory=dict)
     stopped: str = ""
 
     @property
@@ -65,14 +67,20 @@ class BatchSizeResult:
 
 
 def search_batch_size(
-    run: Callable[[int], int], *, budget: int, is_oom: Callable[[BaseException], bool] = lambda _: False
+    run: Callable[[int], int],
+    *,
+    budget: int,
+    is_oom: Callable[[BaseException], bool] = lambda _: False,
+    forward: Callable[[int], object] | None = None,
 ) -> BatchSizeResult:
     """Time ``run(batch)`` (which returns the bytes that batch needed) at 1, 2, 4, ... and apply the stopping rule.
 
     Args:
-        run: runs one forward pass at ``batch`` and returns the memory it needed, in bytes.
+        run: runs one forward pass at ``batch`` and returns the memory it needed, in bytes (the warm-up).
         budget: bytes the search may use.
         is_oom: whether an exception is an out-of-memory error (then the search stops there).
+        forward: the timed forward pass at ``batch``, run after ``run(batch)`` (default: ``run``); it may reuse
+            what the warm-up prepared (the inputs) and skip the memory measurement.
 
     Raises:
         BudgetExceededError: batch 1 alone needs more than ``budget`` (or runs out of memory).
@@ -93,7 +101,7 @@ def search_batch_size(
             times = []
             for _ in range(TIMED_RUNS):
                 start = time.perf_counter()
-                run(batch)
+                (forward or run)(batch)
                 times.append(time.perf_counter() - start)
         except BudgetExceededError:
             raise
@@ -108,7 +116,8 @@ def search_batch_size(
             result.stopped = f"out of memory at batch {batch}"
             break
         result.memory[batch] = need
-        result.throughput[batch] = batch / max(statistics.median(times), 1e-9)
+        result.seconds[batch] = statistics.median(times)
+        result.throughput[batch] = batch / max(result.seconds[batch], 1e-9)
         quarter = result.throughput.get(batch // 4)
         if quarter is not None and batch >= 4 and result.throughput[batch] < (1 + MIN_GAIN) * quarter:
             result.stopped = f"less than {MIN_GAIN:.0%} more throughput from batch {batch // 4} to {batch}"
@@ -206,30 +215,63 @@ def _activation_bytes(module: Any, inputs: list[Any]) -> int:
     return total
 
 
-def _runner(module: Any, shapes: list[tuple[tuple[int, ...], str]], device: Any) -> Callable[[int], int]:
-    import torch
+class BatchRunner:
+    """Forward passes of ``module`` at a batch size: the warm-up measures memory, the timed runs only compute.
 
-    from mlm_export.tensors import ELEMENT_OF
+    ``runner(batch)`` (the warm-up) makes the random inputs of that batch once, runs the forward pass with the
+    memory measurement (:func:`_activation_bytes` on the CPU, the CUDA peak on CUDA) and returns the bytes needed;
+    ``runner.forward(batch)`` runs the bare forward pass on those same inputs (synchronized on CUDA), so that the
+    timed runs measure the model, not input generation or hooks.
+    """
 
-    def run(batch: int) -> int:
+    def __init__(self, module: Any, shapes: list[tuple[tuple[int, ...], str]], device: Any) -> None:
+        self.module = module
+        self.shapes = shapes
+        self.device = device
+        self._inputs: tuple[int, list[Any]] | None = None
+
+    def inputs(self, batch: int) -> list[Any]:
+        """The inputs at ``batch`` (made once per batch size; seeded, so the same every time)."""
+        import torch
+
+        from mlm_export.tensors import ELEMENT_OF
+
+        if self._inputs is not None and self._inputs[0] == batch:
+            return self._inputs[1]
         generator = torch.Generator(device="cpu").manual_seed(0)
         inputs = []
-        for shape, data_type in shapes:
+        for shape, data_type in self.shapes:
             dtype = getattr(torch, ELEMENT_OF.get(data_type, "float32"))
             size = (batch, *shape[1:])
             tensor = torch.rand(size, generator=generator) if dtype.is_floating_point else torch.zeros(size)
-            inputs.append(tensor.to(device=device, dtype=dtype))
-        with torch.inference_mode():
-            if device.type != "cuda":
-                return _activation_bytes(module, inputs)
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            module(*inputs)
-            torch.cuda.synchronize(device)
-            return torch.cuda.max_memory_allocated(device) - before
+            inputs.append(tensor.to(device=self.device, dtype=dtype))
+        self._inputs = (batch, inputs)
+        return inputs
 
-    return run
+    def __call__(self, batch: int) -> int:
+        """The warm-up at ``batch``: one forward pass; the bytes it needed."""
+        import torch
+
+        inputs = self.inputs(batch)
+        with torch.inference_mode():
+            if self.device.type != "cuda":
+                return _activation_bytes(self.module, inputs)
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.module(*inputs)
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - before
+
+    def forward(self, batch: int) -> None:
+        """One bare forward pass at ``batch`` (after the warm-up made its inputs)."""
+        import torch
+
+        inputs = self.inputs(batch)
+        with torch.inference_mode():
+            self.module(*inputs)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
 
 
 def measured_batch_size(
@@ -258,8 +300,9 @@ def measured_batch_size(
     budget = memory_budget or default_budget(device)
     shapes = _input_shapes(described, options.probe.example_input)
     with _dry_run_state(module, device):
+        runner = BatchRunner(module, shapes, device)
         result = search_batch_size(
-            _runner(module, shapes, device), budget=budget, is_oom=lambda e: isinstance(e, torch.OutOfMemoryError)
+            runner, budget=budget, is_oom=lambda e: isinstance(e, torch.OutOfMemoryError), forward=runner.forward
         )
     suggestion = result.suggestion
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -275,6 +318,7 @@ def measured_batch_size(
 
 
 __all__ = [
+    "BatchRunner",
     "BatchSizeResult",
     "BudgetExceededError",
     "default_budget",

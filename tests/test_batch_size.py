@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlm_export import export_item, validate_item  # noqa: E402
-from mlm_export.batch_size import BudgetExceededError, search_batch_size  # noqa: E402
+from mlm_export.batch_size import BatchRunner, BudgetExceededError, search_batch_size  # noqa: E402
 from mlm_export.errors import ConfigurationError, ProbeError  # noqa: E402
 
 
@@ -28,6 +28,37 @@ def test_stops_when_two_doublings_gain_under_5_percent_and_suggests_the_knee() -
     assert result.suggestion == 8
     assert "from batch 8 to 32" in result.stopped
     assert result.memory == {b: 1000 * b for b in result.throughput}
+
+
+def test_one_warm_up_then_three_timed_forwards_per_batch_on_the_warm_up_inputs() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def warm_up(batch: int) -> int:
+        calls.append(("warm-up", batch))
+        return saturating(batch)
+
+    def forward(batch: int) -> None:
+        calls.append(("timed", batch))
+        saturating(batch)
+
+    result = search_batch_size(warm_up, budget=5000, forward=forward)
+    assert calls == [(kind, b) for b in (1, 2, 4) for kind in ("warm-up", "timed", "timed", "timed")]
+    assert set(result.seconds) == {1, 2, 4}
+    assert all(0.008 <= result.seconds[b] < 1 for b in result.seconds)  # each stand-in forward sleeps >= 8 ms
+    assert result.throughput[4] == pytest.approx(4 / result.seconds[4])
+
+
+def test_batch_runner_reuses_the_inputs_and_measures_activations_on_cpu() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.Flatten())
+    runner = BatchRunner(net, [((1, 2, 4, 4), "float32")], torch.device("cpu"))
+    need = runner(2)
+    # inputs 2x2x4x4, conv output 2x3x4x4, flatten output 2x48, all float32 (the Sequential's own output too)
+    assert need == 4 * (2 * 2 * 16 + 2 * 3 * 16 + 2 * 48 + 2 * 48)
+    inputs = runner.inputs(2)
+    runner.forward(2)
+    assert runner.inputs(2) is inputs  # the timed runs make no new inputs
+    assert runner.inputs(4)[0].shape == (4, 2, 4, 4)
+    assert torch.equal(runner.inputs(2)[0], inputs[0])  # seeded: a batch's inputs are the same when remade
 
 
 def test_stops_before_a_doubling_would_pass_the_budget() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,12 @@ from mlm_export.description import slugify
 from mlm_export.errors import ConfigurationError, UntrustedPickleError
 from mlm_export.integrations import hyperparameters_from, merge_export_options
 from mlm_export.provenance.revisions import checkpoint_version, relink
+from mlm_export.provenance.run_collection import (
+    check_collection_id,
+    join_collection,
+    run_collection_id,
+    write_run_collection,
+)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -80,12 +86,19 @@ class MLMExportCallback(Callback):
             (``predecessor-version``/``successor-version``/``latest-version``) and relinked when ``save_top_k``
             rotates a checkpoint (and its Item) out.
         deprecate: mark every Item but the newest ``deprecated: true`` (``on="checkpoint"``).
+        collection: the Collection id of the Items. With ``on="checkpoint"`` the Items of the run form one STAC
+            Collection, ``collection.json`` beside the first checkpoint's Item (see
+            :mod:`mlm_export.provenance.run_collection`): every Item gets ``collection`` and
+            ``root``/``parent``/``collection`` links to it, and the Collection's extent and ``item`` links follow
+            the checkpoints as they are saved and rotated out. Default id: ``<logger name>-version_<n>``, else
+            the checkpoint directory's name; ``False`` writes no Collection. With ``on="fit_end"`` the Item only
+            gets the id and a ``collection`` link to ``../collection.json`` (the ``mlm-export catalog`` layout).
         **export_options: any other :func:`mlm_export.export_item` (or :func:`export_torchgeo`) argument; they
             win over gathered values. Checked here, so a typo fails before training.
 
     Raises:
         ConfigurationError: ``on`` is not one of :data:`EXPORT_ON`, an export option is unknown, or the version
-            template has an unknown placeholder.
+            template has an unknown placeholder, or ``collection`` is not an id.
 
     Example:
         >>> trainer = Trainer(callbacks=[MLMExportCallback(bbox=[5.9, 45.8, 10.5, 47.8])])  # doctest: +SKIP
@@ -101,6 +114,7 @@ class MLMExportCallback(Callback):
         artifact_format: str | None = None,
         version_template: str | None = None,
         deprecate: bool = False,
+        collection: str | bool | None = None,
         **export_options: Any,
     ) -> None:
         if on not in EXPORT_ON:
@@ -111,12 +125,18 @@ class MLMExportCallback(Callback):
         check_export_options(export_options)
         if version_template is not None:
             checkpoint_version(version_template, epoch=0, step=0, stem="check")
+        if collection is not None and collection is not False:
+            check_collection_id(collection, "MLMExportCallback(collection=...)")
         super().__init__()
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.on = on
         self.artifact_format = artifact_format
         self.version_template = version_template
         self.deprecate = deprecate
+        self.collection: str | bool | None = collection
+        #: The run's Collection (``on="checkpoint"``): its id and file, fixed at the first checkpoint export.
+        self.collection_id: str | None = collection if isinstance(collection, str) else None
+        self.collection_path: Path | None = None
         # The callback owns its outputs: a later export of the same run replaces the artifact next to its item.
         self.export_options = {"overwrite": True, **export_options}
         #: Item JSON paths written, oldest first.
@@ -164,12 +184,19 @@ class MLMExportCallback(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"exported": list(self.exported), "by_checkpoint": dict(self._by_checkpoint)}
+        state: dict[str, Any] = {"exported": list(self.exported), "by_checkpoint": dict(self._by_checkpoint)}
+        if self.collection_path is not None:
+            state["collection"] = {"id": self.collection_id, "path": str(self.collection_path)}
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.exported = [str(p) for p in state_dict.get("exported", [])]
         self._by_checkpoint = {str(k): str(v) for k, v in state_dict.get("by_checkpoint", {}).items()}
+        collection = state_dict.get("collection")
+        if isinstance(collection, Mapping) and self.collection is not False:
+            self.collection_id = str(collection["id"])
+            self.collection_path = Path(str(collection["path"]))
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -197,15 +224,12 @@ class MLMExportCallback(Callback):
         return None
 
     def _export_new_checkpoints(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        """Export every checkpoint file that is new or rewritten since the last look; drop Items of deleted ones."""
-        removed = False
-        for checkpoint, item_path in list(self._by_checkpoint.items()):
-            if not os.path.isfile(checkpoint):  # ModelCheckpoint rotated it out (save_top_k)
-                Path(item_path).unlink(missing_ok=True)
-                del self._by_checkpoint[checkpoint]
-                self._signatures.pop(checkpoint, None)
-                self.exported = [p for p in self.exported if p != item_path]
-                removed = True
+        """Export every checkpoint file that is new or rewritten since the last look; drop Items of deleted ones.
+
+        The version links and the Collection are rewritten before the Items of rotated-out checkpoints are
+        deleted, so that no link ever points to a missing Item.
+        """
+        removed = self._forget_rotated_out()
         exported = False
         for checkpoint in self._saved_checkpoints(trainer):
             stat = checkpoint.stat()
@@ -219,16 +243,49 @@ class MLMExportCallback(Callback):
             # The neighbours' links follow the chain: no link to a removed Item, latest-version the newest.
             chain = [p for p in self.exported if p in self._by_checkpoint.values()]
             relink(chain, deprecate=self.deprecate)
+            if self.collection_id is not None and self.collection_path is not None:
+                write_run_collection(
+                    self.collection_path, self.collection_id, chain, schema_dir=self.export_options.get("schema_dir")
+                )
+        for item_path in removed:
+            Path(item_path).unlink(missing_ok=True)
         return exported
+
+    def _forget_rotated_out(self) -> list[str]:
+        """Forget the checkpoints ModelCheckpoint deleted (``save_top_k``); the paths of their Items."""
+        removed = []
+        for checkpoint, item_path in list(self._by_checkpoint.items()):
+            if not os.path.isfile(checkpoint):
+                del self._by_checkpoint[checkpoint]
+                self._signatures.pop(checkpoint, None)
+                self.exported = [p for p in self.exported if p != item_path]
+                removed.append(item_path)
+        return removed
+
+    def _join_run_collection(self, trainer: pl.Trainer, item: pystac.Item, target: Path) -> dict[str, Any]:
+        """The Item document of a checkpoint exported with ``on="checkpoint"``, in the run's Collection."""
+        document = item.to_dict(include_self_link=False, transform_hrefs=False)
+        if self.collection is False:
+            return document
+        if self.collection_path is None:
+            self.collection_path = target.parent / "collection.json"
+        if self.collection_id is None:
+            logger = trainer.logger
+            self.collection_id = run_collection_id(
+                getattr(logger, "name", None), getattr(logger, "version", None), target.parent
+            )
+        return join_collection(document, self.collection_id, self.collection_path)
 
     # -- export --------------------------------------------------------------------------------------------------
 
     def _export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Path | None) -> Path:
         from mlm_export.stac.writer import save_item
 
-        item = self.export_module(trainer, pl_module, checkpoint)
+        item: Any = self.export_module(trainer, pl_module, checkpoint)
         if checkpoint is not None:
             target = checkpoint.with_suffix(".json")
+            if self.on == "checkpoint":
+                item = self._join_run_collection(trainer, item, target)
         else:
             directory = self.dirpath or Path(trainer.default_root_dir)
             directory.mkdir(parents=True, exist_ok=True)
@@ -253,9 +310,25 @@ class MLMExportCallback(Callback):
         Returns:
             The validated Item.
         """
-        from mlm_export.integrations.data import datamodule_overrides
-        from mlm_export.integrations.torchgeo import export_torchgeo, is_torchgeo_task
+        gathered = self._gathered_options(trainer, pl_module, checkpoint)
+        run = self._exporter(trainer, pl_module, checkpoint, gathered)
+        if checkpoint is None or "trust_pickle" in self.export_options:
+            return run()
+        try:
+            return run()
+        except UntrustedPickleError:
+            # This trainer wrote the file during this run: trusting it is trusting this process's own objects.
+            warnings.warn(
+                f"'{Path(checkpoint).name}' holds pickled objects beyond tensors; it was written by this trainer, "
+                "so it is loaded with trust_pickle=True. Pass trust_pickle=False to MLMExportCallback to refuse.",
+                stacklevel=2,
+            )
+            return run(trust_pickle=True)
 
+    def _gathered_options(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: str | os.PathLike[str] | None
+    ) -> dict[str, Any]:
+        """The export arguments read from the trainer and module (the user's options win over them later)."""
         user = self.export_options
         gathered: dict[str, Any] = {
             "hyperparameters": {
@@ -264,6 +337,8 @@ class MLMExportCallback(Callback):
             },
             "device": _dry_run_device(pl_module),
         }
+        if isinstance(self.collection_id, str):
+            gathered["collection"] = self.collection_id
         # A checkpoint is rebuilt by the adapter (model_class + load_state_dict keeps the class's own dtype), so the
         # precision's dtype only applies to the in-memory module, which really holds it.
         dtype = PRECISION_DTYPES.get(str(trainer.precision)) if checkpoint is None else None
@@ -279,47 +354,42 @@ class MLMExportCallback(Callback):
             if self.on == "checkpoint" and "version" not in user:
                 gathered["version"] = _checkpoint_version(self.version_template, trainer, Path(checkpoint))
         else:
-            directory = self.dirpath or Path(trainer.default_root_dir)
-            gathered["artifact_dir"] = directory
+            gathered["artifact_dir"] = self.dirpath or Path(trainer.default_root_dir)
             if self.artifact_format is not None:
                 gathered["artifact_format"] = self.artifact_format
+        return gathered
 
+    def _exporter(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        checkpoint: str | os.PathLike[str] | None,
+        gathered: dict[str, Any],
+    ) -> Callable[..., pystac.Item]:
+        """A function running the export (``export_torchgeo`` for torchgeo tasks, else ``export_item``)."""
+        from mlm_export.integrations.data import datamodule_overrides
+        from mlm_export.integrations.torchgeo import export_torchgeo, is_torchgeo_task
+
+        user = self.export_options
         datamodule = getattr(trainer, "datamodule", None)
         if is_torchgeo_task(pl_module):
             options = merge_export_options(gathered, user)
-
-            def run(**extra: Any) -> pystac.Item:
-                return export_torchgeo(pl_module, datamodule=datamodule, checkpoint=checkpoint, **options, **extra)
-
-        else:
-            from mlm_export.api import export_item
-
-            from_data: dict[str, Any] = {}
-            if datamodule is not None and any(getattr(datamodule, a, None) is not None for a in _SPLIT_ATTRIBUTES):
-                from_data = datamodule_overrides(datamodule)
-                from_data.pop("classes", None)
-                _drop_unfitting(from_data, _options_example(gathered, user))
-            options = merge_export_options(from_data, gathered, user)
-            source: Any = pl_module
-            if checkpoint is not None:
-                source = os.fspath(checkpoint)
-                options.setdefault("model_class", type(pl_module))
-
-            def run(**extra: Any) -> pystac.Item:
-                return export_item(source, **options, **extra)
-
-        if checkpoint is None or "trust_pickle" in user:
-            return run()
-        try:
-            return run()
-        except UntrustedPickleError:
-            # This trainer wrote the file during this run: trusting it is trusting this process's own objects.
-            warnings.warn(
-                f"'{Path(checkpoint).name}' holds pickled objects beyond tensors; it was written by this trainer, "
-                "so it is loaded with trust_pickle=True. Pass trust_pickle=False to MLMExportCallback to refuse.",
-                stacklevel=2,
+            return lambda **extra: export_torchgeo(
+                pl_module, datamodule=datamodule, checkpoint=checkpoint, **options, **extra
             )
-            return run(trust_pickle=True)
+        from mlm_export.api import export_item
+
+        from_data: dict[str, Any] = {}
+        if datamodule is not None and any(getattr(datamodule, a, None) is not None for a in _SPLIT_ATTRIBUTES):
+            from_data = datamodule_overrides(datamodule)
+            from_data.pop("classes", None)
+            _drop_unfitting(from_data, _options_example(gathered, user))
+        options = merge_export_options(from_data, gathered, user)
+        source: Any = pl_module
+        if checkpoint is not None:
+            source = os.fspath(checkpoint)
+            options.setdefault("model_class", type(pl_module))
+        return lambda **extra: export_item(source, **options, **extra)
 
 
 def check_export_options(options: Mapping[str, Any]) -> None:

@@ -218,7 +218,7 @@ def test_on_checkpoint_removes_items_of_rotated_out_checkpoints(tmp_path: Path) 
         RandomDataModule(),
     )
     remaining = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert remaining == ["epoch=2-step=3.ckpt", "epoch=2-step=3.json"]
+    assert remaining == ["collection.json", "epoch=2-step=3.ckpt", "epoch=2-step=3.json"]  # the run's Collection
     assert callback.exported == [str(tmp_path / "ckpt" / "epoch=2-step=3.json")]
 
 
@@ -310,7 +310,7 @@ def test_on_checkpoint_versions_link_and_follow_rotation(tmp_path: Path) -> None
         TinyNet(),
         RandomDataModule(),
     )
-    items = sorted((tmp_path / "ckpt").glob("*.json"))
+    items = sorted((tmp_path / "ckpt").glob("epoch=*.json"))
     assert [p.name for p in items] == ["epoch=2-step=3.json", "epoch=3-step=4.json"]
     older, newer = (json.loads(p.read_text()) for p in items)
     assert older["properties"]["version"] == "e2s3" and newer["properties"]["version"] == "e3s4"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import pystac
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,6 +16,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from mlm_export import validate_item  # noqa: E402
+from mlm_export.errors import ConfigurationError  # noqa: E402
 from mlm_export.integrations.lightning import MLMExportCallback  # noqa: E402
 
 
@@ -50,3 +53,98 @@ def test_callback_collection_writes_the_link(tmp_path: Path) -> None:
     assert document["collection"] == "models"
     assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in document["links"]
     assert validate_item(path).valid
+
+
+# -- on="checkpoint": the Items of one run form one Collection (issue 15, point 3) ---------------------------------
+
+
+def _fit_with_rotation(tmp_path: Path, callback: MLMExportCallback, logger: object = False) -> Path:
+    """Four epochs, one checkpoint each, ModelCheckpoint keeping the two newest; the checkpoint directory."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(4, 3, 16, 16, generator=generator), torch.randint(0, 2, (4,), generator=generator))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=2, monitor="step", mode="max")
+    trainer = Trainer(
+        max_epochs=4, callbacks=[callback, checkpoints], default_root_dir=tmp_path, logger=logger,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Classifier(), DataLoader(data, batch_size=4))
+    return tmp_path / "ckpt"
+
+
+def _local_targets(document: dict, path: Path) -> dict[str, list[Path]]:
+    """Every link of ``document`` (saved at ``path``) by rel, resolved to a local file path."""
+    targets: dict[str, list[Path]] = {}
+    for link in document["links"]:
+        assert "://" not in link["href"], link  # everything in the run directory is linked relatively
+        targets.setdefault(link["rel"], []).append((path.parent / link["href"]).resolve())
+    return targets
+
+
+def test_checkpoint_items_share_one_collection_that_follows_rotation(tmp_path: Path) -> None:
+    bboxes = iter([[0.0, 0.0, 1.0, 1.0], [2.0, -1.0, 3.0, 0.5], [-4.0, 1.0, -3.0, 2.0], [5.0, 5.0, 6.0, 7.0]])
+    callback = MLMExportCallback(on="checkpoint", datetime="2024-01-01T00:00:00Z")
+    original = callback.export_module
+
+    def with_own_bbox(*args: object, **kwargs: object) -> pystac.Item:
+        item = original(*args, **kwargs)  # each checkpoint's Item a different footprint: the extent must follow
+        item.bbox = next(bboxes)
+        west, south, east, north = item.bbox
+        item.geometry = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                             [west, north], [west, south]]]}  # fmt: skip
+        return item
+
+    callback.export_module = with_own_bbox  # type: ignore[method-assign]
+    directory = _fit_with_rotation(tmp_path, callback)
+
+    collection_path = directory / "collection.json"
+    items = sorted(p for p in directory.glob("*.json") if p != collection_path)
+    assert [p.name for p in items] == ["epoch=2-step=3.json", "epoch=3-step=4.json"]  # epochs 0 and 1 rotated out
+    collection = json.loads(collection_path.read_text())
+    assert collection["type"] == "Collection" and collection["id"] == "ckpt"  # no logger: the directory's name
+    links = _local_targets(collection, collection_path)
+    assert sorted(links["item"]) == [p.resolve() for p in items]  # exactly the existing Items
+    assert links["root"] == [collection_path.resolve()]
+    # The extent covers the two remaining Items only (the rotated-out footprints are gone).
+    assert collection["extent"]["spatial"]["bbox"] == [[-4.0, 1.0, 6.0, 7.0]]
+    assert collection["extent"]["temporal"]["interval"] == [["2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"]]
+    report = validate_item(collection_path)
+    assert report.valid, report.problems
+    for path in items:
+        document = json.loads(path.read_text())
+        assert document["collection"] == "ckpt"
+        targets = _local_targets(document, path)
+        for rel in ("collection", "parent", "root"):
+            assert targets[rel] == [collection_path.resolve()]
+        assert all(target.is_file() for paths in targets.values() for target in paths), targets  # all resolve
+        report = validate_item(path)
+        assert report.valid, report.problems
+
+
+def test_checkpoint_collection_id_from_the_logger_or_the_argument(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = MLMExportCallback(on="checkpoint", bbox=[0, 0, 1, 1], datetime="2024-01-01T00:00:00Z")
+    directory = _fit_with_rotation(tmp_path / "a", callback, logger=CSVLogger(tmp_path / "logs", name="seg"))
+    assert json.loads((directory / "collection.json").read_text())["id"] == "seg-version_0"
+    assert callback.state_dict()["collection"]["id"] == "seg-version_0"
+
+    callback = MLMExportCallback(on="checkpoint", collection="my-run", bbox=[0, 0, 1, 1])
+    directory = _fit_with_rotation(tmp_path / "b", callback)
+    assert json.loads((directory / "collection.json").read_text())["id"] == "my-run"
+    assert {json.loads(p.read_text())["collection"] for p in directory.glob("epoch=*.json")} == {"my-run"}
+
+    callback = MLMExportCallback(on="checkpoint", collection=False, bbox=[0, 0, 1, 1])
+    directory = _fit_with_rotation(tmp_path / "c", callback)
+    assert not (directory / "collection.json").exists()
+    assert all("collection" not in json.loads(p.read_text()) for p in directory.glob("*.json"))
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../up", ".hidden", 3, True])
+def test_bad_collection_id_is_refused_before_training(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"collection=.*is not a collection id") as excinfo:
+        MLMExportCallback(on="checkpoint", collection=bad)
+    assert "letters" in excinfo.value.hint

@@ -160,11 +160,21 @@ def read_sharded(index: str | os.PathLike[str], *, check: Callable[[Path], None]
 
 
 def hash_in_parallel(paths: tuple[Path, ...], workers: int | None = None) -> dict[Path, FileDigest]:
-    """The sha2-256 multihash of every file, one thread per core (hashlib releases the GIL)."""
-    workers = workers or min(len(paths), os.cpu_count() or 1) or 1
+    """The sha2-256 multihash of every file, one thread per core this process may use.
+
+    Each thread reads its file into one preallocated 1 MiB buffer (:func:`mlm_export.hashing.hash_file`) and
+    hashlib releases the GIL for every update of 2 KiB or more, so the threads hash concurrently.
+    """
+    workers = workers or min(len(paths), _usable_cores()) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlm-export-shard") as pool:
         digests = pool.map(lambda p: hash_file(p, progress=False), paths)
         return dict(zip(paths, digests, strict=True))
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one, else ``os.cpu_count()``)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def with_parallel_digests(artifacts: list[Artifact]) -> list[Artifact]:
