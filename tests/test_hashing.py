@@ -65,3 +65,16 @@ def test_cli_export_hashes_before_importing_torch(tmp_path: Path) -> None:
     code, seen = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert code == "0", result.stderr
     assert seen.startswith("[('start', False)") and seen.endswith("('take', True)]"), seen
+
+
+def test_child_hash_matches_and_refuses_what_it_cannot_vouch_for(tmp_path: Path) -> None:
+    """The child interpreter's digest is sha256's; a size that no longer matches or a missing file gives None."""
+    path = tmp_path / "weights.bin"
+    data = bytes(range(256)) * 9000
+    path.write_bytes(data)
+    digest = hashing._hash_in_child(str(path), len(data))
+    assert digest is not None
+    assert digest.checksum == "1220" + hashlib.sha256(data).hexdigest()
+    assert digest.size == len(data)
+    assert hashing._hash_in_child(str(path), len(data) + 1) is None  # changed since it was measured
+    assert hashing._hash_in_child(str(tmp_path / "gone.bin"), 1) is None
