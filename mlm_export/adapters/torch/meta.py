@@ -201,8 +201,12 @@ def _weights_on_meta(module: Any) -> Iterator[None]:
 def shape_runs_worthwhile(ranks: Sequence[int]) -> bool:
     """Whether meta runs are worth their one-time cost.
 
-    The first meta run imports ``torch._dynamo`` (torch's Python meta kernels are wrapped by it), which takes about
-    as long as ``import torch`` itself. They are worth it when that module is already loaded, or when an input has
+    The first meta run pays for torch's Python meta kernels: ``torch._check`` (in ``meta_mm`` and most others)
+    imports ``torch.fx.experimental.symbolic_shapes`` and sympy (0.4-0.7 s), and ``torch._refs`` ops (``relu``...)
+    are wrapped by ``_disable_dynamo``, which imports ``torch._dynamo`` (another 1 s): together about as long as
+    ``import torch``. ``FakeTensorMode`` and ``torch.device("meta")`` use the same kernels, so no shape-only path
+    avoids it. For a [batch, features] MLP of 1 GiB the batch-2 forward costs ~0.1 s (about 2 batch-1 forwards:
+    GEMM at 2 rows vs GEMV). They are worth it when that module is already loaded, or when an input has
     more than two axes (spatial, time or token axes, whose real probes are forwards at larger sizes). A
     [batch, features] model is probed with real forwards (one more, at batch 2) and its memory check counts weights
     and inputs only.
