@@ -22,9 +22,13 @@ Dimension names come from the input *layout*, chosen by rank unless the caller s
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import math
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +63,7 @@ __all__ = [
     "output_dim_order",
     "probe",
     "verify_same",
+    "warm_imports",
 ]
 
 #: Axes of each layout that are probed together (a group either grows or not).
@@ -255,6 +260,8 @@ class _Session:
         """A real run (the same shapes and ``keep`` are run once)."""
         key = (tuple(map(tuple, shapes)), tuple(map(tuple, keep)) if keep is not None else None)
         if key not in self._real:
+            if not self.real_runs:
+                warm_imports(ITEM_MODULES)
             self.real_runs += 1
             self._real[key] = list(self.backend.run([tuple(s) for s in shapes], keep))
         return self._real[key]
@@ -285,6 +292,31 @@ class _Session:
             return None
         self.log(label, f"real{reason}")
         return outputs if expected is None or len(outputs) == expected else None
+
+
+#: Modules that build and validate the Item (pystac, jsonschema): imported beside the first real forward.
+ITEM_MODULES = ("mlm_export.stac.builder", "mlm_export.stac.validate")
+
+
+def warm_imports(names: Sequence[str]) -> threading.Thread | None:
+    """Import ``names`` in a daemon thread; None when they are all imported already.
+
+    A forward spends its time in native kernels that release the GIL, so the 0.05-0.1 s of Python that importing
+    pystac and jsonschema takes runs beside the dry-run instead of after it. A failing import is left to the
+    main thread, which imports the module again when it needs it and reports the error there.
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if not missing:
+        return None
+
+    def work() -> None:
+        for name in missing:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=work, name="mlm-export-warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
