@@ -7,7 +7,12 @@
   probe cost before fake tensors: a real forward each); after = shapes first. Target: after <= 1.
 * ``memory``: the dry-run's predicted peak (weights + live activations of the fake forward at the base shapes)
   against the measured one: weights + inputs + the peak of live bytes torch's CPU allocator reports to the profiler
-  during one real forward at the same shapes (CUDA would use ``max_memory_allocated``). Target: within +-25 %.
+  during one real forward at the same shapes (CUDA would use ``max_memory_allocated``). Target: within +-25 %, or
+  within the resolution :data:`RESOLUTION_BYTES` (64 KiB) for the tiniest models: below it, scratch space that a
+  library kernel allocates inside one op (oneDNN's LSTM takes 21 KiB for a 1 x 8 x 5 series; no meta kernel shows it)
+  is most of the peak, and the dry-run guard, whose budgets are in MiB and GiB, cannot tell such peaks apart. The
+  column buffer of torch's unfused CPU convolution, the largest such scratch space, is predicted
+  (``adapters/torch/meta.conv_workspace_bytes``).
 """
 
 from __future__ import annotations
@@ -129,6 +134,18 @@ def probing(repeats: int = 2, small: bool = False) -> list[dict[str, Any]]:
             row[f"{label}_shape_runs"] = best["result"].shape_runs
         rows.append(row)
     return rows
+
+
+#: Absolute resolution of the memory comparison (see the module docstring).
+RESOLUTION_BYTES = 64 * 1024
+
+
+def within_target(row: dict[str, Any]) -> bool:
+    """Predicted within +-25 % of measured, or within :data:`RESOLUTION_BYTES` of it."""
+    predicted, measured = row["predicted"], row["measured"]
+    if predicted is None:
+        return False
+    return 0.75 <= predicted / measured <= 1.25 or abs(predicted - measured) <= RESOLUTION_BYTES
 
 
 def measured_peak(backend: Any, shapes: Any) -> int:

@@ -53,10 +53,15 @@ with torch.inference_mode():
 """
 
 
-def _timed(kind: str, target: str, args: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process running a module or code."""
+def _timed(kind: str, target: str, args: list[str], env: dict[str, str], cwd: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process running a module or code.
+
+    ``cwd`` must hold no ``mlm_export``: ``python -c`` puts the working directory first on ``sys.path``, before
+    ``PYTHONPATH``, so a run from a checkout would import that checkout whatever ``--before`` says.
+    """
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", WRAP, kind, target, *args], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", WRAP, kind, target, *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{target[:40]} {args[:2]} failed: {result.stderr[-2000:]}")
@@ -91,17 +96,17 @@ def measure(repeats: int = 3, before: str | None = None, layers: int = LAYERS) -
         weights = _write_weights(path, layers)
         forward = FORWARD.format(bench=str(HERE), layers=layers, width=WIDTH)
         runs: dict[str, list[tuple[float, int]]] = {"hash": [], "forward": [], "ours": [], "before": []}
-        _timed("code", HASH, [str(path)], env)  # page cache warm
+        _timed("code", HASH, [str(path)], env, tmp)  # page cache warm
         for _ in range(repeats):
-            runs["hash"].append(_timed("code", HASH, [str(path)], env))
-            runs["forward"].append(_timed("code", forward, [str(path)], env))
+            runs["hash"].append(_timed("code", HASH, [str(path)], env, tmp))
+            runs["forward"].append(_timed("code", forward, [str(path)], env, tmp))
             ours_env = {**env, "PYTHONPATH": os.pathsep.join([code_dir, str(HERE)])}
             ours_args = _export_args(path, Path(tmp) / "ours.json", layers)
-            runs["ours"].append(_timed("module", "mlm_export", ours_args, ours_env))
+            runs["ours"].append(_timed("module", "mlm_export", ours_args, ours_env, tmp))
             if before:
                 before_env = {**env, "PYTHONPATH": os.pathsep.join([before, str(HERE)])}
                 before_args = _export_args(path, Path(tmp) / "before.json", layers)
-                runs["before"].append(_timed("module", "mlm_export", before_args, before_env))
+                runs["before"].append(_timed("module", "mlm_export", before_args, before_env, tmp))
     result: dict[str, float] = {"weights_bytes": weights}
     for name, values in runs.items():
         if values:

@@ -14,7 +14,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
 | process | ``mlm-export export`` of a 1 GiB MLP state_dict (process) | max(sha256, torch + load + forward) | <= 1.15 |
 | probing | all probes of a ResNet-50 / ViT-B/16, in real forwards at base size | the real-forward path | <= 1 |
-| memory | predicted dry-run peak (meta run) | measured (allocator peak + weights + inputs) | +-25 % |
+| memory | predicted dry-run peak (meta run) | measured (allocator peak + weights + inputs) | +-25 % or +-64 KiB |
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 | stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
@@ -179,9 +179,9 @@ def memory_prediction(size_mb: int) -> list[Row]:
 
     rows: list[Row] = []
     for r in bench_probing.memory(small=size_mb < 256):
-        ok = 0.75 <= r["ratio"] <= 1.25
-        rows.append((f"predicted vs measured dry-run peak: {r['model']}", f"{r['predicted'] / 2**20:.2f} MiB",
-                     f"{r['measured'] / 2**20:.2f} MiB", r["ratio"], "0.75..1.25", ok))  # fmt: skip
+        ok = bench_probing.within_target(r)
+        rows.append((f"predicted vs measured dry-run peak: {r['model']}", f"{r['predicted'] / 2**20:.3f} MiB",
+                     f"{r['measured'] / 2**20:.3f} MiB", r["ratio"], "0.75..1.25 or +-64 KiB", ok))  # fmt: skip
     return rows
 
 

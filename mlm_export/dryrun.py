@@ -1,6 +1,6 @@
 """Caps on a dry-run: a memory budget checked against a prediction before anything runs, and a wall-clock timeout.
 
-The prediction comes from the adapter (PyTorch: a fake-tensor forward that records the peak of live activation
+The prediction comes from the adapter (PyTorch: a meta-device forward that records the peak of live activation
 bytes; ONNX: the inferred shapes of every intermediate value). It is checked before each real forward, so a model
 given a huge ``input_shape`` is refused with :class:`~mlm_export.errors.DryRunMemoryError` instead of exhausting
 the machine.

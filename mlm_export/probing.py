@@ -22,25 +22,50 @@ Dimension names come from the input *layout*, chosen by rank unless the caller s
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import math
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError
+from mlm_export.tensors import (
+    LAYOUT_BY_RANK,
+    LAYOUTS,
+    TensorLike,
+    generic_dim_order,
+    infer_output_task,
+    output_dim_order,
+)
 
-#: Layout of an input by rank: tabular [B, C], sequence [B, T, C], image [B, C, H, W], image-time [B, T, C, H, W].
-LAYOUT_BY_RANK: dict[int, str] = {2: "tabular", 3: "sequence", 4: "image", 5: "image-time"}
-LAYOUTS: dict[str, tuple[str, ...]] = {
-    "tokens": ("batch", "token"),
-    "tabular": ("batch", "channel"),
-    "sequence": ("batch", "time", "channel"),
-    "image": ("batch", "channel", "height", "width"),
-    "image-time": ("batch", "time", "channel", "height", "width"),
-}
+# Layouts, dim orders and output tasks live in mlm_export.tensors; they are re-exported here for the adapters.
+__all__ = [
+    "DEFAULT_SIZES",
+    "LAYOUTS",
+    "LAYOUT_BY_RANK",
+    "MAX_PROBE_ELEMENTS",
+    "VERIFY_ENV",
+    "MeasuredTensor",
+    "ProbeBackend",
+    "ProbeInput",
+    "ProbeResult",
+    "ShapeInferenceUnavailable",
+    "TensorLike",
+    "base_shapes_of",
+    "generic_dim_order",
+    "infer_output_task",
+    "output_dim_order",
+    "probe",
+    "verify_same",
+    "warm_imports",
+]
+
 #: Axes of each layout that are probed together (a group either grows or not).
 PROBE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "tokens": {"token": ("token",)},
@@ -117,17 +142,10 @@ class ProbeResult:
     paths: tuple[str, ...] = ()
 
 
-class TensorLike(Protocol):
-    """Anything with a shape and an MLM data type (MeasuredTensor, OutputSpec)."""
-
-    shape: tuple[int, ...]
-    data_type: str
-
-
 Shapes = Sequence[tuple[int, ...]]
 
 
-class ShapeInferenceUnavailable(Exception):  # noqa: N818 - a signal to fall back, not an error the user sees
+class ShapeInferenceUnavailable(Exception):  # a signal to fall back, not an error the user sees
     """A shape-only run cannot decide these shapes (an op without a meta kernel, a data-dependent shape)."""
 
 
@@ -161,65 +179,6 @@ VERIFY_ENV = "MLM_EXPORT_VERIFY_PROBES"
 _log = logging.getLogger(__name__)
 #: Errors that end the dry-run instead of meaning "this size is not accepted" (policy.py: out of memory is reported).
 _STOP: tuple[type[BaseException], ...] = (DryRunLimitError, MemoryError)
-
-_GENERIC_NAMES = ("batch", "channel", "height", "width", "depth", "x", "y", "z")
-
-
-def generic_dim_order(rank: int) -> tuple[str, ...]:
-    """Names for a tensor whose layout is unknown: batch first, then generic axis names."""
-    if rank <= len(_GENERIC_NAMES):
-        return _GENERIC_NAMES[:rank]
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return _GENERIC_NAMES + tuple(f"axis-{letters[i]}" for i in range(rank - len(_GENERIC_NAMES)))
-
-
-def output_dim_order(
-    shape: Sequence[int], input_layouts: Sequence[str | None], input_dim_orders: Sequence[Sequence[str]] = ()
-) -> tuple[str, ...]:
-    """dim_order of an output: [batch, class], [batch, class, height, width], [batch, time, channel]...
-
-    An output of the same rank as an input whose axes were named after its first layer (Conv1d [batch, channel,
-    time], Conv3d [batch, channel, time, height, width], a time-major RNN [time, batch, channel]) keeps that
-    input's axis order, with the channel axis of a spatial map named ``class``.
-    """
-    rank = len(shape)
-    for order in input_dim_orders:
-        default = LAYOUTS.get(LAYOUT_BY_RANK.get(len(order), ""))
-        # A token axis is kept only where the output follows the number of tokens (a per-token output): a pooled
-        # [batch, N] output of a token model is a class (or feature) axis.
-        per_token = "token" not in order or shape[list(order).index("token")] == -1
-        if len(order) == rank and tuple(order) != default and "bands" not in order and per_token:
-            if "height" in order:
-                return tuple("class" if d == "channel" else d for d in order)
-            return tuple(order)
-    image_like = any(layout in ("image", "image-time") for layout in input_layouts)
-    if rank == 1:
-        return ("batch",)
-    if rank == 2:
-        return ("batch", "class")
-    if rank == 3:
-        return ("batch", "height", "width") if image_like else ("batch", "time", "channel")
-    if rank == 4:
-        return ("batch", "class", "height", "width")
-    if rank == 5:
-        return ("batch", "time", "class", "height", "width")
-    return generic_dim_order(rank)
-
-
-def infer_output_task(out: MeasuredTensor | TensorLike) -> str | None:
-    """The task of one output (by its shape), or None for non-tensor outputs."""
-    # The dtype does not change what an output means: a bfloat16 ("other") map is as segmentation as a float32 one.
-    if getattr(out, "kind", "tensor") != "tensor":
-        return None
-    shape = out.shape
-    order = tuple(getattr(out, "dim_order", ()) or ())
-    if "class" in order and "height" in order:
-        return "semantic-segmentation" if shape[order.index("class")] != 1 else "regression"
-    if len(shape) in (4, 5) and shape[-3] != 1:
-        return "semantic-segmentation"
-    if len(shape) == 2 and shape[1] != 1 and (not order or "class" in order):
-        return "classification"
-    return "regression"
 
 
 def _base_shape(spec: ProbeInput) -> tuple[int, ...]:
@@ -301,6 +260,8 @@ class _Session:
         """A real run (the same shapes and ``keep`` are run once)."""
         key = (tuple(map(tuple, shapes)), tuple(map(tuple, keep)) if keep is not None else None)
         if key not in self._real:
+            if not self.real_runs:
+                warm_imports(ITEM_MODULES)
             self.real_runs += 1
             self._real[key] = list(self.backend.run([tuple(s) for s in shapes], keep))
         return self._real[key]
@@ -324,13 +285,38 @@ class _Session:
             outputs = self.real(shapes)
         except _STOP:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
+        except Exception as exc:  # a failed probe only means the dimension is not dynamic
             if type(exc).__name__ == "OutOfMemoryError":  # torch's (a RuntimeError): reported, not "refused"
                 raise
             self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
             return None
         self.log(label, f"real{reason}")
         return outputs if expected is None or len(outputs) == expected else None
+
+
+#: Modules that build and validate the Item (pystac, jsonschema): imported beside the first real forward.
+ITEM_MODULES = ("mlm_export.stac.builder", "mlm_export.stac.validate")
+
+
+def warm_imports(names: Sequence[str]) -> threading.Thread | None:
+    """Import ``names`` in a daemon thread; None when they are all imported already.
+
+    A forward spends its time in native kernels that release the GIL, so the 0.05-0.1 s of Python that importing
+    pystac and jsonschema takes runs beside the dry-run instead of after it. A failing import is left to the
+    main thread, which imports the module again when it needs it and reports the error there.
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if not missing:
+        return None
+
+    def work() -> None:
+        for name in missing:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=work, name="mlm-export-warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -358,7 +344,7 @@ def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
         real = session.real(base)
     except ProbeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any error of a user's forward is reported, with its shapes
+    except Exception as exc:  # any error of a user's forward is reported, with its shapes
         raise ProbeError(
             f"The model's forward failed on inputs of shape {_describe_shapes(base)}: {type(exc).__name__}: {exc}",
             hint="Pass example_input= or input_shape= with shapes the model accepts.",
@@ -461,7 +447,7 @@ def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool
             first, second = session.real(grown), session.real(grown, keep)
         except _STOP:
             raise
-        except Exception as exc:  # noqa: BLE001 - too small for this model: try the next size
+        except Exception as exc:  # too small for this model: try the next size
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
             session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")

@@ -1,9 +1,21 @@
-"""The two tensor rules both adapters share: element type -> MLM data type, and rank -> default dim_order."""
+"""Tensor rules both adapters share: element type -> MLM data type, layouts and dim_order by rank, output tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from mlm_export.description import DATA_TYPES
-from mlm_export.probing import LAYOUT_BY_RANK, LAYOUTS, generic_dim_order
+
+#: Layout of an input by rank: tabular [B, C], sequence [B, T, C], image [B, C, H, W], image-time [B, T, C, H, W].
+LAYOUT_BY_RANK: dict[int, str] = {2: "tabular", 3: "sequence", 4: "image", 5: "image-time"}
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "tokens": ("batch", "token"),
+    "tabular": ("batch", "channel"),
+    "sequence": ("batch", "time", "channel"),
+    "image": ("batch", "channel", "height", "width"),
+    "image-time": ("batch", "time", "channel", "height", "width"),
+}
 
 #: Element type names (numpy/torch/ONNX spelling) whose MLM name differs; the others are MLM's own or "other".
 _RENAMED: dict[str, str] = {"complex64": "cfloat32", "complex128": "cfloat64", "object": "string", "str": "string"}
@@ -33,3 +45,70 @@ def layout_dim_order(rank: int) -> tuple[str, ...] | None:
 def default_dim_order(rank: int) -> tuple[str, ...]:
     """The dim_order of an input nothing else names: the layout's for ``rank``, else batch plus generic names."""
     return layout_dim_order(rank) or generic_dim_order(rank)
+
+
+class TensorLike(Protocol):
+    """Anything with a shape and an MLM data type (MeasuredTensor, OutputSpec)."""
+
+    shape: tuple[int, ...]
+    data_type: str
+
+
+_GENERIC_NAMES = ("batch", "channel", "height", "width", "depth", "x", "y", "z")
+
+
+def generic_dim_order(rank: int) -> tuple[str, ...]:
+    """Names for a tensor whose layout is unknown: batch first, then generic axis names."""
+    if rank <= len(_GENERIC_NAMES):
+        return _GENERIC_NAMES[:rank]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return _GENERIC_NAMES + tuple(f"axis-{letters[i]}" for i in range(rank - len(_GENERIC_NAMES)))
+
+
+def output_dim_order(
+    shape: Sequence[int], input_layouts: Sequence[str | None], input_dim_orders: Sequence[Sequence[str]] = ()
+) -> tuple[str, ...]:
+    """dim_order of an output: [batch, class], [batch, class, height, width], [batch, time, channel]...
+
+    An output of the same rank as an input whose axes were named after its first layer (Conv1d [batch, channel,
+    time], Conv3d [batch, channel, time, height, width], a time-major RNN [time, batch, channel]) keeps that
+    input's axis order, with the channel axis of a spatial map named ``class``.
+    """
+    rank = len(shape)
+    for order in input_dim_orders:
+        default = LAYOUTS.get(LAYOUT_BY_RANK.get(len(order), ""))
+        # A token axis is kept only where the output follows the number of tokens (a per-token output): a pooled
+        # [batch, N] output of a token model is a class (or feature) axis.
+        per_token = "token" not in order or shape[list(order).index("token")] == -1
+        if len(order) == rank and tuple(order) != default and "bands" not in order and per_token:
+            if "height" in order:
+                return tuple("class" if d == "channel" else d for d in order)
+            return tuple(order)
+    image_like = any(layout in ("image", "image-time") for layout in input_layouts)
+    if rank == 1:
+        return ("batch",)
+    if rank == 2:
+        return ("batch", "class")
+    if rank == 3:
+        return ("batch", "height", "width") if image_like else ("batch", "time", "channel")
+    if rank == 4:
+        return ("batch", "class", "height", "width")
+    if rank == 5:
+        return ("batch", "time", "class", "height", "width")
+    return generic_dim_order(rank)
+
+
+def infer_output_task(out: TensorLike) -> str | None:
+    """The task of one output (by its shape), or None for non-tensor outputs."""
+    # The dtype does not change what an output means: a bfloat16 ("other") map is as segmentation as a float32 one.
+    if getattr(out, "kind", "tensor") != "tensor":
+        return None
+    shape = out.shape
+    order = tuple(getattr(out, "dim_order", ()) or ())
+    if "class" in order and "height" in order:
+        return "semantic-segmentation" if shape[order.index("class")] != 1 else "regression"
+    if len(shape) in (4, 5) and shape[-3] != 1:
+        return "semantic-segmentation"
+    if len(shape) == 2 and shape[1] != 1 and (not order or "class" in order):
+        return "classification"
+    return "regression"

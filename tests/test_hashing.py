@@ -118,3 +118,16 @@ def test_hash_errors(tmp_path: Path) -> None:
 )
 def test_is_multihash(checksum: str, ok: bool) -> None:
     assert is_multihash(checksum) is ok
+
+
+def test_child_hash_matches_and_refuses_what_it_cannot_vouch_for(tmp_path: Path) -> None:
+    """The child interpreter's digest is sha256's; a size that no longer matches or a missing file gives None."""
+    path = tmp_path / "weights.bin"
+    data = bytes(range(256)) * 9000
+    path.write_bytes(data)
+    digest = hashing._hash_in_child(str(path), len(data))
+    assert digest is not None
+    assert digest.checksum == "1220" + hashlib.sha256(data).hexdigest()
+    assert digest.size == len(data)
+    assert hashing._hash_in_child(str(path), len(data) + 1) is None  # changed since it was measured
+    assert hashing._hash_in_child(str(tmp_path / "gone.bin"), 1) is None

@@ -34,6 +34,7 @@ from mlm_export.probing import (
     ShapeInferenceUnavailable,
     probe,
     verify_same,
+    warm_imports,
 )
 
 
@@ -202,3 +203,14 @@ def test_probe_with_a_plain_backend() -> None:
     assert "time +7: real (shapes alone could not tell: no kernel)" in shaped.paths
     with pytest.raises(ProbeError, match=r"\[1, 1\]"):
         probe(backend, spec, base_shapes=[(1, 1)])
+
+
+def test_warm_imports_imports_beside_and_leaves_failures_to_the_caller() -> None:
+    """Modules not yet imported are imported in a thread; a missing one is skipped there (the caller reports it)."""
+    sys.modules.pop("colorsys", None)
+    thread = warm_imports(["colorsys", "mlm_export_no_such_module"])
+    assert thread is not None
+    thread.join(timeout=30)
+    assert "colorsys" in sys.modules
+    assert "mlm_export_no_such_module" not in sys.modules
+    assert warm_imports(["colorsys"]) is None  # all imported already: no thread

@@ -7,7 +7,10 @@ no arithmetic is done, so a probe at batch 2 or 320 px costs a small fraction of
 meta tensors cannot run (``.item()``, a CPU tensor made inside the forward, an op without a meta kernel) is run
 for real, probe by probe. A tracking dispatch mode records the bytes of every storage the forward creates and
 frees (reference counting frees them exactly as in a real forward), which gives the peak of live activation bytes:
-with the weights, the predicted peak memory of the real run at the same shapes.
+with the weights, the predicted peak memory of the real run at the same shapes. A convolution that the CPU runs
+with torch's unfused kernel (small batch-1 inputs) also needs a column buffer (im2col) that no meta kernel
+allocates: it is counted while that op runs (:func:`conv_workspace_bytes`). Scratch space that other kernels keep
+to themselves (oneDNN's LSTM: tens of KiB; cuDNN's workspaces) is not predicted.
 
 Tensor attributes a forward caches on its modules during a meta run (a grid, a mask) are put back afterwards, so
 the real runs never see a meta tensor.
@@ -16,6 +19,7 @@ the real runs never see a meta tensor.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,8 +48,12 @@ def _unavailable(exc: BaseException) -> bool:
     return any(word in text for word in _UNAVAILABLE_WORDS)
 
 
-def _live_bytes_mode() -> Any:
-    """A dispatch mode that tracks the bytes of the live storages created by the ops it sees, and their peak."""
+def _live_bytes_mode(device_type: str = "cpu") -> Any:
+    """A dispatch mode that tracks the bytes of the live storages created by the ops it sees, and their peak.
+
+    A convolution that the real device runs with torch's unfused CPU kernels also counts its column buffer
+    (:func:`conv_workspace_bytes`) as live while it runs: the meta kernel allocates only the output.
+    """
     torch = _import_torch()
     from torch.multiprocessing.reductions import StorageWeakRef
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -70,10 +78,77 @@ def _live_bytes_mode() -> Any:
                     if ref.cdata not in self.live:
                         self.live[ref.cdata] = (ref, storage.nbytes())
                         self.current += storage.nbytes()
-            self.peak = max(self.peak, self.current)
+            workspace = conv_workspace_bytes(func, args, kwargs, out, device_type)
+            self.peak = max(self.peak, self.current + workspace)
             return out
 
     return LiveBytes()
+
+
+def _conv_arguments(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """(input, weight, bias, stride, padding, dilation, transposed, groups) of a convolution op, else None."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation")
+    if name == "convolution":
+        values = dict(zip((*names, "transposed", "output_padding", "groups"), args, strict=False)) | kwargs
+    elif name in ("conv1d", "conv2d", "conv3d"):
+        values = dict(zip((*names, "groups"), args, strict=False)) | kwargs
+    else:
+        return None
+    weight = values["weight"]
+    rank = weight.dim() - 2
+
+    def per_axis(value: Any, default: int) -> tuple[int, ...]:
+        value = default if value is None else value
+        return tuple(value) * (rank if len(value) == 1 else 1) if isinstance(value, (list, tuple)) else (value,) * rank
+
+    padding = values.get("padding", 0)
+    if isinstance(padding, str):  # "valid": none; "same": half the kernel
+        padding = [0 if padding == "valid" else k // 2 for k in weight.shape[2:]]
+    return (
+        values["input"],
+        weight,
+        values.get("bias"),
+        per_axis(values.get("stride"), 1),
+        per_axis(padding, 0),
+        per_axis(values.get("dilation"), 1),
+        bool(values.get("transposed", False)),
+        int(values.get("groups", 1)),
+    )
+
+
+def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any, device_type: str) -> int:
+    """Bytes of the column buffer (im2col) that torch's unfused CPU convolution allocates beside its output.
+
+    Which kernel runs depends on the shapes (oneDNN for most; the unfused ``Slow2d``/``Slow3d``/``SlowDilated``
+    kernels for small inputs with batch 1, for instance), so torch itself is asked, on stride-0 CPU tensors of the
+    real shapes (no memory). The buffer holds ``C_in / groups x prod(kernel) x prod(output spatial)`` elements per
+    image (``SlowDilated``: one image at a time); a 1x1, stride-1, unpadded ``Slow2d`` needs none. Other devices
+    and kernels (oneDNN, cuDNN) keep their scratch space outside the count: 0.
+    """
+    torch = _import_torch()
+    select = getattr(torch._C, "_select_conv_backend", None)
+    name = getattr(func, "__name__", "").split(".")[0]
+    conv = _conv_arguments(name, args, kwargs or {}) if device_type == "cpu" and select is not None else None
+    if conv is None or conv[6] or not isinstance(out, torch.Tensor) or conv[0].dim() != conv[1].dim():
+        return 0  # not a convolution, another device, transposed, or an unbatched input
+    data, weight, bias, stride, padding, dilation, _transposed, groups = conv
+    backends = torch._C._ConvBackend
+    unfused = {backends.Slow2d: "batch", backends.Slow3d: "batch", backends.SlowDilated2d: "image",
+               backends.SlowDilated3d: "image"}  # fmt: skip
+    flat = torch.empty(1, dtype=data.dtype)
+    try:
+        backend = select(flat.expand(data.shape), flat.expand(weight.shape), None if bias is None else
+                         flat.expand(bias.shape), list(stride), list(padding), list(dilation), False,
+                         [0] * len(stride), groups, None)  # fmt: skip
+    except (RuntimeError, TypeError, ValueError):
+        return 0
+    kernel = tuple(weight.shape[2:])
+    pointwise = set(kernel) == {1} and set(stride) == {1} and not any(padding)
+    if backend not in unfused or (backend == backends.Slow2d and pointwise):
+        return 0
+    images = data.shape[0] if unfused[backend] == "batch" else 1
+    columns = images * (data.shape[1] // groups) * math.prod(kernel) * math.prod(out.shape[2:])
+    return int(columns * data.element_size())
 
 
 def _tensor_attributes(module: Any) -> dict[tuple[int, str], Any]:
@@ -126,8 +201,12 @@ def _weights_on_meta(module: Any) -> Iterator[None]:
 def shape_runs_worthwhile(ranks: Sequence[int]) -> bool:
     """Whether meta runs are worth their one-time cost.
 
-    The first meta run imports ``torch._dynamo`` (torch's Python meta kernels are wrapped by it), which takes about
-    as long as ``import torch`` itself. They are worth it when that module is already loaded, or when an input has
+    The first meta run pays for torch's Python meta kernels: ``torch._check`` (in ``meta_mm`` and most others)
+    imports ``torch.fx.experimental.symbolic_shapes`` and sympy (0.4-0.7 s), and ``torch._refs`` ops (``relu``...)
+    are wrapped by ``_disable_dynamo``, which imports ``torch._dynamo`` (another 1 s): together about as long as
+    ``import torch``. ``FakeTensorMode`` and ``torch.device("meta")`` use the same kernels, so no shape-only path
+    avoids it. For a [batch, features] MLP of 1 GiB the batch-2 forward costs ~0.1 s (about 2 batch-1 forwards:
+    GEMM at 2 rows vs GEMV). They are worth it when that module is already loaded, or when an input has
     more than two axes (spatial, time or token axes, whose real probes are forwards at larger sizes). A
     [batch, features] model is probed with real forwards (one more, at batch 2) and its memory check counts weights
     and inputs only.
@@ -167,7 +246,7 @@ class TorchProbeBackend:
         if isinstance(module, torch.jit.ScriptModule):
             raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         before = _tensor_attributes(module)
-        tracker = _live_bytes_mode() if track else contextlib.nullcontext()
+        tracker = _live_bytes_mode(self.runner.device.type) if track else contextlib.nullcontext()
         try:
             with _weights_on_meta(module), torch.inference_mode(), tracker:
                 tensors = [
