@@ -88,7 +88,12 @@ class DryRunLimitError(ProbeError):
 
 
 class DryRunMemoryError(DryRunLimitError, MemoryError):
-    """The dry-run's predicted peak memory is over ``max_dry_run_memory=``; nothing was run."""
+    """The dry-run needs more memory than it has.
+
+    Either its predicted peak is over ``max_dry_run_memory=`` (nothing was run), or a run ran out of memory (torch's
+    ``OutOfMemoryError``, Python's ``MemoryError``, an onnxruntime allocation failure): reported, never taken as
+    "the model does not accept this shape".
+    """
 
 
 class DryRunTimeoutError(DryRunLimitError, TimeoutError):

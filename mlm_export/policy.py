@@ -7,8 +7,10 @@
   itself declares its shapes (an ONNX graph): then the dry-run's failure is a warning plus a note in the Item's
   description, and the declared shapes are published. Only the errors in :data:`FORWARD_ERRORS` (what a model's
   forward raises on wrong inputs) are translated; anything else is a bug and propagates.
-* **Running out of memory** in a dry-run is reported as such (``torch.OutOfMemoryError``, ``MemoryError``), never
-  taken as "this shape is not accepted".
+* **Running out of memory** in a dry-run is reported as such, never taken as "this shape is not accepted": a
+  predicted peak over the budget, or a run that fails to allocate (``torch.OutOfMemoryError``, ``MemoryError``,
+  onnxruntime's allocation failure; :func:`mlm_export.probing.out_of_memory` tells them apart) is a
+  :class:`~mlm_export.errors.DryRunMemoryError` naming the input shapes.
 """
 
 from __future__ import annotations

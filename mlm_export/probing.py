@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError
+from mlm_export.errors import ConfigurationError, DryRunLimitError, DryRunMemoryError, ProbeError
 from mlm_export.tensors import (
     LAYOUT_BY_RANK,
     LAYOUTS,
@@ -178,7 +178,24 @@ class ProbeBackend(Protocol):
 VERIFY_ENV = "MLM_EXPORT_VERIFY_PROBES"
 _log = logging.getLogger(__name__)
 #: Errors that end the dry-run instead of meaning "this size is not accepted" (policy.py: out of memory is reported).
-_STOP: tuple[type[BaseException], ...] = (DryRunLimitError, MemoryError)
+_STOP: tuple[type[BaseException], ...] = (DryRunLimitError,)
+#: What the text of an allocation failure says when its type does not (onnxruntime raises ``Fail``/
+#: ``RuntimeException`` with the allocator's message; torch's CPU allocator a RuntimeError on older versions).
+_OUT_OF_MEMORY_TEXT = ("Failed to allocate memory", "bad allocation", "out of memory", "can't allocate memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a run failed for lack of memory rather than because the model refused its inputs."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)
+
+
+def _memory_error(exc: BaseException, shapes: Shapes) -> DryRunMemoryError:
+    return DryRunMemoryError(
+        f"The dry-run ran out of memory on inputs of shape {_describe_shapes(shapes)}: {_first_line(exc)}",
+        hint="Run on a device with more memory, or pass input_shape= with the dynamic sizes fixed.",
+    )
 
 
 def _base_shape(spec: ProbeInput) -> tuple[int, ...]:
@@ -286,8 +303,8 @@ class _Session:
         except _STOP:
             raise
         except Exception as exc:  # a failed probe only means the dimension is not dynamic
-            if type(exc).__name__ == "OutOfMemoryError":  # torch's (a RuntimeError): reported, not "refused"
-                raise
+            if out_of_memory(exc):  # reported, not "refused" (policy.py)
+                raise _memory_error(exc, shapes) from exc
             self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
             return None
         self.log(label, f"real{reason}")
@@ -345,6 +362,8 @@ def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
     except ProbeError:
         raise
     except Exception as exc:  # any error of a user's forward is reported, with its shapes
+        if out_of_memory(exc):
+            raise _memory_error(exc, base) from exc
         raise ProbeError(
             f"The model's forward failed on inputs of shape {_describe_shapes(base)}: {type(exc).__name__}: {exc}",
             hint="Pass example_input= or input_shape= with shapes the model accepts.",
@@ -448,8 +467,8 @@ def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool
         except _STOP:
             raise
         except Exception as exc:  # too small for this model: try the next size
-            if type(exc).__name__ == "OutOfMemoryError":
-                raise
+            if out_of_memory(exc):
+                raise _memory_error(exc, grown) from exc
             session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
             continue
         matter = len(first) != len(second) or any(

@@ -165,3 +165,33 @@ def sequence_output_model() -> onnx.ModelProto:
         helper.make_node("SequenceConstruct", ["x", "doubled"], ["pieces"]),
     ]
     return _model(helper.make_graph(nodes, "sequence", [x], [y, sequence]))
+
+
+def allocating_model(base_width: int = 64) -> onnx.ModelProto:
+    """[batch, 3, height, width] -> [batch]; wider than ``base_width``, it asks onnxruntime for ~4 TB per extra column.
+
+    Shape inference cannot see the size of the ConstantOfShape buffer, so the probes run it for real, and the
+    allocation fails inside onnxruntime's arena (``Fail: Failed to allocate memory``): a real out-of-memory.
+    """
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"])
+    constants = [
+        numpy_helper.from_array(np.array([3], dtype=np.int64), "width_index"),
+        numpy_helper.from_array(np.array([base_width], dtype=np.int64), "base_width"),
+        numpy_helper.from_array(np.array([10**12], dtype=np.int64), "per_column"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "image_axes"),
+    ]
+    fill = helper.make_tensor("fill", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("Shape", ["image"], ["shape"]),
+        helper.make_node("Gather", ["shape", "width_index"], ["width"]),
+        helper.make_node("Sub", ["width", "base_width"], ["extra"]),
+        helper.make_node("Max", ["extra", "zero"], ["extra_columns"]),
+        helper.make_node("Mul", ["extra_columns", "per_column"], ["buffer_size"]),
+        helper.make_node("ConstantOfShape", ["buffer_size"], ["buffer"], value=fill),
+        helper.make_node("ReduceSum", ["buffer"], ["buffer_sum"], keepdims=0),
+        helper.make_node("ReduceSum", ["image", "image_axes"], ["image_sum"], keepdims=0),
+        helper.make_node("Add", ["image_sum", "buffer_sum"], ["total"]),
+    ]
+    return _model(helper.make_graph(nodes, "allocating", [x], [y], constants))

@@ -22,7 +22,7 @@ import torch_models as tm
 from torch import nn
 
 from mlm_export import inspect_model
-from mlm_export.errors import ProbeError
+from mlm_export.errors import DryRunMemoryError, ProbeError
 
 sys.path.insert(0, str(Path(__file__).parent / "adapters" / "torch"))
 from torch_truth import CASE_IDS, CASES
@@ -32,6 +32,7 @@ from mlm_export.probing import (
     MeasuredTensor,
     ProbeInput,
     ShapeInferenceUnavailable,
+    out_of_memory,
     probe,
     verify_same,
     warm_imports,
@@ -214,3 +215,51 @@ def test_warm_imports_imports_beside_and_leaves_failures_to_the_caller() -> None
     assert "colorsys" in sys.modules
     assert "mlm_export_no_such_module" not in sys.modules
     assert warm_imports(["colorsys"]) is None  # all imported already: no thread
+
+
+def test_onnxruntime_allocation_failure_is_reported_not_taken_as_refusal(tmp_path: Path) -> None:
+    """onnxruntime's arena fails for real at a wider probe: DryRunMemoryError naming the shape, no fixed width."""
+    import onnx
+
+    path = tmp_path / "allocating.onnx"
+    onnx.save(om.allocating_model(base_width=64), str(path))
+    shape = r"ran out of memory on inputs of shape \[1, 3, \d+, (96|71|128)\]"
+    with pytest.raises(DryRunMemoryError, match=shape) as info:
+        inspect_model(path)
+    assert "Failed to allocate memory" in str(info.value.__cause__)  # onnxruntime's own error, kept as the cause
+    assert isinstance(info.value, MemoryError)
+
+
+class OutOfDeviceMemoryNet(nn.Module):
+    """Runs on meta tensors at any size; for real, wider than 64 px it fails as a full accelerator does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """torch.OutOfMemoryError above 64 px, except in a shape-only run."""
+        if x.device.type != "meta" and not isinstance(x, torch._subclasses.FakeTensor) and x.shape[-1] > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.conv(x)
+
+
+def test_torch_out_of_memory_in_a_real_probe_is_reported(tmp_path: Path) -> None:
+    """A probe that runs out of memory ends the dry-run with DryRunMemoryError (exit 1), not a fixed width."""
+    with pytest.raises(DryRunMemoryError, match=r"ran out of memory on inputs of shape .*CUDA out of memory"):
+        inspect_model(OutOfDeviceMemoryNet(), artifact_dir=tmp_path, input_shape=[-1, 3, -1, -1])
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (MemoryError(), True),
+        (torch.OutOfMemoryError("CUDA out of memory"), True),
+        (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation"), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)"), False),
+        (ValueError("needs two columns"), False),
+    ],
+)
+def test_out_of_memory_tells_allocation_failures_from_refusals(error: BaseException, expected: bool) -> None:
+    assert out_of_memory(error) is expected
