@@ -2,8 +2,9 @@
 
 * ``probing``: a torchgeo ResNet-50 (13 bands, 256 px) and a timm ViT-B/16 (13 bands, 224 px), every axis probed
   from an example input. The cost of all probes = the time of :func:`mlm_export.probing.probe` less its real run at
-  the base size, in units of that run (the one-time ``torch._dynamo`` import of the first meta run in a
-  process is timed apart, ``meta_first_use_s``). Before = the real-forward path (``shapes_first=False``, what every
+  the base size, in units of one real forward (the one-time ``torch._dynamo`` import of the first meta run in a
+  process is timed apart, ``meta_first_use_s``); the unit is the fastest real forward at the base size measured in
+  the process, the same for both paths. Before = the real-forward path (``shapes_first=False``, what every
   probe cost before fake tensors: a real forward each); after = shapes first. Target: after <= 1.
 * ``memory``: the dry-run's predicted peak (weights + live activations of the fake forward at the base shapes)
   against the measured one: weights + inputs + the peak of live bytes torch's CPU allocator reports to the profiler
@@ -112,6 +113,10 @@ def _inspect(model: Any, example: Any, shapes_first: bool) -> dict[str, Any]:
     return seen
 
 
+#: The two probing paths: every probe a real forward ("before" fake tensors), and shapes first ("after").
+PATHS = (("before", False), ("after", True))
+
+
 def probing(repeats: int = 2, small: bool = False) -> list[dict[str, Any]]:
     """Rows: model, one forward (s), probes before/after in forwards, real runs, shape-only runs."""
     os.environ.pop("MLM_EXPORT_VERIFY_PROBES", None)
@@ -123,13 +128,17 @@ def probing(repeats: int = 2, small: bool = False) -> list[dict[str, Any]]:
         model, example = factory()
         forward = _forward_seconds(model, example)
         row: dict[str, Any] = {"model": name, "forward_s": forward, "meta_first_use_s": first_use}
-        for label, shapes_first in (("before", False), ("after", True)):
-            runs = [_inspect(model, example, shapes_first) for _ in range(repeats)]
-            best = min(runs, key=lambda r: r["seconds"])
+        runs = {label: [_inspect(model, example, first) for _ in range(repeats)] for label, first in PATHS}
+        # One unit for both paths: the fastest real forward at the base size seen in this process (a path's own
+        # base run varies with what ran before it, which would give the two paths different units).
+        unit = min([forward] + [r["base_s"] for path_runs in runs.values() for r in path_runs])
+        row["unit_s"] = unit
+        for label, path_runs in runs.items():
+            best = min(path_runs, key=lambda r: r["seconds"])
             row[f"{label}_probe_s"] = best["seconds"]
             row[f"{label}_base_run_s"] = best["base_s"]
             # the base run inside probe() is the one real forward at the base size; the rest is probing
-            row[f"{label}_probes_in_forwards"] = min((r["seconds"] - r["base_s"]) / r["base_s"] for r in runs)
+            row[f"{label}_probes_in_forwards"] = min(r["seconds"] - r["base_s"] for r in path_runs) / unit
             row[f"{label}_real_runs"] = best["result"].runs
             row[f"{label}_shape_runs"] = best["result"].shape_runs
         rows.append(row)
