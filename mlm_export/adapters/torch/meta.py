@@ -19,6 +19,7 @@ the real runs never see a meta tensor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -48,41 +49,87 @@ def _unavailable(exc: BaseException) -> bool:
     return any(word in text for word in _UNAVAILABLE_WORDS)
 
 
-def _live_bytes_mode(device_type: str = "cpu") -> Any:
-    """A dispatch mode that tracks the bytes of the live storages created by the ops it sees, and their peak.
+def _live_bytes_mode(device_type: str = "cpu", *, track: bool = True, light: bool = False) -> Any:
+    """The dispatch mode of a meta run: shape rules first, and the peak of live storage bytes with ``track``.
 
-    A convolution that the real device runs with torch's unfused CPU kernels also counts its column buffer
-    (:func:`conv_workspace_bytes`) as live while it runs: the meta kernel allocates only the output.
+    Ops in :mod:`~mlm_export.adapters.torch.shape_rules`' table get their output from a rule; any other op runs
+    torch's meta kernel. ``light`` (a model whose meta run must not import sympy and ``torch._dynamo``): an op outside
+    the table whose meta kernel is Python raises :class:`ShapeInferenceUnavailable` before it runs, and a composite
+    op is decomposed under the mode so that its parts are looked at too. With ``track``, the bytes of the live
+    storages the ops create are counted (reference counting frees them as in a real forward); a convolution that
+    the real device runs with torch's unfused CPU kernels also counts its column buffer
+    (:func:`conv_workspace_bytes`) while it runs: the meta kernel allocates only the output.
     """
-    torch = _import_torch()
-    from torch.multiprocessing.reductions import StorageWeakRef
+    return _mode_class()(device_type, track=track, light=light)
+
+
+@functools.cache
+def _mode_class() -> type:
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class LiveBytes(TorchDispatchMode):
-        def __init__(self) -> None:
+    from mlm_export.adapters.torch.shape_rules import fast_result
+
+    class MetaRun(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            # True wraps __torch_dispatch__ in torch._disable_dynamo, whose first call imports torch._dynamo (1 s)
+            # and which costs a few microseconds per op: nothing compiles inside a meta run.
+            return False
+
+        def __init__(self, device_type: str, *, track: bool, light: bool) -> None:
             super().__init__()
+            self.device_type, self.track, self.light = device_type, track, light
             self.live: dict[int, tuple[Any, int]] = {}
             self.current = 0
             self.peak = 0
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            out = func(*args, **(kwargs or {}))
-            for key, (ref, size) in list(self.live.items()):
-                if ref.expired():
-                    self.current -= size
-                    del self.live[key]
-            for tensor in torch.utils._pytree.tree_leaves(out):
-                if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
-                    storage = tensor.untyped_storage()
-                    ref = StorageWeakRef(storage)
-                    if ref.cdata not in self.live:
-                        self.live[ref.cdata] = (ref, storage.nbytes())
-                        self.current += storage.nbytes()
-            workspace = conv_workspace_bytes(func, args, kwargs, out, device_type)
-            self.peak = max(self.peak, self.current + workspace)
+            kwargs = kwargs or {}
+            out = fast_result(func, args, kwargs)
+            if out is None:
+                out = _light_call(self, func, args, kwargs) if self.light else func(*args, **kwargs)
+            if self.track:
+                _count_live(self, func, args, kwargs, out)
             return out
 
-    return LiveBytes()
+    return MetaRun
+
+
+def _light_call(mode: Any, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """Run ``func`` in a light meta run: C++ meta kernels run, composites decompose under ``mode``, Python stops."""
+    from mlm_export.adapters.torch.shape_rules import meta_kernel_kind
+
+    kind = meta_kernel_kind(func.name())
+    if kind == "composite":
+        with mode:
+            out = func.decompose(*args, **kwargs)
+        if out is not NotImplemented:
+            return out
+    elif kind == "c++":
+        return func(*args, **kwargs)
+    raise ShapeInferenceUnavailable(
+        f"{func.name()} has a Python meta kernel (its first use imports sympy and torch._dynamo)"
+    )
+
+
+def _count_live(mode: Any, func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> None:
+    """Count the storages ``out`` creates, forget the freed ones, and raise ``mode.peak`` to the live total."""
+    torch = _import_torch()
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    for key, (ref, size) in list(mode.live.items()):
+        if ref.expired():
+            mode.current -= size
+            del mode.live[key]
+    for tensor in torch.utils._pytree.tree_leaves(out):
+        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+            storage = tensor.untyped_storage()
+            ref = StorageWeakRef(storage)
+            if ref.cdata not in mode.live:
+                mode.live[ref.cdata] = (ref, storage.nbytes())
+                mode.current += storage.nbytes()
+    workspace = conv_workspace_bytes(func, args, kwargs, out, mode.device_type)
+    mode.peak = max(mode.peak, mode.current + workspace)
 
 
 def _conv_arguments(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -175,43 +222,45 @@ def _restore_attributes(module: Any, before: dict[tuple[int, str], Any]) -> None
 
 
 @contextlib.contextmanager
-def _weights_on_meta(module: Any) -> Iterator[None]:
-    """Swap every parameter and buffer for a meta tensor of the same shape (tied ones stay tied), then restore."""
+def _weights_on_meta(module: Any, metas: dict[int, tuple[Any, Any]] | None = None) -> Iterator[None]:
+    """Swap every parameter and buffer for a meta tensor of the same shape (tied ones stay tied), then restore.
+
+    ``metas`` (id of a tensor -> (the tensor, its meta twin)) keeps the twins for the next run of the same module.
+    """
     torch = _import_torch()
     swapped: list[tuple[dict[str, Any], str, Any]] = []
-    metas: dict[int, Any] = {}
+    metas = {} if metas is None else metas
     try:
         for sub in module.modules():
             for owner in (sub._parameters, sub._buffers):
                 for name, tensor in list(owner.items()):
                     if tensor is None or tensor.is_meta:
                         continue
-                    if id(tensor) not in metas:
+                    known = metas.get(id(tensor))
+                    if known is None or known[0] is not tensor:
                         meta = torch.empty_like(tensor, device="meta")
-                        metas[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if isinstance(
-                            tensor, torch.nn.Parameter) else meta  # fmt: skip
+                        known = metas[id(tensor)] = (tensor, torch.nn.Parameter(meta, tensor.requires_grad) if
+                                                     isinstance(tensor, torch.nn.Parameter) else meta)  # fmt: skip
                     swapped.append((owner, name, tensor))
-                    owner[name] = metas[id(tensor)]
+                    owner[name] = known[1]
         yield
     finally:
         for owner, name, tensor in reversed(swapped):
             owner[name] = tensor
 
 
-def shape_runs_worthwhile(ranks: Sequence[int]) -> bool:
-    """Whether meta runs are worth their one-time cost.
+def light_runs_needed(ranks: Sequence[int]) -> bool:
+    """Whether meta runs must keep off torch's Python meta kernels (see :func:`_live_bytes_mode`'s ``light``).
 
-    The first meta run pays for torch's Python meta kernels: ``torch._check`` (in ``meta_mm`` and most others)
-    imports ``torch.fx.experimental.symbolic_shapes`` and sympy (0.4-0.7 s), and ``torch._refs`` ops (``relu``...)
-    are wrapped by ``_disable_dynamo``, which imports ``torch._dynamo`` (another 1 s): together about as long as
-    ``import torch``. ``FakeTensorMode`` and ``torch.device("meta")`` use the same kernels, so no shape-only path
-    avoids it. For a [batch, features] MLP of 1 GiB the batch-2 forward costs ~0.1 s (about 2 batch-1 forwards:
-    GEMM at 2 rows vs GEMV). They are worth it when that module is already loaded, or when an input has
-    more than two axes (spatial, time or token axes, whose real probes are forwards at larger sizes). A
-    [batch, features] model is probed with real forwards (one more, at batch 2) and its memory check counts weights
-    and inputs only.
+    The first use of a Python meta kernel costs a one-time import: ``torch._check`` (in ``meta_mm`` and most
+    others) imports ``torch.fx.experimental.symbolic_shapes`` and sympy (0.4-0.7 s), and ``torch._refs`` ops are
+    wrapped by ``_disable_dynamo``, which imports ``torch._dynamo`` (another 1 s): together about as long as
+    ``import torch``. Worth it when an input has more than two axes (spatial, time or token axes, whose real probes
+    are forwards at larger sizes), or when ``torch._dynamo`` is loaded already. A [batch, features] model's only
+    probe is one more forward at batch 2 (~0.1 s for a 1 GiB MLP): its meta runs use the shape rules and C++ meta
+    kernels only, and one that needs a Python kernel stops and is probed with real forwards.
     """
-    return "torch._dynamo" in sys.modules or any(rank > 2 for rank in ranks)
+    return "torch._dynamo" not in sys.modules and all(rank <= 2 for rank in ranks)
 
 
 class TorchProbeBackend:
@@ -226,14 +275,16 @@ class TorchProbeBackend:
 
     def __init__(self, runner: Any, weights: int, limits: DryRunLimits, flatten: Any) -> None:
         self.runner = runner
-        #: Use meta runs (probes, memory prediction); see :func:`shape_runs_worthwhile`.
-        self.use_shapes = shape_runs_worthwhile([len(p.shape) for p in runner.inputs.probe_inputs])
+        #: Use meta runs (probes, memory prediction).
+        self.use_shapes = True
+        #: Meta runs keep off Python meta kernels; see :func:`light_runs_needed`.
+        self.light = light_runs_needed([len(p.shape) for p in runner.inputs.probe_inputs])
         self.weights = weights
         self.limits = limits
         self.flatten = flatten
         self.activations: dict[tuple[tuple[int, ...], ...], int] = {}
-        self._mode: Any = None
         self._shapes_failed = False
+        self._metas: dict[int, tuple[Any, Any]] = {}
 
     def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
         """Outputs of a forward on the meta device at ``shapes`` (the first one also records its memory peak)."""
@@ -246,9 +297,9 @@ class TorchProbeBackend:
         if isinstance(module, torch.jit.ScriptModule):
             raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         before = _tensor_attributes(module)
-        tracker = _live_bytes_mode(self.runner.device.type) if track else contextlib.nullcontext()
+        tracker = _live_bytes_mode(self.runner.device.type, track=track, light=self.light)
         try:
-            with _weights_on_meta(module), torch.inference_mode(), tracker:
+            with _weights_on_meta(module, self._metas), torch.inference_mode(), tracker:
                 tensors = [
                     torch.empty(tuple(shape), dtype=plan.dtype, device="meta")
                     for plan, shape in zip(self.runner.inputs.plans, shapes, strict=True)
@@ -256,6 +307,9 @@ class TorchProbeBackend:
                 result = self.runner.call(tensors)
             measured: list[MeasuredTensor] = []
             self.flatten(result, "", measured)
+        except ShapeInferenceUnavailable:
+            self._shapes_failed = self._shapes_failed or self.light  # a light run stops at the same op every time
+            raise
         except Exception as exc:
             if _unavailable(exc):
                 raise ShapeInferenceUnavailable(f"{type(exc).__name__}: {exc}") from exc
