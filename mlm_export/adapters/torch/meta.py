@@ -198,40 +198,43 @@ def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
     return int(columns * data.element_size())
 
 
-def _tensor_attributes(module: Any) -> dict[tuple[int, str], Any]:
+def _modules_of(module: Any) -> list[Any]:
     torch = _import_torch()
-    found = {}
-    for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
-        for name, value in vars(sub).items():
-            if isinstance(value, torch.Tensor):
-                found[(id(sub), name)] = value
-    return found
+    return list(module.modules()) if isinstance(module, torch.nn.Module) else []
+
+
+def _tensor_attributes(modules: Sequence[Any]) -> dict[tuple[int, str], Any]:
+    """(id of the submodule, name) -> value of every tensor attribute (outside parameters and buffers)."""
+    tensor = _import_torch().Tensor
+    return {(id(sub), name): value for sub in modules for name, value in vars(sub).items() if isinstance(value, tensor)}
 
 
 def _restore_attributes(module: Any, before: dict[tuple[int, str], Any]) -> None:
     """Put back tensor attributes that a meta forward replaced by meta tensors."""
-    torch = _import_torch()
-    for sub in module.modules() if isinstance(module, torch.nn.Module) else ():
+    tensor = _import_torch().Tensor
+    for sub in _modules_of(module):  # again: the forward may have added submodules
         owner = vars(sub)
-        for name, value in list(owner.items()):
-            if isinstance(value, torch.Tensor) and value.is_meta:
-                if (id(sub), name) in before:
-                    owner[name] = before[(id(sub), name)]
-                else:
-                    del owner[name]
+        for name in [name for name, value in owner.items() if isinstance(value, tensor) and value.is_meta]:
+            if (id(sub), name) in before:
+                owner[name] = before[(id(sub), name)]
+            else:
+                del owner[name]
 
 
 @contextlib.contextmanager
-def _weights_on_meta(module: Any, metas: dict[int, tuple[Any, Any]] | None = None) -> Iterator[None]:
+def _weights_on_meta(
+    module: Any, metas: dict[int, tuple[Any, Any]] | None = None, modules: Sequence[Any] | None = None
+) -> Iterator[None]:
     """Swap every parameter and buffer for a meta tensor of the same shape (tied ones stay tied), then restore.
 
-    ``metas`` (id of a tensor -> (the tensor, its meta twin)) keeps the twins for the next run of the same module.
+    ``metas`` (id of a tensor -> (the tensor, its meta twin)) keeps the twins for the next run of the same module;
+    ``modules``: ``module.modules()`` when the caller has listed them already.
     """
     torch = _import_torch()
     swapped: list[tuple[dict[str, Any], str, Any]] = []
     metas = {} if metas is None else metas
     try:
-        for sub in module.modules():
+        for sub in module.modules() if modules is None else modules:
             for owner in (sub._parameters, sub._buffers):
                 for name, tensor in list(owner.items()):
                     if tensor is None or tensor.is_meta:
@@ -296,10 +299,11 @@ class TorchProbeBackend:
         module = self.runner.module
         if isinstance(module, torch.jit.ScriptModule):
             raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
-        before = _tensor_attributes(module)
+        modules = _modules_of(module)
+        before = _tensor_attributes(modules)
         tracker = _live_bytes_mode(self.runner.device.type, track=track, light=self.light)
         try:
-            with _weights_on_meta(module, self._metas), torch.inference_mode(), tracker:
+            with _weights_on_meta(module, self._metas, modules), torch.inference_mode(), tracker:
                 tensors = [
                     torch.empty(tuple(shape), dtype=plan.dtype, device="meta")
                     for plan, shape in zip(self.runner.inputs.plans, shapes, strict=True)

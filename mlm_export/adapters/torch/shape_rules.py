@@ -28,9 +28,12 @@ import torch
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 Rule = Callable[[dict[str, Any]], Any]
+#: Tensor classes the rules accept (subclasses, such as fake or distributed tensors, have their own dispatch).
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=4096)
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
@@ -45,13 +48,14 @@ def _channels_last_strides(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def _plain(value: Any) -> bool:
-    """A meta tensor with concrete (not symbolic) sizes, no zero size, and one of :data:`FLOATS`."""
+    """A strided meta tensor with concrete (not symbolic) sizes, no zero size, and one of :data:`FLOATS`."""
     return (
-        type(value) in (torch.Tensor, torch.nn.Parameter)
+        type(value) in _TENSOR_TYPES
         and value.is_meta
-        and value.layout == torch.strided
         and value.dtype in FLOATS
-        and all(type(size) is int and size > 0 for size in value.shape)
+        and value.layout == torch.strided
+        and not value._has_symbolic_sizes_strides
+        and 0 not in value.shape
     )
 
 
@@ -242,34 +246,41 @@ def _rules() -> dict[str, Rule]:
 _RULES = _rules()
 
 
-@functools.cache
-def _parameters(func: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Argument names of an op's schema and their defaults (``_MISSING`` where there is none)."""
-    arguments = func._schema.arguments
-    names = tuple(a.name for a in arguments)
-    defaults = tuple(a.default_value if a.has_default_value() else _MISSING for a in arguments)
-    return names, defaults
-
-
 _MISSING = object()
 
 
-def _bind(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """Arguments by name (defaults filled in); None when they do not fit the schema."""
-    names, defaults = _parameters(func)
-    if len(args) > len(names) or not set(kwargs) <= set(names):
+@functools.cache
+def _entry(func: Any) -> tuple[Rule, tuple[str, ...], dict[str, Any]] | None:
+    """(rule, argument names, defaults) of an op in the table (``_MISSING`` where there is no default), else None."""
+    rule = _RULES.get(func.name())  # "aten::relu" (the default overload), "aten::add.Tensor"
+    if rule is None:
         return None
-    bound = dict(zip(names, defaults, strict=True)) | dict(zip(names, args, strict=False)) | kwargs
-    return None if any(value is _MISSING for value in bound.values()) else bound
+    arguments = func._schema.arguments
+    defaults = {a.name: a.default_value if a.has_default_value() else _MISSING for a in arguments}
+    return rule, tuple(defaults), defaults
+
+
+def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """Arguments by name (defaults filled in); None when they do not fit the schema."""
+    if len(args) > len(names) or not kwargs.keys() <= defaults.keys():
+        return None
+    bound = dict(zip(names, args, strict=False))
+    bound.update(kwargs)
+    for name in names[len(args) :]:
+        if name not in bound:
+            if defaults[name] is _MISSING:
+                return None
+            bound[name] = defaults[name]
+    return bound
 
 
 def fast_result(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     """The output of ``func`` on meta tensors by a rule of the table, or None (then torch's kernel must run)."""
-    rule = _RULES.get(func.name())  # "aten::relu" (the default overload), "aten::add.Tensor"
-    if rule is None:
+    entry = _entry(func)
+    if entry is None:
         return None
-    bound = _bind(func, args, kwargs)
-    return None if bound is None else rule(bound)
+    bound = _bind(entry[1], entry[2], args, kwargs)
+    return None if bound is None else entry[0](bound)
 
 
 @functools.cache
