@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ from mlm_export.probing import MeasuredTensor, ShapeInferenceUnavailable
 if TYPE_CHECKING:
     import torch
 
+#: Names of the ops :func:`conv_workspace_bytes` looks at (``conv2d.default``, ``convolution.default``...).
+_CONV = re.compile(r"conv(olution|[123]d)\.")
 #: Words of an error message that mean "meta tensors cannot do this", not "the model refuses these shapes".
 _UNAVAILABLE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "symbolic", "unbacked", "cannot be called")
 
@@ -117,18 +120,16 @@ def _count_live(mode: Any, func: Any, args: Any, kwargs: dict[str, Any], out: An
     torch = _import_torch()
     from torch.multiprocessing.reductions import StorageWeakRef
 
-    for key, (ref, size) in list(mode.live.items()):
-        if ref.expired():
-            mode.current -= size
-            del mode.live[key]
-    for tensor in torch.utils._pytree.tree_leaves(out):
+    for key in [key for key, (ref, _size) in mode.live.items() if ref.expired()]:
+        mode.current -= mode.live.pop(key)[1]
+    for tensor in (out,) if isinstance(out, torch.Tensor) else torch.utils._pytree.tree_leaves(out):
         if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
             storage = tensor.untyped_storage()
-            ref = StorageWeakRef(storage)
-            if ref.cdata not in mode.live:
-                mode.live[ref.cdata] = (ref, storage.nbytes())
+            if storage._cdata not in mode.live:  # an in-place op returns a storage counted already
+                mode.live[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
                 mode.current += storage.nbytes()
-    workspace = conv_workspace_bytes(func, args, kwargs, out, mode.device_type)
+    convolution = _CONV.match(getattr(func, "__name__", ""))
+    workspace = conv_workspace_bytes(func, args, kwargs, out, mode.device_type) if convolution else 0
     mode.peak = max(mode.peak, mode.current + workspace)
 
 

@@ -28,6 +28,7 @@ import torch
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 Rule = Callable[[dict[str, Any]], Any]
+CL = torch.channels_last
 #: Tensor classes the rules accept (subclasses, such as fake or distributed tensors, have their own dispatch).
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
@@ -60,11 +61,18 @@ def _plain(value: Any) -> bool:
 
 
 def _dense_strides(tensor: torch.Tensor, channels_last: bool = True) -> tuple[int, ...] | None:
-    """The tensor's strides when they are exactly contiguous (or exactly channels-last, 4-d), else None."""
-    strides = tuple(tensor.stride())
-    if strides == _contiguous_strides(tensor.shape):
+    """The tensor's strides when they are exactly contiguous (or exactly channels-last, 4-d), else None.
+
+    Without a size-1 axis, torch's ``is_contiguous`` says it (in C++); with one, whose stride torch ignores, the
+    strides are compared with the standard ones.
+    """
+    shape, strides = tensor.shape, tensor.stride()
+    if 1 not in shape:
+        cl = channels_last and tensor.dim() == 4
+        return strides if tensor.is_contiguous() or (cl and tensor.is_contiguous(memory_format=CL)) else None
+    if strides == _contiguous_strides(shape):
         return strides
-    if channels_last and tensor.dim() == 4 and strides == _channels_last_strides(tensor.shape):
+    if channels_last and tensor.dim() == 4 and strides == _channels_last_strides(shape):
         return strides
     return None
 

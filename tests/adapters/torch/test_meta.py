@@ -1,6 +1,12 @@
-"""Meta runs of the torch adapter: the predicted dry-run peak counts the unfused convolution's column buffer."""
+"""Meta runs of the torch adapter: the predicted dry-run peak counts the unfused convolution's column buffer; shape
+rules answer common ops, and a light run of a [batch, features] model never imports sympy or torch._dynamo."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +14,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from mlm_export.adapters.torch.meta import _live_bytes_mode, conv_workspace_bytes
+from mlm_export.probing import ShapeInferenceUnavailable
 
 
 def _meta_peak(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -61,3 +68,74 @@ def test_workspace_is_zero_off_cpu_and_for_other_ops() -> None:
     assert conv_workspace_bytes(conv2d, (data, weight), {}, out, "cuda") == 0
     assert conv_workspace_bytes(torch.ops.aten.relu.default, (data,), {}, data, "cpu") == 0
     assert conv_workspace_bytes(conv2d, (data, weight), {}, out, "cpu") == 3 * 9 * 36 * 4
+
+
+def test_ops_outside_the_table_run_torchs_meta_kernel() -> None:
+    """cumsum has no rule: torch's own meta kernel answers it, inside a run whose other ops the rules answer."""
+    x = torch.empty(2, 5, 7, device="meta")
+    with torch.inference_mode(), _live_bytes_mode("cpu", track=False):
+        out = torch.cumsum(torch.relu(x), dim=2)
+    assert out.is_meta and tuple(out.shape) == (2, 5, 7) and out.stride() == (35, 7, 1)
+
+
+def test_a_light_run_stops_before_a_python_meta_kernel() -> None:
+    """In a light run, an op whose meta kernel is Python raises before it runs; C++ and composite ops run."""
+    x = torch.empty(2, 6, device="meta")
+    with torch.inference_mode(), _live_bytes_mode("cpu", track=False, light=True):
+        flat = x.unsqueeze(1).flatten(1)  # unsqueeze: a C++ meta kernel; flatten: a composite of a view
+        assert tuple(flat.shape) == (2, 6)
+        with pytest.raises(ShapeInferenceUnavailable, match="aten::cumsum"):
+            torch.cumsum(flat, dim=1)
+
+
+#: Probes an MLP in a fresh interpreter: its probe paths, its input and output shapes and the heavy imports it made.
+LIGHT_SCRIPT = """
+import json, logging, sys, tempfile, warnings
+import torch
+from torch import nn
+from mlm_export import inspect_model
+
+paths = []
+class Paths(logging.Handler):
+    def emit(self, record):
+        paths.append(record.getMessage())
+logger = logging.getLogger("mlm_export.probing")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(Paths())
+layers = [nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 10)]
+if sys.argv[1] == "softmax":
+    layers.append(nn.Softmax(dim=1))  # aten._softmax: a Python meta kernel only
+with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    description = inspect_model(nn.Sequential(*layers), artifact_dir=tmp, input_shape=[-1, 64])
+print(json.dumps({
+    "paths": paths, "input": description.inputs[0].shape, "output": description.outputs[0].shape,
+    "heavy": sorted(name for name in ("sympy", "torch._dynamo") if name in sys.modules),
+}))
+"""
+
+
+def _light_probe(variant: str) -> dict[str, object]:
+    env = {"MLM_EXPORT_VERIFY_PROBES": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_SCRIPT, variant], capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_mlp_is_probed_on_shapes_without_sympy_or_dynamo() -> None:
+    """Linear, ReLU, Flatten and Dropout are answered by rules or C++ kernels: the batch probe needs no real forward."""
+    found = _light_probe("plain")
+    assert found["heavy"] == []
+    assert "probe batch +1: shapes" in found["paths"]
+    assert found["input"] == [-1, 64] and found["output"] == [-1, 10]
+
+
+def test_an_mlp_with_a_python_meta_kernel_is_probed_for_real() -> None:
+    """Softmax has only a Python meta kernel: the light run stops there and the batch probe runs for real."""
+    found = _light_probe("softmax")
+    assert found["heavy"] == []
+    assert any(p.startswith("probe base: real (shapes alone could not run") for p in found["paths"])
+    assert "probe batch +1: real" in found["paths"]
+    assert found["input"] == [-1, 64] and found["output"] == [-1, 10]
