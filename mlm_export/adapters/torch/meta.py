@@ -211,20 +211,26 @@ def _modules_of(module: Any) -> list[Any]:
     return list(module.modules()) if isinstance(module, torch.nn.Module) else []
 
 
-def _tensor_attributes(modules: Sequence[Any]) -> dict[tuple[int, str], Any]:
-    """(id of the submodule, name) -> value of every tensor attribute (outside parameters and buffers)."""
-    tensor = _import_torch().Tensor
-    return {(id(sub), name): value for sub in modules for name, value in vars(sub).items() if isinstance(value, tensor)}
+def _attributes(modules: Sequence[Any]) -> dict[int, dict[str, Any]]:
+    """A shallow copy of each submodule's attributes, by the id of the submodule."""
+    return {id(sub): dict(vars(sub)) for sub in modules}
 
 
-def _restore_attributes(module: Any, before: dict[tuple[int, str], Any]) -> None:
-    """Put back tensor attributes that a meta forward replaced by meta tensors."""
-    tensor = _import_torch().Tensor
+@functools.cache
+def _tensor_class(kind: type) -> bool:
+    return issubclass(kind, _import_torch().Tensor)
+
+
+def _restore_attributes(module: Any, before: dict[int, dict[str, Any]]) -> None:
+    """Put back the attributes that a meta forward set to meta tensors (a cache that was None is None again)."""
     for sub in _modules_of(module):  # again: the forward may have added submodules
         owner = vars(sub)
-        for name in [name for name, value in owner.items() if isinstance(value, tensor) and value.is_meta]:
-            if (id(sub), name) in before:
-                owner[name] = before[(id(sub), name)]
+        if not any(map(_tensor_class, set(map(type, owner.values())))):
+            continue
+        old = before.get(id(sub), {})
+        for name in [name for name, value in owner.items() if _tensor_class(type(value)) and value.is_meta]:
+            if name in old:
+                owner[name] = old[name]
             else:
                 del owner[name]
 
@@ -308,7 +314,7 @@ class TorchProbeBackend:
         if isinstance(module, torch.jit.ScriptModule):
             raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         modules = _modules_of(module)
-        before = _tensor_attributes(modules)
+        before = _attributes(modules)
         tracker = _live_bytes_mode(self.runner.device.type, track=track, light=self.light)
         try:
             with _weights_on_meta(module, self._metas, modules), torch.inference_mode(), tracker:

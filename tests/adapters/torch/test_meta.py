@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from mlm_export import inspect_model
 from mlm_export.adapters.torch.meta import _live_bytes_mode, conv_workspace_bytes
 from mlm_export.probing import ShapeInferenceUnavailable
 
@@ -139,3 +141,26 @@ def test_an_mlp_with_a_python_meta_kernel_is_probed_for_real() -> None:
     assert any(p.startswith("probe base: real (shapes alone could not run") for p in found["paths"])
     assert "probe batch +1: real" in found["paths"]
     assert found["input"] == [-1, 64] and found["output"] == [-1, 10]
+
+
+class _CachedGrid(nn.Module):
+    """Caches a tensor of the input's size in an attribute that starts as None."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.grid: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grid is None or self.grid.shape != x.shape[-2:]:
+            self.grid = torch.zeros(x.shape[-2:], device=x.device)
+        return self.conv(x) + self.grid
+
+
+def test_an_attribute_cached_during_a_meta_run_gets_its_old_value_back(tmp_path: Path) -> None:
+    """A cache that was None before a meta run is None again after it (not deleted), so real runs still work."""
+    model = _CachedGrid()
+    described = inspect_model(model, artifact_dir=tmp_path, input_shape=[-1, 3, -1, -1])
+    assert described.inputs[0].shape == (-1, 3, -1, -1)
+    assert described.outputs[0].shape == (-1, 4, -1, -1)
+    assert model.grid is None or not model.grid.is_meta
