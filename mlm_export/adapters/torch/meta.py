@@ -109,7 +109,7 @@ def _light_call(mode: Any, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     """Run ``func`` in a light meta run: C++ meta kernels run, composites decompose under ``mode``, Python stops."""
     from mlm_export.adapters.torch.shape_rules import meta_kernel_kind
 
-    kind = meta_kernel_kind(func.name())
+    kind = meta_kernel_kind(func)
     if kind == "composite":
         with mode:
             out = func.decompose(*args, **kwargs)

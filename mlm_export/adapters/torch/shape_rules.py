@@ -291,17 +291,26 @@ def fast_result(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     return None if bound is None else entry[0](bound)
 
 
+#: Ops whose meta kernel is a C++ composite (CompositeExplicitAutograd) that calls only C++ or import-free kernels.
+_PLAIN_COMPOSITES = frozenset({"aten::clone", "aten::_to_copy", "aten::copy_", "aten::lift_fresh"})
+
+
 @functools.cache
-def meta_kernel_kind(name: str) -> str:
-    """How torch runs op ``name`` (``aten::relu``) on meta tensors: ``"c++"``, ``"composite"`` or ``"python"``.
+def meta_kernel_kind(func: Any) -> str:
+    """How torch runs op ``func`` on meta tensors: ``"c++"``, ``"composite"`` or ``"python"``.
 
     Read from the dispatcher's table: a Meta kernel registered from a ``.py`` file is Python (slow, and its first
-    use imports sympy and ``torch._dynamo``); a CompositeImplicitAutograd kernel decomposes into other ops; any other
-    registered kernel is C++. An op the table does not show is counted as Python.
+    use imports sympy and ``torch._dynamo``); a CompositeImplicitAutograd kernel decomposes into other ops; a
+    CompositeExplicitAutograd kernel calls other ops out of sight, so it counts as C++ only for a view (metadata
+    only) or one of :data:`_PLAIN_COMPOSITES`; any other registered kernel is C++. An op the table does not show is
+    counted as Python.
     """
+    name = func.name()
     for line in torch._C._dispatch_dump_table(name).splitlines():
         if line.startswith("Meta:"):
             if "CompositeImplicitAutograd" in line:
                 return "composite"
+            if "CompositeExplicitAutograd" in line:
+                return "c++" if func.is_view or name in _PLAIN_COMPOSITES else "python"
             return "python" if ".py:" in line else "c++"
     return "python"

@@ -127,6 +127,7 @@ def test_layer_norm(shape: tuple[int, ...], normalized: list[int], dtype: torch.
 UNARY = [
     (aten.relu.default, ()), (aten.gelu.default, ()), (aten.silu.default, ()), (aten.sigmoid.default, ()),
     (aten.tanh.default, ()), (aten.hardswish.default, ()), (aten.relu6.default, ()), (aten.mish.default, ()),
+    (aten.hardsigmoid.default, ()),
     (aten.hardtanh.default, (-2.0, 3.0)), (aten.leaky_relu.default, (0.2,)), (aten.elu.default, (1.0, 1, 1)),
 ]  # fmt: skip
 
@@ -202,9 +203,12 @@ def test_ops_outside_the_table_are_not_answered() -> None:
 
 
 def test_meta_kernel_kinds() -> None:
-    """relu's meta kernel is a torch._refs decomposition, view's is C++, flatten decomposes into view."""
-    assert meta_kernel_kind("aten::relu") == "python"
-    assert meta_kernel_kind("aten::addmm") == "python"
-    assert meta_kernel_kind("aten::view") == "c++"
-    assert meta_kernel_kind("aten::flatten.using_ints") == "composite"
-    assert meta_kernel_kind("aten::no_such_op") == "python"
+    """relu's meta kernel is a torch._refs decomposition, view's is C++, flatten decomposes into view; a C++
+    composite counts as C++ only for a view or a copy."""
+    assert meta_kernel_kind(aten.relu.default) == "python"
+    assert meta_kernel_kind(aten.addmm.default) == "python"
+    assert meta_kernel_kind(aten.view.default) == "c++"
+    assert meta_kernel_kind(aten.t.default) == "c++"
+    assert meta_kernel_kind(aten.clone.default) == "c++"
+    assert meta_kernel_kind(aten.flatten.using_ints) == "composite"
+    assert meta_kernel_kind(aten.constant_pad_nd.default) == "python"  # a C++ composite calling unseen ops
