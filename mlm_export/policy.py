@@ -9,7 +9,7 @@
   forward raises on wrong inputs) are translated; anything else is a bug and propagates.
 * **Running out of memory** in a dry-run is reported as such, never taken as "this shape is not accepted": a
   predicted peak over the budget, or a run that fails to allocate (``torch.OutOfMemoryError``, ``MemoryError``,
-  onnxruntime's allocation failure; :func:`mlm_export.probing.out_of_memory` tells them apart) is a
+  onnxruntime's allocation failure; :func:`out_of_memory` tells them apart) is a
   :class:`~mlm_export.errors.DryRunMemoryError` naming the input shapes.
 """
 
@@ -36,3 +36,15 @@ def missing_device(device: Any, detail: str, *, choices: str = "'cpu', 'cuda', '
         f"device={device!r} was asked for, but {detail}.",
         hint=f"Pass device='cpu', or run where that device is available (device= accepts {choices}).",
     )
+
+
+#: What the text of an allocation failure says when its type does not (onnxruntime raises ``Fail``/
+#: ``RuntimeException`` with the allocator's message; torch's CPU allocator a RuntimeError on older versions).
+_OUT_OF_MEMORY_TEXT = ("Failed to allocate memory", "bad allocation", "out of memory", "can't allocate memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a run failed for lack of memory rather than because the model refused its inputs."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)

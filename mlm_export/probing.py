@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mlm_export.errors import ConfigurationError, DryRunLimitError, DryRunMemoryError, ProbeError
+from mlm_export.policy import out_of_memory
 from mlm_export.tensors import (
     LAYOUT_BY_RANK,
     LAYOUTS,
@@ -179,16 +180,6 @@ VERIFY_ENV = "MLM_EXPORT_VERIFY_PROBES"
 _log = logging.getLogger(__name__)
 #: Errors that end the dry-run instead of meaning "this size is not accepted" (policy.py: out of memory is reported).
 _STOP: tuple[type[BaseException], ...] = (DryRunLimitError,)
-#: What the text of an allocation failure says when its type does not (onnxruntime raises ``Fail``/
-#: ``RuntimeException`` with the allocator's message; torch's CPU allocator a RuntimeError on older versions).
-_OUT_OF_MEMORY_TEXT = ("Failed to allocate memory", "bad allocation", "out of memory", "can't allocate memory")
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether a run failed for lack of memory rather than because the model refused its inputs."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)
 
 
 def _memory_error(exc: BaseException, shapes: Shapes) -> DryRunMemoryError:

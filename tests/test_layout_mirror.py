@@ -126,3 +126,16 @@ def test_misplaced_files_are_found(tmp_path: Path, test_file: str, ok: bool) -> 
     (tests / test_file).parent.mkdir(parents=True, exist_ok=True)
     (tests / test_file).write_text("")
     assert misplaced(tests, package, frozenset({"test_readme.py"})) == ([] if ok else [test_file])
+
+
+def test_architecture_doc_names_every_module() -> None:
+    """docs/architecture.md has an entry for every module of the package (by file name or package path)."""
+    doc = (TESTS.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py"
+        and f"`{path.name}`" not in doc
+        and path.relative_to(PACKAGE).as_posix() not in doc
+    ]
+    assert not missing, f"docs/architecture.md does not describe: {missing}"

@@ -23,6 +23,7 @@ from torch import nn
 
 from mlm_export import inspect_model
 from mlm_export.errors import DryRunMemoryError, ProbeError
+from mlm_export.policy import out_of_memory
 
 sys.path.insert(0, str(Path(__file__).parent / "adapters" / "torch"))
 from torch_truth import CASE_IDS, CASES
@@ -32,7 +33,6 @@ from mlm_export.probing import (
     MeasuredTensor,
     ProbeInput,
     ShapeInferenceUnavailable,
-    out_of_memory,
     probe,
     verify_same,
     warm_imports,
