@@ -5,7 +5,8 @@ Each schema gets two validators over the same offline :class:`~mlm_export.stac.s
 
 * ``fast``: ``jsonschema_rs`` (compiled, in Rust), used to answer "valid?" for a whole document in microseconds;
 * ``checker``: the ``jsonschema`` validator, used only when ``fast`` says invalid (or could not be built), to list
-  every error with the details :mod:`mlm_export.stac.validate` turns into sentences.
+  every error with the details :mod:`mlm_export.stac.validate` turns into sentences. It is built, and ``jsonschema``
+  and ``referencing`` are imported, only then: a valid Item costs neither (tens of ms in a fresh process).
 
 A document is valid when ``fast`` says so, else exactly when ``checker`` finds no error, so the answer is
 ``checker``'s whenever the two could disagree in the strict direction (``jsonschema_rs`` reads a ``pattern``'s digit
@@ -18,19 +19,32 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import validators
-from jsonschema.exceptions import ValidationError
-from referencing.exceptions import Unresolvable
 
 from mlm_export.errors import SchemaNotFoundError
 from mlm_export.stac.schemas import SCHEMA_DIR_ENV, SchemaStore, default_cache_dir
 
-Keyword = Callable[[Any, Any, Any, Any], Iterator[ValidationError]]
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+Keyword = Callable[[Any, Any, Any, Any], Iterator["ValidationError"]]
+#: ``$schema`` (normalised as jsonschema's ``URIDict`` does) -> the name of jsonschema's validator class for it; a
+#: schema without ``$schema`` is read as draft 7 (``validator_for(..., default=Draft7Validator)``). Kept here so
+#: that the fast path imports neither ``jsonschema`` nor ``referencing`` (tens of ms on the first validation).
+_DRAFTS = {
+    "http://json-schema.org/draft-03/schema": "Draft3Validator",
+    "http://json-schema.org/draft-04/schema": "Draft4Validator",
+    "http://json-schema.org/draft-06/schema": "Draft6Validator",
+    "http://json-schema.org/draft-07/schema": "Draft7Validator",
+    "https://json-schema.org/draft/2019-09/schema": "Draft201909Validator",
+    "https://json-schema.org/draft/2020-12/schema": "Draft202012Validator",
+}
+DEFAULT_DRAFT = "Draft7Validator"
 #: jsonschema's validator classes -> the jsonschema_rs class for the same draft (Draft 3 has none: checker only).
 _FAST_CLASSES: dict[str, Any] = {
     "Draft4Validator": jsonschema_rs.Draft4Validator,
@@ -44,14 +58,31 @@ _STORES: dict[tuple[Any, ...], SchemaStore] = {}
 _LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
 class CompiledSchema:
-    """The validators of one schema URL (see the module docstring)."""
+    """The validators of one schema URL (see the module docstring); the ``jsonschema`` side is built on first use."""
 
-    url: str
-    checker: Any
-    fast: Any | None
-    resolver: Any
+    def __init__(
+        self, url: str, store: SchemaStore, schema: Any, keywords: Mapping[str, Keyword] | None, fast: Any | None
+    ) -> None:
+        self.url = url
+        self.fast = fast
+        self._store = store
+        self._schema = schema
+        self._keywords = dict(keywords or {})
+
+    @cached_property
+    def checker(self) -> Any:
+        """The ``jsonschema`` validator (with the replacement keywords), over the store's registry."""
+        from jsonschema import validators
+
+        checker_class = validators.validator_for(self._schema, default=validators.Draft7Validator)
+        if self._keywords:
+            checker_class = validators.extend(checker_class, self._keywords)
+        return checker_class(self._schema, registry=self._registry)
+
+    @cached_property
+    def _registry(self) -> Any:
+        return self._store.registry()
 
     def is_valid(self, document: Any) -> bool | None:
         """``True`` when the fast validator accepts ``document``; ``None`` when only :meth:`errors` can tell."""
@@ -69,6 +100,8 @@ class CompiledSchema:
             SchemaNotFoundError: a ``$ref`` cannot be resolved from the store.
             RecursionError: the document is nested too deeply for ``jsonschema``.
         """
+        from referencing.exceptions import Unresolvable
+
         try:
             return list(self.checker.iter_errors(document))
         except Unresolvable as exc:
@@ -79,8 +112,10 @@ class CompiledSchema:
 
     def resolve(self, ref: str) -> Any:
         """The contents of ``ref`` (relative to this schema), ``{}`` when it cannot be resolved."""
+        from referencing.exceptions import Unresolvable
+
         try:
-            return self.resolver.lookup(ref).contents
+            return self._registry.resolver(base_uri=self.url).lookup(ref).contents
         except Unresolvable:
             return {}
 
@@ -105,9 +140,22 @@ def shared_store(schema_dir: str | os.PathLike[str] | None = None) -> SchemaStor
         return shared
 
 
-def _fast_validator(store: SchemaStore, url: str, schema: Any, checker_class: type) -> Any | None:
+def draft_of(schema: Any) -> str | None:
+    """The name of jsonschema's validator class for ``schema`` (as ``validator_for(..., default=Draft7Validator)``).
+
+    None for a ``$schema`` that is not text (left to jsonschema).
+    """
+    if not isinstance(schema, Mapping) or "$schema" not in schema:
+        return DEFAULT_DRAFT
+    declared = schema["$schema"]
+    if not isinstance(declared, str):
+        return None
+    return _DRAFTS.get(urllib.parse.urlsplit(declared).geturl(), DEFAULT_DRAFT)
+
+
+def _fast_validator(store: SchemaStore, url: str, schema: Any) -> Any | None:
     """The jsonschema_rs validator of ``schema``, or None when it has no class for the draft or cannot build it."""
-    fast_class = _FAST_CLASSES.get(checker_class.__name__)
+    fast_class = _FAST_CLASSES.get(draft_of(schema) or "")
     if fast_class is None or not isinstance(schema, Mapping):
         return None
     try:
@@ -132,12 +180,6 @@ def compiled_schema(store: SchemaStore, url: str, keywords: Mapping[str, Keyword
     if found is not None:
         return found
     schema = store.load(url)
-    checker_class = validators.validator_for(schema, default=validators.Draft7Validator)
-    if keywords:
-        checker_class = validators.extend(checker_class, dict(keywords))
-    registry = store.registry()
-    checker = checker_class(schema, registry=registry)
-    fast = _fast_validator(store, url, schema, validators.validator_for(schema, default=validators.Draft7Validator))
-    compiled = CompiledSchema(url, checker, fast, registry.resolver(base_uri=url))
+    compiled = CompiledSchema(url, store, schema, keywords, _fast_validator(store, url, schema))
     store.compiled[key] = compiled
     return compiled

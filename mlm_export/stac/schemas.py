@@ -20,13 +20,13 @@ import urllib.request
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT7
+from typing import TYPE_CHECKING, Any
 
 from mlm_export.errors import SchemaNotFoundError
 from mlm_export.stac.io import parse_json
+
+if TYPE_CHECKING:
+    from referencing import Registry, Resource
 
 SCHEMA_DIR_ENV = "MLM_EXPORT_SCHEMA_DIR"
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -167,8 +167,13 @@ class SchemaStore:
 
     def resource(self, url: str) -> Resource[Any]:
         """The schema at ``url`` as a ``referencing`` resource (draft-07 unless it says otherwise)."""
+        from referencing import Resource
+        from referencing.jsonschema import DRAFT7
+
         return Resource.from_contents(self.load(url), default_specification=DRAFT7)
 
     def registry(self) -> Registry[Any]:
         """A registry that retrieves every ``$ref`` through this store (never the network unless the cache)."""
+        from referencing import Registry
+
         return Registry(retrieve=self.resource)  # type: ignore[call-arg]

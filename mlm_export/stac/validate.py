@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonschema.exceptions import ValidationError, best_match
-
 from mlm_export.errors import ItemValidationError, SchemaNotFoundError
 from mlm_export.hashing import hash_file, is_multihash
 from mlm_export.provenance.container import is_registry_reference
@@ -31,6 +29,7 @@ from mlm_export.stac.schemas import SchemaStore
 
 if TYPE_CHECKING:
     import pystac
+    from jsonschema.exceptions import ValidationError
 
 CORE_SCHEMA = "https://schemas.stacspec.org/v{version}/{kind}-spec/json-schema/{kind}.json"
 _KINDS = {"Feature": "item", "Collection": "collection", "Catalog": "catalog"}
@@ -126,6 +125,8 @@ def _branches(error: ValidationError) -> list[list[ValidationError]]:
 def _deepest(errors: list[ValidationError]) -> ValidationError:
     depth = max(_depth(e) for e in errors)
     deepest = [e for e in errors if _depth(e) == depth]
+    from jsonschema.exceptions import best_match  # only invalid documents get here (see stac/compiled.py)
+
     return best_match(deepest) or deepest[0]
 
 
@@ -232,6 +233,8 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
     """``uniqueItems`` in linear time (jsonschema's own compares every pair of objects: 67 s for 10,000 classes)."""
     if not unique or not validator.is_type(instance, "array"):
         return
+    from jsonschema.exceptions import ValidationError  # jsonschema's checker calls this keyword: already imported
+
     seen: dict[Any, int] = {}
     for index, item in enumerate(instance):
         key = _canonical(item)

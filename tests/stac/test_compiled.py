@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES_DIR
+from conftest import EXAMPLES_DIR, SCHEMA_DIR
 
 from mlm_export import validate_item
 from mlm_export.errors import SchemaNotFoundError
@@ -133,3 +133,54 @@ def test_a_reference_outside_the_store_is_still_reported(tmp_path: Path, schema_
     assert compiled.fast is None
     with pytest.raises(SchemaNotFoundError, match="missing.json"):
         compiled.errors({})
+
+
+def _schema_documents() -> list[Path]:
+    return sorted(p for p in SCHEMA_DIR.rglob("*.json") if p.name != "INDEX.json")
+
+
+def test_draft_of_agrees_with_jsonschema_on_every_shared_schema_and_odd_ones() -> None:
+    """The fast path picks its draft without jsonschema: the same class jsonschema's validator_for picks."""
+    from jsonschema import validators
+
+    from mlm_export.stac.compiled import draft_of
+
+    schemas = [json.loads(p.read_text(encoding="utf-8")) for p in _schema_documents()]
+    assert len(schemas) > 20
+    odd = [
+        {},
+        True,
+        {"$schema": "http://json-schema.org/draft-07/schema#"},
+        {"$schema": "http://json-schema.org/draft-04/schema"},
+        {"$schema": "https://json-schema.org/draft/2020-12/schema"},
+        {"$schema": "https://json-schema.org/draft/2019-09/schema#"},
+        {"$schema": "http://json-schema.org/draft-03/schema#"},
+        {"$schema": "https://example.com/not-a-meta-schema"},
+    ]
+    for schema in schemas + odd:
+        assert draft_of(schema) == validators.validator_for(schema, default=validators.Draft7Validator).__name__
+    assert draft_of({"$schema": 7}) is None  # not text: no fast validator, jsonschema decides
+
+
+def test_valid_items_are_validated_without_importing_jsonschema(tmp_path: Path) -> None:
+    """jsonschema and referencing load only when a document is invalid (to explain why), in a fresh interpreter."""
+    import subprocess
+    import sys
+    import textwrap
+
+    broken = json.loads(EXAMPLES[0].read_text(encoding="utf-8"))
+    broken["properties"]["mlm:name"] = 12
+    (tmp_path / "broken.json").write_text(json.dumps(broken), encoding="utf-8")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from mlm_export import validate_item
+        assert validate_item({str(EXAMPLES[0])!r}, schema_dir={str(SCHEMA_DIR)!r}).valid
+        print(sorted(m for m in ("jsonschema", "referencing") if m in sys.modules))
+        report = validate_item({str(tmp_path / "broken.json")!r}, schema_dir={str(SCHEMA_DIR)!r})
+        print(report.valid, any("mlm:name" in str(p) for p in report.problems))
+        print(sorted(m for m in ("jsonschema", "referencing") if m in sys.modules))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:3] == ["[]", "False True", "['jsonschema', 'referencing']"], result.stdout
