@@ -271,7 +271,14 @@ class _Session:
             if not self.real_runs:
                 warm_imports(ITEM_MODULES)
             self.real_runs += 1
-            self._real[key] = list(self.backend.run([tuple(s) for s in shapes], keep))
+            try:
+                self._real[key] = list(self.backend.run([tuple(s) for s in shapes], keep))
+            except _STOP:
+                raise
+            except Exception as exc:  # out of memory is reported, never taken as "refused" (policy.py)
+                if out_of_memory(exc):
+                    raise _memory_error(exc, shapes) from exc
+                raise
         return self._real[key]
 
     def outputs(self, shapes: Shapes, label: str, expected: int | None = None) -> list[MeasuredTensor] | None:
@@ -293,9 +300,7 @@ class _Session:
             outputs = self.real(shapes)
         except _STOP:
             raise
-        except Exception as exc:  # a failed probe only means the dimension is not dynamic
-            if out_of_memory(exc):  # reported, not "refused" (policy.py)
-                raise _memory_error(exc, shapes) from exc
+        except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
             self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
             return None
         self.log(label, f"real{reason}")
@@ -353,8 +358,6 @@ def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
     except ProbeError:
         raise
     except Exception as exc:  # any error of a user's forward is reported, with its shapes
-        if out_of_memory(exc):
-            raise _memory_error(exc, base) from exc
         raise ProbeError(
             f"The model's forward failed on inputs of shape {_describe_shapes(base)}: {type(exc).__name__}: {exc}",
             hint="Pass example_input= or input_shape= with shapes the model accepts.",
@@ -457,9 +460,7 @@ def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool
             first, second = session.real(grown), session.real(grown, keep)
         except _STOP:
             raise
-        except Exception as exc:  # too small for this model: try the next size
-            if out_of_memory(exc):
-                raise _memory_error(exc, grown) from exc
+        except Exception as exc:  # noqa: BLE001 - too small for this model: try the next size
             session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
             continue
         matter = len(first) != len(second) or any(

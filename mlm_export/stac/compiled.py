@@ -84,6 +84,10 @@ class CompiledSchema:
     def _registry(self) -> Any:
         return self._store.registry()
 
+    @cached_property
+    def _resolver(self) -> Any:
+        return self._registry.resolver(base_uri=self.url)
+
     def is_valid(self, document: Any) -> bool | None:
         """``True`` when the fast validator accepts ``document``; ``None`` when only :meth:`errors` can tell."""
         if self.fast is None:
@@ -115,7 +119,7 @@ class CompiledSchema:
         from referencing.exceptions import Unresolvable
 
         try:
-            return self._registry.resolver(base_uri=self.url).lookup(ref).contents
+            return self._resolver.lookup(ref).contents
         except Unresolvable:
             return {}
 
