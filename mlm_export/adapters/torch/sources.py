@@ -137,6 +137,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "a PDF document"),
     (b"II*\x00", "a TIFF image"),
     (b"MM\x00*", "a TIFF image"),
+    (b"\x80", "a Python pickle that torch.save did not write (no magic number)"),
 )
 
 
@@ -144,7 +145,7 @@ def _sniff(path: Path) -> str:
     """The container kind of a ``.pt``-like file: torchscript, exported, torch-zip or legacy-pickle."""
     try:
         with open(path, "rb") as stream:
-            head = stream.read(16)
+            head = stream.read(32)
     except OSError as exc:
         raise ArtifactLoadError(f"Cannot read '{path}': {exc.strerror}.", hint="Check the file's permissions.") from exc
     if not head:
@@ -170,7 +171,7 @@ def _sniff(path: Path) -> str:
             f"Cannot read '{path}': the zip archive is truncated or corrupt (no central directory).",
             hint="The file was probably cut off while copying or saving; save or download it again.",
         )
-    if head[:1] == b"\x80":
+    if _is_legacy_torch_save(head):
         return "legacy-pickle"
     kind = next((label for magic, label in _MAGIC if head.startswith(magic)), None)
     what = f"it looks like {kind}" if kind else f"it starts with bytes {head[:8].hex(' ')}"
@@ -178,6 +179,22 @@ def _sniff(path: Path) -> str:
         f"Cannot read '{path}': it is not a PyTorch checkpoint ({what}).",
         hint="Pass a file written by torch.save, torch.jit.save, torch.export.save or safetensors.",
     )
+
+
+#: How a legacy (non-zip) ``torch.save`` file starts: its pickled magic number 0x1950a86a20f9469cfc6c as a LONG1.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _is_legacy_torch_save(head: bytes) -> bool:
+    """Whether ``head`` opens a legacy torch.save pickle (protocol 2+, the magic number before anything else).
+
+    A pickle ``PROTO`` byte alone would take 1 in 256 random files for a checkpoint; the magic number does not.
+    Protocols 4 and 5 put a ``FRAME`` opcode (9 bytes) between the two.
+    """
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    start = 11 if head[2:3] == b"\x95" else 2
+    return head[start : start + len(_LEGACY_MAGIC)] == _LEGACY_MAGIC
 
 
 def _load_path(path: Path, options: ExportOptions) -> _Loaded:
@@ -241,6 +258,13 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
             f"Cannot read '{path}' as a PyTorch checkpoint: its pickle data is corrupt ({_first_line(refused)}).",
             hint="The file may be truncated or not a torch.save file; save it again.",
         ) from refused
+    if not options.load.trust_pickle and not offending:
+        raise UntrustedPickleError(
+            f"Cannot read '{path}' safely: it references only tensors, but torch's weights-only loader cannot read "
+            f"how it is pickled ({_unpickler_reason(refused)}; legacy torch.save "
+            "files with pickle_protocol 4 or 5 are refused so), and the full unpickler can run arbitrary code.",
+            hint="Save it again with torch.save's defaults, or pass trust_pickle=True if you trust the file's source.",
+        ) from refused
     if not options.load.trust_pickle:
         names = ", ".join(offending[:6]) + (f" and {len(offending) - 6} more" if len(offending) > 6 else "")
         raise UntrustedPickleError(
@@ -250,6 +274,14 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
         ) from refused
     with _loading(path, "a pickled PyTorch object (trust_pickle=True)", TRUSTED_LOAD_ERRORS):
         return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _unpickler_reason(refused: BaseException | None) -> str:
+    """The line of torch's weights-only refusal that says why (it follows 'WeightsUnpickler error:')."""
+    text = str(refused or "")
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return lines[0] if found and lines else _first_line(refused) if refused else "refused"
 
 
 _STRING_OPS = frozenset(

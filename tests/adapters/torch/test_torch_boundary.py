@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import re
@@ -84,11 +83,15 @@ def test_non_tensor_and_bfloat16_outputs(tmp_path: Path, caplog: pytest.LogCaptu
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
-        ("random.pt", os.urandom(4096), "not a PyTorch checkpoint"),
-        ("photo.pt", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(512), "JPEG"),
+        ("random.pt", random.Random(1).randbytes(4096), "not a PyTorch checkpoint"),
+        ("photo.pt", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + random.Random(2).randbytes(512), "JPEG"),
         ("empty.pth", b"", "empty"),
-        ("random.safetensors", os.urandom(512), "safetensors"),
-        ("random.pt2", os.urandom(512), "not a PyTorch checkpoint"),
+        ("random.safetensors", random.Random(3).randbytes(512), "safetensors"),
+        ("random.pt2", random.Random(4).randbytes(512), "not a PyTorch checkpoint"),
+        # a pickle PROTO byte first (1 random file in 256 starts so) is not yet a legacy torch.save file
+        ("proto.pt", b"\x80\x02" + random.Random(5).randbytes(510), "pickle that torch.save did not write"),
+        ("proto.pt2", b"\x80\x04" + random.Random(6).randbytes(510), "pickle that torch.save did not write"),
+        ("plain_pickle.pth", pickle.dumps({"weights": [1.0, 2.0]}, protocol=4), "pickle that torch.save did not"),
     ],
 )
 def test_not_a_checkpoint(name: str, content: bytes, match: str, tmp_path: Path) -> None:
@@ -122,6 +125,16 @@ def test_legacy_serialization_and_conv1d_names(tmp_path: Path) -> None:
     item = export_item(path, model_class=tm.TinyMLP)
     assert item.properties["mlm:total_parameters"] == param_count(model)
     assert item.assets["model"].extra_fields["file:checksum"] == sha256_multihash(path)
+    for protocol in (3, 4, 5):  # protocols 4 and 5 put a FRAME opcode before the magic number
+        framed = tmp_path / f"legacy_protocol_{protocol}.pth"
+        torch.save(model.state_dict(), framed, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+        if protocol > 3:  # torch's weights-only unpickler has no FRAME opcode: only the full unpickler reads it
+            with pytest.raises(UntrustedPickleError, match=r"references only tensors.*Unsupported operand 149"):
+                export_item(framed, model_class=tm.TinyMLP, artifact_dir=tmp_path / f"art{protocol}")
+        item = export_item(
+            framed, model_class=tm.TinyMLP, artifact_dir=tmp_path / f"art{protocol}", trust_pickle=protocol > 3
+        )
+        assert item.properties["mlm:total_parameters"] == param_count(model)
 
     conv = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU())
     item = export_item(conv, input_shape=[-1, 4, -1], artifact_dir=tmp_path / "art")
