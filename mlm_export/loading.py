@@ -386,7 +386,9 @@ def check_item(
     shape-only prediction before running) and ``dry_run_timeout`` (seconds).
 
     Raises:
-        MLMExportError: the model cannot be loaded or run (see :func:`load_model`).
+        DryRunMemoryError: the rerun at the Item's input shapes ran out of memory (a ``ProbeError``).
+        ProbeError: the model refuses the Item's input shapes.
+        MLMExportError: the model cannot be loaded (see :func:`load_model`).
 
     .. versionadded:: 0.1
     """

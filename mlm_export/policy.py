@@ -10,14 +10,15 @@
 * **Running out of memory** in a dry-run is reported as such, never taken as "this shape is not accepted": a
   predicted peak over the budget, or a run that fails to allocate (``torch.OutOfMemoryError``, ``MemoryError``,
   onnxruntime's allocation failure; :func:`out_of_memory` tells them apart) is a
-  :class:`~mlm_export.errors.DryRunMemoryError` naming the input shapes.
+  :class:`~mlm_export.errors.DryRunMemoryError` naming the input shapes (:func:`memory_error`), in probing and in
+  ``check_item``'s rerun alike.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlm_export.errors import ConfigurationError
+from mlm_export.errors import ConfigurationError, DryRunMemoryError
 
 #: What a model's forward raises when it does not accept its inputs (shape, dtype or structure mismatch).
 FORWARD_ERRORS: tuple[type[Exception], ...] = (
@@ -48,3 +49,10 @@ def out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     return any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)
+
+
+def memory_error(exc: BaseException, inputs: str, *, hint: str) -> DryRunMemoryError:
+    """The error for a run on ``inputs`` (their names and shapes, as text) that failed for lack of memory."""
+    lines = str(exc).strip().splitlines()
+    detail = lines[0][:200] if lines else type(exc).__name__
+    return DryRunMemoryError(f"The model ran out of memory on inputs {inputs}: {detail}", hint=hint)

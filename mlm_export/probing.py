@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from mlm_export.errors import ConfigurationError, DryRunLimitError, DryRunMemoryError, ProbeError
-from mlm_export.policy import out_of_memory
+from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError
+from mlm_export.policy import memory_error, out_of_memory
 from mlm_export.tensors import (
     LAYOUT_BY_RANK,
     LAYOUTS,
@@ -182,13 +182,6 @@ _log = logging.getLogger(__name__)
 _STOP: tuple[type[BaseException], ...] = (DryRunLimitError,)
 
 
-def _memory_error(exc: BaseException, shapes: Shapes) -> DryRunMemoryError:
-    return DryRunMemoryError(
-        f"The dry-run ran out of memory on inputs of shape {_describe_shapes(shapes)}: {_first_line(exc)}",
-        hint="Run on a device with more memory, or pass input_shape= with the dynamic sizes fixed.",
-    )
-
-
 def _base_shape(spec: ProbeInput) -> tuple[int, ...]:
     names = spec.resolved_dim_order()
     shape = []
@@ -277,7 +270,8 @@ class _Session:
                 raise
             except Exception as exc:  # out of memory is reported, never taken as "refused" (policy.py)
                 if out_of_memory(exc):
-                    raise _memory_error(exc, shapes) from exc
+                    hint = "Run on a device with more memory, or pass input_shape= with the dynamic sizes fixed."
+                    raise memory_error(exc, f"of shape {_describe_shapes(shapes)}", hint=hint) from exc
                 raise
         return self._real[key]
 

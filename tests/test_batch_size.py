@@ -21,8 +21,26 @@ def saturating(batch: int) -> int:
     return 1000 * batch
 
 
-def test_stops_when_two_doublings_gain_under_5_percent_and_suggests_the_knee() -> None:
-    result = search_batch_size(saturating, budget=10**9)
+class FakeClock:
+    """``perf_counter`` for the search: time passes only when the stand-in says so (no scheduler noise)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_stops_when_two_doublings_gain_under_5_percent_and_suggests_the_knee(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("mlm_export.batch_size.time", clock)
+
+    def saturating_on_the_clock(batch: int) -> int:
+        clock.now += max(0.008, 0.001 * batch)
+        return 1000 * batch
+
+    result = search_batch_size(saturating_on_the_clock, budget=10**9)
+    assert result.seconds == pytest.approx({b: max(0.008, 0.001 * b) for b in (1, 2, 4, 8, 16, 32)})
     # 1, 2, 4, 8 gain; 16 and 32 do not (about 1000 samples/s each); 32 gains < 5 % over 8: stop there.
     assert sorted(result.throughput) == [1, 2, 4, 8, 16, 32]
     assert result.suggestion == 8

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch_models as tm
 from factories import item_dict
 from torch import nn
 
@@ -123,22 +124,11 @@ def test_index_entry_outside_the_directory_is_refused(tmp_path: Path) -> None:
 # --- 3. local hrefs ----------------------------------------------------------------------------------------------
 
 
-class Tiny(nn.Module):
-    """Three features in, two out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(3, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
-
-
 def _published(tmp: Path) -> Path:
     """A real exported Item (TorchScript, so no model_class is needed) saved next to its artifact."""
     folder = tmp / "published"
     folder.mkdir()
-    item = export_item(Tiny().eval(), artifact_dir=folder, artifact_format="torchscript", input_shape=(-1, 3))
+    item = export_item(tm.LinearNet().eval(), artifact_dir=folder, artifact_format="torchscript", input_shape=(-1, 3))
     path = folder / "item.json"
     save_item(item, path)
     return path

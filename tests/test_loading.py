@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx_models as om
+import pystac
 import pytest
 import torch
 import torch_models as tm
@@ -15,7 +17,9 @@ from mlm_export.errors import (
     ArtifactNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
+    DryRunMemoryError,
     ItemValidationError,
+    ProbeError,
     UnsupportedSourceError,
 )
 
@@ -135,3 +139,31 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
             main(["inspect", str(weights), "--model-class", "torch_models:TinyConvNet", "--model-kwargs", bad])
         assert info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def _widened(item: pystac.Item, width: int) -> pystac.Item:
+    """The Item with its input's width changed: check_item reruns the model at the Item's shapes."""
+    widened = item.clone()
+    widened.properties["mlm:input"][0]["input"]["shape"][-1] = width
+    return widened
+
+
+def test_check_item_reports_out_of_memory_as_such_for_torch(tmp_path: Path) -> None:
+    """A rerun that fails to allocate is DryRunMemoryError (a ProbeError) naming the inputs, not "forward failed"."""
+    item = export_item(tm.WidthHungryNet(), input_shape=[1, 3, 8, 64], artifact_dir=tmp_path)
+    assert check_item(item, model_class=tm.WidthHungryNet).ok  # at the exported width it runs
+    with pytest.raises(DryRunMemoryError, match=r"ran out of memory on inputs .*\[1, 3, 8, 96\] on cpu") as info:
+        check_item(_widened(item, 96), model_class=tm.WidthHungryNet)
+    assert isinstance(info.value, ProbeError) and "can't allocate memory" in str(info.value.__cause__)
+
+
+def test_check_item_reports_out_of_memory_as_such_for_onnx(tmp_path: Path) -> None:
+    """onnxruntime's arena failure in check_item's rerun: DryRunMemoryError, onnxruntime's error kept as the cause."""
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "allocating.onnx"
+    onnx.save(om.allocating_model(base_width=64), str(path))
+    item = export_item(path, input_shape=[1, 3, 8, 64])
+    assert check_item(item).ok
+    with pytest.raises(DryRunMemoryError, match=r"ran out of memory on inputs image\[1, 3, 8, 96\]") as info:
+        check_item(_widened(item, 96))
+    assert "Failed to allocate memory" in str(info.value.__cause__)

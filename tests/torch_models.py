@@ -17,6 +17,18 @@ from torch import nn
 CANARY_RUNS: list[str] = []
 
 
+class LinearNet(nn.Module):
+    """One nn.Linear, three features in, two out: the smallest model every file format can hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear map."""
+        return self.linear(x)
+
+
 class TinyMLP(nn.Module):
     """Tabular classifier: [B, F] -> [B, C]."""
 
@@ -315,3 +327,17 @@ class OpticalSarNet(nn.Module):
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         """Logits of both sensors' features added."""
         return self.head(self.optical_conv(optical) + self.sar_conv(sar))
+
+
+class WidthHungryNet(nn.Module):
+    """A 1x1 conv; on real tensors wider than 64 px its forward asks the CPU allocator for 64 TiB, which fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Allocates for real (no shape-only run) when wider than 64 px: a genuine out-of-memory."""
+        if x.shape[-1] > 64 and x.device.type != "meta" and not isinstance(x, torch._subclasses.FakeTensor):
+            torch.empty(2**44, device=x.device)
+        return self.conv(x)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
+import torch_models as tm
 
 from mlm_export import export_item, inspect_model
 from mlm_export.adapters.archive_safety import MAX_COMPRESSION_RATIO, check_torch_file
@@ -38,17 +38,6 @@ class Canary:
         return exec, (f"open({self.marker!r}, 'w').write('ran')",)
 
 
-class Tiny(nn.Module):
-    """Three inputs, two outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(3, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
-
-
 def _torch_save_bytes(obj: Any, **kwargs: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer, **kwargs)
@@ -64,7 +53,7 @@ def _rewrite_zip(source: Path, target: Path, replace: Callable[[str, bytes], byt
 
 def _exported(tmp: Path) -> Path:
     path = tmp / "clean.pt2"
-    torch.export.save(torch.export.export(Tiny().eval(), (torch.randn(1, 3),)), path)
+    torch.export.save(torch.export.export(tm.LinearNet().eval(), (torch.randn(1, 3),)), path)
     return path
 
 
@@ -97,14 +86,14 @@ def torchscript_data_pkl(tmp: Path, marker: Path) -> Path:
 
     clean = tmp / "clean_script.pt"
     with pytest.warns(FutureWarning):
-        torch.jit.save(torch.jit.trace(Tiny().eval(), torch.randn(1, 3)), clean)
+        torch.jit.save(torch.jit.trace(tm.LinearNet().eval(), torch.randn(1, 3)), clean)
     evil = pickle.dumps(Canary(marker), protocol=2)
     return _rewrite_zip(clean, tmp / "evil_script.pt", lambda n, d: evil if n.endswith("/data.pkl") else d)
 
 
 def pickled_pt(tmp: Path, marker: Path, suffix: str = ".pt") -> Path:
     path = tmp / f"evil{suffix}"
-    torch.save({"state_dict": Tiny().state_dict(), "extra": Canary(marker)}, path)
+    torch.save({"state_dict": tm.LinearNet().state_dict(), "extra": Canary(marker)}, path)
     return path
 
 
@@ -116,7 +105,7 @@ def lightning_ckpt(tmp: Path, marker: Path) -> Path:
     path = tmp / "evil.ckpt"
     checkpoint = {
         "pytorch-lightning_version": "2.6.6",
-        "state_dict": Tiny().state_dict(),
+        "state_dict": tm.LinearNet().state_dict(),
         "hyper_parameters": {"lr": 0.1, "callback": Canary(marker)},
     }
     torch.save(checkpoint, path)
@@ -189,8 +178,8 @@ def _item_for(path: Path, artifact_type: str) -> Path:
 ENTRY_POINTS: dict[str, Callable[[Path, str, Path], Any]] = {
     "inspect": lambda path, _type, tmp: inspect_model(path),
     "export": lambda path, _type, tmp: export_item(path, artifact_dir=tmp / "art", input_shape=(1, 3)),
-    "load_model": lambda path, kind, tmp: load_model(_item_for(path, kind), model_class=Tiny),
-    "check_item": lambda path, kind, tmp: check_item(_item_for(path, kind), model_class=Tiny),
+    "load_model": lambda path, kind, tmp: load_model(_item_for(path, kind), model_class=tm.LinearNet),
+    "check_item": lambda path, kind, tmp: check_item(_item_for(path, kind), model_class=tm.LinearNet),
 }
 
 
@@ -235,7 +224,7 @@ def test_clean_files_pass(tmp_path: Path) -> None:
     description = inspect_model(clean)
     assert description.total_parameters == 3 * 2 + 2
     state = tmp_path / "weights.pt"
-    torch.save(Tiny().state_dict(), state)
+    torch.save(tm.LinearNet().state_dict(), state)
     check_torch_file(state, trust_pickle=False)
 
 
@@ -275,7 +264,7 @@ def _central_header(data: bytes, name: str) -> int:
 
 def test_stored_entry_with_lying_size_refused(tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
-    torch.save(Tiny().state_dict(), path)
+    torch.save(tm.LinearNet().state_dict(), path)
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(next(n for n in archive.namelist() if n.endswith("data.pkl")))

@@ -384,10 +384,11 @@ def test_export_torchgeo_with_datamodule(scene: tuple[Path, dict], tmp_path: Pat
 # -- real fits through the Lightning callback -------------------------------------------------------------------
 
 
-def fit(task: object, dm: SynthDataModule, callback: MLMExportCallback, tmp_path: Path) -> Trainer:
+def fit(task: object, dm: SynthDataModule, callbacks: list[object], tmp_path: Path, **schedule: object) -> Trainer:
+    """A quiet CPU fit of ``task`` (``schedule``: the Trainer's run length, default one fast_dev_run batch)."""
     trainer = Trainer(
-        fast_dev_run=True,
-        callbacks=[callback],
+        **(schedule or {"fast_dev_run": True}),
+        callbacks=callbacks,
         accelerator="cpu",
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -411,7 +412,7 @@ def test_fast_dev_run_fit_exports_a_valid_item(kind: str, scene: tuple[Path, dic
         task = SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None, in_channels=4, num_classes=3)
         tasks = ["semantic-segmentation"]
     callback = MLMExportCallback(dirpath=tmp_path / "export")
-    fit(task, dm, callback, tmp_path)
+    fit(task, dm, [callback], tmp_path)
 
     assert len(callback.exported) == 1
     path = Path(callback.exported[0])
@@ -446,20 +447,7 @@ def test_short_fit_publishes_the_torchgeo_checkpoint(scene: tuple[Path, dict], t
     task = ClassificationTask(model="resnet18", in_channels=4, num_classes=3, class_weights=[1.0, 2.0, 1.0])
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss")
     callback = MLMExportCallback()
-    trainer = Trainer(
-        callbacks=[callback, checkpoints],
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        default_root_dir=tmp_path,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(task, datamodule=dm)
+    fit(task, dm, [callback, checkpoints], tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
 
     checkpoint = Path(checkpoints.best_model_path)
     path = checkpoint.with_suffix(".json")

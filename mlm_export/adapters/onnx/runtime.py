@@ -24,7 +24,7 @@ from mlm_export.errors import (
     DryRunLimitError,
     ProbeError,
 )
-from mlm_export.policy import missing_device
+from mlm_export.policy import memory_error, missing_device, out_of_memory
 from mlm_export.probing import (
     DEFAULT_SIZES,
     MeasuredTensor,
@@ -82,6 +82,7 @@ def run_artifact(
 
     Raises:
         ProbeError: onnxruntime fails on these inputs.
+        DryRunMemoryError: the run failed to allocate memory (policy.out_of_memory).
 
     .. versionadded:: 0.1
     """
@@ -106,8 +107,11 @@ def run_artifact(
             return _run_session(session, feeds, [o.name for o in session.get_outputs()])
     except DryRunLimitError:
         raise
-    except _ort_errors(onnxruntime_pybind11_state) as exc:
+    except (*_ort_errors(onnxruntime_pybind11_state), MemoryError) as exc:
         shown = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+        if out_of_memory(exc):  # onnxruntime's arena failure is a Fail/RuntimeException, numpy's a MemoryError
+            hint = "Run on a device with more memory, or check the item's input shapes."
+            raise memory_error(exc, shown, hint=hint) from exc
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
 
 

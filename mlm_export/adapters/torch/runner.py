@@ -34,7 +34,7 @@ from mlm_export.errors import (
     DryRunLimitError,
     ProbeError,
 )
-from mlm_export.policy import FORWARD_ERRORS, missing_device
+from mlm_export.policy import FORWARD_ERRORS, memory_error, missing_device, out_of_memory
 from mlm_export.probing import MeasuredTensor, ProbeInput
 from mlm_export.tensors import ELEMENT_OF
 
@@ -308,6 +308,7 @@ def run_artifact(
 
     Raises:
         ProbeError: the forward fails on these inputs.
+        DryRunMemoryError: the run failed to allocate memory (policy.out_of_memory).
 
     .. versionadded:: 0.1
     """
@@ -334,14 +335,11 @@ def run_artifact(
                 measured = backend.run(shapes)
         except DryRunLimitError:
             raise
-        except (torch.OutOfMemoryError, MemoryError) as exc:
+        except (*FORWARD_ERRORS, MemoryError) as exc:
             shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
-            raise ProbeError(
-                f"The model ran out of memory on {device} with inputs {shown}: {_first_line(exc)}",
-                hint="Run on a device with more memory, or check the item's input shapes.",
-            ) from exc
-        except FORWARD_ERRORS as exc:
-            shown = ", ".join(f"{n}{list(s)}" for (n, _, _), s in zip(inputs, shapes, strict=True))
+            if out_of_memory(exc):  # torch.OutOfMemoryError, MemoryError, the CPU allocator's RuntimeError
+                hint = "Run on a device with more memory, or check the item's input shapes."
+                raise memory_error(exc, f"{shown} on {device}", hint=hint) from exc
             raise ProbeError(
                 f"The model's forward failed on inputs {shown}: {_first_line(exc)}",
                 hint="Check that the item's mlm:input matches the model.",
