@@ -29,6 +29,7 @@ from typing import Any
 
 from mlm_export.description import ModelDescription
 from mlm_export.errors import ConfigurationError, ProbeError
+from mlm_export.policy import out_of_memory
 
 TIMED_RUNS = 3
 #: Suggest the smallest batch reaching this share of the best throughput.
@@ -301,9 +302,7 @@ def measured_batch_size(
     shapes = _input_shapes(described, options.probe.example_input)
     with _dry_run_state(module, device):
         runner = BatchRunner(module, shapes, device)
-        result = search_batch_size(
-            runner, budget=budget, is_oom=lambda e: isinstance(e, torch.OutOfMemoryError), forward=runner.forward
-        )
+        result = search_batch_size(runner, budget=budget, is_oom=out_of_memory, forward=runner.forward)
     suggestion = result.suggestion
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     record = {

@@ -159,6 +159,31 @@ def test_fixed_batch_dimension_gets_no_suggestion(tmp_path: Path) -> None:
                     suggest_batch_size=True)  # fmt: skip
 
 
+class BatchHungryNet(torch.nn.Module):
+    """A linear map; at batch 4 and more its real forward asks the CPU allocator for 64 TiB, which fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Allocates for real (no meta run) from batch 4: a genuine out-of-memory, as a RuntimeError."""
+        if x.shape[0] >= 4 and x.device.type != "meta" and not isinstance(x, torch._subclasses.FakeTensor):
+            torch.empty(2**44)
+        return self.linear(x)
+
+
+def test_cpu_allocation_failure_ends_the_search_as_its_limit(tmp_path: Path) -> None:
+    """torch's CPU allocator raises RuntimeError, not OutOfMemoryError: still the limit (policy.out_of_memory)."""
+    item = export_item(
+        BatchHungryNet(), input_shape=[-1, 4], tasks=["regression"], artifact_dir=tmp_path, suggest_batch_size=True
+    )
+    hyper = item.properties["mlm:hyperparameters"]
+    assert hyper["batch_size.stopped"] == "out of memory at batch 4"
+    assert sorted(int(b) for b in hyper["batch_size.throughput"]) == [1, 2]
+    assert item.properties["mlm:batch_size_suggestion"] in (1, 2)
+
+
 @pytest.mark.cuda
 def test_cuda_budget_from_max_memory_allocated(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
