@@ -29,6 +29,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), cut to ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
 class MLMExportError(Exception):
     """Base class of every error raised by mlm-export."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlm_export.errors import ConfigurationError, DryRunMemoryError
+from mlm_export.errors import ConfigurationError, DryRunMemoryError, first_line
 
 #: What a model's forward raises when it does not accept its inputs (shape, dtype or structure mismatch).
 FORWARD_ERRORS: tuple[type[Exception], ...] = (
@@ -53,6 +53,4 @@ def out_of_memory(exc: BaseException) -> bool:
 
 def memory_error(exc: BaseException, inputs: str, *, hint: str) -> DryRunMemoryError:
     """The error for a run on ``inputs`` (their names and shapes, as text) that failed for lack of memory."""
-    lines = str(exc).strip().splitlines()
-    detail = lines[0][:200] if lines else type(exc).__name__
-    return DryRunMemoryError(f"The model ran out of memory on inputs {inputs}: {detail}", hint=hint)
+    return DryRunMemoryError(f"The model ran out of memory on inputs {inputs}: {first_line(exc)}", hint=hint)

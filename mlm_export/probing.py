@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError
+from mlm_export.errors import ConfigurationError, DryRunLimitError, ProbeError, first_line
 from mlm_export.policy import memory_error, out_of_memory
 from mlm_export.tensors import (
     LAYOUT_BY_RANK,
@@ -283,9 +283,9 @@ class _Session:
             try:
                 outputs = list(self.backend.infer(shapes))
             except ShapeInferenceUnavailable as exc:
-                reason = f" (shapes alone could not tell: {_first_line(exc)})"
+                reason = f" (shapes alone could not tell: {first_line(exc)})"
             except Exception as exc:  # noqa: BLE001 - the model refused these shapes
-                self.log(label, f"shapes, refused ({type(exc).__name__}: {_first_line(exc)})")
+                self.log(label, f"shapes, refused ({type(exc).__name__}: {first_line(exc)})")
                 return None
             else:
                 self.log(label, "shapes")
@@ -295,7 +295,7 @@ class _Session:
         except _STOP:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed probe only means the dimension is not dynamic
-            self.log(label, f"real{reason}, refused ({type(exc).__name__}: {_first_line(exc)})")
+            self.log(label, f"real{reason}, refused ({type(exc).__name__}: {first_line(exc)})")
             return None
         self.log(label, f"real{reason}")
         return outputs if expected is None or len(outputs) == expected else None
@@ -326,12 +326,6 @@ def warm_imports(names: Sequence[str]) -> threading.Thread | None:
     return thread
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = str(exc).strip().splitlines()
-    line = lines[0] if lines else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
     """Outputs at the base shapes (shape-only when possible) and the one real run there.
 
@@ -346,7 +340,7 @@ def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
             session.log("base", "shapes")
         except Exception as exc:  # noqa: BLE001 - shapes alone do not work for this model: every probe runs for real
             session.shapes_usable = False
-            session.log("base", f"real (shapes alone could not run: {type(exc).__name__}: {_first_line(exc)})")
+            session.log("base", f"real (shapes alone could not run: {type(exc).__name__}: {first_line(exc)})")
     try:
         real = session.real(base)
     except ProbeError:
@@ -455,7 +449,7 @@ def _extra_slices_matter(session: _Session, group: _Group, base: Shapes) -> bool
         except _STOP:
             raise
         except Exception as exc:  # noqa: BLE001 - too small for this model: try the next size
-            session.log(label, f"real, refused ({type(exc).__name__}: {_first_line(exc)})")
+            session.log(label, f"real, refused ({type(exc).__name__}: {first_line(exc)})")
             continue
         matter = len(first) != len(second) or any(
             a.kind == "tensor" and not session.backend.same_values(a, b) for a, b in zip(first, second, strict=True)

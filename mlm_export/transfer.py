@@ -38,6 +38,7 @@ from mlm_export.errors import (
     ItemValidationError,
     MissingDependencyError,
     OutputExistsError,
+    first_line,
 )
 from mlm_export.hashing import PROGRESS_THRESHOLD, hash_file
 
@@ -256,7 +257,9 @@ def _s3_chunks(href: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
     except (FileNotFoundError, exceptions.NotFoundError) as exc:
         raise ArtifactNotFoundError(f"'{href}' does not exist.", hint="Check the href in the Item.") from exc
     except exceptions.BaseError as exc:
-        raise DownloadError(f"Cannot read '{href}': {_first_line(exc)}", hint="Check AWS_* settings.") from exc
+        raise DownloadError(
+            f"Cannot read '{href}': {first_line(exc, limit=None)}", hint="Check AWS_* settings."
+        ) from exc
     yield _s3_guarded(result.stream(min_chunk_size=PART_SIZE), href, exceptions), result.meta["size"]
 
 
@@ -265,7 +268,9 @@ def _s3_guarded(stream: Iterator[Any], href: str, exceptions: Any) -> Iterator[b
         for chunk in stream:
             yield bytes(chunk)
     except exceptions.BaseError as exc:
-        raise DownloadError(f"Download of '{href}' failed midway: {_first_line(exc)}", hint="Try again.") from exc
+        raise DownloadError(
+            f"Download of '{href}' failed midway: {first_line(exc, limit=None)}", hint="Try again."
+        ) from exc
 
 
 def fetch_item_document(url: str) -> dict[str, Any]:
@@ -464,7 +469,9 @@ def _upload_one(store: Any, path: Path, name: str, url: str, progress: bool | No
         if not _same_object_exists(store, name, path, url):
             raise
     except exceptions.BaseError as exc:
-        raise DownloadError(f"Upload to '{url}' failed: {_first_line(exc)}", hint="Check AWS_* settings.") from exc
+        raise DownloadError(
+            f"Upload to '{url}' failed: {first_line(exc, limit=None)}", hint="Check AWS_* settings."
+        ) from exc
 
 
 def _same_object_exists(store: Any, name: str, path: Path, url: str) -> bool:
@@ -475,7 +482,9 @@ def _same_object_exists(store: Any, name: str, path: Path, url: str) -> bool:
     except (FileNotFoundError, exceptions.NotFoundError):
         return False
     except exceptions.BaseError as exc:
-        raise DownloadError(f"Cannot read '{url}': {_first_line(exc)}", hint="Check AWS_* settings.") from exc
+        raise DownloadError(
+            f"Cannot read '{url}': {first_line(exc, limit=None)}", hint="Check AWS_* settings."
+        ) from exc
     local = hash_file(path).checksum
     same = meta["size"] == path.stat().st_size
     if same:
@@ -511,10 +520,6 @@ def _store_for(url: str, *, mkdir: bool = False) -> tuple[Any, str]:
             directory.mkdir(parents=True, exist_ok=True)
         return LocalStore(directory), ""
     return S3Store(parsed.netloc), unquote(parsed.path.lstrip("/"))
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @contextmanager

@@ -241,17 +241,23 @@ def _verify_weights_only(data: bytes, label: str) -> None:
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _first_line(exc)
+        reason = weights_only_reason(exc)
         raise UntrustedPickleError(
             f"Cannot read {label} safely: torch.export.load would unpickle it with weights_only=False, and it holds "
             f"Python objects that are not tensors ({reason}); unpickling them can run arbitrary code.",
             hint=_HINT_PICKLE,
         ) from exc
     except TORCH_LOAD_ERRORS as exc:  # a corrupt payload (see TORCH_LOAD_ERRORS for why KeyError etc. are here)
-        raise ArtifactLoadError(f"Cannot read {label}: {_first_line(exc)}", hint="Save the file again.") from exc
+        raise ArtifactLoadError(
+            f"Cannot read {label}: {weights_only_reason(exc)}", hint="Save the file again."
+        ) from exc
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+def weights_only_reason(exc: BaseException, limit: int = 200) -> str:
+    """The line of a torch (weights-only) load error that says why: the refused ``GLOBAL`` or ``Unsupported`` opcode.
+
+    torch's message opens with paragraphs about ``weights_only``; the reason is a later line. Else the first line.
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text: Any = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
     return text[:limit]

@@ -17,6 +17,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from mlm_export.errors import first_line
+
 
 def _degrade(notes: list[str], message: str) -> None:
     """Record a degraded-but-valid result in the notes and warn."""
@@ -31,9 +33,7 @@ def _ort_errors(state: Any) -> tuple[type[BaseException], ...]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
+    return first_line(exc, limit=300)
 
 
 def _undecodable_field(message: Message, where: str = "") -> str | None:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from mlm_export import embedded
-from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file
+from mlm_export.adapters.archive_safety import check_torch_file, require_regular_file, weights_only_reason
 from mlm_export.adapters.torch.boundary import (
     EXPORT_LOAD_ERRORS,
     SAFETENSORS_ERRORS,
@@ -261,7 +261,7 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
     if not options.load.trust_pickle and not offending:
         raise UntrustedPickleError(
             f"Cannot read '{path}' safely: it references only tensors, but torch's weights-only loader cannot read "
-            f"how it is pickled ({_unpickler_reason(refused)}; legacy torch.save "
+            f"how it is pickled ({weights_only_reason(refused)}; legacy torch.save "
             "files with pickle_protocol 4 or 5 are refused so), and the full unpickler can run arbitrary code.",
             hint="Save it again with torch.save's defaults, or pass trust_pickle=True if you trust the file's source.",
         ) from refused
@@ -274,14 +274,6 @@ def _torch_load(path: Path, options: ExportOptions) -> Any:
         ) from refused
     with _loading(path, "a pickled PyTorch object (trust_pickle=True)", TRUSTED_LOAD_ERRORS):
         return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _unpickler_reason(refused: BaseException | None) -> str:
-    """The line of torch's weights-only refusal that says why (it follows 'WeightsUnpickler error:')."""
-    text = str(refused or "")
-    _, found, reason = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in reason.splitlines() if line.strip()]
-    return lines[0] if found and lines else _first_line(refused) if refused else "refused"
 
 
 _STRING_OPS = frozenset(
