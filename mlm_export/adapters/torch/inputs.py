@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -226,29 +226,29 @@ def _layer_hint(module: Any) -> _LayerHint | None:
     return None
 
 
+#: First layers whose input gets the default sizes beside the layer's own: kind -> (the input shape for the layer's
+#: size, its dim order, its layout, the layer argument that gives the size).
+_DEFAULT_SIZED: dict[str, tuple[Callable[[int], tuple[int, ...]], tuple[str, ...], str, str]] = {
+    "Conv1d": (lambda c: (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "in_channels"),
+    "Conv3d": (
+        lambda c: (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL),
+        ("batch", "channel", "time", "height", "width"), "image-time", "in_channels",
+    ),
+    "Linear": (lambda f: (1, f), ("batch", "channel"), "tabular", "in_features"),
+}  # fmt: skip
+
+
 def _hint_from_layer(module: Any, layer: Any, kind: str, size_of_layer: int, where: str) -> _LayerHint:
     """The input a first layer of ``kind`` (see :func:`_layer_kind`) of size ``size_of_layer`` implies."""
     if kind == "Conv2d":
         return _image_hint(module, size_of_layer, where)
-    if kind == "Conv1d":
-        c = size_of_layer
+    if kind in _DEFAULT_SIZED:
+        shape_of, order, layout, argument = _DEFAULT_SIZED[kind]
+        shape = shape_of(size_of_layer)
         return _LayerHint(
-            (1, c, DEFAULT_CONV1D_LENGTH), ("batch", "channel", "time"), "sequence", "float",
-            f"The input shape [1, {c}, {DEFAULT_CONV1D_LENGTH}] was inferred from the first Conv1d layer "
-            f"({where}, in_channels={c}).",
-        )  # fmt: skip
-    if kind == "Conv3d":
-        c = size_of_layer
-        shape = (1, c, DEFAULT_STEPS, DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-        return _LayerHint(
-            shape, ("batch", "channel", "time", "height", "width"), "image-time", "float",
-            f"The input shape {list(shape)} was inferred from the first Conv3d layer ({where}, in_channels={c}).",
-        )  # fmt: skip
-    if kind == "Linear":
-        f = size_of_layer
-        return _LayerHint(
-            (1, f), ("batch", "channel"), "tabular", "float",
-            f"The input shape [1, {f}] was inferred from the first Linear layer ({where}, in_features={f}).",
+            shape, order, layout, "float",
+            f"The input shape {list(shape)} was inferred from the first {kind} layer ({where}, "
+            f"{argument}={size_of_layer}).",
         )  # fmt: skip
     if kind == "Embedding":
         n = size_of_layer
