@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,8 +38,8 @@ from mlm_export.probing import MeasuredTensor, ShapeInferenceUnavailable
 if TYPE_CHECKING:
     import torch
 
-#: Names of the ops :func:`conv_workspace_bytes` looks at (``conv2d.default``, ``convolution.default``...).
-_CONV = re.compile(r"conv(olution|[123]d)\.")
+#: The ops :func:`conv_workspace_bytes` looks at, every overload (``conv2d.default``, ``convolution.default``...).
+_CONV_OPS = frozenset({"convolution", "conv1d", "conv2d", "conv3d"})
 #: Words of an error message that mean "meta tensors cannot do this", not "the model refuses these shapes".
 _UNAVAILABLE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "symbolic", "unbacked", "cannot be called")
 
@@ -135,40 +134,34 @@ def _count_live(mode: Any, func: Any, args: Any, kwargs: dict[str, Any], out: An
             if storage._cdata not in mode.live:  # an in-place op returns a storage counted already
                 mode.live[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
                 mode.current += storage.nbytes()
-    convolution = _CONV.match(getattr(func, "__name__", ""))
+    convolution = _op_name(func) in _CONV_OPS
     workspace = conv_workspace_bytes(func, args, kwargs, out, mode.device_type) if convolution else 0
     mode.peak = max(mode.peak, mode.current + workspace)
 
 
-def _conv_arguments(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+def _op_name(func: Any) -> str:
+    """``conv2d`` for ``aten.conv2d.padding``: the op's name without namespace and overload."""
+    return getattr(func, "__name__", "").split(".")[0]
+
+
+def _conv_arguments(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
     """(input, weight, bias, stride, padding, dilation, transposed, groups) of a convolution op, else None."""
-    names = ("input", "weight", "bias", "stride", "padding", "dilation")
-    if name == "convolution":
-        values = dict(zip((*names, "transposed", "output_padding", "groups"), args, strict=False)) | kwargs
-    elif name in ("conv1d", "conv2d", "conv3d"):
-        values = dict(zip((*names, "groups"), args, strict=False)) | kwargs
-    else:
+    from mlm_export.adapters.torch.shape_rules import bind_arguments, per_axis
+
+    if _op_name(func) not in _CONV_OPS:
         return None
-    weight = values["weight"]
+    bound = bind_arguments(func, args, kwargs)  # defaults from the op's schema (conv2d: stride [1, 1]...)
+    if bound is None:
+        return None
+    weight = bound["weight"]
     rank = weight.dim() - 2
-
-    def per_axis(value: Any, default: int) -> tuple[int, ...]:
-        value = default if value is None else value
-        return tuple(value) * (rank if len(value) == 1 else 1) if isinstance(value, (list, tuple)) else (value,) * rank
-
-    padding = values.get("padding", 0)
-    if isinstance(padding, str):  # "valid": none; "same": half the kernel
+    padding = bound["padding"]
+    if isinstance(padding, str):  # the conv*d.padding overloads: "valid" is none, "same" half the kernel
         padding = [0 if padding == "valid" else k // 2 for k in weight.shape[2:]]
-    return (
-        values["input"],
-        weight,
-        values.get("bias"),
-        per_axis(values.get("stride"), 1),
-        per_axis(padding, 0),
-        per_axis(values.get("dilation"), 1),
-        bool(values.get("transposed", False)),
-        int(values.get("groups", 1)),
-    )
+    axes = [per_axis(value, rank) for value in (bound["stride"], padding, bound["dilation"])]
+    if None in axes or type(bound["groups"]) is not int:
+        return None
+    return (bound["input"], weight, bound["bias"], *axes, bool(bound.get("transposed", False)), bound["groups"])
 
 
 def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any, device_type: str) -> int:
@@ -182,8 +175,7 @@ def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
     """
     torch = _import_torch()
     select = getattr(torch._C, "_select_conv_backend", None)
-    name = getattr(func, "__name__", "").split(".")[0]
-    conv = _conv_arguments(name, args, kwargs or {}) if device_type == "cpu" and select is not None else None
+    conv = _conv_arguments(func, args, kwargs or {}) if device_type == "cpu" and select is not None else None
     if conv is None or conv[6] or not isinstance(out, torch.Tensor) or conv[0].dim() != conv[1].dim():
         return 0  # not a convolution, another device, transposed, or an unbatched input
     data, weight, bias, stride, padding, dilation, _transposed, groups = conv

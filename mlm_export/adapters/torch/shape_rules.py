@@ -164,7 +164,7 @@ def _linear(bound: dict[str, Any]) -> torch.Tensor | None:
     return _new((*x.shape[:-1], weight.shape[0]), x.dtype)
 
 
-def _per_axis(value: Any, rank: int) -> tuple[int, ...] | None:
+def per_axis(value: Any, rank: int) -> tuple[int, ...] | None:
     """An int list of one value or one per spatial axis, as a tuple of ``rank`` ints; None when it is not."""
     values = tuple(value) if isinstance(value, (list, tuple)) else ()
     if not values or not all(type(v) is int for v in values) or len(values) not in (1, rank):
@@ -180,7 +180,7 @@ def _convolution(bound: dict[str, Any]) -> torch.Tensor | None:
     if _dense_strides(x, channels_last=False) is None or _dense_strides(weight, channels_last=False) is None:
         return None  # channels-last: the meta kernel and the CPU disagree on the output's layout
     rank = x.dim() - 2
-    stride, padding, dilation = (_per_axis(bound[n], rank) for n in ("stride", "padding", "dilation"))
+    stride, padding, dilation = (per_axis(bound[n], rank) for n in ("stride", "padding", "dilation"))
     if stride is None or padding is None or dilation is None or type(groups) is not int or groups < 1:
         return None
     out_channels = weight.shape[0]
@@ -258,14 +258,17 @@ _MISSING = object()
 
 
 @functools.cache
+def _signature(func: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(argument names, defaults) of op ``func`` from its schema (``_MISSING`` where there is no default)."""
+    defaults = {a.name: a.default_value if a.has_default_value() else _MISSING for a in func._schema.arguments}
+    return tuple(defaults), defaults
+
+
+@functools.cache
 def _entry(func: Any) -> tuple[Rule, tuple[str, ...], dict[str, Any]] | None:
-    """(rule, argument names, defaults) of an op in the table (``_MISSING`` where there is no default), else None."""
+    """(rule, argument names, defaults) of an op in the table, else None."""
     rule = _RULES.get(func.name())  # "aten::relu" (the default overload), "aten::add.Tensor"
-    if rule is None:
-        return None
-    arguments = func._schema.arguments
-    defaults = {a.name: a.default_value if a.has_default_value() else _MISSING for a in arguments}
-    return rule, tuple(defaults), defaults
+    return None if rule is None else (rule, *_signature(func))
 
 
 def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -280,6 +283,11 @@ def _bind(names: tuple[str, ...], defaults: dict[str, Any], args: Sequence[Any],
                 return None
             bound[name] = defaults[name]
     return bound
+
+
+def bind_arguments(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The arguments of a call of op ``func`` by name, defaults filled in from its schema; None if they do not fit."""
+    return _bind(*_signature(func), args, kwargs)
 
 
 def fast_result(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
