@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mlm_export.adapters.torch.sharded import hash_in_parallel, read_sharded
+from mlm_export.adapters.torch.sharded import _usable_cores, hash_in_parallel, read_sharded
 
 
 def write_shards(directory: Path, size_mb: int, shards: int) -> Path:
@@ -116,7 +116,7 @@ def measure(size_mb: int, shards: int = 8, repeats: int = 5) -> dict[str, float]
             count = _timed(lambda: read_sharded(index))[0]
             rounds.append((timed["ours"], timed["base"], count))
         total = sum(p.stat().st_size for p in paths)
-    speedup = thread_speedup(min(len(paths), len(os.sched_getaffinity(0))))
+    speedup = thread_speedup(min(len(paths), _usable_cores()))
     median = statistics.median
     return {
         "ours_s": median(r[0][0] for r in rounds),
@@ -126,7 +126,7 @@ def measure(size_mb: int, shards: int = 8, repeats: int = 5) -> dict[str, float]
         "cpu_ratio": median(r[0][1] / r[1][1] for r in rounds),
         "count_s": median(r[2] for r in rounds),
         "bytes": total,
-        "workers": min(len(paths) + 1, len(os.sched_getaffinity(0))),
+        "workers": min(len(paths) + 1, _usable_cores()),
         "load": max(load_before, os.getloadavg()[0]),
         "thread_speedup": speedup,
     }

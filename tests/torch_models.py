@@ -162,6 +162,19 @@ class DictInputNet(nn.Module):
         return self.conv(batch["image"])
 
 
+class TokenClassifier(nn.Module):
+    """[B, T] int64 token ids below ``vocab`` -> [B, classes]: embedding, mean over the tokens, linear head."""
+
+    def __init__(self, vocab: int = 100, width: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of the pooled tokens."""
+        return self.head(self.embed(x).mean(1))
+
+
 class TiedEmbeddingLM(nn.Module):
     """Token model whose output layer shares the embedding weight: [B, T] int64 -> [B, T, V]."""
 

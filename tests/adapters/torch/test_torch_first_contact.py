@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch_models as tm
 import torchvision
 from torch import nn
 
@@ -48,17 +49,8 @@ def test_traced_torchvision_resnet_inspect_and_cli(tmp_path: Path, capsys: pytes
 
 
 def test_traced_embedding_model_reads_vocabulary_from_weights(tmp_path: Path) -> None:
-    class Tokens(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(50, 4)
-            self.head = nn.Linear(4, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.embed(x).mean(1))
-
     with pytest.warns(FutureWarning):
-        traced = torch.jit.trace(Tokens().eval(), torch.randint(0, 50, (1, 16)))
+        traced = torch.jit.trace(tm.TokenClassifier(vocab=50, width=4, classes=3).eval(), torch.randint(0, 50, (1, 16)))
     described = inspect_model(traced, artifact_dir=tmp_path)
     assert described.inputs[0].data_type == "int64"
     assert "below 50" in " ".join(described.notes)
@@ -86,20 +78,11 @@ def test_task_inference_does_not_depend_on_dtype(tmp_path: Path, dtype: torch.dt
 
 
 def test_pooled_token_classifier_has_a_class_axis(tmp_path: Path) -> None:
-    class Classifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(100, 8)
-            self.head = nn.Linear(8, 5)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.embed(x).mean(1))
-
-    class Tagger(Classifier):
+    class Tagger(tm.TokenClassifier):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.embed(x))[..., 0]
 
-    pooled = inspect_model(Classifier(), artifact_dir=tmp_path / "c")
+    pooled = inspect_model(tm.TokenClassifier(), artifact_dir=tmp_path / "c")
     assert pooled.outputs[0].shape == (-1, 5)
     assert pooled.outputs[0].dim_order == ("batch", "class")
     assert pooled.tasks == ("classification",)
