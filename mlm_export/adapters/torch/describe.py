@@ -256,7 +256,6 @@ def _probe_loaded(
                     inputs.probe_inputs,
                     probe_dynamic=options.probe.probe_dynamic,
                     base_shapes=inputs.base_shapes,
-                    shapes_first=backend.use_shapes,
                 )
         except DryRunLimitError:
             raise

@@ -228,19 +228,16 @@ def _restore_attributes(module: Any, before: dict[int, dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def _weights_on_meta(
-    module: Any, metas: dict[int, tuple[Any, Any]] | None = None, modules: Sequence[Any] | None = None
-) -> Iterator[None]:
-    """Swap every parameter and buffer for a meta tensor of the same shape (tied ones stay tied), then restore.
+def _weights_on_meta(modules: Sequence[Any], metas: dict[int, tuple[Any, Any]]) -> Iterator[None]:
+    """Swap every parameter and buffer of ``modules`` for a meta tensor of the same shape (tied ones stay tied).
 
-    ``metas`` (id of a tensor -> (the tensor, its meta twin)) keeps the twins for the next run of the same module;
-    ``modules``: ``module.modules()`` when the caller has listed them already.
+    Restored afterwards. ``metas`` (id of a tensor -> (the tensor, its meta twin)) keeps the twins for the next run
+    of the same module.
     """
     torch = _import_torch()
     swapped: list[tuple[dict[str, Any], str, Any]] = []
-    metas = {} if metas is None else metas
     try:
-        for sub in module.modules() if modules is None else modules:
+        for sub in modules:
             for owner in (sub._parameters, sub._buffers):
                 for name, tensor in list(owner.items()):
                     if tensor is None or tensor.is_meta:
@@ -284,8 +281,6 @@ class TorchProbeBackend:
 
     def __init__(self, runner: Any, weights: int, limits: DryRunLimits, flatten: Any) -> None:
         self.runner = runner
-        #: Use meta runs (probes, memory prediction).
-        self.use_shapes = True
         #: Meta runs keep off Python meta kernels; see :func:`light_runs_needed`.
         self.light = light_runs_needed([len(p.shape) for p in runner.inputs.probe_inputs])
         self.weights = weights
@@ -309,7 +304,7 @@ class TorchProbeBackend:
         before = _attributes(modules)
         tracker = _live_bytes_mode(self.runner.device.type, track=track, light=self.light)
         try:
-            with _weights_on_meta(module, self._metas, modules), torch.inference_mode(), tracker:
+            with _weights_on_meta(modules, self._metas), torch.inference_mode(), tracker:
                 tensors = [
                     torch.empty(tuple(shape), dtype=plan.dtype, device="meta")
                     for plan, shape in zip(self.runner.inputs.plans, shapes, strict=True)
@@ -336,7 +331,7 @@ class TorchProbeBackend:
         bound = [v for k, v in self.activations.items() if _within(key, k)]
         if key not in self.activations and bound:  # no larger than shapes already predicted: their peak bounds it
             return self.weights + min(bound)
-        if key not in self.activations and self.use_shapes and not self._shapes_failed:
+        if key not in self.activations and not self._shapes_failed:
             try:
                 self._meta_run(shapes, track=True)
             except Exception:  # noqa: BLE001 - no prediction; the real run will tell
