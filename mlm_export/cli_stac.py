@@ -47,6 +47,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         limit=args.limit,
         collections=args.collections if remote else None,
         headers=(_headers(args.header) or None) if remote else None,
+        max_pages=args.max_pages,
+        max_items=args.max_items,
+        max_time=args.max_time,
     )
     if args.json:
         print(json.dumps([hit.to_dict() for hit in hits], indent=2))
@@ -116,7 +119,11 @@ def _add_search(commands: Any) -> None:
     search.add_argument("--filter", metavar="CQL2", help="CQL2 text or JSON on any Item field")
     search.add_argument("--limit", type=int, metavar="N", help="print at most N hits (after ranking)")
     search.add_argument("--collections", nargs="+", metavar="ID", help="STAC API: search these collections only")
-    search.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="STAC API: HTTP header")
+    search.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                        help="STAC API: HTTP header, sent to the API's origin only")  # fmt: skip
+    search.add_argument("--max-pages", type=int, metavar="N", help="STAC API: read at most N pages (default 200)")
+    search.add_argument("--max-items", type=int, metavar="N", help="STAC API: read at most N Items (default 20000)")
+    search.add_argument("--max-time", type=float, metavar="S", help="STAC API: give up after S seconds (default 300)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=_cmd_search)
 

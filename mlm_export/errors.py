@@ -22,6 +22,7 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     +-- STACAPIError                          a STAC API is unreachable or answered with an error
         +-- AuthenticationError               401/403: credentials needed or refused
         +-- ItemExistsError                   409: the item exists (see ``if_exists``)
+        +-- SearchLimitError                  a search hit its page, Item, size or time bound
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ class STACAPIError(MLMExportError):
 
 class AuthenticationError(STACAPIError):
     """The STAC API answered 401/403: credentials are needed or refused."""
+
+
+class SearchLimitError(STACAPIError):
+    """A search hit one of its bounds (pages, Items, bytes of one answer, or time); the message says which and how to
+    raise it."""
 
 
 class ItemExistsError(STACAPIError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pystac
@@ -33,9 +33,10 @@ def rank(hits: list[SearchHit], limit: int | None = None) -> list[SearchHit]:
     return ranked if limit is None else ranked[:limit]
 
 
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigurationError(f"limit: expected a positive integer, got {limit!r}.")
+def _check_limit(limit: Any, name: str = "limit", kind: type | tuple[type, ...] = int) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, kind) or not limit > 0):
+        what = "a positive integer" if kind is int else "a positive number"
+        raise ConfigurationError(f"{name}: expected {what}, got {limit!r}.")
 
 
 def search(
@@ -51,6 +52,9 @@ def search(
     limit: int | None = None,
     collections: Sequence[str] | None = None,
     headers: Mapping[str, str] | None = None,
+    max_pages: int | None = None,
+    max_items: int | None = None,
+    max_time: float | None = None,
 ) -> list[SearchHit]:
     """Find the models that fit the query, most specific first.
 
@@ -61,7 +65,7 @@ def search(
     Args:
         source: a catalog directory (with ``collection.json``), the path of a Collection or Catalog JSON file, a
             ``pystac.Catalog``, a list of Item files / dicts / ``pystac.Item`` objects, or the ``http(s)`` URL of a
-            STAC API (every hit of the server is paged through before ranking).
+            STAC API (every hit of the server is paged through before ranking, within the bounds below).
         bbox: ``[west, south, east, north]`` in degrees; the model's bbox must intersect it (edge contact is no
             match; west > east crosses the antimeridian).
         datetime: an instant (``2020-06-01T00:00:00Z``; a date, month or year stands for the whole period), or an
@@ -76,7 +80,12 @@ def search(
         filter: a CQL2 expression (text, or cql2-json as a string or dict) on any Item field.
         limit: return at most this many hits (after ranking).
         collections: STAC API only: search these collections (default: all).
-        headers: STAC API only: HTTP headers (e.g. ``Authorization``); never printed.
+        headers: STAC API only: HTTP headers (e.g. ``Authorization``); never printed, and sent only to the origin
+            (scheme, host, port) of the URL: a ``search``/``next`` link or a redirect elsewhere gets none of them.
+        max_pages: STAC API only: read at most this many pages of hits (default 200).
+        max_items: STAC API only: read at most this many Items (default 20,000).
+        max_time: STAC API only: seconds the whole search may take (default 300; each request also times out
+            after 60 s without an answer).
 
     Returns:
         The matching models, highest score first, then by id.
@@ -84,31 +93,41 @@ def search(
     Raises:
         ConfigurationError: an invalid argument (named in the message; a CQL2 error points at the position), a
             directory without ``collection.json``, or a file that is not STAC.
+        SearchLimitError: the STAC API has more pages or Items than the bounds, or the search took too long (the
+            message names the bound and its argument).
         STACAPIError: the STAC API cannot be reached or answers with an error.
 
     .. versionadded:: 0.2
     """
     _check_limit(limit)
+    bounds = {"max_pages": max_pages, "max_items": max_items, "max_time": max_time}
+    for name, value in bounds.items():
+        _check_limit(value, name, (int, float) if name == "max_time" else int)
     query = parse_query(bbox, datetime, tasks, bands, framework, input_channels, filter)
-    entries = _candidates(source, query, collections, headers)
+    entries = _candidates(source, query, collections, headers, {k: v for k, v in bounds.items() if v is not None})
     return rank([hit for entry in entries if (hit := match(entry, query)) is not None], limit)
 
 
 def _candidates(
-    source: SearchSource, query: Query, collections: Sequence[str] | None, headers: Mapping[str, str] | None
-) -> list[Entry]:
-    """The Items to match: the STAC API's hits for ``query`` (paged through), else every Item of ``source``.
+    source: SearchSource,
+    query: Query,
+    collections: Sequence[str] | None,
+    headers: Mapping[str, str] | None,
+    bounds: dict[str, Any],
+) -> Iterable[Entry]:
+    """The Items to match: the STAC API's hits for ``query`` (streamed page by page), else every Item of ``source``.
 
     Raises:
-        ConfigurationError: ``collections`` or ``headers`` given for a local source.
+        ConfigurationError: ``collections``, ``headers`` or a ``max_*`` bound given for a local source.
     """
     if isinstance(source, str) and is_url(source):
         from mlm_export.stac.search_api import api_entries
 
-        return api_entries(source, query, collections=collections, headers=headers)
-    if collections is not None or headers is not None:
+        return api_entries(source, query, collections=collections, headers=headers, **bounds)
+    if collections is not None or headers is not None or bounds:
         raise ConfigurationError(
-            "collections/headers apply to a STAC API URL only.", hint="Drop them for a local catalog."
+            "collections/headers/max_pages/max_items/max_time apply to a STAC API URL only.",
+            hint="Drop them for a local catalog.",
         )
     return entries_of(source)
 
