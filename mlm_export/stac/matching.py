@@ -40,6 +40,7 @@ from mlm_export.description import TASKS
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.bands import band_key, definition_aliases, required_bands
 from mlm_export.stac.entries import Entry
+from mlm_export.stac.filter_bounds import check_filter
 from mlm_export.stac.spacetime import (
     EARLIEST,
     LATEST,
@@ -143,12 +144,14 @@ def parse_filter(text: str | Mapping[str, Any] | None) -> cql2.Expr | None:
     """A CQL2 filter (text, or JSON as a string or dict) parsed with ``cql2``; the error points at the position.
 
     Raises:
-        ConfigurationError: the filter does not parse (cql2's message, with line:column and a caret).
+        ConfigurationError: the filter exceeds a bound of :mod:`mlm_export.stac.filter_bounds` (checked first, so
+            ``cql2`` never sees it), or does not parse (cql2's message, with line:column and a caret).
     """
     if text is None:
         return None
+    checked = check_filter(text)
     try:
-        expression = cql2.Expr(dict(text) if isinstance(text, Mapping) else text)
+        expression = cql2.Expr(dict(checked) if isinstance(checked, Mapping) else checked)
         expression.validate()
     except (cql2.ParseError, cql2.ValidationError, ValueError, Exception) as exc:  # noqa: BLE001 - cql2 raises bare Exception
         raise ConfigurationError(
@@ -187,9 +190,10 @@ def parse_query(
         isinstance(input_channels, bool) or not isinstance(input_channels, int) or input_channels < 1
     ):
         raise ConfigurationError(f"input_channels: expected a positive integer, got {input_channels!r}.")
+    expression = parse_filter(filter)  # bounded before anything walks it (json.dumps included)
     filter_text = filter if isinstance(filter, str) else json.dumps(filter) if filter is not None else ""
     return Query(geometry, bbox_text, interval, interval_text(datetime), _parse_tasks(tasks), band_map, framework,
-                 input_channels, parse_filter(filter), filter_text)  # fmt: skip
+                 input_channels, expression, filter_text)  # fmt: skip
 
 
 def _match_bands(document: Mapping[str, Any], query: Query) -> tuple[float, str] | None:
