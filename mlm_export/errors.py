@@ -157,8 +157,7 @@ class AuthenticationError(STACAPIError):
 
 
 class SearchLimitError(STACAPIError):
-    """A search hit one of its bounds (pages, Items, bytes of one answer, or time); the message says which and how to
-    raise it."""
+    """A search hit one of its bounds (pages, Items, bytes of one answer, or time); the message names it."""
 
 
 class ItemExistsError(STACAPIError):
