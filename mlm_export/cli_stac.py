@@ -87,7 +87,8 @@ def _cmd_serve_api(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: stop.set())
     with start_local_api(args.data_dir, port=args.port, python=args.python) as api:
         print(f"STAC API (stac-fastapi-pgstac, Transactions on) at {api.url}", flush=True)
-        print(f"  PostgreSQL: {api.dsn}; data in {api.directory}; Ctrl-C stops both", flush=True)
+        print(f"  PostgreSQL: {api.dsn} (password in {api.password_file}); data in {api.directory}; Ctrl-C stops "
+              "both", flush=True)  # fmt: skip
         if args.url_file:
             with open(args.url_file, "w", encoding="utf-8") as handle:
                 handle.write(api.url + "\n")

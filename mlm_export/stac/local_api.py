@@ -3,8 +3,11 @@
 :func:`start_local_api` starts, in this order and each step bounded in time:
 
 1. a PostgreSQL cluster in a directory of its own (``initdb`` then ``pg_ctl start``) listening on a free
-   127.0.0.1 port. PostgreSQL refuses to run as root, so as root every PostgreSQL command runs through
-   ``runuser -u postgres --`` on a directory owned by ``postgres``;
+   127.0.0.1 port and on a Unix socket in that directory (mode 0700). It accepts no one but its owner: every
+   connection, socket or TCP, needs the password of the ``postgres`` superuser (``scram-sha-256``), generated
+   at ``initdb`` and kept in :attr:`LocalSTACAPI.password_file` (mode 0600); the children get it as
+   ``PGPASSWORD``, never on a command line. PostgreSQL refuses to run as root, so as root every PostgreSQL command
+   runs through ``runuser -u postgres --`` on a directory owned by ``postgres``;
 2. ``pypgstac migrate`` (creates PostGIS and the pgstac schema);
 3. ``uvicorn stac_fastapi.pgstac.app:create_app --factory`` with the Transactions extension on another free
    127.0.0.1 port, polled until ``GET /`` answers.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -41,6 +45,8 @@ from mlm_export.errors import MissingDependencyError, MLMExportError
 STEP_TIMEOUT_S = 60.0
 _PG_USER = "postgres"
 _DATABASE = "postgres"
+#: The superuser's password, in the working directory (0600; owned by postgres when run as root).
+PASSWORD_FILE = "postgres-password"
 
 
 class LocalAPIError(MLMExportError):
@@ -109,8 +115,8 @@ class LocalSTACAPI:
 
     Attributes:
         url: root URL of the STAC API (``http://127.0.0.1:PORT``).
-        dsn: PostgreSQL connection string of the pgstac database.
-        directory: the working directory (PostgreSQL cluster in ``pgdata``, logs).
+        dsn: PostgreSQL connection string of the pgstac database (without the password: see ``password_file``).
+        directory: the working directory (PostgreSQL cluster in ``pgdata``, logs, the password file; mode 0700).
         keep: keep ``directory`` on stop (a user-given data directory).
     """
 
@@ -127,6 +133,11 @@ class LocalSTACAPI:
     def pgdata(self) -> Path:
         """The PostgreSQL data directory."""
         return self.directory / "pgdata"
+
+    @property
+    def password_file(self) -> Path:
+        """The file holding the ``postgres`` superuser's password (mode 0600)."""
+        return self.directory / PASSWORD_FILE
 
     def stop(self) -> None:
         """Stop the server and PostgreSQL; remove the working directory unless ``keep``. Safe to call twice."""
@@ -155,10 +166,38 @@ class LocalSTACAPI:
         self.stop()
 
 
+def _password(api: LocalSTACAPI, *, create: bool) -> str:
+    """The superuser's password: read from :attr:`LocalSTACAPI.password_file`, or generated into it (0600).
+
+    Raises:
+        LocalAPIError: a cluster exists without the file (made by an older mlm-export with ``trust`` auth).
+    """
+    path = api.password_file
+    if not create:
+        if not path.is_file():
+            raise LocalAPIError(
+                f"The database in '{api.pgdata}' has no password file '{path}': it was made with 'trust' "
+                "authentication, which lets any local user in as superuser.",
+                hint="Remove the data directory (its Items are lost) or choose another --data-dir.",
+            )
+        return path.read_text(encoding="utf-8").strip()
+    password = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(password + "\n")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        shutil.chown(path, _PG_USER, _PG_USER)  # initdb reads it as postgres
+    return password
+
+
 def _start_postgres(api: LocalSTACAPI, port: int) -> None:
     pgdata = api.pgdata
-    if not (pgdata / "PG_VERSION").is_file():
-        initdb = [str(api.pg_bin / "initdb"), "-D", str(pgdata), "-U", _PG_USER, "-A", "trust", "-E", "UTF8"]
+    fresh = not (pgdata / "PG_VERSION").is_file()
+    api.env["PGPASSWORD"] = _password(api, create=fresh)
+    if fresh:
+        initdb = [str(api.pg_bin / "initdb"), "-D", str(pgdata), "-U", _PG_USER, "-E", "UTF8"]
+        initdb += ["--auth=scram-sha-256", f"--pwfile={api.password_file}"]  # socket and TCP: password only
         _run(_as_postgres([*initdb, "--no-sync"]), "initdb", api.env, api.directory)
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {api.directory} -c fsync=off"
     start = [str(api.pg_bin / "pg_ctl"), "-D", str(pgdata), "-l", str(api.directory / "postgres.log")]
@@ -214,6 +253,7 @@ def start_local_api(
     keep = data_dir is not None
     directory = Path(data_dir).resolve() if data_dir is not None else Path(tempfile.mkdtemp(prefix="mlm-stac-api-"))
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the socket, the password file and the logs: the owner's only
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         _hand_to_postgres(directory, remove=not keep)
     pg_port = _free_port()
@@ -223,7 +263,7 @@ def start_local_api(
         "LANG": "C.UTF-8",
         "HOME": str(directory),
         "PGUSER": _PG_USER,
-        "PGPASSWORD": "",  # stac-fastapi-pgstac requires it, even empty
+        "PGPASSWORD": "",  # set from the password file before anything connects
         "PGHOST": "127.0.0.1",
         "PGPORT": str(pg_port),
         "PGDATABASE": _DATABASE,
