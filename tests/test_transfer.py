@@ -30,7 +30,8 @@ from mlm_export.errors import (
     ItemValidationError,
     OutputExistsError,
 )
-from mlm_export.transfer import RedirectWarning, _follow, download_item, fetch_artifact, upload_artifacts
+from mlm_export.offline import download_item
+from mlm_export.transfer import RedirectWarning, _follow, fetch_artifact, upload_artifacts
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
