@@ -526,7 +526,9 @@ def _store_for(url: str, *, mkdir: bool = False, timeout: float | None = None) -
         return S3Store(parsed.netloc), unquote(parsed.path.lstrip("/"))
     import datetime
 
-    options = {"timeout": datetime.timedelta(seconds=timeout)}
+    options: dict[str, Any] = {"timeout": datetime.timedelta(seconds=timeout)}
+    if os.environ.get("AWS_ALLOW_HTTP"):  # client options given replace those read from the environment
+        options["allow_http"] = os.environ["AWS_ALLOW_HTTP"]
     return S3Store(parsed.netloc, client_options=options), unquote(parsed.path.lstrip("/"))
 
 
