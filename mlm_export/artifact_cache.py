@@ -6,6 +6,11 @@ the directory). Bytes are hashed as they arrive and written as they are hashed i
 directory; only a file whose size and checksum both match is renamed (atomically) to its entry, so a reader never
 sees a partial or unverified entry and concurrent downloads of the same artifact cannot corrupt it. A mismatch
 deletes the temporary file and raises :class:`~mlm_export.errors.ChecksumMismatchError`.
+
+Every hand-out of an entry hashes it again (:func:`cached_artifact`): bytes rewritten in place, whatever their
+size and mtime, are never handed out. A temporary ``.part`` file is locked (``flock``) by its writer for its whole
+life; the next download into the directory removes the ``.part`` files whose lock is free, the leftovers of killed
+downloads (:func:`remove_leftovers`), never the file of a download still running.
 """
 
 from __future__ import annotations
@@ -14,11 +19,17 @@ import contextlib
 import hashlib
 import os
 import queue
+import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locks, so leftovers are never removed
+    fcntl = None  # type: ignore[assignment]
 
 from mlm_export.errors import ChecksumMismatchError, ConfigurationError, OutputError
 from mlm_export.hashing import is_multihash
@@ -27,10 +38,12 @@ from mlm_export.hashing import is_multihash
 CACHE_ENV = "MLM_EXPORT_CACHE_DIR"
 #: Multihash function code -> hashlib name (the functions ``file:checksum`` uses in practice).
 MULTIHASH_FUNCTIONS = {"11": "sha1", "12": "sha256", "13": "sha512", "14": "sha3_512", "16": "sha3_256"}
-#: Entries verified by this process: path -> (inode, size, mtime_ns) when verified; a hit with the same stat is not
-#: hashed again (``load_model`` verifies the file once more before loading anyway).
-_VERIFIED: dict[Path, tuple[int, int, int]] = {}
-_VERIFIED_LOCK = threading.Lock()
+#: Suffix of every temporary file being written (the cache's and ``mlm-export get``'s).
+PART_SUFFIX = ".part"
+#: The random part :func:`tempfile.mkstemp` puts in a name.
+_RANDOM = r"[a-z0-9_]{8}"
+#: Start of the name of a cache entry being written: ``.<first 16 hex digits of its multihash>.``.
+_CACHE_PART = re.compile(r"\.[0-9a-f]{16}\.")
 #: Chunks queued for each of the hashing and writing threads (bounds memory to a few tens of MiB).
 _QUEUE_DEPTH = 32
 
@@ -91,17 +104,14 @@ def cache_entry(checksum: str, cache_dir: str | os.PathLike[str] | None = None) 
 def cached_artifact(checksum: str, size: int | None, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The verified cache entry of ``checksum``, or ``None`` when there is none.
 
-    An entry is re-hashed before it is handed out; one whose size or bytes no longer match (changed on disk) is
-    deleted and ``None`` returned, so the caller downloads it again.
+    The entry is hashed again on every call (streamed) before it is handed out; one whose size or bytes no longer
+    match (changed on disk) is deleted and ``None`` returned, so the caller downloads it again.
     """
     path = cache_entry(checksum, cache_dir)
     try:
         with open(path, "rb") as stream:
-            stat = os.fstat(stream.fileno())
-            if size is not None and stat.st_size != size:
+            if size is not None and os.fstat(stream.fileno()).st_size != size:
                 raise ValueError
-            if _VERIFIED.get(path) == _signature(stat):
-                return path
             hasher = new_hasher(checksum)
             hashlib.file_digest(stream, lambda: hasher)
     except FileNotFoundError:
@@ -112,17 +122,102 @@ def cached_artifact(checksum: str, size: int | None, cache_dir: str | os.PathLik
     if multihash_of(hasher, checksum) != checksum:
         path.unlink(missing_ok=True)
         return None
-    _remember(path, stat)
     return path
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int]:
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+def _lock(descriptor: int, *, wait: bool) -> bool | None:
+    """Take the exclusive ``flock`` of ``descriptor``.
+
+    Returns:
+        True when taken, False when another process holds it, None when there are no such locks here.
+    """
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
 
 
-def _remember(path: Path, stat: os.stat_result) -> None:
-    with _VERIFIED_LOCK:
-        _VERIFIED[path] = _signature(stat)
+def _names_same_file(path: str | os.PathLike[str], descriptor: int) -> bool:
+    try:
+        named, opened = os.stat(path, follow_symlinks=False), os.fstat(descriptor)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+@contextlib.contextmanager
+def part_file(directory: Path, prefix: str, *, mode: int | None = None) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temporary file ``<directory>/<prefix><random>.part``, locked for as long as the block runs.
+
+    ``mode``: the file's permissions (default: ``mkstemp``'s ``0o600``).
+
+    The block publishes the file by renaming it (``os.replace``) before it ends, while the lock is still held;
+    whatever is left under the temporary name is removed on the way out. A file that :func:`remove_leftovers`
+    removed between its creation and its lock is replaced by a new one.
+
+    Raises:
+        OutputError: the file cannot be created.
+    """
+    while True:
+        try:
+            descriptor, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=PART_SUFFIX)
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot create a temporary file in '{directory}': {exc.strerror}.",
+                hint=f"Free space or choose a writable directory (cache: ${CACHE_ENV}).",
+            ) from exc
+        if _lock(descriptor, wait=True) is False or not _names_same_file(name, descriptor):
+            os.close(descriptor)  # removed by a cleaner before we held the lock: take another name
+            continue
+        break
+    temp = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb", buffering=0) as stream:
+            if mode is not None:
+                os.fchmod(descriptor, mode)
+            yield stream, temp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def remove_leftovers(directory: Path, prefix: str | re.Pattern[str]) -> list[Path]:
+    """Remove the ``<prefix><random>.part`` files of ``directory`` whose writer is gone (their lock is free).
+
+    ``prefix`` is the literal start of the names, or a regular expression for it.
+
+    A running writer holds its file's lock (:func:`part_file`), so its file is kept; nothing is removed where
+    locks are not available.
+
+    Returns:
+        The files removed.
+    """
+    start = prefix.pattern if isinstance(prefix, re.Pattern) else re.escape(prefix)
+    pattern = re.compile(start + _RANDOM + re.escape(PART_SUFFIX))
+    removed = []
+    try:
+        entries = [e for e in os.scandir(directory) if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            descriptor = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            if _lock(descriptor, wait=False) is True and _names_same_file(entry.path, descriptor):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 def store_verified(
@@ -156,24 +251,14 @@ def store_verified(
     """
     target = cache_entry(checksum, cache_dir)
     hasher = new_hasher(checksum)
-    try:
-        descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{checksum[:16]}.", suffix=".part")
-    except OSError as exc:
-        raise _write_error(target, exc) from exc
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(descriptor, "wb", buffering=0) as stream:
-            received = _hash_and_write(chunks, hasher, (stream, target), size, source, on_chunk)
+    remove_leftovers(target.parent, _CACHE_PART)  # killed downloads of any entry
+    with part_file(target.parent, f".{checksum[:16]}.") as (stream, temp):
+        received = _hash_and_write(chunks, hasher, (stream, target), size, source, on_chunk)
         _check_received(received, multihash_of(hasher, checksum), size, checksum, source)
         try:
-            stat = temp.stat()
-            os.replace(temp, target)
+            os.replace(temp, target)  # still locked: no cleaner can take the verified file before it is published
         except OSError as exc:
             raise _write_error(target, exc) from exc
-        _remember(target, stat)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
     return target
 
 
@@ -263,4 +348,13 @@ def _check_received(received: int, actual: str, size: int | None, checksum: str,
         )
 
 
-__all__ = ["CACHE_ENV", "cache_entry", "cached_artifact", "default_cache_dir", "new_hasher", "store_verified"]
+__all__ = [
+    "CACHE_ENV",
+    "cache_entry",
+    "cached_artifact",
+    "default_cache_dir",
+    "new_hasher",
+    "part_file",
+    "remove_leftovers",
+    "store_verified",
+]

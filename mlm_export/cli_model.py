@@ -388,6 +388,7 @@ def print_description(described: ModelDescription) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Load an Item's model (verified), run it and compare its outputs with the Item."""
+    from mlm_export.cli_get import download_options
     from mlm_export.loading import check_item
 
     with status(f"Loading and running {args.item}"):
@@ -402,6 +403,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             verify=not args.no_verify,
             allow_outside=args.allow_outside,
             **limit_options(args),
+            **download_options(args),
         )
     print(report)
     return EXIT_OK if report.ok else EXIT_INVALID
@@ -427,7 +429,9 @@ def add_check_parser(commands: Any) -> None:
     check.add_argument("--no-verify", action="store_true", help="load a model file the item gives no checksum for")
     add_limit_options(check)
     from mlm_export.cli import add_allow_outside
+    from mlm_export.cli_get import add_download_options
 
+    add_download_options(check)
     add_allow_outside(check)
     check.set_defaults(handler=cmd_check)
 

@@ -12,6 +12,7 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     |       +-- ChecksumMismatchError         file:size / file:checksum differ from the item
     |       +-- UnverifiedArtifactError       the item gives no checksum to verify the file against
     |   +-- DownloadError                     a remote Item/artifact cannot be fetched (refused, unreachable, HTTP)
+    |       +-- DownloadLimitError            a download bound was hit (size cap, minimum rate, total timeout)
     +-- ProbeError                            the dry-run failed
     +-- DescriptionError (ValueError)         invalid model description
     +-- MissingDependencyError (ImportError)  an optional extra is not installed
@@ -85,6 +86,21 @@ class UnverifiedArtifactError(ArtifactLoadError):
 
 class DownloadError(SourceError):
     """A remote Item or artifact cannot be fetched: unreachable, an HTTP error, or a refused redirect."""
+
+
+class DownloadLimitError(DownloadError):
+    """A download was stopped by one of its bounds (:class:`~mlm_export.download_limits.DownloadLimits`).
+
+    Attributes:
+        limit: the argument that sets the bound hit: ``"max_download_size"``, ``"min_download_rate"`` or
+            ``"download_timeout"``.
+        url: the URL being downloaded.
+    """
+
+    def __init__(self, message: str, *, limit: str, url: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.limit = limit
+        self.url = url
 
 
 class ProbeError(MLMExportError):

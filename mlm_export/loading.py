@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlm_export.adapters import ExportOptions, LoadOptions, ProbeOptions
+from mlm_export.download_limits import DownloadLimits
 from mlm_export.errors import (
     ChecksumMismatchError,
     ConfigurationError,
@@ -92,7 +93,9 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[str, Any], _HrefBase]:
+def _item_document(
+    item: Any, allow_outside: Sequence[Any] = (), limits: DownloadLimits | None = None
+) -> tuple[dict[str, Any], _HrefBase]:
     """The Item's JSON (structure checked) and where its hrefs may point; a remote Item is fetched first."""
     from mlm_export.stac.io import read_item_document, require_structure
     from mlm_export.transfer import fetch_item_document, is_remote, self_url
@@ -103,12 +106,12 @@ def _item_document(item: Any, allow_outside: Sequence[Any] = ()) -> tuple[dict[s
             hint="Pass the Item returned by export_item or the path of its JSON file.",
         )
     if isinstance(item, str) and is_remote(item):
-        document, base, location = fetch_item_document(item), None, item
+        document, base, location = fetch_item_document(item, limits=limits), None, item
     else:
         document, base, location = read_item_document(item)
     require_structure(document, f"Item {location}" if location else "The item")
     remote = location if location and is_remote(location) else self_url(document) if base is None else None
-    return document, _HrefBase(base, location is not None, tuple(allow_outside), remote)
+    return document, _HrefBase(base, location is not None, tuple(allow_outside), remote, limits)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class _HrefBase:
     confine: bool
     allow_outside: tuple[Any, ...] = ()
     remote: str | None = None
+    limits: DownloadLimits | None = None  # bounds on every download (None: the defaults)
 
 
 def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path:
@@ -138,7 +142,9 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
         beside = resolve_href(f"./{Path(urlparse(url).path).name}", where.directory) if where.directory else None
         if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
             return beside.path  # exported with href_base: the file sits next to the Item
-        return fetch_artifact(url, size=asset.get("file:size"), checksum=asset.get("file:checksum"))
+        return fetch_artifact(
+            url, size=asset.get("file:size"), checksum=asset.get("file:checksum"), limits=where.limits
+        )
     resolved = resolve_asset_href(
         href, where.directory, where=f"Asset {key!r}", allow_outside=where.allow_outside, confine=where.confine,
         outside_hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory "
@@ -157,6 +163,7 @@ def model_artifact(
     asset_key: str | None = None,
     *,
     allow_outside: Sequence[str | os.PathLike[str]] = (),
+    limits: DownloadLimits | None = None,
 ) -> ModelArtifact:
     """Find the ``mlm:model`` asset of ``item`` (or ``asset_key``) and resolve it to a local file.
 
@@ -170,7 +177,7 @@ def model_artifact(
         ChecksumMismatchError: a downloaded artifact differs from ``file:size``/``file:checksum``.
         DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
-    document, where = _item_document(item, allow_outside)
+    document, where = _item_document(item, allow_outside, limits)
     assets = document.get("assets") or {}
     if asset_key is not None:
         if asset_key not in assets:
@@ -280,6 +287,8 @@ def load_model(
     device: Any = "cpu",
     verify: bool = True,
     allow_outside: Sequence[str | os.PathLike[str]] = (),
+    max_download_size: int | str | None = None,
+    download_timeout: float | None = None,
 ) -> Any:
     """Load the model an Item publishes, after verifying its size and checksum.
 
@@ -297,6 +306,10 @@ def load_model(
         verify: refuse a file whose size or sha2-256 differ from the Item, or that the Item gives no checksum for.
             ``False`` loads it unchecked (trusted files only).
         allow_outside: directories besides the Item's own that its local hrefs may point into.
+        max_download_size: largest download of a remote Item or artifact, bytes or e.g. ``"8GB"`` (default:
+            ``$MLM_EXPORT_MAX_DOWNLOAD_SIZE`` or 16 GiB; 0: no cap); an artifact's ``file:size`` bounds it too.
+        download_timeout: seconds each whole download may take (default: none; a transfer slower than
+            ``$MLM_EXPORT_MIN_DOWNLOAD_RATE``, 32 KiB/s, averaged over 60 s is stopped anyway).
 
     Returns:
         An ``nn.Module`` (for weights, TorchScript and ``torch.export`` artifacts) or an
@@ -304,15 +317,17 @@ def load_model(
 
     Raises:
         ChecksumMismatchError: the file differs from the Item.
+        DownloadLimitError: a download hit ``max_download_size``, ``download_timeout`` or the minimum rate.
         MLMExportError: a subclass naming what else failed.
 
     .. versionadded:: 0.1
     """
-    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    limits = DownloadLimits.of(max_download_size, download_timeout)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside, limits=limits)
     if model_class is None:
-        document, _ = _item_document(item, allow_outside)
+        document, _ = _item_document(item, allow_outside, limits)
         model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
-    members, index = _shard_set(item, artifact, allow_outside)
+    members, index = _shard_set(item, artifact, allow_outside, limits)
     if verify:
         for member in members:  # every shard of a sharded checkpoint, and its index
             verify_artifact(member)
@@ -328,10 +343,10 @@ SHARD_INDEX_KEY = "weights-index"
 
 
 def _shard_set(
-    item: Any, artifact: ModelArtifact, allow_outside: Sequence[Any]
+    item: Any, artifact: ModelArtifact, allow_outside: Sequence[Any], limits: DownloadLimits | None = None
 ) -> tuple[list[ModelArtifact], Path | None]:
     """Every shard and the index of a sharded checkpoint (an asset :data:`SHARD_INDEX_KEY`), else ``[artifact]``."""
-    document, where = _item_document(item, allow_outside)
+    document, where = _item_document(item, allow_outside, limits)
     assets = document.get("assets") or {}
     index = assets.get(SHARD_INDEX_KEY)
     if not isinstance(index, Mapping):
@@ -373,6 +388,8 @@ def check_item(
     dry_run_timeout: float | None = 600.0,
     verify: bool = True,
     allow_outside: Sequence[str | os.PathLike[str]] = (),
+    max_download_size: int | str | None = None,
+    download_timeout: float | None = None,
 ) -> CheckReport:
     """Load the Item's model (verified), run it on inputs built from ``mlm:input`` and compare every output.
 
@@ -392,8 +409,9 @@ def check_item(
 
     .. versionadded:: 0.1
     """
-    document, _ = _item_document(item, allow_outside)
-    artifact = model_artifact(item, asset_key, allow_outside=allow_outside)
+    limits = DownloadLimits.of(max_download_size, download_timeout)
+    document, _ = _item_document(item, allow_outside, limits)
+    artifact = model_artifact(item, asset_key, allow_outside=allow_outside, limits=limits)
     model = load_model(
         item,
         asset_key=asset_key,
@@ -404,6 +422,8 @@ def check_item(
         device=device,
         verify=verify,
         allow_outside=allow_outside,
+        max_download_size=max_download_size,
+        download_timeout=download_timeout,
     )
     props = document.get("properties") or {}
     inputs = _check_inputs(props.get("mlm:input", []))

@@ -2,7 +2,9 @@
 
 Download (``http(s)://`` through urllib3, ``s3://`` through obstore) streams into the content-addressed cache of
 :mod:`mlm_export.artifact_cache`, so nothing reaches a deserialiser before its ``file:size`` and ``file:checksum``
-matched. Rules for remote hrefs:
+matched. Every transfer is bounded (:mod:`mlm_export.download_limits`): size (``file:size``, else
+``max_download_size``), a minimum average rate over a sliding window and an optional total timeout. Rules for
+remote hrefs:
 
 - user names or passwords in an href are refused (credentials belong in the environment, never in an Item);
 - at most :data:`MAX_REDIRECTS` redirects; a redirect to another host is followed only when it lands on ``https``
@@ -18,10 +20,8 @@ replaces an object that holds different bytes, since an earlier Item may point t
 from __future__ import annotations
 
 import copy
-import json
 import os
-import re
-import shutil
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlparse
 
 from mlm_export.artifact_cache import cached_artifact, multihash_of, new_hasher, store_verified
+from mlm_export.download_limits import DownloadLimits, Meter, resolve_limits
 from mlm_export.errors import (
     ArtifactNotFoundError,
     ChecksumMismatchError,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 #: Redirects followed for one download.
 MAX_REDIRECTS = 5
-#: Seconds to connect, and between two received chunks.
+#: Seconds to connect, and between two received chunks (at most: the rate window and the total timeout cut it).
 TIMEOUT_S = (10.0, 60.0)
 #: Largest Item JSON read from a URL.
 MAX_ITEM_BYTES = 16 * 1024 * 1024
@@ -103,6 +104,7 @@ def fetch_artifact(
     checksum: str | None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
+    limits: DownloadLimits | None = None,
 ) -> Path:
     """Return the verified local copy of the remote artifact ``href``, downloading it into the cache when needed.
 
@@ -112,15 +114,20 @@ def fetch_artifact(
         checksum: the ``file:checksum`` the Item records; required, it names and verifies the cache entry.
         cache_dir: cache directory (default: ``$MLM_EXPORT_CACHE_DIR`` or the user cache).
         progress: progress bar; ``None`` shows one above 100 MB when stderr is a terminal.
+        limits: the bounds of the transfer (default: :meth:`DownloadLimits.of`, 16 GiB, environment included).
 
     Raises:
-        ItemValidationError: the asset has no ``file:checksum`` (a remote file could not be verified).
+        ItemValidationError: the asset has no ``file:checksum`` (a remote file could not be verified), or a
+            ``file:size``/``file:checksum`` of the wrong type.
+        DownloadLimitError: a bound was hit: over ``max_download_size``, slower than the minimum rate, past
+            ``download_timeout`` (nothing is cached).
         ConfigurationError: the href carries credentials or is not a supported URL.
         ArtifactNotFoundError: the server answers 404 / the object does not exist.
         ChecksumMismatchError: the bytes differ from ``file:size``/``file:checksum`` (nothing is cached).
         DownloadError: unreachable server, other HTTP errors, a refused redirect.
     """
     check_remote_href(href)
+    _check_file_fields(href, size, checksum)
     if not checksum:
         raise ItemValidationError(
             f"The remote artifact '{href}' has no file:checksum, so its bytes cannot be verified; not downloading.",
@@ -129,12 +136,15 @@ def fetch_artifact(
     cached = cached_artifact(checksum, size, cache_dir)
     if cached is not None:
         return cached
-    with _remote_chunks(href) as (chunks, announced):
+    meter = resolve_limits(limits).meter(href)
+    meter.check_size(size, "is, as its Item records in file:size,")
+    with _remote_chunks(href, meter, meter.bound(size)) as (chunks, announced):
         if size is not None and announced is not None and announced != size:
             raise ChecksumMismatchError(
                 f"'{href}' is {announced} bytes but its Item records file:size {size}; not downloading.",
                 hint="The remote file differs from the Item: ask its publisher.",
             )
+        meter.check_size(announced, "announces")
         total = size if size is not None else announced
         with _progress(total, href, progress) as on_chunk:
             return store_verified(
@@ -142,25 +152,54 @@ def fetch_artifact(
             )
 
 
+def _check_file_fields(href: str, size: Any, checksum: Any) -> None:
+    """Refuse a ``file:size`` that is not a non-negative integer and a ``file:checksum`` that is not a string."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ItemValidationError(
+            f"The asset '{href}' has file:size {size!r}; it must be a non-negative integer number of bytes.",
+            hint="The Item is malformed: run `mlm-export validate` on it and ask its publisher.",
+        )
+    if checksum is not None and not isinstance(checksum, str):
+        raise ItemValidationError(
+            f"The asset '{href}' has file:checksum {checksum!r}; it must be a multihash string.",
+            hint="The Item is malformed: run `mlm-export validate` on it and ask its publisher.",
+        )
+
+
 @contextmanager
-def _remote_chunks(href: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
-    """The body of ``href`` as chunks, with its announced length."""
+def _remote_chunks(href: str, meter: Meter, bound: int | None) -> Iterator[tuple[Iterator[bytes], int | None]]:
+    """The body of ``href`` as chunks counted by ``meter``, with its announced length.
+
+    An http(s) body is read in single socket reads of at most ``bound + 1`` bytes in all, so that a byte beyond
+    the bound is seen without reading further, and a trickle is measured as it comes.
+    """
     if urlparse(href).scheme == "s3":
-        with _s3_chunks(href) as result:
+        with _s3_chunks(href, meter) as result:
             yield result
         return
     urllib3 = _import_urllib3()
-    with _http_response(href) as response:
+    with _http_response(href, meter) as response:
         length = response.headers.get("content-length")
-        chunks = response.stream(READ_SIZE, decode_content=False)
-        yield _guarded(chunks, href, urllib3.exceptions.HTTPError), int(length) if length and length.isdigit() else None
+        chunks = _http_body(response, meter, bound, urllib3.exceptions.HTTPError)
+        yield chunks, int(length) if length and length.isdigit() else None
 
 
-def _guarded(chunks: Iterator[bytes], href: str, errors: type[Exception]) -> Iterator[bytes]:
-    try:
-        yield from chunks
-    except errors as exc:
-        raise DownloadError(f"Download of '{href}' failed midway: {exc}.", hint="Try again.") from exc
+def _http_body(response: Any, meter: Meter, bound: int | None, errors: type[Exception]) -> Iterator[bytes]:
+    """The raw body of ``response``, one socket read per chunk, each counted by ``meter``."""
+    while True:
+        want = READ_SIZE if bound is None else max(1, min(READ_SIZE, bound + 1 - meter.received))
+        try:
+            chunk = response.read1(want, decode_content=False)
+        except errors as exc:
+            raise meter.stalled() or DownloadError(
+                f"Download of '{meter.url}' failed midway: {exc}.", hint="Try again."
+            ) from exc
+        if not chunk:
+            if meter.interrupted:
+                raise meter.timeout_error()
+            return
+        meter.add(len(chunk))
+        yield chunk
 
 
 def _pool(url: str, pools: dict[str | None, Any]) -> Any:
@@ -178,25 +217,28 @@ def _pool(url: str, pools: dict[str | None, Any]) -> Any:
 
 
 @contextmanager
-def _http_response(url: str) -> Iterator[Any]:
+def _http_response(url: str, meter: Meter) -> Iterator[Any]:
     """A streamed 200 response (``urllib3.BaseHTTPResponse``) for ``url``, following redirects by the host rule.
 
     urllib3 rather than httpx for artifact bodies: its ``stream(READ_SIZE)`` reads the socket in 1 MiB blocks through
     its public API (httpx/httpcore read 64 KiB at a time, which costs about half as much CPU again as the hashing).
+    Each wait is cut to the time ``meter`` leaves; past the total timeout, a timer shuts the socket so that a read
+    blocked in the middle of the body returns.
     """
     urllib3 = _import_urllib3()
-    timeout = urllib3.Timeout(connect=TIMEOUT_S[0], read=TIMEOUT_S[1])
     pools: dict[str | None, Any] = {}
     current = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
+            meter.check_time()
+            timeout = urllib3.Timeout(connect=meter.read_timeout(TIMEOUT_S[0]), read=meter.read_timeout(TIMEOUT_S[1]))
             try:
                 response = _pool(current, pools).request(
                     "GET", current, headers={"Accept-Encoding": "identity"}, preload_content=False,
                     decode_content=False, redirect=False, retries=False, timeout=timeout,
                 )  # fmt: skip
             except urllib3.exceptions.HTTPError as exc:
-                raise DownloadError(
+                raise meter.stalled() or DownloadError(
                     f"Cannot reach '{current}': {exc}.", hint="Check the URL and that the server is up."
                 ) from exc
             try:
@@ -204,7 +246,8 @@ def _http_response(url: str) -> Iterator[Any]:
                     current = _follow(current, response.headers.get("location", ""), url)
                     continue
                 _raise_for_status(response.status, response.reason, current)
-                yield response
+                with _deadline(response, meter):
+                    yield response
                 return
             finally:
                 response.close()
@@ -212,6 +255,29 @@ def _http_response(url: str) -> Iterator[Any]:
         for pool in pools.values():
             pool.clear()
     raise DownloadError(f"'{url}' redirects more than {MAX_REDIRECTS} times.", hint="Check the URL.")
+
+
+@contextmanager
+def _deadline(response: Any, meter: Meter) -> Iterator[None]:
+    """Shut ``response``'s socket when ``meter``'s total timeout passes (a blocked read then returns)."""
+    if meter.deadline is None:
+        yield
+        return
+
+    def cut() -> None:
+        meter.interrupted = True
+        try:
+            response.shutdown()
+        except (OSError, ValueError, RuntimeError):
+            pass  # already closed or released: nothing blocks on it
+
+    timer = threading.Timer(meter.remaining() or 0.0, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _follow(current: str, location: str, original: str) -> str:
@@ -249,39 +315,46 @@ def _raise_for_status(status: int, reason: str | None, url: str) -> None:
 
 
 @contextmanager
-def _s3_chunks(href: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
+def _s3_chunks(href: str, meter: Meter) -> Iterator[tuple[Iterator[bytes], int | None]]:
     obstore, exceptions = _import_obstore()
-    store, key = _store_for(href)
+    meter.check_time()
+    store, key = _store_for(href, timeout=meter.remaining())
     try:
         result = obstore.get(store, key)
     except (FileNotFoundError, exceptions.NotFoundError) as exc:
         raise ArtifactNotFoundError(f"'{href}' does not exist.", hint="Check the href in the Item.") from exc
     except exceptions.BaseError as exc:
-        raise DownloadError(
+        raise meter.stalled() or DownloadError(
             f"Cannot read '{href}': {first_line(exc, limit=None)}", hint="Check AWS_* settings."
         ) from exc
-    yield _s3_guarded(result.stream(min_chunk_size=PART_SIZE), href, exceptions), result.meta["size"]
+    yield _s3_guarded(result.stream(min_chunk_size=PART_SIZE), meter, exceptions), result.meta["size"]
 
 
-def _s3_guarded(stream: Iterator[Any], href: str, exceptions: Any) -> Iterator[bytes]:
+def _s3_guarded(stream: Iterator[Any], meter: Meter, exceptions: Any) -> Iterator[bytes]:
     try:
         for chunk in stream:
+            meter.add(len(chunk))
             yield bytes(chunk)
     except exceptions.BaseError as exc:
-        raise DownloadError(
-            f"Download of '{href}' failed midway: {first_line(exc, limit=None)}", hint="Try again."
+        raise meter.stalled() or DownloadError(
+            f"Download of '{meter.url}' failed midway: {first_line(exc, limit=None)}", hint="Try again."
         ) from exc
 
 
-def fetch_item_document(url: str) -> dict[str, Any]:
+def fetch_item_document(url: str, *, limits: DownloadLimits | None = None) -> dict[str, Any]:
     """The JSON object at ``url`` (an Item read from a STAC API or a static catalog), size-capped.
 
+    Args:
+        url: the Item's ``http(s)://`` or ``s3://`` URL.
+        limits: the bounds of the transfer (rate, total timeout; the size is at most :data:`MAX_ITEM_BYTES`).
+
     Raises:
-        ConfigurationError / ArtifactNotFoundError / DownloadError: as :func:`fetch_artifact`.
+        ConfigurationError / ArtifactNotFoundError / DownloadError / DownloadLimitError: as :func:`fetch_artifact`.
         ItemValidationError: the body is not a JSON object.
     """
     check_remote_href(url, "Item URL")
-    with _remote_chunks(url) as (chunks, _):
+    meter = resolve_limits(limits).meter(url)
+    with _remote_chunks(url, meter, MAX_ITEM_BYTES) as (chunks, _):
         body = bytearray()
         for chunk in chunks:
             body += chunk
@@ -305,79 +378,6 @@ def self_url(document: Mapping[str, Any]) -> str | None:
         if isinstance(link, Mapping) and link.get("rel") == "self" and is_remote(str(link.get("href", ""))):
             return str(link["href"])
     return None
-
-
-def download_item(
-    url: str,
-    output_dir: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool | None = None,
-) -> Path:
-    """Download the Item at ``url`` and its verified artifacts into ``output_dir`` for offline use.
-
-    Every asset with a ``file:checksum`` is fetched (through the cache, verified) and written next to the Item
-    under its file name, its href made relative; other hrefs are made absolute so they still resolve.
-
-    Returns:
-        The path of the written Item JSON (``<output_dir>/<id>.json``).
-
-    Raises:
-        OutputExistsError: a file to write exists with other bytes and ``overwrite`` is false.
-        MLMExportError: as :func:`fetch_artifact` and :func:`fetch_item_document`.
-    """
-    document = fetch_item_document(url)
-    base = self_url(document) or url
-    directory = Path(output_dir)
-    item_path = directory / f"{_safe_name(str(document.get('id') or 'item'))}.json"
-    if item_path.exists() and not overwrite:
-        raise OutputExistsError(f"'{item_path}' exists.", hint="Pass --overwrite or choose another directory.")
-    plan, used = [], {item_path.name}
-    for key, asset in (document.get("assets") or {}).items():
-        href = resolve_href(str(asset.get("href", "")), base)
-        asset["href"] = href
-        if is_remote(href) and asset.get("file:checksum"):
-            name = _safe_name(Path(urlparse(href).path).name or key)
-            name = name if name not in used else _safe_name(f"{key}-{name}")
-            used.add(name)
-            plan.append((asset, href, directory / name))
-    fetched = [fetch_artifact(h, size=a.get("file:size"), checksum=a["file:checksum"], cache_dir=cache_dir,
-                              progress=progress) for a, h, _ in plan]  # fmt: skip
-    directory.mkdir(parents=True, exist_ok=True)
-    for (asset, _, target), source in zip(plan, fetched, strict=True):
-        _place(source, target, asset["file:checksum"], overwrite)
-        asset["href"] = f"./{target.name}"
-    document["links"] = [
-        {**link, "href": resolve_href(str(link.get("href", "")), base)}
-        for link in document.get("links") or []
-        if isinstance(link, Mapping) and link.get("rel") != "self"
-    ]
-    _write_atomically(item_path, (json.dumps(document, indent=2) + "\n").encode())
-    return item_path
-
-
-def _safe_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
-    return cleaned or "artifact"
-
-
-def _place(source: Path, target: Path, checksum: str, overwrite: bool) -> None:
-    """Copy the verified ``source`` to ``target`` unless ``target`` already holds the same bytes."""
-    if target.exists():
-        if hash_file(target).checksum == checksum:
-            return
-        if not overwrite:
-            raise OutputExistsError(f"'{target}' exists with other bytes.", hint="Pass --overwrite.")
-    temp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, temp)
-    os.replace(temp, target)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.part")
-    temp.write_bytes(data)
-    os.replace(temp, path)
 
 
 def upload_artifacts(
@@ -508,8 +508,11 @@ def _file_parts(path: Path, on_chunk: Callable[[int], None] | None) -> Iterator[
             yield chunk
 
 
-def _store_for(url: str, *, mkdir: bool = False) -> tuple[Any, str]:
-    """An obstore store for the bucket (or directory) of ``url`` and the key of ``url`` in it."""
+def _store_for(url: str, *, mkdir: bool = False, timeout: float | None = None) -> tuple[Any, str]:
+    """An obstore store for the bucket (or directory) of ``url`` and the key of ``url`` in it.
+
+    ``timeout``: seconds for each whole request (s3), the body included.
+    """
     _import_obstore()
     from obstore.store import LocalStore, S3Store
 
@@ -519,7 +522,14 @@ def _store_for(url: str, *, mkdir: bool = False) -> tuple[Any, str]:
         if mkdir:
             directory.mkdir(parents=True, exist_ok=True)
         return LocalStore(directory), ""
-    return S3Store(parsed.netloc), unquote(parsed.path.lstrip("/"))
+    if timeout is None:
+        return S3Store(parsed.netloc), unquote(parsed.path.lstrip("/"))
+    import datetime
+
+    options: dict[str, Any] = {"timeout": datetime.timedelta(seconds=timeout)}
+    if os.environ.get("AWS_ALLOW_HTTP"):  # client options given replace those read from the environment
+        options["allow_http"] = os.environ["AWS_ALLOW_HTTP"]
+    return S3Store(parsed.netloc, client_options=options), unquote(parsed.path.lstrip("/"))
 
 
 @contextmanager
@@ -561,7 +571,6 @@ __all__ = [
     "DownloadError",
     "RedirectWarning",
     "check_remote_href",
-    "download_item",
     "fetch_artifact",
     "fetch_item_document",
     "is_remote",

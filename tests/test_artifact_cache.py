@@ -78,3 +78,18 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("MLM_EXPORT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "mlm-export" / "artifacts"
+
+
+def test_every_hand_out_is_verified_even_with_the_same_size_and_mtime(tmp_path: Path) -> None:
+    """Bytes rewritten in place, size and mtime kept (inode too): the next hand-out in this process refuses them."""
+    path = store_verified(chunks(DATA), checksum=SHA256, size=len(DATA), source="t", cache_dir=tmp_path)
+    assert cached_artifact(SHA256, len(DATA), tmp_path) == path  # first hand-out
+    before = path.stat()
+    with open(path, "r+b") as stream:
+        stream.seek(len(DATA) // 2)
+        stream.write(b"\xff" if DATA[len(DATA) // 2] != 0xFF else b"\x00")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert cached_artifact(SHA256, len(DATA), tmp_path) is None  # refused, and dropped for a new download
+    assert not path.exists()

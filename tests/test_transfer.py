@@ -22,15 +22,18 @@ from loopback import LoopbackServer, fetch_in_child
 
 from mlm_export import check_item, export_item, load_model, save_item
 from mlm_export.cli import main
+from mlm_export.download_limits import DownloadLimits
 from mlm_export.errors import (
     ArtifactNotFoundError,
     ChecksumMismatchError,
     ConfigurationError,
     DownloadError,
+    DownloadLimitError,
     ItemValidationError,
     OutputExistsError,
 )
-from mlm_export.transfer import RedirectWarning, _follow, download_item, fetch_artifact, upload_artifacts
+from mlm_export.offline import download_item
+from mlm_export.transfer import RedirectWarning, _follow, fetch_artifact, upload_artifacts
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
@@ -389,6 +392,25 @@ def test_upload_large_file_is_multipart(tmp_path: Path, s3_bucket: str) -> None:
     assert head["size"] == len(data) and head["e_tag"].endswith('-3"')
     path = fetch_artifact(uploaded["assets"]["weights"]["href"], size=len(data), checksum=checksum)
     assert path.read_bytes() == data
+
+
+def test_s3_download_size_is_capped(s3_bucket: str, cache_dir: Path) -> None:
+    import obstore
+    from obstore.store import S3Store
+
+    data = os.urandom(3 * 1024 * 1024)
+    obstore.put(S3Store(s3_bucket), "big.bin", data)
+    checksum = "1220" + hashlib.sha256(data).hexdigest()
+    url = f"s3://{s3_bucket}/big.bin"
+    small = DownloadLimits(max_size=1024 * 1024)
+    with pytest.raises(DownloadLimitError, match="announces 3145728 bytes") as info:
+        fetch_artifact(url, size=None, checksum=checksum, limits=small)  # no file:size: the object's size is checked
+    assert info.value.limit == "max_download_size" and info.value.url == url
+    with pytest.raises(DownloadLimitError, match="file:size, 3145728 bytes"):
+        fetch_artifact(url, size=len(data), checksum=checksum, limits=small)
+    assert cache_files(cache_dir) == []
+    limits = DownloadLimits(max_size=len(data), min_rate=1000, rate_window=0.5, timeout=30)
+    assert fetch_artifact(url, size=None, checksum=checksum, limits=limits).read_bytes() == data
 
 
 def test_s3_artifact_missing(s3_bucket: str) -> None:
