@@ -99,8 +99,8 @@ def _action(case: str, folder: Path) -> Any:
 
     def check(size: int, cap: Any) -> None:
         if size not in items:  # exported before the peak is measured: only check_item's rerun is
-            items[size] = export_item(source, artifact_dir=folder / f"out{size}", input_shape=[1, 3, size, size],
-                                      bbox=[0, 0, 1, 1], datetime="2020-01-01T00:00:00Z", max_dry_run_memory=0)
+            where = {"artifact_dir": folder / f"out{size}", "bbox": [0, 0, 1, 1], "datetime": "2020-01-01T00:00:00Z"}
+            items[size] = export_item(source, input_shape=[1, 3, size, size], max_dry_run_memory=0, **where)
             (folder / f"item{size}.json").write_text(json.dumps(items[size].to_dict()))
             return
         kwargs = {"model_class": torch.nn.Conv2d, "model_kwargs": CONV_KWARGS} if case == "check-torch" else {}

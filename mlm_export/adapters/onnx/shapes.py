@@ -98,8 +98,10 @@ def _conv_columns(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]], s
 
 
 def peak_value_bytes(model: onnx.ModelProto) -> int | None:
-    """Peak bytes of graph inputs and intermediate values alive at once, in node order, with each ``Conv``'s column
-    buffer while it runs; None when a size is unknown."""
+    """Peak bytes of graph inputs and intermediate values alive at once, in node order; None when a size is unknown.
+
+    Each ``Conv`` also counts its column buffer while it runs (:func:`_conv_columns`).
+    """
     infos = {v.name: v for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
     initializers = {t.name for t in model.graph.initializer}
     last_use: dict[str, int] = {}

@@ -374,8 +374,11 @@ class TorchProbeBackend:
         return None if activations is None else self.weights + activations
 
     def prediction(self, shapes: Sequence[tuple[int, ...]], *, keep: bool = False) -> RunPrediction:
-        """What a real run at ``shapes`` will hold at its peak: the meta run's peak (inputs, activations, outputs and
-        convolution scratch), the second input set of an extra-slices run (``keep``), and earlier outputs alive."""
+        """What a real run at ``shapes`` will hold at its peak.
+
+        The meta run's peak (inputs, activations, outputs and convolution scratch), the second input set of an
+        extra-slices run (``keep``), and the outputs of earlier runs still alive.
+        """
         predicted = self.predict(shapes)
         inputs = sum(_input_bytes(p.dtype, s) for p, s in zip(self.runner.inputs.plans, shapes, strict=True))
         activations = None if predicted is None else predicted - self.weights
