@@ -20,6 +20,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
+| memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
 """
 
 from __future__ import annotations
@@ -233,6 +234,18 @@ def sharded(size_mb: int) -> list[Row]:
     ]  # fmt: skip
 
 
+def memcap(size_mb: int) -> list[Row]:
+    import bench_memcap
+
+    rows: list[Row] = []
+    for r in bench_memcap.measure(1500 if size_mb >= 256 else 600):
+        ours = "refused" if r["refused"] else f"{r['added'] / 2**20:.0f} MiB"
+        rows.append((f"dry-run peak RSS vs {r['kind']} cap: {r['case']} at {r['side']} px", ours,
+                     f"{r['cap'] / 2**20:.0f} MiB", 0.0 if r["refused"] else r["added"] / r["cap"],
+                     "<= 1 or refused", r["ok"]))  # fmt: skip
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
@@ -248,6 +261,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "stac": stac,
     "batch_size": batch_size,
     "sharded": sharded,
+    "memcap": memcap,
 }
 
 

@@ -119,23 +119,85 @@ def human_bytes(size: float) -> str:
     return f"{int(size)} B"
 
 
-def check_memory(
-    predicted: int | None, weights: int, budget: int | None, what: str, *, given: bool
-) -> None:  # fmt: skip
-    """Refuse a run whose predicted peak (weights + activations) is over the budget.
+@dataclass(frozen=True)
+class RunPrediction:
+    """The predicted peak of one real forward, by part (bytes); ``activations`` None: no shape-only run could tell.
+
+    ``activations`` is the peak of the values alive at once during the forward, its inputs, outputs and kernel
+    workspace included; ``inputs`` the input copies made besides them (the second input set of an extra-slices run);
+    ``held`` the outputs of earlier runs still alive. Without ``activations`` the peak is guessed as
+    :data:`UNPREDICTED_INPUT_FACTOR` times the input bytes.
+    """
+
+    weights: int
+    activations: int | None
+    inputs: int
+    held: int = 0
+    input_bytes: int = 0
+
+    @property
+    def guessed(self) -> bool:
+        """Whether the activations are the input-bytes guess (no shape-only run worked)."""
+        return self.activations is None
+
+    @property
+    def total(self) -> int:
+        """Weights + activations (or the guess) + extra input copies + what earlier runs still hold."""
+        activations = UNPREDICTED_INPUT_FACTOR * self.input_bytes if self.activations is None else self.activations
+        return self.weights + activations + self.inputs + self.held
+
+
+#: A forward that no shape-only run can predict (a graph meta tensors cannot run, an ONNX graph whose shapes
+#: inference leaves unknown) is assumed to need this many times its input bytes (inputs, outputs and activations).
+UNPREDICTED_INPUT_FACTOR = 16
+
+
+def live_bytes(values: Any) -> int:
+    """Bytes of the arrays (torch tensors' storages, numpy arrays' buffers) still alive among weak references."""
+    seen: set[int] = set()
+    total = 0
+    for ref in values:
+        value = ref()
+        if value is None:
+            continue
+        storage = getattr(value, "untyped_storage", None)
+        if storage is not None:
+            storage = storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+        else:
+            base = value if getattr(value, "base", None) is None else value.base
+            key, size = id(base), int(getattr(base, "nbytes", 0))
+        if key not in seen:
+            seen.add(key)
+            total += size
+    return total
+
+
+def check_memory(prediction: RunPrediction, budget: int | None, what: str, *, given: bool) -> None:
+    """Refuse a run whose predicted peak (weights + activations + input copies + held outputs) is over the budget.
 
     Raises:
-        DryRunMemoryError: ``predicted`` > ``budget``.
+        DryRunMemoryError: the prediction's total > ``budget``.
     """
-    if predicted is None or budget is None or predicted <= budget:
+    predicted = prediction.total
+    if budget is None or predicted <= budget:
         return
     source = "max_dry_run_memory" if given else "the default budget (weights + 80 % of the free memory)"
+    parts = f"weights {human_bytes(prediction.weights)} + "
+    if prediction.guessed:
+        parts += (f"{UNPREDICTED_INPUT_FACTOR} x the inputs' {human_bytes(prediction.input_bytes)}, a guess: no "
+                  "shape-only run could predict this model")  # fmt: skip
+    else:
+        parts += f"activations {human_bytes(prediction.activations or 0)}"
+    if prediction.inputs:
+        parts += f" + input copies {human_bytes(prediction.inputs)}"
+    if prediction.held:
+        parts += f" + outputs of earlier runs {human_bytes(prediction.held)}"
     raise DryRunMemoryError(
-        f"The dry-run {what} would need about {human_bytes(predicted)} (weights {human_bytes(weights)} + "
-        f"activations {human_bytes(max(0, predicted - weights))}), over {source} of {human_bytes(budget)}; "
-        "nothing was run.",
-        hint="Give smaller input sizes (input_shape=/example_input=, --input-shape), or raise the cap with "
-        "max_dry_run_memory= (--max-dry-run-memory).",
+        f"The dry-run {what} would need about {human_bytes(predicted)} ({parts}), over {source} of "
+        f"{human_bytes(budget)}; nothing was run.",
+        hint="Give smaller input sizes (input_shape=/example_input=, --input-shape), raise the cap with "
+        "max_dry_run_memory= (--max-dry-run-memory), or pass 0 for no cap.",
     )
 
 

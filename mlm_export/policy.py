@@ -40,8 +40,10 @@ def missing_device(device: Any, detail: str, *, choices: str = "'cpu', 'cuda', '
 
 
 #: What the text of an allocation failure says when its type does not (onnxruntime raises ``Fail``/
-#: ``RuntimeException`` with the allocator's message; torch's CPU allocator a RuntimeError on older versions).
-_OUT_OF_MEMORY_TEXT = ("Failed to allocate memory", "bad allocation", "out of memory", "can't allocate memory")
+#: ``RuntimeException`` with the allocator's message, ``std::bad_alloc`` without its arena; torch's CPU allocator a
+#: RuntimeError on older versions).
+_OUT_OF_MEMORY_TEXT = ("Failed to allocate memory", "bad allocation", "bad_alloc", "out of memory",
+                       "can't allocate memory")  # fmt: skip
 
 
 def out_of_memory(exc: BaseException) -> bool:

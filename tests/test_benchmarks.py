@@ -23,5 +23,5 @@ def test_benchmark_table_has_every_row() -> None:
                   "Items to local stac-fastapi-pgstac vs bare httpx", "embedded search over 20 Items",
                   "mlm-export export (process)", "all probes, in real forwards",
                   "predicted vs measured dry-run peak",
-                  "batch-size search", "sharded describe"):  # fmt: skip
+                  "batch-size search", "sharded describe", "dry-run peak RSS vs"):  # fmt: skip
         assert words in result.stdout, result.stdout

@@ -16,7 +16,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state
 from mlm_export.adapters import ExportOptions
 from mlm_export.adapters.onnx.boundary import _degrade, _first_line, _ort_errors
 from mlm_export.adapters.onnx.graph import _Graph, _load_graph, _mlm_type, _order_of, _probe_axes, _Value
-from mlm_export.adapters.onnx.shapes import OnnxProbeBackend
+from mlm_export.adapters.onnx.shapes import OnnxProbeBackend, flat_chunks
 from mlm_export.dryrun import DryRunLimits, time_limit
 from mlm_export.errors import (
     ArtifactLoadError,
@@ -88,20 +88,20 @@ def run_artifact(
     """
     shapes = {name: tuple(shape) for name, shape, _ in inputs}
     ordered = [tuple(shape) for _, shape, _ in inputs]
-    feeds = {}
+    planned = []
     for index, meta in enumerate(session.get_inputs()):
         shape = shapes.get(meta.name, ordered[index] if index < len(ordered) else None)
         if shape is None:
             raise ProbeError(f"No shape was given for ONNX input {meta.name!r}.", hint="Declare every graph input.")
-        element = meta.type.removeprefix("tensor(").removesuffix(")")
+        planned.append((meta.name, tuple(int(s) for s in shape), meta.type.removeprefix("tensor(").removesuffix(")")))
+    _check_run_memory(session, {name: shape for name, shape, _ in planned}, options)
+    feeds = {}
+    for index, (name, shape, element) in enumerate(planned):
         if element == "string":
-            feeds[meta.name] = np.full(shape, "", dtype=object)
-            continue
-        dtype = np.dtype({"float": "float32", "double": "float64"}.get(element, element))
-        if dtype.kind in "fc":
-            feeds[meta.name] = np.random.default_rng(index).standard_normal(shape).astype(dtype)
+            feeds[name] = np.full(shape, "", dtype=object)
         else:
-            feeds[meta.name] = np.zeros(shape, dtype=dtype)
+            feeds[name] = _random(shape, np.dtype({"float": "float32", "double": "float64"}.get(element, element)),
+                                  index)  # fmt: skip
     try:
         with time_limit(DryRunLimits.of(options).timeout, "of the check"):
             return _run_session(session, feeds, [o.name for o in session.get_outputs()])
@@ -113,6 +113,23 @@ def run_artifact(
             hint = "Run on a device with more memory, or check the item's input shapes."
             raise memory_error(exc, shown, hint=hint) from exc
         raise ProbeError(f"onnxruntime failed on inputs {shown}: {_first_line(exc)}") from exc
+
+
+def _check_run_memory(session: Any, shapes: Mapping[str, tuple[int, ...]], options: ExportOptions) -> None:
+    """Refuse ``check_item``'s run when its prediction (the graph read again, weights left out) is over the cap.
+
+    Raises:
+        DryRunMemoryError: the predicted peak is over ``max_dry_run_memory`` (or the default budget).
+    """
+    path = getattr(session, "_model_path", None)
+    if not path or not os.path.isfile(path):
+        return  # a session made from bytes: nothing to read the shapes from
+    graph = _load_graph(Path(path))
+    values = [v for v in graph.inputs if v.name in shapes]
+    backend = OnnxProbeBackend(graph.proto, values, session, _feed, _run_session, graph.memory_size,
+                               DryRunLimits.of(options))  # fmt: skip
+    del graph
+    backend.check_memory([shapes[v.name] for v in values])
 
 
 def _providers(ort: Any, device: Any, notes: list[str]) -> tuple[list[Any], str]:
@@ -132,6 +149,7 @@ def _dry_run_session(graph: _Graph, device: Any, notes: list[str]) -> tuple[Any,
     providers, accelerator = _providers(ort, device, notes)
     session_options = ort.SessionOptions()
     session_options.log_severity_level = 4  # failed probes are expected; onnxruntime would log each one
+    session_options.enable_cpu_mem_arena = False  # the arena keeps its largest size: memory the cap cannot see
     try:
         session = ort.InferenceSession(str(graph.path), sess_options=session_options, providers=providers)
     except _ort_errors(onnxruntime_pybind11_state) as exc:
@@ -208,9 +226,17 @@ def _feed(value: _Value, shape: tuple[int, ...], seed: int) -> np.ndarray:
     if value.element == "string":
         return np.full(shape, "", dtype=object)
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.element_type or onnx.TensorProto.FLOAT))
-    if dtype.kind in "fc":
-        return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    return np.zeros(shape, dtype=dtype)
+    return _random(shape, dtype, seed)
+
+
+def _random(shape: Sequence[int], dtype: np.dtype, seed: int) -> np.ndarray:
+    """Seeded normal values of ``dtype`` (float32/64 made directly, no float64 copy); zeros for other kinds."""
+    if dtype.kind not in "fc":
+        return np.zeros(shape, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    if dtype in (np.float32, np.float64):
+        return rng.standard_normal(shape, dtype=dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def _run_session(session: Any, feeds: Mapping[str, Any], names: Sequence[str]) -> list[MeasuredTensor]:
@@ -241,7 +267,7 @@ def _measure(name: str, value: Any) -> MeasuredTensor:
     """What onnxruntime returned for one output: a tensor, or a sequence/map (``other``)."""
     if isinstance(value, np.ndarray):
         data_type = _mlm_type(value.dtype.name)
-        non_finite = value.dtype.kind in "fc" and value.size > 0 and not bool(np.isfinite(value).all())
+        non_finite = value.dtype.kind in "fc" and not all(np.isfinite(c).all() for c in flat_chunks(value))
         return MeasuredTensor(
             name, tuple(value.shape), data_type, non_finite=non_finite, description=value.dtype.name, values=value
         )

@@ -9,8 +9,14 @@ for real, probe by probe. A tracking dispatch mode records the bytes of every st
 frees (reference counting frees them exactly as in a real forward), which gives the peak of live activation bytes:
 with the weights, the predicted peak memory of the real run at the same shapes. A convolution that the CPU runs
 with torch's unfused kernel (small batch-1 inputs) also needs a column buffer (im2col) that no meta kernel
-allocates: it is counted while that op runs (:func:`conv_workspace_bytes`). Scratch space that other kernels keep
-to themselves (oneDNN's LSTM: tens of KiB; cuDNN's workspaces) is not predicted.
+allocates: it is counted while that op runs (:func:`conv_workspace_bytes`), and so are the copies a oneDNN
+convolution makes of its input and output in blocked layouts (channels padded to 8 or 16). Scratch space that other
+kernels keep to themselves (oneDNN's LSTM: tens of KiB; cuDNN's workspaces) is not predicted. TorchScript modules
+run on meta the same way (their parameters are swapped too).
+
+Before each real run :meth:`TorchProbeBackend.check_memory` adds to that peak the second input set of an
+extra-slices run and the outputs of earlier runs still alive (:func:`~mlm_export.dryrun.live_bytes`); a model no
+meta run can predict is guessed from its input bytes (:data:`~mlm_export.dryrun.UNPREDICTED_INPUT_FACTOR`).
 
 Tensor attributes a forward caches on its modules during a meta run (a grid, a mask) are put back afterwards, so
 the real runs never see a meta tensor.
@@ -29,10 +35,19 @@ import contextlib
 import functools
 import math
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlm_export.dryrun import DryRunLimits, available_memory, check_memory, memory_budget, time_limit
+from mlm_export.dryrun import (
+    DryRunLimits,
+    RunPrediction,
+    available_memory,
+    check_memory,
+    live_bytes,
+    memory_budget,
+    time_limit,
+)
 from mlm_export.probing import MeasuredTensor, ShapeInferenceUnavailable
 
 if TYPE_CHECKING:
@@ -165,13 +180,16 @@ def _conv_arguments(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> t
 
 
 def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any, device_type: str) -> int:
-    """Bytes of the column buffer (im2col) that torch's unfused CPU convolution allocates beside its output.
+    """Bytes of the scratch buffers a CPU convolution allocates beside its output.
 
     Which kernel runs depends on the shapes (oneDNN for most; the unfused ``Slow2d``/``Slow3d``/``SlowDilated``
     kernels for small inputs with batch 1, for instance), so torch itself is asked, on stride-0 CPU tensors of the
-    real shapes (no memory). The buffer holds ``C_in / groups x prod(kernel) x prod(output spatial)`` elements per
-    image (``SlowDilated``: one image at a time); a 1x1, stride-1, unpadded ``Slow2d`` needs none. Other devices
-    and kernels (oneDNN, cuDNN) keep their scratch space outside the count: 0.
+    real shapes (no memory). The unfused kernels' column buffer (im2col) holds ``C_in / groups x prod(kernel) x
+    prod(output spatial)`` elements per image (``SlowDilated``: one image at a time); a 1x1, stride-1, unpadded
+    ``Slow2d`` needs none. oneDNN (``Mkldnn``) reorders input, output and weight into blocked layouts whose channels
+    are padded to the vector width (16 with AVX-512, else 8): measured with torch 2.9's allocator, a 3->8 channel
+    3x3 convolution on 3000x3000 pixels holds 2x its output besides it; the count (the three blocked copies) is an
+    upper bound of that. Other devices (cuDNN) keep their scratch space outside the count: 0.
     """
     torch = _import_torch()
     select = getattr(torch._C, "_select_conv_backend", None)
@@ -189,6 +207,8 @@ def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
                          [0] * len(stride), groups, None)  # fmt: skip
     except (RuntimeError, TypeError, ValueError):
         return 0
+    if backend == backends.Mkldnn:
+        return _onednn_copies(data, weight, out)
     kernel = tuple(weight.shape[2:])
     pointwise = set(kernel) == {1} and set(stride) == {1} and not any(padding)
     if backend not in unfused or (backend == backends.Slow2d and pointwise):
@@ -196,6 +216,20 @@ def conv_workspace_bytes(func: Any, args: Sequence[Any], kwargs: dict[str, Any],
     images = data.shape[0] if unfused[backend] == "batch" else 1
     columns = images * (data.shape[1] // groups) * math.prod(kernel) * math.prod(out.shape[2:])
     return int(columns * data.element_size())
+
+
+def _onednn_copies(data: Any, weight: Any, out: Any) -> int:
+    """Bytes of oneDNN's blocked copies of a convolution's input, output and weight (channels padded to a block)."""
+    torch = _import_torch()
+    block = 16 if "AVX512" in str(torch.backends.cpu.get_cpu_capability()) else 8
+
+    def padded(tensor: Any, channels: int) -> int:
+        if tensor.dim() < 2 or not tensor.shape[channels]:
+            return int(tensor.numel() * tensor.element_size())
+        size = tensor.shape[channels]
+        return int(tensor.numel() // size * -(-size // block) * block * tensor.element_size())
+
+    return padded(data, 1) + padded(out, 1) + padded(weight, 0)
 
 
 def _modules_of(module: Any) -> list[Any]:
@@ -289,6 +323,8 @@ class TorchProbeBackend:
         self.activations: dict[tuple[tuple[int, ...], ...], int] = {}
         self._shapes_failed = False
         self._metas: dict[int, tuple[Any, Any]] = {}
+        #: Weak references to the output values of the real runs (alive while the caller keeps them).
+        self._outputs: list[Any] = []
 
     def infer(self, shapes: Sequence[tuple[int, ...]]) -> list[MeasuredTensor]:
         """Outputs of a forward on the meta device at ``shapes`` (the first one also records its memory peak)."""
@@ -298,8 +334,6 @@ class TorchProbeBackend:
         """A meta forward; with ``track``, the peak of live activation bytes is recorded for ``shapes``."""
         torch = _import_torch()
         module = self.runner.module
-        if isinstance(module, torch.jit.ScriptModule):
-            raise ShapeInferenceUnavailable("a TorchScript module keeps its weights where they are")
         modules = _modules_of(module)
         before = _attributes(modules)
         tracker = _live_bytes_mode(self.runner.device.type, track=track, light=self.light)
@@ -339,16 +373,24 @@ class TorchProbeBackend:
         activations = self.activations.get(key)
         return None if activations is None else self.weights + activations
 
-    def check_memory(self, shapes: Sequence[tuple[int, ...]]) -> None:
-        """Refuse a real run at ``shapes`` whose predicted peak is over the budget (DryRunMemoryError)."""
+    def prediction(self, shapes: Sequence[tuple[int, ...]], *, keep: bool = False) -> RunPrediction:
+        """What a real run at ``shapes`` will hold at its peak.
+
+        The meta run's peak (inputs, activations, outputs and convolution scratch), the second input set of an
+        extra-slices run (``keep``), and the outputs of earlier runs still alive.
+        """
         predicted = self.predict(shapes)
-        if predicted is None:
-            predicted = self.weights + sum(_input_bytes(p.dtype, s) for p, s in zip(self.runner.inputs.plans,
-                                                                                   shapes, strict=True))  # fmt: skip
+        inputs = sum(_input_bytes(p.dtype, s) for p, s in zip(self.runner.inputs.plans, shapes, strict=True))
+        activations = None if predicted is None else predicted - self.weights
+        held = live_bytes(self._outputs)
+        return RunPrediction(self.weights, activations, inputs if keep else 0, held, inputs)
+
+    def check_memory(self, shapes: Sequence[tuple[int, ...]], *, keep: bool = False) -> None:
+        """Refuse a real run at ``shapes`` whose predicted peak is over the budget (DryRunMemoryError)."""
+        prediction = self.prediction(shapes, keep=keep)
         budget = memory_budget(self.limits, self.weights, self._free_memory())
         shown = ", ".join(str(list(s)) for s in shapes)
-        check_memory(predicted, self.weights, budget, f"at input shapes {shown}",
-                     given=self.limits.max_memory is not None)  # fmt: skip
+        check_memory(prediction, budget, f"at input shapes {shown}", given=self.limits.max_memory is not None)
 
     def _free_memory(self) -> int | None:
         device = self.runner.device
@@ -361,7 +403,7 @@ class TorchProbeBackend:
         self, shapes: Sequence[tuple[int, ...]], keep: Sequence[tuple[int, ...]] | None = None
     ) -> list[MeasuredTensor]:
         """A real run on seeded inputs; with ``keep``, other values beyond the leading ``keep`` slices."""
-        self.check_memory(shapes)
+        self.check_memory(shapes, keep=keep is not None)
         tensors = self.runner.make_inputs(shapes)
         if keep is not None:
             others = self.runner.make_inputs(shapes, seed=1)
@@ -369,7 +411,10 @@ class TorchProbeBackend:
                 region = tuple(slice(0, int(k)) for k in kept)
                 other[region] = tensor[region]
             tensors = others
-        return self.runner.measure(tensors)
+        measured = self.runner.measure(tensors)
+        self._outputs = [ref for ref in self._outputs if ref() is not None]
+        self._outputs.extend(weakref.ref(m.values) for m in measured if m.values is not None)
+        return measured
 
     def same_values(self, first: MeasuredTensor, second: MeasuredTensor) -> bool:
         """Equal shapes and values up to a few units of the dtype's rounding (NaN equals NaN)."""
@@ -380,17 +425,43 @@ class TorchProbeBackend:
         return time_limit(self.limits.timeout, what)
 
 
+#: Elements compared or checked at a time, so that checking a large output needs a few MiB, not copies of it.
+CHUNK_ELEMENTS = 2**20
+
+
+def _flat_chunks(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Slices of ``tensor`` flattened (a view when contiguous), ``CHUNK_ELEMENTS`` at a time."""
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        yield flat[start : start + CHUNK_ELEMENTS]
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a floating-point tensor holds no NaN or inf, checked in chunks (no tensor-sized mask)."""
+    torch = _import_torch()
+    return all(bool(torch.isfinite(chunk).all()) for chunk in _flat_chunks(tensor))
+
+
 def same_tensor_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    """Whether two output tensors hold the same values (``None`` on either side: unknown, counted as different)."""
+    """Whether two output tensors hold the same values (``None`` on either side: unknown, counted as different).
+
+    Compared chunk by chunk in float64 (complex128), so the check needs a few MiB whatever the outputs' size.
+    """
     torch = _import_torch()
     if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
         return False
     if not (a.is_floating_point() or a.is_complex()):
         return bool(torch.equal(a, b))
-    a64, b64 = a.detach().cpu().to(torch.complex128 if a.is_complex() else torch.float64), b.detach().cpu()
+    wide = torch.complex128 if a.is_complex() else torch.float64
     eps = torch.finfo(a.real.dtype if a.is_complex() else a.dtype).eps
-    scale = float(a64.abs().nan_to_num(0, 0, 0).max()) if a.numel() else 0.0
-    return bool(torch.allclose(a64, b64.to(a64.dtype), rtol=0, atol=16 * eps * (1 + scale), equal_nan=True))
+    scale = 0.0
+    for chunk in _flat_chunks(a):
+        scale = max(scale, float(chunk.cpu().to(wide).abs().nan_to_num(0, 0, 0).max()))
+    atol = 16 * eps * (1 + scale)
+    return all(
+        torch.allclose(x.cpu().to(wide), y.cpu().to(wide), rtol=0, atol=atol, equal_nan=True)
+        for x, y in zip(_flat_chunks(a), _flat_chunks(b), strict=True)
+    )
 
 
 def _within(small: tuple[tuple[int, ...], ...], large: tuple[tuple[int, ...], ...]) -> bool:

@@ -26,7 +26,7 @@ from mlm_export.adapters.torch.inputs import (
     _tensors_of,
     data_type_of,
 )
-from mlm_export.adapters.torch.meta import TorchProbeBackend
+from mlm_export.adapters.torch.meta import TorchProbeBackend, all_finite
 from mlm_export.adapters.torch.sources import _load_path, _Loaded
 from mlm_export.dryrun import DryRunLimits
 from mlm_export.errors import (
@@ -249,7 +249,7 @@ def _measure(name: str, tensor: torch.Tensor) -> MeasuredTensor:
     fake = tensor.is_meta  # a shape-only run has no values to check
     floating = tensor.is_floating_point() or tensor.is_complex()
     if floating and not fake and tensor.layout == torch.strided and tensor.numel():
-        non_finite = not bool(torch.isfinite(tensor).all())
+        non_finite = not all_finite(tensor)
     return MeasuredTensor(
         name, shape, data_type, non_finite=non_finite, description=description, scalar=tensor.dim() == 0,
         values=None if fake else tensor.detach(),

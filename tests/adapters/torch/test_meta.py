@@ -55,12 +55,23 @@ def test_small_conv_counts_its_column_buffer() -> None:
     ("conv", "shape"),
     [
         (nn.Conv2d(3, 4, 1), (1, 3, 64, 64)),  # 1x1, stride 1, no padding: no columns
-        (nn.Conv2d(16, 16, 3, padding=1), (16, 16, 32, 32)),  # batch 16: oneDNN, its scratch is not counted
     ],
 )
 def test_convs_without_columns(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
     out_channels, spatial = conv.out_channels, shape[2] * shape[3]
     assert _meta_peak(conv.eval(), shape) == shape[0] * out_channels * spatial * 4
+
+
+def test_onednn_conv_counts_its_blocked_copies() -> None:
+    """Batch 16 runs on oneDNN: its copies of input, output and weight (16 channels: no padding) are counted."""
+    conv = nn.Conv2d(16, 16, 3, padding=1).eval()
+    output = data = 16 * 16 * 32 * 32 * 4
+    weight = 16 * 16 * 3 * 3 * 4
+    assert torch._C._select_conv_backend(torch.empty(16, 16, 32, 32), conv.weight, conv.bias, [1, 1], [1, 1],
+                                         [1, 1], False, [0, 0], 1, None) == torch._C._ConvBackend.Mkldnn  # fmt: skip
+    assert _meta_peak(conv, (16, 16, 32, 32)) == output + data + output + weight
+    # the allocator sees no more than that while the convolution runs (the input is allocated before it starts)
+    assert _allocator_peak(conv, (16, 16, 32, 32)) <= output + data + output + weight
 
 
 def test_workspace_is_zero_off_cpu_and_for_other_ops() -> None:
