@@ -236,7 +236,7 @@ def test_remote_item_cannot_name_local_files(tmp_path: Path, monkeypatch: pytest
     site = tmp_path / "site"
     site.mkdir()
     # file:// is local: refused. An absolute path is a path on the Item's server: fetched there (404), never read here.
-    for href, error, words in [(artifact.as_uri(), ItemValidationError, "points outside"),
+    for href, error, words in [(artifact.as_uri(), ItemValidationError, "may not name local files"),
                                (str(artifact), ArtifactNotFoundError, "HTTP 404")]:  # fmt: skip
         doc = json.loads(item_path.read_text(encoding="utf-8"))
         doc["assets"]["model"]["href"] = href
