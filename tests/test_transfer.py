@@ -325,7 +325,11 @@ def test_download_item_refuses_to_overwrite_other_bytes(site: Path, server: Loop
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+def s3_bucket(
+    s3_endpoint: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> str:
     for name, value in s3_environment(s3_endpoint).items():
         monkeypatch.setenv(name, value)
     bucket = request.node.name.replace("_", "-")[:60].lower()
