@@ -61,8 +61,9 @@ class _Handler(SimpleHTTPRequestHandler):
 class LoopbackServer(ThreadingHTTPServer):
     """Serves ``directory`` on ``127.0.0.1:<free port>``; ``hits`` counts GETs per path, ``redirects`` maps a
     path to a ``Location``, ``cut`` maps a path to the number of bytes sent before hanging up, ``sequence`` maps a
-    path to the files served for it in turn (the last one repeats: a server that answers differently each time). It also answers as
-    a forward proxy (``http_proxy``), serving every URL from ``directory``; ``proxied`` lists those URLs."""
+    path to the files served for it in turn (the last one repeats: a server that answers differently each time).
+    It also answers as a forward proxy (``http_proxy``), serving every URL from ``directory``; ``proxied`` lists
+    those URLs."""
 
     daemon_threads = True
 
