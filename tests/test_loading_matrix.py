@@ -263,3 +263,29 @@ def test_get_then_load_offline(
     np.testing.assert_allclose(_output(model, built.example), built.expected, rtol=1e-5, atol=1e-6)
     assert check_item(out / f"{built.item_id}.json", **built.kwargs).ok
     assert not offline_cache.exists() or not any(offline_cache.iterdir())  # nothing was downloaded
+
+
+def test_the_items_artifact_type_decides_and_the_content_must_agree(
+    formats: Callable[[str], Built], tmp_path: Path
+) -> None:
+    from mlm_export.errors import ArtifactLoadError
+
+    cases = [("pt2", "torch.jit.save", "recorded as mlm:artifact_type 'torch.jit.save'"),
+             ("safetensors", "torch.save", "looks like a safetensors file"),
+             ("state_dict", "safetensors.torch.save_file", "does not start with a safetensors")]  # fmt: skip
+    for name, wrong, words in cases:
+        built = formats(name)
+        directory = tmp_path / name
+        directory.mkdir()
+        document = json.loads((built.directory / "item.json").read_text())
+        asset = document["assets"]["model"]
+        suffixless = directory / asset["file:checksum"]  # named like a cache entry: no suffix to go by
+        suffixless.write_bytes((built.directory / asset["href"]).read_bytes())
+        asset["href"] = f"./{suffixless.name}"
+        (directory / "item.json").write_text(json.dumps(document))
+        model = load_model(directory / "item.json", **built.kwargs)
+        np.testing.assert_allclose(_output(model, built.example), built.expected, rtol=1e-5, atol=1e-6)
+        asset["mlm:artifact_type"] = wrong
+        (directory / "item.json").write_text(json.dumps(document))
+        with pytest.raises(ArtifactLoadError, match=words):
+            load_model(directory / "item.json", **built.kwargs)

@@ -236,10 +236,10 @@ def _load_path(path: Path, options: ExportOptions, artifact_type: str | None = N
     if is_shard_index(path):
         return _load_sharded(path, options)
     if artifact_type == SAFETENSORS_TYPE or (artifact_type is None and path.suffix.lower() == ".safetensors"):
-        if not _is_safetensors(path):
+        if artifact_type is not None and not _is_safetensors(path):  # by name: safetensors says what is wrong
             raise ArtifactLoadError(
-                f"Cannot read '{path}' as a safetensors file ({artifact_type or 'by its name'}): it does not start "
-                "with a safetensors header.",
+                f"Cannot read '{path}' as a safetensors file (mlm:artifact_type {artifact_type}): it does not "
+                "start with a safetensors header.",
                 hint="The file is not what its Item or name says: fetch it again or fix the Item's mlm:artifact_type.",
             )
         return _load_safetensors(path, options)
