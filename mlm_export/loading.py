@@ -9,6 +9,7 @@ compares every declared output's shape and dtype with what came out.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
 
     Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
     cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
+    A remote Item may not name local files (``file://``): refused without opening them.
     """
     from mlm_export.adapters.archive_safety import require_regular_file
     from mlm_export.stac.io import resolve_asset_href, resolve_href
@@ -145,6 +147,7 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
         return fetch_artifact(
             url, size=asset.get("file:size"), checksum=asset.get("file:checksum"), limits=where.limits
         )
+    _refuse_local_href_of_remote_item(key, href, where)
     resolved = resolve_asset_href(
         href, where.directory, where=f"Asset {key!r}", allow_outside=where.allow_outside, confine=where.confine,
         outside_hint="Only load Items whose model file lies next to them, or pass allow_outside= for a directory "
@@ -156,6 +159,134 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
             hint="Point the href at a file, an http(s):// or an s3:// URL.",
         )
     return require_regular_file(resolved.path, f"Model file of asset {key!r}")
+
+
+def _refuse_local_href_of_remote_item(key: str, href: str, where: _HrefBase) -> None:
+    """A remote Item (an Item URL, or a dict/pystac Item whose ``self`` link is a URL) may not name local files."""
+    if where.remote is not None and urlparse(href).scheme in ("", "file"):
+        raise ItemValidationError(
+            f"Asset {key!r} of the remote Item {where.remote} names the local file {href!r}; a remote Item may not "
+            "name local files, so it was not opened.",
+            hint="Load Items from sources you trust; a local model is loaded from a local Item file.",
+        )
+
+
+def _absolute_href(asset: Mapping[str, Any], where: _HrefBase) -> str:
+    """The asset's href as an absolute URL or local path (not resolved through symlinks), for the set's layout."""
+    from mlm_export.stac.io import decode_href
+    from mlm_export.transfer import is_remote
+    from mlm_export.transfer import resolve_href as resolve_url
+
+    href = str(asset["href"])
+    if is_remote(href) or (where.remote is not None and urlparse(href).scheme == ""):
+        return resolve_url(href, where.remote)
+    path = Path(decode_href(href))
+    return str(path if path.is_absolute() or where.directory is None else where.directory / path)
+
+
+#: ``stac_extensions`` entry of the MLM extension (any version).
+_MLM_EXTENSION = re.compile(r"^https://stac-extensions\.github\.io/mlm/v\d+\.\d+\.\d+/schema\.json$")
+
+
+def _model_key(document: Mapping[str, Any], asset_key: str | None) -> str:
+    """The key of the asset to load: ``asset_key``, else the first asset with role ``mlm:model``."""
+    assets = document.get("assets") or {}
+    if asset_key is not None:
+        if asset_key not in assets:
+            raise ConfigurationError(f"asset_key={asset_key!r} is not an asset of the item ({sorted(assets)}).")
+        return asset_key
+    keys = [k for k, a in assets.items() if "mlm:model" in (a.get("roles") or [])]
+    if not keys:
+        raise ItemValidationError("The item has no asset with role 'mlm:model'.", hint="Export it with mlm-export.")
+    return keys[0]
+
+
+def _require_loadable(
+    document: Mapping[str, Any], where: _HrefBase, asset_key: str | None, *, verify: bool, runnable: bool = False
+) -> str:
+    """The structural checks that need no download, run before any artifact is requested; the model asset's key.
+
+    The Item must declare the MLM extension, its model asset an ``mlm:artifact_type``; every file the model needs
+    must carry a sha2-256 ``file:checksum`` when it is remote (or when ``verify``); ``runnable`` (check_item) also
+    needs at least one ``mlm:input`` and one ``mlm:output``.
+
+    Raises:
+        ItemValidationError: not an MLM Item, or a remote file without checksum, or nothing to run.
+        UnverifiedArtifactError: ``verify`` and a local file without a sha2-256 checksum.
+    """
+    from mlm_export.artifact_set import member_keys
+    from mlm_export.transfer import is_remote
+
+    where_text = f"Item {where.remote}" if where.remote else "The item"
+    extensions = document.get("stac_extensions") or []
+    if not any(isinstance(e, str) and _MLM_EXTENSION.match(e) for e in extensions):
+        raise ItemValidationError(
+            f"{where_text} is not an MLM Item: its stac_extensions name no MLM schema "
+            "(https://stac-extensions.github.io/mlm/vX.Y.Z/schema.json); nothing was downloaded.",
+            hint="Pass an Item written by mlm-export (or another MLM tool).",
+        )
+    key = _model_key(document, asset_key)
+    assets = document.get("assets") or {}
+    if not assets[key].get("mlm:artifact_type"):
+        raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
+    for member in member_keys(assets, key)[1]:
+        asset = assets[member]
+        checksum = asset.get("file:checksum")
+        sha256 = isinstance(checksum, str) and checksum.startswith("1220") and len(checksum) == 68
+        remote = is_remote(str(asset["href"])) or where.remote is not None
+        if remote and not checksum:
+            raise ItemValidationError(
+                f"The remote artifact {asset['href']!r} (asset {member!r}) has no file:checksum, so its bytes "
+                "cannot be verified; not downloading.",
+                hint="Ask the publisher for an Item with file:checksum, or download and check the file yourself.",
+            )
+        if verify and not sha256:
+            raise UnverifiedArtifactError(
+                f"Model file {asset['href']!r} of asset {member!r} cannot be verified: the item records no "
+                "sha2-256 file:checksum, so a swapped file would load unnoticed; not loading it.",
+                hint="Pass verify=False (--no-verify) only if you trust the file itself.",
+            )
+    if runnable:
+        props = document.get("properties") or {}
+        for name in ("mlm:input", "mlm:output"):
+            if not props.get(name):
+                raise ItemValidationError(
+                    f"{where_text} declares no {name}: there is nothing to check the model against.",
+                    hint="Export the Item with mlm-export, which records every input and output.",
+                )
+    return key
+
+
+def _artifact_set(document: Mapping[str, Any], where: _HrefBase, key: str) -> tuple[list[ModelArtifact], Path]:
+    """Every file the model of asset ``key`` needs (that one first), local and laid out by name; the file to open.
+
+    Each member is resolved on its own (a file next to the Item, a local href, or a verified download); when the
+    files do not already sit side by side as their hrefs lay them out (cache entries are named by checksum), they
+    are hard-linked into a per-set directory of the cache (:func:`mlm_export.artifact_set.materialise`).
+    """
+    from mlm_export.artifact_cache import default_cache_dir
+    from mlm_export.artifact_set import SHARD_INDEX_KEY, in_place, layout, materialise, member_keys
+
+    assets = document.get("assets") or {}
+    open_key, keys = member_keys(assets, key)
+    ordered = [key, *(k for k in keys if k != key)]
+    files = {k: _artifact_path(k, assets[k], where) for k in ordered}
+    if len(files) > 1:
+        names = layout({k: _absolute_href(assets[k], where) for k in ordered}, open_key)
+        if not in_place(files, names, open_key):
+            checksums = {k: str(assets[k].get("file:checksum") or "") for k in ordered}
+            files = materialise(files, names, checksums, default_cache_dir())
+    members = [
+        ModelArtifact(
+            k,
+            files[k],
+            assets[k].get("mlm:artifact_type") or ("index" if k == SHARD_INDEX_KEY else "data"),
+            assets[k].get("file:size"),
+            assets[k].get("file:checksum"),
+        )  # fmt: skip
+        for k in ordered
+    ]
+    return members, files[open_key]
 
 
 def model_artifact(
@@ -178,22 +309,9 @@ def model_artifact(
         DownloadError: a remote artifact cannot be fetched (see :func:`mlm_export.transfer.fetch_artifact`).
     """
     document, where = _item_document(item, allow_outside, limits)
-    assets = document.get("assets") or {}
-    if asset_key is not None:
-        if asset_key not in assets:
-            raise ConfigurationError(f"asset_key={asset_key!r} is not an asset of the item ({sorted(assets)}).")
-        key = asset_key
-    else:
-        keys = [k for k, a in assets.items() if "mlm:model" in (a.get("roles") or [])]
-        if not keys:
-            raise ItemValidationError("The item has no asset with role 'mlm:model'.", hint="Export it with mlm-export.")
-        key = keys[0]
-    asset = assets[key]
-    artifact_type = asset.get("mlm:artifact_type")
-    if not artifact_type:
-        raise ItemValidationError(f"Asset {key!r} has no 'mlm:artifact_type'.", hint="Validate the item.")
-    path = _artifact_path(key, asset, where)
-    return ModelArtifact(key, path, artifact_type, asset.get("file:size"), asset.get("file:checksum"))
+    key = _require_loadable(document, where, asset_key, verify=False)
+    members, _ = _artifact_set(document, where, key)
+    return members[0]
 
 
 def verify_artifact(artifact: ModelArtifact) -> None:
@@ -323,46 +441,35 @@ def load_model(
     .. versionadded:: 0.1
     """
     limits = DownloadLimits.of(max_download_size, download_timeout)
-    artifact = model_artifact(item, asset_key, allow_outside=allow_outside, limits=limits)
+    document, where = _item_document(item, allow_outside, limits)  # fetched once: every later step reads this snapshot
+    key = _require_loadable(document, where, asset_key, verify=verify)
+    return _load(document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify)[0]
+
+
+def _load(
+    document: Mapping[str, Any],
+    where: _HrefBase,
+    key: str,
+    model_class: Any,
+    model_kwargs: Mapping[str, Any] | None,
+    trust_pickle: bool,
+    trust_code: bool,
+    device: Any,
+    verify: bool,
+) -> tuple[Any, ModelArtifact]:
+    """Fetch and verify every file of the model (see :func:`_artifact_set`), then load it by its artifact type."""
+    members, opened = _artifact_set(document, where, key)
+    artifact = members[0]
     if model_class is None:
-        document, _ = _item_document(item, allow_outside, limits)
         model_class, model_kwargs = _recorded_class(document, artifact, model_kwargs, trust_code)
-    members, index = _shard_set(item, artifact, allow_outside, limits)
     if verify:
-        for member in members:  # every shard of a sharded checkpoint, and its index
+        for member in members:  # every file the loader will open: external data, every shard and the index
             verify_artifact(member)
     load = LoadOptions(
         model_class=model_class, model_kwargs=dict(model_kwargs or {}), trust_pickle=trust_pickle, device=device
     )
-    options = ExportOptions(load=load)
-    return _loader(artifact.artifact_type).load_artifact(index or artifact.path, artifact.artifact_type, options)
-
-
-#: Asset key of a sharded checkpoint's index (:mod:`mlm_export.adapters.torch.sharded`).
-SHARD_INDEX_KEY = "weights-index"
-
-
-def _shard_set(
-    item: Any, artifact: ModelArtifact, allow_outside: Sequence[Any], limits: DownloadLimits | None = None
-) -> tuple[list[ModelArtifact], Path | None]:
-    """Every shard and the index of a sharded checkpoint (an asset :data:`SHARD_INDEX_KEY`), else ``[artifact]``."""
-    document, where = _item_document(item, allow_outside, limits)
-    assets = document.get("assets") or {}
-    index = assets.get(SHARD_INDEX_KEY)
-    if not isinstance(index, Mapping):
-        return [artifact], None
-    members = [
-        ModelArtifact(
-            key, _artifact_path(key, a, where), a.get("mlm:artifact_type"), a.get("file:size"), a.get("file:checksum")
-        )  # fmt: skip
-        for key, a in assets.items()
-        if isinstance(a, Mapping) and "mlm:model" in (a.get("roles") or [])
-    ]
-    index_path = _artifact_path(SHARD_INDEX_KEY, index, where)
-    members.append(
-        ModelArtifact(SHARD_INDEX_KEY, index_path, "index", index.get("file:size"), index.get("file:checksum"))
-    )
-    return members, index_path
+    model = _loader(artifact.artifact_type).load_artifact(opened, artifact.artifact_type, ExportOptions(load=load))
+    return model, artifact
 
 
 def _check_shape(declared: Sequence[int], dim_order: Sequence[str]) -> tuple[int, ...]:
@@ -410,21 +517,11 @@ def check_item(
     .. versionadded:: 0.1
     """
     limits = DownloadLimits.of(max_download_size, download_timeout)
-    document, _ = _item_document(item, allow_outside, limits)
-    artifact = model_artifact(item, asset_key, allow_outside=allow_outside, limits=limits)
-    model = load_model(
-        item,
-        asset_key=asset_key,
-        model_class=model_class,
-        model_kwargs=model_kwargs,
-        trust_pickle=trust_pickle,
-        trust_code=trust_code,
-        device=device,
-        verify=verify,
-        allow_outside=allow_outside,
-        max_download_size=max_download_size,
-        download_timeout=download_timeout,
-    )
+    document, where = _item_document(item, allow_outside, limits)  # fetched once: the report is about what was run
+    key = _require_loadable(document, where, asset_key, verify=verify, runnable=True)
+    model, artifact = _load(
+        document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify
+    )  # fmt: skip
     props = document.get("properties") or {}
     inputs = _check_inputs(props.get("mlm:input", []))
     produced: list[MeasuredTensor] = list(

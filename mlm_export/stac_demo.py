@@ -4,8 +4,9 @@ Starts the local STAC API (PostgreSQL + pgstac + stac-fastapi-pgstac on 127.0.0.
 :mod:`mlm_export.stac.local_api`) unless ``--api URL`` names one, exports the demo model (``make demo``'s job),
 publishes its Item, finds it again with a search through pystac-client, reads the Item back from the API, loads the
 model from that Item (checksum verified) and runs ``check_item`` on it. Everything started is stopped at the end.
-The artifacts stay on this disk: the published hrefs are ``file://`` URLs (``href_base``); ``upload_to=`` puts them
-in object storage instead.
+The artifacts are served over HTTP on 127.0.0.1 while the demo runs (the published hrefs are ``http://`` URLs,
+``href_base``), so loading goes the way a published model's does: downloaded into the verified cache. A remote Item
+may not name local files, so ``file://`` hrefs would be refused; ``upload_to=`` puts them in object storage instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,28 @@ from pathlib import Path
 from mlm_export.errors import MLMExportError
 
 COLLECTION_ID = "demo-models"
+
+
+@contextlib.contextmanager
+def _served(directory: Path) -> Iterator[str]:
+    """``directory`` served read-only over HTTP on 127.0.0.1 (a free port) until the block ends; its URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, name="mlm-export-demo-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @contextlib.contextmanager
@@ -44,8 +67,9 @@ def run(output: Path, api_url: str | None = None) -> str:
     from mlm_export.stac.search import format_hits, search
 
     item_path = export_demo(output)
-    with _api(api_url) as url:
-        result = publish([item_path], url, COLLECTION_ID, if_exists="replace", href_base=output.resolve().as_uri())
+    with _api(api_url) as url, _served(item_path.parent) as artifacts:
+        print(f"artifacts:   {artifacts}")
+        result = publish([item_path], url, COLLECTION_ID, if_exists="replace", href_base=artifacts)
         print(f"published:   {', '.join(result.published)} -> {url}/collections/{COLLECTION_ID}")
         hits = search(url, bbox=[6.0, 46.0, 7.0, 47.0], bands=SENTINEL2_BANDS, tasks=["classification"],
                       collections=[COLLECTION_ID])  # fmt: skip

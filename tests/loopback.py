@@ -25,6 +25,9 @@ class _Handler(SimpleHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with self.server.lock:
             self.server.hits[path] += 1
+            answers = self.server.sequence.get(path)
+            if answers:  # serve the next file of the sequence (the last one repeats)
+                self.path = answers.pop(0) if len(answers) > 1 else answers[0]
         if path in self.server.cut:
             self._send_cut(path, self.server.cut[path])
             return
@@ -57,8 +60,10 @@ class _Handler(SimpleHTTPRequestHandler):
 
 class LoopbackServer(ThreadingHTTPServer):
     """Serves ``directory`` on ``127.0.0.1:<free port>``; ``hits`` counts GETs per path, ``redirects`` maps a
-    path to a ``Location``, ``cut`` maps a path to the number of bytes sent before hanging up. It also answers as
-    a forward proxy (``http_proxy``), serving every URL from ``directory``; ``proxied`` lists those URLs."""
+    path to a ``Location``, ``cut`` maps a path to the number of bytes sent before hanging up, ``sequence`` maps a
+    path to the files served for it in turn (the last one repeats: a server that answers differently each time).
+    It also answers as a forward proxy (``http_proxy``), serving every URL from ``directory``; ``proxied`` lists
+    those URLs."""
 
     daemon_threads = True
 
@@ -67,6 +72,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.hits: collections.Counter[str] = collections.Counter()
         self.redirects: dict[str, str] = {}
         self.cut: dict[str, int] = {}
+        self.sequence: dict[str, list[str]] = {}
         self.proxied: list[str] = []
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)

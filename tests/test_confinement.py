@@ -236,7 +236,7 @@ def test_remote_item_cannot_name_local_files(tmp_path: Path, monkeypatch: pytest
     site = tmp_path / "site"
     site.mkdir()
     # file:// is local: refused. An absolute path is a path on the Item's server: fetched there (404), never read here.
-    for href, error, words in [(artifact.as_uri(), ItemValidationError, "points outside"),
+    for href, error, words in [(artifact.as_uri(), ItemValidationError, "may not name local files"),
                                (str(artifact), ArtifactNotFoundError, "HTTP 404")]:  # fmt: skip
         doc = json.loads(item_path.read_text(encoding="utf-8"))
         doc["assets"]["model"]["href"] = href
@@ -246,3 +246,16 @@ def test_remote_item_cannot_name_local_files(tmp_path: Path, monkeypatch: pytest
     (site / "item.json").write_text('{"type": "Feature", "id": "a", "id": "b"}', encoding="utf-8")
     with LoopbackServer(site) as server, pytest.raises(ItemValidationError, match="duplicate key"):
         load_model(f"{server.url}/item.json")
+
+
+def test_validate_treats_a_dict_with_a_remote_self_link_as_remote(tmp_path: Path) -> None:
+    """One rule: a dict whose self link is a URL may not make validate hash a local file (its digest never shown)."""
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    document = item_dict(tmp_path)
+    next(iter(document["assets"].values()))["href"] = secret.as_uri()
+    document["links"] = [{"rel": "self", "href": "http://127.0.0.1:9/collections/c/items/x"}]
+    report = validate_item(document)
+    text = "\n".join(f"{p.path}: {p.message}" for p in report.problems)
+    assert not report.valid and "points outside" in text and digest not in text

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch_models as tm
 from loopback import LoopbackServer, fetch_in_child
+from moto_s3 import s3_endpoint, s3_environment  # noqa: F401 - s3_endpoint is a fixture
 
 from mlm_export import check_item, export_item, load_model, save_item
 from mlm_export.cli import main
@@ -326,24 +327,13 @@ def test_download_item_refuses_to_overwrite_other_bytes(site: Path, server: Loop
 # -- upload ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        moto.stop()
-
-
 @pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
-    for name, value in env.items():
+def s3_bucket(
+    s3_endpoint: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> str:
+    for name, value in s3_environment(s3_endpoint).items():
         monkeypatch.setenv(name, value)
     bucket = request.node.name.replace("_", "-")[:60].lower()
     httpx.put(f"{s3_endpoint}/{bucket}").raise_for_status()

@@ -393,6 +393,12 @@ def _file_problems(
             yield Problem(f"/links/{index}/file:checksum", "is not a multihash ('1220' + sha2-256 hex)", "semantic")
 
 
+def _has_remote_self_link(document: Mapping[str, Any]) -> bool:
+    from mlm_export.transfer import self_url
+
+    return self_url(document) is not None
+
+
 def _structure_report(document: Mapping[str, Any]) -> list[Problem]:
     return [Problem(pointer, message, "structure") for pointer, message in structure_problems(document)]
 
@@ -467,6 +473,7 @@ def validate_item(
     ]  # fmt: skip
     if not structural:
         problems += list(_semantic_problems(document))
-        confine = location is not None
+        # a dict whose self link is a URL is a remote Item: its local hrefs are confined (to allow_outside only)
+        confine = location is not None or _has_remote_self_link(document)
         problems += list(_file_problems(document, base, check_files, allow_outside, confine))
     return ValidationReport(not problems, tuple(problems), tuple(urls), location)

@@ -146,6 +146,7 @@ def _item_for(path: Path, artifact_type: str) -> Path:
     document = {
         "type": "Feature",
         "stac_version": "1.1.0",
+        "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.5.2/schema.json"],
         "id": "evil",
         "properties": {
             "datetime": "2024-01-01T00:00:00Z",
@@ -156,7 +157,9 @@ def _item_for(path: Path, artifact_type: str) -> Path:
                     "input": {"shape": [-1, 3], "dim_order": ["batch", "channel"], "data_type": "float32"},
                 }  # fmt: skip
             ],
-            "mlm:output": [],
+            "mlm:output": [
+                {"name": "y", "result": {"shape": [-1, 2], "dim_order": ["batch", "class"], "data_type": "float32"}}
+            ],
         },
         "geometry": None,
         "links": [],

@@ -83,14 +83,19 @@ def test_serve_api_runs_until_interrupted(tmp_path: Path) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def test_stac_demo_publishes_finds_loads_and_checks(tmp_path: Path, stac_api: LocalSTACAPI) -> None:
+def test_stac_demo_publishes_finds_loads_and_checks(
+    tmp_path: Path, stac_api: LocalSTACAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo serves its artifacts over loopback HTTP: the API Item's model goes through the verified cache."""
     from mlm_export.stac_demo import COLLECTION_ID, run
 
+    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(tmp_path / "cache"))
     href = run(tmp_path / "demo", stac_api.url)
     assert href == f"{stac_api.url}/collections/{COLLECTION_ID}/items/resnet18-sentinel2-demo"  # the demo's item_id
     stored = httpx.get(href).json()
     model = next(a for a in stored["assets"].values() if "mlm:model" in a["roles"])
-    assert model["href"].startswith((tmp_path / "demo").resolve().as_uri())
+    assert model["href"].startswith("http://127.0.0.1:") and model["href"].endswith(".safetensors")
+    assert model["file:checksum"] in {p.name for p in (tmp_path / "cache").iterdir()}  # downloaded, verified
 
 
 def _readme_stac_commands() -> list[list[str]]:
@@ -129,7 +134,7 @@ def test_make_stac_demo_recipe_runs(tmp_path: Path) -> None:
     recipe = makefile.split("\nstac-demo:", 1)[1].splitlines()[1].strip()
     assert recipe == "$(BIN)/python -m mlm_export.stac_demo --output demo-output"
     command = [sys.executable, *shlex.split(recipe)[1:]]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLM_EXPORT_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "check_item:  outputs match (Item read from the STAC API)" in result.stdout

@@ -277,7 +277,8 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
 
     Args:
         path: the artifact file.
-        artifact_type: its ``mlm:artifact_type`` (the file's content decides how it is read).
+        artifact_type: its ``mlm:artifact_type``: it decides how the file is read (never the file's name, which may
+            be a cache entry's checksum), and the file's content must fit it.
         options: ``model_class``/``model_kwargs``, ``trust_pickle`` and ``device``.
 
     Returns:
@@ -291,7 +292,7 @@ def load_artifact(path: str | os.PathLike[str], artifact_type: str, options: Exp
     .. versionadded:: 0.1
     """
     device = _resolve_device(options.load.device)
-    loaded = _load_path(Path(path), options)
+    loaded = _load_path(Path(path), options, artifact_type)
     module, _can_eval = _runnable(loaded, device)
     if loaded.kind != "exported":
         module.to(device)

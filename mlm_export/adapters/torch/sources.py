@@ -174,12 +174,21 @@ def _sniff(path: Path) -> str:
     if _is_legacy_torch_save(head):
         return "legacy-pickle"
     kind = next((label for magic, label in _MAGIC if head.startswith(magic)), None)
+    if kind is None and _is_safetensors(path):
+        kind = "a safetensors file (load it with mlm:artifact_type safetensors.torch.save_file)"
     what = f"it looks like {kind}" if kind else f"it starts with bytes {head[:8].hex(' ')}"
     raise ArtifactLoadError(
         f"Cannot read '{path}': it is not a PyTorch checkpoint ({what}).",
         hint="Pass a file written by torch.save, torch.jit.save, torch.export.save or safetensors.",
     )
 
+
+_KIND_LABELS = {
+    "torchscript": "a TorchScript archive",
+    "exported": "a torch.export archive",
+    "torch-zip": "a torch.save checkpoint",
+    "legacy-pickle": "a legacy torch.save pickle",
+}
 
 #: How a legacy (non-zip) ``torch.save`` file starts: its pickled magic number 0x1950a86a20f9469cfc6c as a LONG1.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -197,14 +206,51 @@ def _is_legacy_torch_save(head: bytes) -> bool:
     return head[start : start + len(_LEGACY_MAGIC)] == _LEGACY_MAGIC
 
 
-def _load_path(path: Path, options: ExportOptions) -> _Loaded:
+#: ``mlm:artifact_type`` -> the containers :func:`_sniff` may find in a file of that type.
+_KINDS_OF_TYPE: dict[str, tuple[str, ...]] = {
+    "torch.save": ("torch-zip", "legacy-pickle"),
+    "torch.jit.save": ("torchscript",),
+    "torch.export.save": ("exported",),
+}
+SAFETENSORS_TYPE = "safetensors.torch.save_file"
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` opens like a safetensors file: an 8-byte little-endian header length, then a JSON object."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(9)
+            size = os.fstat(stream.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _load_path(path: Path, options: ExportOptions, artifact_type: str | None = None) -> _Loaded:
+    """Open a PyTorch file; ``artifact_type`` (an Item's ``mlm:artifact_type``) decides how, checked on the content.
+
+    Without one (a file given by path), a ``*.index.json`` name is a sharded checkpoint, ``.safetensors`` a
+    safetensors file, anything else is sniffed.
+    """
     require_regular_file(path)
     if is_shard_index(path):
         return _load_sharded(path, options)
-    if path.suffix.lower() == ".safetensors":
+    if artifact_type == SAFETENSORS_TYPE or (artifact_type is None and path.suffix.lower() == ".safetensors"):
+        if artifact_type is not None and not _is_safetensors(path):  # by name: safetensors says what is wrong
+            raise ArtifactLoadError(
+                f"Cannot read '{path}' as a safetensors file (mlm:artifact_type {artifact_type}): it does not "
+                "start with a safetensors header.",
+                hint="The file is not what its Item or name says: fetch it again or fix the Item's mlm:artifact_type.",
+            )
         return _load_safetensors(path, options)
     check_torch_file(path, trust_pickle=options.load.trust_pickle)  # before any torch loader sees the file
     kind = _sniff(path)
+    expected = _KINDS_OF_TYPE.get(artifact_type or "")
+    if expected is not None and kind not in expected:
+        raise ArtifactLoadError(
+            f"'{path}' is recorded as mlm:artifact_type {artifact_type!r} but holds {_KIND_LABELS[kind]}.",
+            hint="The Item's mlm:artifact_type does not fit its file: fix the Item or export the model again.",
+        )
     if kind == "torchscript":
         with _loading(path, "a TorchScript archive", TORCHSCRIPT_LOAD_ERRORS):
             module = torch.jit.load(str(path), map_location="cpu")
