@@ -48,7 +48,10 @@ def leftovers(cache: Path) -> list[str]:
 def item_document(url: str, asset: dict) -> dict:
     """A minimal remote Item whose model asset is ``asset`` (href relative to the Item's URL)."""
     model = {"href": "./model.pt2", "roles": ["mlm:model"], "mlm:artifact_type": "torch.export.save", **asset}
-    return {"type": "Feature", "stac_version": "1.0.0", "id": "hostile", "properties": {}, "geometry": None,
+    tensor = {"shape": [-1, 4], "dim_order": ["batch", "channel"], "data_type": "float32"}
+    properties = {"mlm:input": [{"name": "x", "input": tensor}], "mlm:output": [{"name": "y", "result": tensor}]}
+    return {"type": "Feature", "stac_version": "1.0.0", "id": "hostile", "properties": properties, "geometry": None,
+            "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.5.2/schema.json"],
             "links": [{"rel": "self", "href": f"{url}/item.json"}], "assets": {"model": model}}  # fmt: skip
 
 
