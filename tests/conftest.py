@@ -27,3 +27,11 @@ def schema_dir() -> Path:
     if not (SCHEMA_DIR / "INDEX.json").exists():
         pytest.fail(f"Schema store not found at {SCHEMA_DIR}; set MLM_EXPORT_SCHEMA_DIR.")
     return SCHEMA_DIR
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty artifact cache of the test's own ($MLM_EXPORT_CACHE_DIR); test files use it for every test."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
+    return directory

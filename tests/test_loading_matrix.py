@@ -29,7 +29,8 @@ from mlm_export.cli import main
 from mlm_export.stac.publish import publish
 from mlm_export.transfer import upload_artifacts
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+# Loopback servers only; an empty artifact cache per test (conftest.cache_dir): every remote case downloads.
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 FORMATS = ("safetensors", "state_dict", "full_model", "lightning_ckpt", "scripted", "traced", "pt2", "onnx",
            "onnx_inline", "onnx_external_data", "sharded_safetensors")  # fmt: skip
@@ -146,14 +147,6 @@ def server(site: Path) -> Iterator[LoopbackServer]:
 def bucket(s3_endpoint: str) -> Iterator[str]:  # noqa: F811 - the fixture imported above
     with s3_bucket_at(s3_endpoint, "loading-matrix") as name:
         yield name
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty artifact cache per test: every remote case downloads."""
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
-    return directory
 
 
 def _file_href_item(built: Built) -> Path:

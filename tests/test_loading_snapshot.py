@@ -18,18 +18,12 @@ from loopback import LoopbackServer
 from mlm_export import check_item, export_item, load_model, save_item
 from mlm_export.errors import ItemValidationError
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+# Loopback servers only; an empty artifact cache per test (conftest.cache_dir): every remote case downloads.
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 
 def sha256_hex(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,11 @@ from mlm_export.cli import main
 from mlm_export.errors import ChecksumMismatchError, ItemValidationError
 from mlm_export.offline import _place, download_item
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+# Loopback servers only; an empty artifact cache per test (conftest.cache_dir): every remote case downloads.
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 DATA = b"weights " * 77  # 616 bytes
 CHECKSUM = "1220" + hashlib.sha256(DATA).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture

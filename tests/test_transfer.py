@@ -36,18 +36,12 @@ from mlm_export.errors import (
 from mlm_export.offline import download_item
 from mlm_export.transfer import RedirectWarning, _follow, fetch_artifact, upload_artifacts
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+# Loopback servers only; an empty artifact cache per test (conftest.cache_dir): every remote case downloads.
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 
 def sha256_multihash(path: Path) -> str:
     return "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,12 @@ from mlm_export.download_limits import DownloadLimits
 from mlm_export.errors import ChecksumMismatchError, DownloadLimitError
 from mlm_export.transfer import fetch_artifact, fetch_item_document
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+# Loopback servers only; an empty artifact cache per test (conftest.cache_dir): every remote case downloads.
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 MiB = 2**20
 #: A checksum no body here has: whatever arrives is refused in the end, the bounds must stop it first.
 NOWHERE = "1220" + hashlib.sha256(b"never sent").hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("MLM_EXPORT_CACHE_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture
