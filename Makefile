@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # The development stack; torch/torchvision pinned to the wheels available on this platform.
 DEV_PINS := torch==2.14.1 torchvision==0.29.1
 
-# Offline schemas: use ../shared/schemas when it is there (CI and development), else the user cache.
+# Schemas: the package ships those its Items need (validation works offline); ../shared/schemas, when it is
+# there (CI and development), adds every published version. Without it, other versions go to the user cache.
 SHARED_SCHEMAS := $(abspath ../shared/schemas)
 ifneq ($(wildcard $(SHARED_SCHEMAS)/INDEX.json),)
 export MLM_EXPORT_SCHEMA_DIR ?= $(SHARED_SCHEMAS)

@@ -26,3 +26,59 @@ def test_demo_exports_catalogs_and_finds_the_model(tmp_path: Path, capsys: pytes
     assert model["file:checksum"] == item["assets"]["model"]["file:checksum"]
     assert (output / "catalog" / "index.html").is_file()
     assert f"1 hit(s) for a classifier of Sentinel-2 L1C bands over 6-7E 46-47N: ['{item['id']}']" in printed
+
+
+_NO_NETWORK = """
+import socket
+
+_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None and host not in ("127.0.0.1", "::1", "localhost"):
+        raise OSError(f"network is off in this test (connect to {host})")
+    return _connect(self, address)
+
+
+socket.socket.connect = _loopback_only
+socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(OSError("network is off in this test"))
+"""
+
+
+def test_demo_validate_and_card_work_with_no_network_and_no_schema_dir(tmp_path: Path) -> None:
+    """First contact (issue 23, point 11): no ../shared, no $MLM_EXPORT_SCHEMA_DIR, an empty cache, no network."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_NETWORK, encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "MLM_EXPORT_SCHEMA_DIR" and "proxy" not in k.lower()}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONPATH": f"{site}{os.pathsep}{repo}"}
+    work = tmp_path / "work"  # no ../shared next to it
+    work.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+    probe = run("-c", "import urllib.request; urllib.request.urlopen('https://schemas.stacspec.org', timeout=5)")
+    assert probe.returncode != 0 and "network is off" in probe.stderr
+    demo = run("-m", "mlm_export.demo", "--output", "out")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    item = work / "out" / "item.json"
+    checked = run("-m", "mlm_export", "validate", str(item), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["valid"] is True
+    assert "https://stac-extensions.github.io/mlm/v1.5.2/schema.json" in report["schemas"]
+    card = run("-m", "mlm_export", "card", str(item), "-o", "card.html")
+    assert card.returncode == 0, card.stdout + card.stderr
+    assert "not checked" not in card.stdout + card.stderr
+    assert (work / "card.html").is_file()
+    assert not (home / ".cache" / "mlm-export" / "schemas").exists()  # nothing was downloaded into the cache

@@ -2,7 +2,9 @@
 
 A band key ignores case and leading zeros of the number (``B4`` = ``B04``); a model band answers to its name, the
 first word of its name (``"B04 - red"``) and its common name, as given by the Item's band definitions (STAC 1.1
-``bands``, ``eo:bands``, ``raster:bands``, in properties or on assets).
+``bands``, ``eo:bands``, ``raster:bands``, in properties or on assets) or by the one per-sensor table below
+(:data:`SENSOR_BANDS`: Sentinel-2 and Landsat 8/9 band names and their eo common names), so ``blue green red nir``
+finds a model of Sentinel-2 ``B02 B03 B04 B08`` and ``B04`` finds a model whose band is named ``red``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,94 @@ from typing import Any
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+#: The eo extension's common band names (eo v2.0.0 ``eo:common_name`` enum).
+COMMON_NAMES = frozenset({"pan", "coastal", "blue", "green", "green05", "yellow", "red", "rededge", "rededge071",
+                          "rededge075", "rededge078", "nir", "nir08", "nir09", "cirrus", "swir16", "swir22", "lwir",
+                          "lwir11", "lwir12"})  # fmt: skip
+#: Band names of each sensor (as the sensor's products spell them) -> eo common name (the eo extension's tables).
+SENSOR_BANDS: dict[str, dict[str, str]] = {
+    "Sentinel-2 MSI": {
+        "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge071", "B06": "rededge075",
+        "B07": "rededge078", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16",
+        "B12": "swir22",
+    },
+    "Landsat 8/9 OLI-TIRS": {
+        "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08", "B6": "swir16", "B7": "swir22",
+        "B8": "pan", "B9": "cirrus", "B10": "lwir11", "B11": "lwir12",
+    },
+}  # fmt: skip
+_ZERO_PADDED = re.compile(r"^B0\d$", re.IGNORECASE)
+
+
 def band_key(name: str) -> str:
     """Comparison key of a band name: case-insensitive, ``B04`` = ``B4``."""
     return re.sub(r"(?<=[A-Z])0+(?=\d)", "", name.strip().upper())
+
+
+def _keyed(sensor: str) -> dict[str, str]:
+    return {band_key(name): common for name, common in SENSOR_BANDS[sensor].items()}
+
+
+def _unanimous() -> dict[str, str]:
+    """Band keys every sensor that has them names with the same common name (B1-B4: coastal, blue, green, red)."""
+    found: dict[str, set[str]] = {}
+    for sensor in SENSOR_BANDS:
+        for key, common in _keyed(sensor).items():
+            found.setdefault(key, set()).add(common)
+    return {key: commons.pop() for key, commons in found.items() if len(commons) == 1}
+
+
+def sensor_of(names: list[str]) -> str | None:
+    """The sensor of a band set, None when no name is a sensor band or the set fits several sensors alike.
+
+    The sensor is the one whose table holds every sensor-looking name, else the one that spells them so (``B04``:
+    only Sentinel-2 pads numbers with a zero).
+    """
+    keys = {band_key(n) for n in names if n.strip().lower() not in COMMON_NAMES}
+    if not keys:
+        return None
+    fitting = [sensor for sensor in SENSOR_BANDS if keys <= set(_keyed(sensor))]
+    if len(fitting) == 1:
+        return fitting[0]
+    if fitting and any(_ZERO_PADDED.match(n.strip()) or n.strip().upper() == "B8A" for n in names):
+        return "Sentinel-2 MSI" if "Sentinel-2 MSI" in fitting else None
+    return None
+
+
+def common_names(names: list[str]) -> dict[str, str]:
+    """Band name -> eo common name, where the sensor table (or the name itself) says so without doubt.
+
+    The sensor comes from the whole band set (:func:`sensor_of`); when it is unknown only the names every sensor
+    agrees on are given (``B2`` is blue for both, ``B8`` is not), and a band named ``red`` is ``red``.
+    """
+    sensor = sensor_of(names)
+    table = _keyed(sensor) if sensor is not None else _unanimous()
+    result: dict[str, str] = {}
+    for name in names:
+        common = table.get(band_key(name))
+        if common is None and name.strip().lower() in COMMON_NAMES:
+            common = name.strip().lower()
+        if common is not None:
+            result[name] = common
+    return result
+
+
+def sensor_aliases(names: list[str]) -> dict[str, set[str]]:
+    """Band keys each band of ``names`` answers to through the sensor table.
+
+    Its name and its common name; for a band named by a common name, also the band every sensor gives that name
+    (``red`` -> ``B4``).
+    """
+    aliases: dict[str, set[str]] = {}
+    by_common: dict[str, set[str]] = {}
+    for key, common in _unanimous().items():
+        by_common.setdefault(common, set()).add(key)
+    for name, common in common_names(names).items():
+        keys = {band_key(name), band_key(common)}
+        if name.strip().lower() == common:
+            keys |= by_common.get(common, set())
+        aliases.setdefault(band_key(name), set()).update(keys)
+    return aliases
 
 
 def band_definitions(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -39,6 +126,9 @@ def definition_aliases(document: Mapping[str, Any]) -> dict[str, set[str]]:
         keys |= {band_key(n.split()[0]) for n in names if isinstance(n, str) and n.strip()}
         for key in keys:
             aliases.setdefault(key, set()).update(keys)
+    names = [b["name"] for b in band_definitions(document) if isinstance(b.get("name"), str) and b["name"].strip()]
+    for key, keys in sensor_aliases(names + input_band_names(document)).items():
+        aliases.setdefault(key, set()).update(keys)
     return aliases
 
 

@@ -3,6 +3,8 @@
 Band definitions use STAC 1.1 common ``bands`` (in Item properties and on the ``mlm:model`` asset): pystac 1.15
 writes STAC 1.1.0 Items, STAC 1.1 ``bands`` replace ``eo:bands``/``raster:bands``, they satisfy MLM's band
 cross-reference check without another extension, and eo v2 / raster v2 (the 1.1-era extensions) do not satisfy it.
+A band the sensor table (:mod:`mlm_export.stac.bands`) names without doubt gets ``eo:common_name`` there (declaring eo
+v2.0.0), never in ``mlm:input[].bands`` (MLM allows no other key there).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mlm_export.description import (
 )
 from mlm_export.errors import DescriptionError
 from mlm_export.provenance.software import apply_software
+from mlm_export.stac.bands import common_names
 
 if TYPE_CHECKING:
     from mlm_export.provenance.item import Provenance
@@ -43,6 +46,7 @@ MLM_SCHEMA_URI = f"https://stac-extensions.github.io/mlm/v{MLM_VERSION}/schema.j
 FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 CLASSIFICATION_SCHEMA_URI = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
 ML_AOI_SCHEMA_URI = "https://stac-extensions.github.io/ml-aoi/v0.2.0/schema.json"
+EO_SCHEMA_URI = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
 
 #: Used when neither the caller nor the description gives a spatial extent.
 WHOLE_GLOBE_BBOX = (-180.0, -90.0, 180.0, 90.0)
@@ -388,7 +392,7 @@ def _item_properties(description: ModelDescription) -> dict[str, Any]:
         props["description"] = description.description
     if description.license:
         props["license"] = description.license
-    band_objects = [b.to_dict() for b in description.band_definitions]
+    band_objects = _band_objects(description)
     if band_objects:
         props["bands"] = band_objects
     props.update(_drop_none(_mlm_model_fields(description)))
@@ -398,6 +402,16 @@ def _item_properties(description: ModelDescription) -> dict[str, Any]:
     props[mlm_props.INPUT_PROP] = [input_json(i) for i in description.inputs]
     props[mlm_props.OUTPUT_PROP] = [output_json(o, description.tasks) for o in description.outputs]
     return props
+
+
+def _band_objects(description: ModelDescription) -> list[dict[str, Any]]:
+    """The STAC 1.1 ``bands`` objects, with ``eo:common_name`` where the sensor table gives one."""
+    band_objects = [b.to_dict() for b in description.band_definitions]
+    common = common_names([b["name"] for b in band_objects])
+    for band in band_objects:
+        if band["name"] in common and "eo:common_name" not in band:
+            band["eo:common_name"] = common[band["name"]]
+    return band_objects
 
 
 def _mlm_model_fields(description: ModelDescription) -> dict[str, Any]:
@@ -425,7 +439,7 @@ def _mlm_model_fields(description: ModelDescription) -> dict[str, Any]:
 
 
 def _extensions_used(description: ModelDescription) -> list[str]:
-    """The schema URIs the Item declares: MLM, then file, classification and ml-aoi where their fields appear."""
+    """The schema URIs the Item declares: MLM, then file, classification, ml-aoi and eo where their fields appear."""
     extensions = [MLM_SCHEMA_URI]
     if any(a.file_size is not None or a.file_checksum is not None for a in description.artifacts):
         extensions.append(FILE_SCHEMA_URI)
@@ -433,4 +447,6 @@ def _extensions_used(description: ModelDescription) -> list[str]:
         extensions.append(CLASSIFICATION_SCHEMA_URI)
     if any(k.startswith("ml-aoi:") for link in description.links for k in link.extra):
         extensions.append(ML_AOI_SCHEMA_URI)
+    if common_names([b.name for b in description.band_definitions]):
+        extensions.append(EO_SCHEMA_URI)
     return extensions

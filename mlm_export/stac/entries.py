@@ -1,12 +1,15 @@
 """Model Item documents with where they came from, read from files, dicts, pystac objects or a catalog directory.
 
 An :class:`Entry` keeps the Item JSON untouched together with a description of its origin (for messages) and the
-directory its relative hrefs resolve against. :func:`entries_of` walks a catalog directory (``collection.json`` and
-its ``item``/``child`` links), a Collection or Catalog file, a pystac Catalog, or a list of Item files.
+directory its relative hrefs resolve against. :func:`entries_of` walks a catalog directory (``collection.json`` or
+``catalog.json`` and its ``item``/``child`` links), a plain folder of Item files (every ``*.json`` below it; JSON
+that is not a model Item is skipped with one warning), a Collection or Catalog file, a pystac Catalog, or a list of
+Item files.
 
 A catalog walked from a file stays inside the directory of its top file: an ``item`` or ``child`` link whose target
 resolves (``..`` and symlinks followed) outside it, an absolute path elsewhere included, is skipped with a warning
-and never opened, so one bad link neither leaks a file nor hides the other Items.
+and never opened, so one bad link neither leaks a file nor hides the other Items. A plain folder is read the same
+way: symlinked folders are not entered and a file that resolves outside the folder is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from mlm_export.stac.validate import read_json_object
 logger = logging.getLogger(__name__)
 
 COLLECTION_FILE = "collection.json"
+CATALOG_FILE = "catalog.json"
+#: Names of the skipped files listed in the warning of a plain folder.
+_SHOWN_SKIPPED = 5
 _MLM_PREFIXES = ("https://stac-extensions.github.io/mlm/", "https://crim-ca.github.io/mlm-extension/")
 
 ItemSource = pystac.Item | Mapping[str, Any] | str | os.PathLike[str]
@@ -165,11 +171,59 @@ def catalog_entries(path: Path, seen: set[Path], confinement: _Confinement | Non
         yield Entry(document_, f"'{target}'", Path(base), str(target))
 
 
-def entries_of(directory_or_collection: Any) -> list[Entry]:
-    """The model Items of a catalog directory, a Collection/Catalog file or object, or a list of Items.
+def _json_files(directory: Path, confinement: _Confinement) -> Iterator[Path]:
+    """``*.json`` files below ``directory`` in sorted order; hidden and symlinked folders are not entered."""
+    for folder, subfolders, files in os.walk(directory):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            if not confinement.inside(path):
+                logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
+                continue
+            yield path
+
+
+def folder_entries(directory: Path) -> list[Entry]:
+    """The model Items among the ``*.json`` files below ``directory`` (a folder of Items, no catalog file).
+
+    Other JSON (Collections, Catalogs, non-MLM Items, unreadable files) is skipped with one warning naming it.
 
     Raises:
-        ConfigurationError: not a catalog, a missing or non-STAC file, or an Item that is not a model Item.
+        ConfigurationError: the folder holds no model Item.
+    """
+    entries: list[Entry] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for path in _json_files(directory, _Confinement(directory)):
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries.append(read_entry(path, copy_dict=False))
+        except ConfigurationError as exc:
+            skipped.append(f"{path.relative_to(directory).as_posix()} ({str(exc).split(':', 1)[-1].strip()})")
+    if skipped:
+        shown = "; ".join(skipped[:_SHOWN_SKIPPED]) + (f"; and {len(skipped) - _SHOWN_SKIPPED} more"
+                                                        if len(skipped) > _SHOWN_SKIPPED else "")  # fmt: skip
+        logger.warning("'%s': %d JSON file(s) that are not model Items skipped: %s", directory, len(skipped), shown)
+    if not entries:
+        raise ConfigurationError(
+            f"'{directory}' holds no model Item: no {COLLECTION_FILE} or {CATALOG_FILE}, and none of its "
+            f"{len(skipped)} JSON file(s) is a STAC Item that declares MLM.",
+            hint="Pass a folder of Item files written by mlm-export export, or a catalog built by mlm-export catalog.",
+        )
+    return entries
+
+
+def entries_of(directory_or_collection: Any) -> list[Entry]:
+    """The model Items of a catalog directory, a folder of Items, a Collection/Catalog file or object, or a list.
+
+    Raises:
+        ConfigurationError: a folder with no model Item, a missing or non-STAC file, or an Item that is not a model
+            Item.
     """
     if isinstance(directory_or_collection, (list, tuple)):
         return [read_entry(item) for item in directory_or_collection]
@@ -187,12 +241,10 @@ def entries_of(directory_or_collection: Any) -> list[Entry]:
         )
     path = Path(directory_or_collection)
     if path.is_dir():
-        if not (path / COLLECTION_FILE).is_file():
-            raise ConfigurationError(
-                f"'{path}' is not a catalog directory: it has no {COLLECTION_FILE}.",
-                hint="Build one with build_catalog (mlm-export catalog ITEM... -o DIR), or pass the Collection's file.",
-            )
-        path = path / COLLECTION_FILE
+        top = next((path / name for name in (COLLECTION_FILE, CATALOG_FILE) if (path / name).is_file()), None)
+        if top is None:
+            return folder_entries(path)
+        path = top
     elif not path.exists():
         raise ConfigurationError(f"Catalog '{path}' does not exist.", hint="Pass the directory of a built catalog.")
     return list(catalog_entries(path, set()))

@@ -8,7 +8,12 @@
    at ``initdb`` and kept in :attr:`LocalSTACAPI.password_file` (mode 0600); the children get it as
    ``PGPASSWORD``, never on a command line. PostgreSQL refuses to run as root, so as root every PostgreSQL command
    runs through ``runuser -u postgres --`` on a directory owned by ``postgres``;
-2. ``pypgstac migrate`` (creates PostGIS and the pgstac schema);
+2. ``pypgstac migrate`` (creates PostGIS and the pgstac schema), then ``pypgstac load_queryables`` of
+   :data:`QUERYABLES_FILE` (the model-level ``mlm:*`` fields, for every collection, with indexes on
+   :data:`INDEXED_QUERYABLES`), so ``/queryables`` lists them with their types (STAC Browser and pystac-client offer
+   them) and a filter compares ``mlm:total_parameters`` as a number. stac-fastapi-pgstac has no HTTP endpoint that
+   registers queryables, so :func:`~mlm_export.stac.publish.publish` cannot do it on another server: there, run
+   ``pypgstac load_queryables <QUERYABLES_FILE> --dsn <DSN>`` once;
 3. ``uvicorn stac_fastapi.pgstac.app:create_app --factory`` with the Transactions extension on another free
    127.0.0.1 port, polled until ``GET /`` answers.
 
@@ -18,7 +23,7 @@ working directory and an explicit environment, so a stray ``.env`` file cannot c
 
 The server runs under ``python=`` (default: this interpreter; the ``api`` extra installs stac-fastapi-pgstac,
 uvicorn and pypgstac without touching the torch stack). Measured on a 2-core machine: initdb + start 0.7 s,
-migrate 1 s, server ready 1.5 s.
+migrate 1 s, queryables 0.5 s, server ready 1.5 s.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ _PG_USER = "postgres"
 _DATABASE = "postgres"
 #: The superuser's password, in the working directory (0600; owned by postgres when run as root).
 PASSWORD_FILE = "postgres-password"
+#: pgstac queryables of the model-level MLM fields (a JSON schema; package data).
+QUERYABLES_FILE = Path(__file__).resolve().with_name("mlm_queryables.json")
+#: Queryables pgstac indexes (BTREE, GIN for the tasks array): the fields model searches filter on most.
+INDEXED_QUERYABLES = ("mlm:framework", "mlm:tasks", "mlm:architecture")
 
 
 class LocalAPIError(MLMExportError):
@@ -275,6 +284,8 @@ def start_local_api(
         _start_postgres(api, pg_port)
         migrate = [python, "-m", "pypgstac.pypgstac", "migrate", "--dsn", dsn]
         _run(migrate, "pypgstac migrate", env, directory)
+        queryables = [python, "-m", "pypgstac.pypgstac", "load_queryables", str(QUERYABLES_FILE), "--dsn", dsn]
+        _run([*queryables, f"--index_fields={list(INDEXED_QUERYABLES)!r}"], "pypgstac load_queryables", env, directory)
         for attempt in range(3):  # a free port found earlier may have been taken meanwhile by another process
             try:
                 _start_server(api, python, api_port)

@@ -10,6 +10,11 @@ Items, validated like :func:`~mlm_export.stac.collection.build_catalog`'s) and l
 Connection errors and 5xx answers are retried with exponential backoff (bounded, see
 :mod:`mlm_export.stac.api_http`); a 4xx answer is a typed error quoting the server. Every error says how many Items
 had already landed (``error.published``). Header values (tokens) are never printed.
+
+Queryables: STAC API Transactions has no request that registers queryables (stac-fastapi-pgstac keeps them in
+pgstac's ``queryables`` table only), so a created Collection offers the MLM fields in ``/queryables`` only where the
+server's database has them: the local API (:mod:`mlm_export.stac.local_api`) loads them at start-up; on another
+pgstac server run once ``pypgstac load_queryables <mlm_export/stac/mlm_queryables.json> --dsn <DSN>``.
 """
 
 from __future__ import annotations

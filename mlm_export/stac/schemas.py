@@ -1,8 +1,11 @@
 """Offline JSON-schema store: a directory laid out like ``../shared/schemas`` (URL without scheme, INDEX.json).
 
-Directory resolution: the ``schema_dir`` argument, then ``$MLM_EXPORT_SCHEMA_DIR``, then the user cache directory
-(``platformdirs.user_cache_dir("mlm-export")/schemas``). A schema missing from a directory given by argument or
-environment is an error; a schema missing from the cache is downloaded by URL into it (with a timeout).
+Lookup order: the ``schema_dir`` argument, else ``$MLM_EXPORT_SCHEMA_DIR`` (a directory given either way is the
+only place searched: a schema missing from it is an error); else the schemas bundled with the package
+(``mlm_export/stac/schemas_data``: every schema reachable from what mlm-export writes and from the official MLM
+examples, see its NOTICE), then the user cache directory (``platformdirs.user_cache_dir("mlm-export")/schemas``),
+where a schema missing from both is downloaded by URL (with a timeout). So the package validates its own Items
+with no network; other versions still come from the cache.
 
 Schema URLs come from untrusted Items, so: JSON-Schema meta-schemas (``http://json-schema.org/draft-07/schema``...)
 come from the specifications bundled with ``jsonschema``, never a file or the network; any other URL must be
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from referencing import Registry, Resource
 
 SCHEMA_DIR_ENV = "MLM_EXPORT_SCHEMA_DIR"
+#: The schemas shipped as package data (laid out like ``shared/schemas``, with INDEX.json).
+BUNDLED_DIR = Path(__file__).resolve().with_name("schemas_data")
 DOWNLOAD_TIMEOUT_S = 20.0
 #: Largest schema document read or downloaded.
 MAX_SCHEMA_BYTES = 8 * 1024 * 1024
@@ -47,6 +52,15 @@ def url_to_relative_path(url: str) -> str:
     return bare.split("://", 1)[-1]
 
 
+def _read_index(directory: Path) -> Mapping[str, str]:
+    """INDEX.json of ``directory`` (URL -> relative path), empty when absent."""
+    index_path = directory / "INDEX.json"
+    if index_path.is_file():
+        index = parse_json(index_path.read_bytes(), f"'{index_path}'", error=SchemaNotFoundError)
+        return index if isinstance(index, dict) else {}
+    return {}
+
+
 def _bundled_meta_schema(url: str) -> Any:
     """The JSON-Schema meta-schema at ``url`` from jsonschema's bundled specifications, or None."""
     if "json-schema.org/" not in url:
@@ -62,7 +76,7 @@ def _bundled_meta_schema(url: str) -> Any:
 
 
 class SchemaStore:
-    """Loads schemas by URL from one directory, downloading into it only when it is the cache."""
+    """Loads schemas by URL from one directory, or from the bundled schemas then the cache (downloading into it)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         if directory is not None:
@@ -71,6 +85,8 @@ class SchemaStore:
             self.directory, self.origin, self.download = Path(os.environ[SCHEMA_DIR_ENV]), f"${SCHEMA_DIR_ENV}", False
         else:
             self.directory, self.origin, self.download = default_cache_dir(), "the user cache", True
+        #: The bundled schemas, searched before the cache when no directory is given.
+        self.bundled: Path | None = BUNDLED_DIR if self.download and BUNDLED_DIR.is_dir() else None
         if not self.download and not self.directory.is_dir():
             raise SchemaNotFoundError(
                 f"Schema directory '{self.directory}' (from {self.origin}) does not exist.",
@@ -83,14 +99,23 @@ class SchemaStore:
     @cached_property
     def index(self) -> Mapping[str, str]:
         """INDEX.json of the directory (URL -> relative path), empty when absent."""
-        index_path = self.directory / "INDEX.json"
-        if index_path.is_file():
-            index = parse_json(index_path.read_bytes(), f"'{index_path}'", error=SchemaNotFoundError)
-            return index if isinstance(index, dict) else {}
-        return {}
+        return _read_index(self.directory)
+
+    @cached_property
+    def bundled_index(self) -> Mapping[str, str]:
+        """INDEX.json of the bundled schemas (empty when a directory was given)."""
+        return _read_index(self.bundled) if self.bundled is not None else {}
+
+    def _bundled_path(self, url: str) -> Path | None:
+        """The bundled file of ``url``, or None when it is not bundled (only URLs listed in the INDEX are)."""
+        relative = self.bundled_index.get(url) or self.bundled_index.get(url + "#")
+        if self.bundled is None or relative is None:
+            return None
+        path = (self.bundled / str(relative)).resolve()
+        return path if path.is_relative_to(self.bundled) and path.is_file() else None
 
     def _path_for(self, url: str) -> Path:
-        """The file of ``url`` inside the directory.
+        """The file of ``url`` inside the directory (or the bundled schemas).
 
         Raises:
             SchemaNotFoundError: the URL is not https, or its path resolves outside the directory.
@@ -101,6 +126,9 @@ class SchemaStore:
                 "with jsonschema).",
                 hint="Use the extension's published https schema URL in stac_extensions.",
             )
+        bundled = self._bundled_path(url)
+        if bundled is not None:
+            return bundled
         relative = self.index.get(url) or self.index.get(url + "#") or url_to_relative_path(url)
         root = self.directory.resolve()
         path = (root / str(relative)).resolve()
@@ -149,8 +177,11 @@ class SchemaStore:
                 data = response.read(MAX_SCHEMA_BYTES + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise SchemaNotFoundError(
-                f"Schema {url} is not in the cache '{self.directory}' and could not be downloaded ({exc}).",
-                hint=f"Work offline by pointing {SCHEMA_DIR_ENV} at a schema directory (e.g. shared/schemas).",
+                f"Schema {url} is neither bundled with mlm-export nor in the cache '{self.directory}', and could "
+                f"not be downloaded ({exc}).",
+                hint=f"Work offline by pointing {SCHEMA_DIR_ENV} at a schema directory holding it (laid out like "
+                "shared/schemas), or copy it into the cache as "
+                f"'{self.directory / url_to_relative_path(url)}'.",
             ) from exc
         if urllib.parse.urlparse(final).scheme != "https":
             raise SchemaNotFoundError(f"Schema {url} redirected to {final}, which is not https; not stored.")

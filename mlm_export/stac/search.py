@@ -63,7 +63,8 @@ def search(
     ``search(dir, bbox=[w, s, e, n], bands=["B02", "B03", "B04", "B08"])``.
 
     Args:
-        source: a catalog directory (with ``collection.json``), the path of a Collection or Catalog JSON file, a
+        source: a catalog directory (with ``collection.json`` or ``catalog.json``), a folder of Item files (every
+            ``*.json`` below it; other JSON is skipped with a warning), the path of a Collection or Catalog JSON file, a
             ``pystac.Catalog``, a list of Item files / dicts / ``pystac.Item`` objects, or the ``http(s)`` URL of a
             STAC API (every hit of the server is paged through before ranking, within the bounds below).
         bbox: ``[west, south, east, north]`` in degrees; the model's bbox must intersect it (edge contact is no
@@ -73,8 +74,9 @@ def search(
         tasks: MLM task(s) the model must answer, each; a generic task also matches its specific forms
             (``segmentation`` matches ``semantic-segmentation``).
         bands: the band names you have; the model must read at least one band and only bands among them
-            (case-insensitive, ``B4`` = ``B04``, common names such as ``red`` via the item's band definitions;
-            computed bands count as the bands their expression reads).
+            (case-insensitive, ``B4`` = ``B04``, common names such as ``red`` both ways, via the item's band
+            definitions or the Sentinel-2 / Landsat 8/9 table of :mod:`mlm_export.stac.bands`; computed bands count
+            as the bands their expression reads).
         framework: ``mlm:framework`` of the item or an asset, ignoring case, spaces and punctuation.
         input_channels: the size of the ``bands``/``channel`` dimension of one of the model's inputs.
         filter: a CQL2 expression (text, or cql2-json as a string or dict) on any Item field.
@@ -92,7 +94,7 @@ def search(
 
     Raises:
         ConfigurationError: an invalid argument (named in the message; a CQL2 error points at the position), a
-            directory without ``collection.json``, or a file that is not STAC.
+            directory that holds no model Item, or a file that is not STAC.
         SearchLimitError: the STAC API has more pages or Items than the bounds, or the search took too long (the
             message names the bound and its argument).
         STACAPIError: the STAC API cannot be reached or answers with an error.

@@ -195,6 +195,7 @@ def test_builder_declares_exactly_the_extensions_it_uses(tmp_path: Path, schema_
         MLM_SCHEMA_URI,
         "https://stac-extensions.github.io/file/v2.1.0/schema.json",
         "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/eo/v2.0.0/schema.json",  # eo:common_name of the Sentinel-2 bands
         "https://stac-extensions.github.io/processing/v1.1.0/schema.json",  # processing:software, always
     ]
     props = item.properties
@@ -203,8 +204,10 @@ def test_builder_declares_exactly_the_extensions_it_uses(tmp_path: Path, schema_
     assert (
         props["bands"]
         == item.assets["model"].extra_fields["bands"]
-        == [{"name": b} for b in ("B02", "B03", "B04", "B08")]
-    )
+        == [{"name": b, "eo:common_name": c} for b, c in (("B02", "blue"), ("B03", "green"), ("B04", "red"),
+                                                           ("B08", "nir"))]
+    )  # fmt: skip
+    assert props["mlm:input"][0]["bands"] == ["B02", "B03", "B04", "B08"]  # MLM allows no eo: keys there
     assert item.assets["model"].extra_fields["mlm:artifact_type"] == "safetensors.torch.save_file"
     assert validate_item(item, schema_dir).valid
 

@@ -321,7 +321,7 @@ def test_duplicate_ids_and_unresolvable_hrefs(tmp_path: Path) -> None:
 
 
 def test_search_needs_a_catalog_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=f"{tmp_path}.*no collection.json"):
+    with pytest.raises(ConfigurationError, match=f"{tmp_path}.*holds no model Item"):
         search_catalog(tmp_path)
     with pytest.raises(ConfigurationError, match="does not exist"):
         search_catalog(tmp_path / "nowhere")

@@ -242,7 +242,7 @@ def test_schema_dir_from_environment(tmp_path: Path, schema_dir: Path, monkeypat
 
 
 def test_cache_download_offline_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no directory configured, the cache is used; offline (sockets disabled) the error names the URL."""
+    """With no directory configured, a schema neither bundled nor cached is downloaded; offline the error names it."""
     monkeypatch.delenv("MLM_EXPORT_SCHEMA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
@@ -250,8 +250,8 @@ def test_cache_download_offline_names_url(tmp_path: Path, monkeypatch: pytest.Mo
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    doc = {"type": "Feature", "stac_version": "1.1.0", "stac_extensions": []}
-    with pytest.raises(SchemaNotFoundError, match="https://schemas.stacspec.org/v1.1.0/item-spec") as info:
+    doc = {"type": "Feature", "stac_version": "1.0.0-rc.1", "stac_extensions": []}  # not bundled
+    with pytest.raises(SchemaNotFoundError, match="https://schemas.stacspec.org/v1.0.0-rc.1/item-spec") as info:
         validate_item(doc)
     assert "could not be downloaded" in str(info.value)
     assert not list((tmp_path / "cache").rglob("*.json"))
@@ -264,3 +264,7 @@ def test_cache_serves_stored_schemas(tmp_path: Path, schema_dir: Path, monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     shutil.copytree(schema_dir, tmp_path / "cache" / "mlm-export" / "schemas")
     assert validate_item(item_dict(tmp_path)).valid
+    document = item_dict(tmp_path)  # raster v2.0.0 is not bundled: it comes from the cache
+    document["stac_extensions"].append("https://stac-extensions.github.io/raster/v2.0.0/schema.json")
+    report = validate_item(document)
+    assert "https://stac-extensions.github.io/raster/v2.0.0/schema.json" in report.schemas
