@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,32 @@ def shape_part(text: str) -> list[int]:
     if not values or any(v < -1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: sizes are integers >= 0, or -1 (dynamic)")
     return values
+
+
+#: Options whose value may start with a dash and a digit (``--input-shape -1,13,64,64``).
+DASH_VALUE_OPTIONS = ("--input-shape",)
+_DASH_DIGIT = re.compile(r"-\d")
+_NEGATIVE_NUMBER = re.compile(r"-\d+")
+
+
+def attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--input-shape -1,13,64,64`` as ``--input-shape=-1,13,64,64``.
+
+    argparse takes a token that starts with ``-`` for an option unless it is a plain number (``-1``), so it would
+    say "expected at least one argument"; the token after ``--input-shape`` that starts with ``-<digit>`` is its value.
+    """
+    joined: list[str] = []
+    for token in argv:
+        if (
+            joined
+            and joined[-1] in DASH_VALUE_OPTIONS
+            and _DASH_DIGIT.match(token)
+            and not _NEGATIVE_NUMBER.fullmatch(token)
+        ):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
 
 
 def _shapes(groups: list[list[list[int]]] | None) -> list[list[int]]:
@@ -379,8 +405,10 @@ def print_description(described: ModelDescription) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    from mlm_export.cli_messages import print_note
+
     for note in described.notes:
-        print(f"note: {note}")
+        print_note(note)
 
 
 # --- check -------------------------------------------------------------------------------------------------------
