@@ -231,7 +231,8 @@ def test_warnings_and_notes_read_the_same_in_every_command(files: dict[str, Path
     # the tests' folder is a git repository without a public remote: export warns about it, once, as a line
     assert "warning: The git repository" in exported.stderr
     held = "note: 'weights.safetensors' holds 9 tensors"
-    assert held in inspected.stdout and held in exported.stderr and "warning: 'weights.safetensors'" not in exported.stderr
+    assert held in inspected.stdout and held in exported.stderr
+    assert "warning: 'weights.safetensors'" not in exported.stderr
     assert "pass --tasks to set them" in inspected.stdout and "tasks=" not in inspected.stdout
     unknown = next(line for line in exported.stderr.splitlines() if "unknown and left out" in line)
     assert "pre_processing_function" in unknown and "--none-applies" in unknown  # what is still missing...
