@@ -19,11 +19,13 @@ import torch
 import torch_models as tm
 from safetensors.torch import save_file
 
+import mlm_export
 from mlm_export import export_item, save_item
 from mlm_export.cli import main
 from mlm_export.cli_messages import GLUED, cli_text, python_spellings, repeated_flags
 
-REPO = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(mlm_export.__file__).resolve().parents[1]  # the code under test, wherever it is
+TESTS = Path(__file__).resolve().parents[1]
 CLASS = ["--model-class", "torch_models:TinyConvNet"]
 EXTENT = ["--bbox", "0", "0", "1", "1", "--datetime", "2024-01-01T00:00:00Z"]
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])  # refused connections to a closed loopback port
@@ -205,7 +207,7 @@ def test_flags_of_the_formatter_are_real_flags() -> None:
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m mlm_export ARGS`` in a child process, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "PYTHONWARNINGS": "default"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), str(TESTS)]), "PYTHONWARNINGS": "default"}
     return subprocess.run(
         [sys.executable, "-m", "mlm_export", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
     )
