@@ -37,12 +37,12 @@ ALIASES: dict[tuple[str, str | None], str] = {
     ("progress", "False"): "--no-progress",
 }
 #: A Python argument as the library writes it: ``name=`` with a literal, a quoted, bracketed or numeric value.
-_VALUE = r"(?:True|False|None|'[^']*'|\"[^\"]*\"|\[[^\]]*\]|-?\d[\w.]*)"
+_VALUE = r"(?:True|False|None|'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\{[^}]*\}|-?\d[\w.]*)"
 _BEFORE = r"(?<![\w.$'\"-])"
 _MENTION = rf"{_BEFORE}(?P<name>[a-z][a-z0-9_]*)=(?P<value>{_VALUE})?"
-#: Python arguments followed by their CLI spelling in parentheses: ``href_base= (--href-base)``.
+#: Python arguments followed by their CLI spelling in parentheses: ``href_base= (--href-base)``, ``(CLI: --header)``.
 _WITH_FLAG = re.compile(
-    rf"(?:{_BEFORE}[a-z][a-z0-9_]*=(?:{_VALUE})?(?:\s*/\s*|\s+or\s+))*{_MENTION}\s*\((?P<flag>--[^()]*)\)"
+    rf"(?:{_BEFORE}[a-z][a-z0-9_]*=(?:{_VALUE})?(?:\s*/\s*|\s+or\s+))*{_MENTION}\s*\((?:CLI:\s*)?(?P<flag>--[^()]*)\)"
 )
 _ONE = re.compile(_MENTION)
 _FLAG = r"--[a-z][a-z0-9-]*"
