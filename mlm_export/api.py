@@ -320,7 +320,7 @@ def _export(
             name_given = given.name is not None or "name" in measured.description.embedded
             _default_names(item, described, build.item_id, name_given=name_given)
             for note in described.notes:
-                logger.warning("%s", note)
+                logger.warning("%s", note, extra={"mlm_note": True})  # the CLI prints "note: ..." as inspect does
             return item
         except BaseException:
             for future in pending.values():

@@ -7,12 +7,9 @@ Exit codes: 0 success (every item valid), 1 an item is invalid or an error was r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
-import logging
 import os
-import re
 import signal
 import sys
 import traceback
@@ -20,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlm_export import __version__
+from mlm_export.cli_messages import cli_text, route_warnings
 from mlm_export.errors import MLMExportError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -151,57 +149,22 @@ def _add_catalog_parser(commands: Any) -> None:
     catalog.set_defaults(handler=_cmd_catalog)
 
 
-#: Python argument names in messages and hints -> the CLI flags that set them.
-_FLAGS = {
-    "trust_pickle=True": "--trust-pickle", "trust_code=True": "--trust-code", "overwrite=True": "--overwrite",
-    "model_class": "--model-class", "model_kwargs": "--model-kwargs", "input_shape": "--input-shape",
-    "input_dtype": "--input-dtype", "example_input": "--input-shape", "artifact_dir": "--artifact-dir",
-    "artifact_format": "--artifact-format", "value_scaling": "--value-scaling", "resize_type": "--resize-type",
-    "tasks": "--tasks", "bands": "--bands", "classes": "--classes", "name": "--name", "item_id": "--item-id",
-    "href_base": "--href-base", "hyperparameters": "--hyperparameters", "none_applies": "--none-applies",
-    "pretrained_source": "--pretrained-source", "license": "--license", "datetime": "--datetime",
-    "start_datetime": "--start", "end_datetime": "--end", "bbox": "--bbox", "device": "--device",
-}  # fmt: skip
-_PYTHON_ARGUMENT = re.compile(
-    r"(?<![\w-])(" + "|".join(re.escape(k.removesuffix("=True")) for k in _FLAGS) + r")=(True\b)?"
-)
-
-
-def as_cli_text(text: str) -> str:
-    """``text`` with Python arguments (``trust_pickle=True``, ``model_class=``) written as CLI flags."""
-
-    def flag(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return _FLAGS.get(f"{name}=True", _FLAGS.get(name, name))
-
-    return _PYTHON_ARGUMENT.sub(flag, text)
-
-
 def _report(exc: MLMExportError) -> None:
-    print(f"error: {as_cli_text(exc.message)}", file=sys.stderr)
+    print(f"error: {cli_text(exc.message)}", file=sys.stderr)
     if exc.hint:
-        print(f"hint: {as_cli_text(exc.hint)}", file=sys.stderr)
-
-
-class _WarningLines(logging.Handler):
-    """The library's warnings (notes, defaults it had to take) as ``warning: ...`` lines on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            print(f"warning: {as_cli_text(record.getMessage())}", file=sys.stderr)
+        print(f"hint: {cli_text(exc.hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 reported error, 2 usage; 3 only from :func:`run`)."""
+    from mlm_export.cli_model import attach_dash_values
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     handler: Callable[[argparse.Namespace], int] = args.handler
-    library = logging.getLogger("mlm_export")
-    lines = _WarningLines(logging.WARNING)
-    library.addHandler(lines)
-    propagate, library.propagate = library.propagate, False
     try:
-        return handler(args)
+        with route_warnings():
+            return handler(args)
     except MLMExportError as exc:
         if args.debug:
             traceback.print_exc()
@@ -210,9 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        library.removeHandler(lines)
-        library.propagate = propagate
 
 
 def run() -> None:

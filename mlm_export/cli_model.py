@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,32 @@ def shape_part(text: str) -> list[int]:
     if not values or any(v < -1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: sizes are integers >= 0, or -1 (dynamic)")
     return values
+
+
+#: Options whose value may start with a dash and a digit (``--input-shape -1,13,64,64``).
+DASH_VALUE_OPTIONS = ("--input-shape",)
+_DASH_DIGIT = re.compile(r"-\d")
+_NEGATIVE_NUMBER = re.compile(r"-\d+")
+
+
+def attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--input-shape -1,13,64,64`` as ``--input-shape=-1,13,64,64``.
+
+    argparse takes a token that starts with ``-`` for an option unless it is a plain number (``-1``), so it would
+    say "expected at least one argument"; the token after ``--input-shape`` that starts with ``-<digit>`` is its value.
+    """
+    joined: list[str] = []
+    for token in argv:
+        if (
+            joined
+            and joined[-1] in DASH_VALUE_OPTIONS
+            and _DASH_DIGIT.match(token)
+            and not _NEGATIVE_NUMBER.fullmatch(token)
+        ):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
 
 
 def _shapes(groups: list[list[list[int]]] | None) -> list[list[int]]:
@@ -170,16 +196,31 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 # --- export ------------------------------------------------------------------------------------------------------
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    """Before any dry-run: refuse an existing output, create a missing directory, check it is writable."""
+def _check_output(output: Path, overwrite: bool) -> list[Path]:
+    """Before any dry-run: refuse an existing output, create a missing directory, check it is writable.
+
+    Returns:
+        The directories it created, deepest first (removed again when the export fails or is interrupted).
+    """
     if output.exists() and not overwrite:
         raise OutputExistsError(f"Output '{output}' already exists.", hint="Pass --overwrite or choose another -o.")
     from mlm_export.stac.writer import make_parent_directory
 
-    make_parent_directory(output)
     directory = output.parent if str(output.parent) else Path(".")
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
+    make_parent_directory(output)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write in '{directory}' (permission denied).", hint="Choose another -o.")
+    return created
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories this run created, deepest first, as long as they are empty (never anything else)."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (something else wrote there), or gone: leave it and what is above it
+            return
 
 
 def _publisher_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,14 +259,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mlm_export.hashing import start_background
 
     start_background(args.path)  # before torch/onnx/pystac are imported: the hash runs beside the imports
-    from mlm_export.api import export_item
-    from mlm_export.cli_provenance import provenance_options
     from mlm_export.stac.writer import item_to_json_dict, save_item
 
     output = Path(args.output)
-    _check_output(output, args.overwrite)
+    created = _check_output(output, args.overwrite)
+    try:
+        item = _export(args)
+        path = save_item(item, output, overwrite=args.overwrite)
+    except BaseException:  # a reported error or Ctrl-C: leave no empty directory this run made
+        _remove_empty(created)
+        raise
+    if args.json:
+        print(json.dumps(item_to_json_dict(item, path), indent=2))
+        return EXIT_OK
+    props = item.properties
+    print(f"wrote {path}")
+    print(
+        f"  {item.id}: {props.get('mlm:architecture')}, {props.get('mlm:framework')} "
+        f"{props.get('mlm:framework_version', '')}, {props.get('mlm:total_parameters', '?')} parameters, "
+        f"tasks {', '.join(props['mlm:tasks'])}"
+    )
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> Any:
+    """``export_item`` with the command's arguments, under the terminal's spinner."""
+    from mlm_export.api import export_item
+    from mlm_export.cli_provenance import provenance_options
+
     with status(f"Measuring {args.path}"):
-        item = export_item(
+        return export_item(
             args.path,
             **model_options(args),
             **_publisher_options(args),
@@ -238,18 +301,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             schema_dir=args.schema_dir,
         )
-    path = save_item(item, output, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(item_to_json_dict(item, path), indent=2))
-        return EXIT_OK
-    props = item.properties
-    print(f"wrote {path}")
-    print(
-        f"  {item.id}: {props.get('mlm:architecture')}, {props.get('mlm:framework')} "
-        f"{props.get('mlm:framework_version', '')}, {props.get('mlm:total_parameters', '?')} parameters, "
-        f"tasks {', '.join(props['mlm:tasks'])}"
-    )
-    return EXIT_OK
 
 
 def add_export_parser(commands: Any) -> None:
@@ -379,8 +430,10 @@ def print_description(described: ModelDescription) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    from mlm_export.cli_messages import print_note
+
     for note in described.notes:
-        print(f"note: {note}")
+        print_note(note)
 
 
 # --- check -------------------------------------------------------------------------------------------------------

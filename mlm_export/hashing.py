@@ -89,9 +89,17 @@ def hash_file(path: str | os.PathLike[str], *, progress: bool | None = None) -> 
 
 
 def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is optional at type-check time
+    """A bar on stderr sized to the terminal ($COLUMNS/$LINES, else its size, else 80 x 24).
+
+    tqdm alone draws nothing on a terminal that reports a size of 0 x 0 (a fresh pseudo-terminal, some IDE consoles).
+    """
+    import shutil
+
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {name}", leave=False)
+    size = shutil.get_terminal_size()
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {name}", leave=False,
+                ncols=size.columns, nrows=size.lines)  # fmt: skip
 
 
 #: What a background hash runs in a child interpreter: the digest's hex and the number of bytes read.

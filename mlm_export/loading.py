@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -78,12 +78,17 @@ class CheckReport:
     input_shapes: tuple[tuple[int, ...], ...]
     outputs: tuple[OutputCheck, ...]
     problems: tuple[str, ...] = ()
+    #: The Item's asset that was loaded, and the file name its href gives (``artifact`` may be a cache entry).
+    asset_key: str | None = None
+    file_name: str | None = None
 
     def __bool__(self) -> bool:
         return self.ok
 
     def __str__(self) -> str:
-        lines = [f"check_item {'ok' if self.ok else 'FAILED'}: {self.artifact.name} ({self.artifact_type})"]
+        name = self.file_name or self.artifact.name
+        asset = f"asset {self.asset_key!r}, " if self.asset_key else ""
+        lines = [f"check_item {'ok' if self.ok else 'FAILED'}: {name} ({asset}{self.artifact_type})"]
         lines.append(f"  inputs  {', '.join(str(list(s)) for s in self.input_shapes)}")
         for out in self.outputs:
             actual = f"{list(out.actual_shape)} {out.actual_type}" if out.actual_shape is not None else "missing"
@@ -536,9 +541,18 @@ def check_item(
     )
     checks, problems = _compare_outputs(props.get("mlm:output", []), produced)
     ok = all(c.ok for c in checks) and not problems
+    href = str(((document.get("assets") or {}).get(key) or {}).get("href") or "")
     return CheckReport(
-        ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems)
-    )
+        ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems),
+        asset_key=key, file_name=href_file_name(href) or artifact.path.name,
+    )  # fmt: skip
+
+
+def href_file_name(href: str) -> str:
+    """The file name an href ends with (``https://host/v1/model.pt2?x=1`` -> ``model.pt2``; '' when none)."""
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(PurePosixPath(urlsplit(href).path).name)
 
 
 def _check_inputs(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, tuple[int, ...], str]]:

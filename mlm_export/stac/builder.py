@@ -182,12 +182,23 @@ def _warn_unknown(description: ModelDescription) -> None:
     missing = unknown_fields(description)
     if missing:
         logger.warning(
-            "%r: %s unknown and left out; readers take an omitted field as null (no scaling/resizing/processing). "
-            "Pass value_scaling= / resize_type=, or 'none' (none_applies= for the processing functions) when none "
-            "applies.",
+            "%r: %s unknown and left out; readers take an omitted field as null (no scaling/resizing/processing). %s",
             description.name,
             ", ".join(missing),
+            _how_to_state(missing),
         )
+
+
+def _how_to_state(missing: list[str]) -> str:
+    """What to pass for the fields left out, naming only those (value_scaling=, resize_type=, none_applies=)."""
+    named = [name for name in ("value_scaling", "resize_type") if any(m.endswith(f" {name}") for m in missing)]
+    processing = any(m.endswith("processing_function") for m in missing)
+    steps = []
+    if named:
+        steps.append(f"{' / '.join(f'{name}=' for name in named)} (or 'none' when none applies)")
+    if processing:
+        steps.append("none_applies= naming the processing functions when none applies")
+    return f"Pass {', and '.join(steps)}."
 
 
 def _without_nulls(value: Any) -> Any:

@@ -126,3 +126,63 @@ def test_missing_datetime_is_said_in_the_cli_output(weights: Path, capsys: pytes
     err = capsys.readouterr().err
     warned = [line for line in err.splitlines() if line.startswith("warning: No datetime")]
     assert len(warned) == 1 and "--datetime" in warned[0]  # once, naming the flag that sets it
+
+
+SLOW_MODEL = '''
+import time
+import torch
+from torch import nn
+
+
+class SlowNet(nn.Module):
+    """A classifier whose forward takes a second: its dry-run is slow enough to be interrupted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(1.0)
+        return self.linear(x)
+'''
+
+
+def test_ctrl_c_during_export_leaves_no_directory_it_created(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import save_file as save
+
+    (tmp_path / "slow_model.py").write_text(SLOW_MODEL)
+    save({"linear.weight": torch.zeros(2, 4), "linear.bias": torch.zeros(2)}, str(tmp_path / "slow.safetensors"))
+    import mlm_export
+
+    package_root = Path(mlm_export.__file__).resolve().parents[1]  # the code under test, wherever it is
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(tmp_path)])}
+    out = tmp_path / "out" / "nested"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlm_export", "export", "slow.safetensors", "--model-class", "slow_model:SlowNet",
+         "--input-shape=-1,4", "-o", str(out / "item.json")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not out.is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.is_dir(), process.communicate(timeout=60)  # the run made out/nested/ before its dry-run
+    time.sleep(1.5)  # inside the dry-run now (each forward sleeps a second)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert not (tmp_path / "out").exists()  # both directories the run created are gone
+    assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"slow.safetensors", "slow_model.py"}
+
+
+def test_a_failed_export_keeps_directories_it_did_not_create(weights: Path) -> None:
+    kept = weights.parent / "kept"
+    kept.mkdir()
+    assert main(["export", str(weights), "-o", str(kept / "new" / "item.json")]) == 1  # no --model-class
+    assert kept.is_dir() and not (kept / "new").exists()

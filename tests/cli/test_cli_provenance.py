@@ -48,7 +48,7 @@ def test_malformed_container_is_a_reported_error(
                  "--container", "https://ghcr.io/x"])  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
-    assert "container=" in err and "registry/name:tag" in err
+    assert "--container 'https://ghcr.io/x'" in err and "registry/name:tag" in err
 
 
 @pytest.mark.parametrize(("text", "size"), [("8GiB", 8 * 2**30), ("512MB", 512 * 10**6), ("1000", 1000)])

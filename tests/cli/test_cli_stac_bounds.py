@@ -16,7 +16,7 @@ def test_search_stops_at_max_pages_and_a_raised_bound_lets_it_finish(capsys: pyt
         header = ["--header", f"X-Api-Key: {SECRETS['X-Api-Key']}"]
         assert main(["search", api.url, "--task", "classification", "--max-pages", "2", *header]) == 1
         err = capsys.readouterr().err
-        assert "more than max_pages=2 pages" in err and "--max-pages" in err and SECRETS["X-Api-Key"] not in err
+        assert "more than --max-pages 2 pages" in err and "--max-pages" in err and SECRETS["X-Api-Key"] not in err
         assert served["pages"] == 3
         served["pages"] = 0
         assert main(["search", api.url, "--task", "classification", "--max-pages", "4", "--max-items", "12"]) == 0

@@ -260,7 +260,8 @@ def _load_path(path: Path, options: ExportOptions, artifact_type: str | None = N
     if kind == "exported":
         extra_files = {embedded.PT2_EXTRA_FILE: ""}
         with _loading(path, "an ExportedProgram (.pt2)", EXPORT_LOAD_ERRORS):
-            program = torch.export.load(str(path), extra_files=extra_files)
+            with open(path, "rb") as stream:  # a file object: a cache entry has no .pt2 suffix, torch would log it
+                program = torch.export.load(stream, extra_files=extra_files)
         loaded = _from_program(program, path)
         loaded.embedded = embedded.caller_values(embedded.decode(extra_files[embedded.PT2_EXTRA_FILE], path))
         loaded.artifact = _file_artifact(path, "torch.export")
