@@ -18,7 +18,7 @@ from torch import nn
 from mlm_export import export_item, save_item, validate_item
 from mlm_export.description import InputSpec, Link
 from mlm_export.errors import DescriptionError
-from mlm_export.stac.builder import MLM_SCHEMA_URI, architecture_name, build_item, to_semver
+from mlm_export.stac.builder import MLM_SCHEMA_URI, architecture_name, build_item, to_semver, versioned_item_id
 
 EXTENT = {"bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
 ID = re.compile(r"^[a-z0-9_-]+$")
@@ -238,3 +238,20 @@ def test_builder_ml_aoi_links_and_processing(tmp_path: Path, schema_dir: Path) -
     assert "https://stac-extensions.github.io/processing/v1.1.0/schema.json" in item.stac_extensions
     assert item.properties["mlm:input"][0]["pre_processing_function"] == {"format": "python", "expression": "pkg.mod:f"}
     assert validate_item(item, schema_dir).valid
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1.1.0", "net-10bd8f1f-v1_1_0"),
+        ("v2", "net-10bd8f1f-v2"),
+        ("epoch=3-step=120", "net-10bd8f1f-vepoch_3-step_120"),
+        ("2026-01 RC", "net-10bd8f1f-v2026-01_rc"),
+        (None, "net-10bd8f1f"),
+        ("...", "net-10bd8f1f"),
+    ],
+)
+def test_versioned_item_id(version: str | None, expected: str) -> None:
+    assert versioned_item_id("net-10bd8f1f", version) == expected
+    assert ID.match(expected)
+    assert versioned_item_id(expected, version) == expected  # applied once
