@@ -345,8 +345,12 @@ def build_item(
 def _add_links(
     item: pystac.Item, description: ModelDescription, collection: str | None, collection_href: str | None
 ) -> None:
-    """Add the ``collection`` link (when the Item belongs to one), then the description's own links."""
-    if collection is not None:
+    """Add the ``collection`` link (when the Item belongs to one and names none), then the description's own links.
+
+    ``../collection.json`` (the catalog layout) is where :func:`mlm_export.save_item` looks for the Collection; a
+    ``collection`` link among the description's links (a URL, a file) is used instead.
+    """
+    if collection is not None and not any(link.rel == "collection" for link in description.links):
         item.add_link(pystac.Link("collection", collection_href or LOCAL_COLLECTION_HREF, pystac.MediaType.JSON))
     for link in description.links:
         stac_link = pystac.Link(

@@ -37,7 +37,8 @@ class Classifier(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_callback_collection_writes_the_link(tmp_path: Path) -> None:
+def fit_with_collection(tmp_path: Path) -> dict:
+    """A fit_end export with collection="models" into tmp_path/export; the saved Item document."""
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.rand(4, 3, 16, 16, generator=generator), torch.randint(0, 2, (4,), generator=generator))
     callback = MLMExportCallback(
@@ -49,10 +50,23 @@ def test_callback_collection_writes_the_link(tmp_path: Path) -> None:
     )  # fmt: skip
     trainer.fit(Classifier(), DataLoader(data, batch_size=2))
     path = Path(callback.last_exported)
-    document = json.loads(path.read_text())
+    assert validate_item(path).valid
+    return json.loads(path.read_text())
+
+
+def test_callback_collection_links_only_a_collection_that_exists(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ../collection.json: neither link nor field (STAC allows the field only with the link), and a warning;
+    once the Collection file is there, the Item is in it (issue 23, point 9)."""
+    with caplog.at_level("WARNING", logger="mlm_export"):
+        document = fit_with_collection(tmp_path)
+    assert "collection" not in document and all(link["rel"] != "collection" for link in document["links"])
+    assert "'models'" in caplog.text and "'../collection.json'" in caplog.text
+    (tmp_path / "collection.json").write_text("{}")
+    document = fit_with_collection(tmp_path)
     assert document["collection"] == "models"
     assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in document["links"]
-    assert validate_item(path).valid
 
 
 # -- on="checkpoint": the Items of one run form one Collection (issue 15, point 3) ---------------------------------
