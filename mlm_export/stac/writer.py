@@ -178,7 +178,7 @@ def _missing_collection_links(document: dict[str, Any], path: Path) -> dict[str,
     logger.warning(
         "The Item '%s' names the collection %r, but its Collection file %s does not exist: the Item is written "
         "without the link and without the collection field (STAC allows the field only beside a link). Build a "
-        "catalog with mlm-export catalog --collection-id (build_catalog), give the Collection's URL as a "
+        "catalog with mlm-export catalog --id (build_catalog(collection_id=)), give the Collection's URL as a "
         "collection link, or write the Collection first.",
         path, collection, " / ".join(sorted({repr(h) for h in missing})),
     )  # fmt: skip
