@@ -136,6 +136,19 @@ def test_checkpoint_items_share_one_collection_that_follows_rotation(tmp_path: P
         assert all(target.is_file() for paths in targets.values() for target in paths), targets  # all resolve
         report = validate_item(path)
         assert report.valid, report.problems
+    # A catalog of the run's Items moves and publishes under one href_base: its version links follow the Items.
+    from mlm_export.stac.collection import build_catalog
+    from mlm_export.stac.publish import prepare_items
+
+    build_catalog(items, tmp_path / "catalog")
+    ids = [json.loads(path.read_text())["id"] for path in items]
+    catalog_items = [tmp_path / "catalog" / item_id / f"{item_id}.json" for item_id in ids]
+    _, sent = prepare_items(catalog_items, "http://127.0.0.1:9", "run", href_base="https://example.com/cat")
+    newest = {x["rel"]: x["href"] for x in sent[0]["links"] if x["rel"].endswith("-version")}
+    assert newest == {
+        "successor-version": f"https://example.com/cat/{ids[1]}/{ids[1]}.json",
+        "latest-version": f"https://example.com/cat/{ids[1]}/{ids[1]}.json",
+    }
 
 
 def test_checkpoint_collection_id_from_the_logger_or_the_argument(tmp_path: Path) -> None:
