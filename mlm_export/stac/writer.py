@@ -150,8 +150,8 @@ def refuse_outside(
                 f"Asset {key!r} ({href!r}) lies outside the directory of the Item '{path}', so validate would "
                 "reject the Item; it was not written.",
                 hint=f"Write the Item beside the artifact (in '{folder}'), write the artifact beside the Item "
-                "(--artifact-dir / artifact_dir=), or pass --allow-outside DIR (allow_outside=[DIR]) to export "
-                "or save_item and the same to validate, card and catalog.",
+                "(artifact_dir=), or pass allow_outside=[DIR] (--allow-outside DIR) here and the same to "
+                "validate, card and catalog.",
             )
 
 

@@ -76,7 +76,7 @@ def test_save_item_refuses_an_artifact_outside_the_items_directory(tmp_path: Pat
     item = build_item(description(tmp_path))  # the weights are tmp_path/weights.safetensors
     with pytest.raises(OutputError, match=r"'model' \('\.\./weights\.safetensors'\) lies outside") as info:
         save_item(item, tmp_path / "items" / "item.json")
-    assert "--allow-outside" in info.value.hint and "--artifact-dir" in info.value.hint
+    assert "--allow-outside" in info.value.hint and "artifact_dir=" in info.value.hint
     assert str(tmp_path) in info.value.hint  # beside the artifact: its directory
     assert not (tmp_path / "items").exists()  # nothing written, not even the directory
     (tmp_path / "elsewhere").mkdir()
