@@ -126,7 +126,8 @@ def export_item(
         item_id: the Item id; defaults to the lowercase name plus the first 8 hex digits of the model's digest, and
             with ``version`` given, the version (``-v1_1_0`` for ``"1.1.0"``: two revisions get two ids).
         collection: collection id written on the Item, with a ``collection`` link to ``../collection.json`` (the
-            local catalog layout).
+            local catalog layout) or to the ``collection`` link given in ``links``; :func:`mlm_export.save_item`
+            keeps a local one only when that file exists (else neither link nor id, with a warning).
         description: free text for the Item.
         bbox: spatial extent [west, south, east, north] in WGS84; the whole globe (with a warning) when omitted.
         geometry: GeoJSON geometry of the extent; derived from ``bbox`` when omitted.
