@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,7 @@ def test_an_unreadable_extension_schema_is_not_checked(tmp_path: Path, capsys: p
     unknown = "https://example.com/unknown-extension/v9.9.9/schema.json"
     document["stac_extensions"].append(unknown)
     (tmp_path / "item.json").write_text(json.dumps(document))
+    shutil.copy(EXAMPLES_DIR / "collection.json", tmp_path)  # the example's ./collection.json link resolves
     assert main(["card", str(tmp_path / "item.json"), "-o", str(tmp_path / "card.html")]) == 0
     captured = capsys.readouterr()
     assert "(not checked)" in captured.out and f"warning: Not checked against {unknown}" in captured.err
@@ -113,11 +115,13 @@ def test_readme_card_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     section = readme.split("## Model cards", 1)[1].split("\n## ", 1)[0]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "item.json").write_text((EXAMPLES_DIR / "item_basic.json").read_text())
+    shutil.copy(EXAMPLES_DIR / "collection.json", tmp_path)  # the example's ./collection.json link resolves
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
     assert (tmp_path / "card.md").is_file() and (tmp_path / "card-map.svg").is_file()
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "item.json").write_text((EXAMPLES_DIR / "item_basic.json").read_text())
+    shutil.copy(EXAMPLES_DIR / "collection.json", tmp_path / "cli")
     monkeypatch.chdir(tmp_path / "cli")
     for line in section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines():
         argv = line.split("#", 1)[0].split()[1:]

@@ -44,7 +44,12 @@ ALL_BANDS_ID = "resnet-18-all-bands"  # item_eo_bands.json (13 bands) under an i
 
 
 def all_bands_example() -> dict[str, Any]:
-    return dict(json.loads((EXAMPLES_DIR / "item_eo_bands.json").read_text()), id=ALL_BANDS_ID)
+    """item_eo_bands.json as a model of its own: another id, and not in the examples' collection (its
+    ``./collection.json`` link would dangle wherever the copy is written)."""
+    document = dict(json.loads((EXAMPLES_DIR / "item_eo_bands.json").read_text()), id=ALL_BANDS_ID)
+    document.pop("collection")
+    document["links"] = [link for link in document["links"] if link["rel"] != "collection"]
+    return document
 
 
 def model(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,6 @@ def _item_files(directory: Path) -> list[Path]:
         path = directory / f"{document['id']}.json"
         path.write_text(json.dumps(document))
         files.append(path)
-    shutil.copy(EXAMPLES_DIR / "collection.json", directory)  # the example's ./collection.json link resolves
     item = export_item(tm.TinyMLP(in_features=6, num_classes=3), input_shape=[-1, 6], artifact_dir=directory,
                        name="tiny-mlp", bbox=[5, 45, 10, 48], start_datetime="2020-01-01T00:00:00Z",
                        end_datetime="2021-01-01T00:00:00Z")  # fmt: skip
