@@ -123,9 +123,11 @@ def export_item(
         classes: class names, dicts or :class:`ClassInfo` for the classification/segmentation output.
         name: ``mlm:name``; defaults to the Item id (the class or file name, lowercase, plus the first 8 hex digits
             of the model file's sha2-256), so that it is distinct from ``mlm:architecture`` and unique.
-        item_id: the Item id; defaults to the lowercase name plus the first 8 hex digits of the model's digest.
+        item_id: the Item id; defaults to the lowercase name plus the first 8 hex digits of the model's digest, and
+            with ``version`` given, the version (``-v1_1_0`` for ``"1.1.0"``: two revisions get two ids).
         collection: collection id written on the Item, with a ``collection`` link to ``../collection.json`` (the
-            local catalog layout).
+            local catalog layout) or to the ``collection`` link given in ``links``; :func:`mlm_export.save_item`
+            keeps a local one only when that file exists (else neither link nor id, with a warning).
         description: free text for the Item.
         bbox: spatial extent [west, south, east, north] in WGS84; the whole globe (with a warning) when omitted.
         geometry: GeoJSON geometry of the extent; derived from ``bbox`` when omitted.
@@ -337,7 +339,7 @@ def entrypoint_of(model_class: Any) -> str | None:
 
 def _default_names(item: pystac.Item, described: ModelDescription, item_id: str | None, *, name_given: bool) -> None:
     """Default id (and ``mlm:name``) from the final digest: lowercase name + 8 hex digits of the model's sha2-256."""
-    from mlm_export.stac.builder import default_item_id
+    from mlm_export.stac.builder import default_item_id, versioned_item_id
 
     model = next((a for a in described.artifacts if a.is_model), None)
     checksum = item.assets[model.key].extra_fields.get("file:checksum") if model and model.key in item.assets else None
@@ -346,8 +348,9 @@ def _default_names(item: pystac.Item, described: ModelDescription, item_id: str 
             artifacts=tuple(replace(a, file_checksum=checksum) if a is model else a for a in described.artifacts)
         )
     default = default_item_id(described, with_digest=True)
-    if item_id is None:
-        item.id = default
+    if item_id is None:  # two versions of one model get two ids (see versioned_item_id)
+        version = item.properties.get("version")
+        item.id = versioned_item_id(default, version if isinstance(version, str) else None)
     if not name_given:
         item.properties["mlm:name"] = default
 

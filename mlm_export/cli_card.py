@@ -16,7 +16,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="render an Item as a model card (self-contained HTML or Markdown)",
         description="Render an MLM Item as a model card: -o card.html writes one self-contained page (map, "
         "inputs, outputs, runtime, artifacts, provenance, validation); -o card.md writes a README-style card and "
-        "its map as card-map.svg beside it. Exit 1 when the Item is invalid, unless --allow-invalid.",
+        "its map as card-map.svg beside it. Exit 1 when the Item is invalid, unless --allow-invalid; exit 0 with a "
+        "warning when validation could not run (no schema reachable: the card says 'not checked').",
     )
     parser.add_argument("item", metavar="ITEM", help="STAC Item (or Collection) JSON file")
     parser.add_argument("-o", "--output", required=True, metavar="CARD", help="card.html or card.md")
@@ -47,6 +48,15 @@ def run_card(args: argparse.Namespace) -> int:
     extra = f" and {written.map_path}" if written.map_path else ""
     print(f"wrote {written.path}{extra} ({written.card.validation})")
     if written.valid or args.no_validate:
+        return EXIT_OK
+    if written.card.validation == "not checked":  # could not check is not invalid: the card is written, say why
+        for note in written.card.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        print(
+            "warning: the Item was not validated (the card says 'not checked'); point --schema-dir or "
+            "MLM_EXPORT_SCHEMA_DIR at a schema directory, or let it reach the schema host, and run card again.",
+            file=sys.stderr,
+        )
         return EXIT_OK
     for note in written.card.notes:
         print(f"  note: {note}")

@@ -259,18 +259,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mlm_export.hashing import start_background
 
     start_background(args.path)  # before torch/onnx/pystac are imported: the hash runs beside the imports
-    from mlm_export.stac.writer import item_to_json_dict, save_item
+    from mlm_export.stac.writer import item_to_json_dict, refuse_outside, save_item
 
     output = Path(args.output)
+    if args.href_base is None and args.artifact_format is None and Path(args.path).exists():  # before measuring
+        model = item_to_json_dict({"assets": {"model": {"href": os.path.abspath(args.path)}}}, output)
+        refuse_outside(model, output, args.allow_outside)
     created = _check_output(output, args.overwrite)
     try:
         item = _export(args)
-        path = save_item(item, output, overwrite=args.overwrite)
+        path = save_item(item, output, overwrite=args.overwrite, allow_outside=args.allow_outside)
     except BaseException:  # a reported error or Ctrl-C: leave no empty directory this run made
         _remove_empty(created)
         raise
     if args.json:
-        print(json.dumps(item_to_json_dict(item, path), indent=2))
+        print(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2))  # what was written
         return EXIT_OK
     props = item.properties
     print(f"wrote {path}")
@@ -320,7 +323,10 @@ def add_export_parser(commands: Any) -> None:
     when.add_argument("--start", help="start of the temporal extent (with --end)")
     export.add_argument("--end", help="end of the temporal extent (with --start)")
     export.add_argument("--item-id", help="Item id (default: lowercase name + 8 hex digits of the model's sha256)")
-    export.add_argument("--collection", help="collection id (and a collection link to ../collection.json)")
+    export.add_argument(
+        "--collection", metavar="ID",
+        help="collection id, linked to ../collection.json when that file exists (or to a --link collection URL)",
+    )  # fmt: skip
     export.add_argument("--description", help="item description (the publisher's text)")
     export.add_argument("--license", help="SPDX license of the model, e.g. MIT")
     export.add_argument(
@@ -345,6 +351,10 @@ def add_export_parser(commands: Any) -> None:
     export.add_argument("--href-base", metavar="URL", help="public URL prefix of the artifacts")
     export.add_argument("--schema-dir", help="offline schema directory")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
+    export.add_argument(
+        "--allow-outside", action="append", default=[], metavar="DIR",
+        help="directory besides the Item's own that its artifacts may lie in (refused otherwise; repeatable)",
+    )  # fmt: skip
     from mlm_export.cli_provenance import add_provenance_arguments
 
     add_provenance_arguments(export)

@@ -278,10 +278,10 @@ def test_output_not_writable_and_existing(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="a parent is a file") as info:
-        save_item(item, blocker / "item.json")
+        save_item(item, blocker / "item.json", allow_outside=[tmp_path])  # the weights lie in ../a
     assert "file" in str(info.value)
     with pytest.raises(OutputError, match="Cannot write"):
-        save_item(item, Path("/proc/item.json"))
+        save_item(item, Path("/proc/item.json"), allow_outside=[tmp_path])
     path = save_item(item, tmp_path / "item.json")
     before = path.read_bytes()
     with pytest.raises(OutputExistsError, match="overwrite"):
@@ -340,7 +340,7 @@ def test_interrupted_write_leaves_directory_as_it_was(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_item(item, out / "item.json", overwrite=True)
+        save_item(item, out / "item.json", overwrite=True, allow_outside=[tmp_path])
     assert _tree(out) == ["item.json"] and (out / "item.json").read_text() == "old"
 
 

@@ -181,7 +181,7 @@ def test_full_disk_is_an_output_error(tmp_path: Path) -> None:
         finally:
             os.close(handle)
         with pytest.raises(OutputError, match="no space left on device"):
-            save_item(item, mount / "item.json")
+            save_item(item, mount / "item.json", allow_outside=[tmp_path])
         assert sorted(p.name for p in mount.iterdir()) == ["filler"]
     finally:
         subprocess.run(["umount", str(mount)], check=False)

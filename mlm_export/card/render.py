@@ -70,8 +70,16 @@ def _validate(card: Card, item: Any, schema_dir: Any, check_files: bool, allow_o
         card.validation = "not checked"
         card.notes.append(f"Validation could not run: {exc.message}")
         return
-    card.validation = "valid" if report.valid else "invalid"
-    card.problems[:0] = [str(problem) for problem in report.problems]
+    unread = [p for p in report.problems if _schema_unread(p)]
+    found = [p for p in report.problems if not _schema_unread(p)]
+    card.notes.extend(f"Not checked against {p.schema}: it could not be read." for p in unread)
+    card.validation = "valid" if report.valid else "invalid" if found else "not checked"
+    card.problems[:0] = [str(problem) for problem in found]
+
+
+def _schema_unread(problem: Any) -> bool:
+    """Whether ``problem`` says an extension schema could not be read (validation could not run, not a fault)."""
+    return problem.source == "schema" and problem.message.startswith("not checked: ")
 
 
 def prepare_card(

@@ -402,7 +402,12 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def temporal(document: Mapping[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
-    """Start/end labels and the bar's geometry (percent of an axis spanning start, end and today)."""
+    """Start/end labels and the bar's geometry, in percent of an axis that spans the model's own interval.
+
+    The axis runs from the start to the end date shown under it, so the range fills the bar; ``today`` is the
+    position of today's mark when today lies inside the interval, else None (no mark). An open end runs to today; an
+    open start, or a single instant, has no scale (the bar is full, or a mark in the middle, with no today).
+    """
     properties = as_dict(document.get("properties"))
     start_raw, end_raw = properties.get("start_datetime"), properties.get("end_datetime")
     if document.get("type") == "Collection":
@@ -414,23 +419,21 @@ def temporal(document: Mapping[str, Any], now: dt.datetime | None = None) -> dic
     if start is None and end is None:
         return {"known": False, "label": "unknown"}
     now = now or dt.datetime.now(dt.UTC)
-    low, high = min(t for t in (start, end, now) if t), max(t for t in (start, end, now) if t)
-    span = (high - low).total_seconds() or 1.0
-
-    def percent(moment: dt.datetime) -> float:
-        return round(100 * (moment - low).total_seconds() / span, 2)
-
-    left = percent(start) if start else 0.0
-    right = percent(end) if end else 100.0
-    return {
+    labels = {
         "known": True,
         "start": start.date().isoformat() if start else "open",
         "end": end.date().isoformat() if end else "open",
-        "left": left,
-        "width": max(right - left, 0.6),
-        "today": percent(now),
-        "label": "instant" if start == end else "",
     }
+    if start is not None and end is not None and start == end:
+        return {**labels, "left": 49.7, "width": 0.6, "today": None, "label": "instant"}
+    if start is None:  # open start: no scale to place today on
+        return {**labels, "left": 0.0, "width": 100.0, "today": None, "label": ""}
+    low, high = (start, end) if end is not None else (start, max(now, start))
+    low, high = min(low, high), max(low, high)
+    span = (high - low).total_seconds()
+    inside = low <= now <= high and span > 0
+    today = round(100 * (now - low).total_seconds() / span, 2) if inside else None
+    return {**labels, "left": 0.0, "width": 100.0, "today": today, "label": ""}
 
 
 def build_card(document: Mapping[str, Any]) -> Card:

@@ -91,8 +91,9 @@ class MLMExportCallback(Callback):
             :mod:`mlm_export.provenance.run_collection`): every Item gets ``collection`` and
             ``root``/``parent``/``collection`` links to it, and the Collection's extent and ``item`` links follow
             the checkpoints as they are saved and rotated out. Default id: ``<logger name>-version_<n>``, else
-            the checkpoint directory's name; ``False`` writes no Collection. With ``on="fit_end"`` the Item only
-            gets the id and a ``collection`` link to ``../collection.json`` (the ``mlm-export catalog`` layout).
+            the checkpoint directory's name; ``False`` writes no Collection. With ``on="fit_end"`` the Item gets
+            the id and a ``collection`` link to ``../collection.json`` (the ``mlm-export catalog`` layout) only when
+            that file exists (else neither, with a warning: see :func:`mlm_export.save_item`).
         **export_options: any other :func:`mlm_export.export_item` (or :func:`export_torchgeo`) argument; they
             win over gathered values. Checked here, so a typo fails before training.
 
@@ -279,18 +280,20 @@ class MLMExportCallback(Callback):
     # -- export --------------------------------------------------------------------------------------------------
 
     def _export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Path | None) -> Path:
-        from mlm_export.stac.writer import save_item
+        from mlm_export.stac.writer import save_item, save_run_item
 
         item: Any = self.export_module(trainer, pl_module, checkpoint)
+        save = save_item
         if checkpoint is not None:
             target = checkpoint.with_suffix(".json")
             if self.on == "checkpoint":
                 item = self._join_run_collection(trainer, item, target)
+                save = save_run_item  # the run's collection.json is written right after the Item
         else:
             directory = self.dirpath or Path(trainer.default_root_dir)
             directory.mkdir(parents=True, exist_ok=True)
             target = directory / f"{item.id}.json"
-        save_item(item, target, overwrite=True)
+        save(item, target, overwrite=True)
         path = str(target)
         self.exported = [p for p in self.exported if p != path] + [path]
         if checkpoint is not None:

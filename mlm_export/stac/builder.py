@@ -230,6 +230,22 @@ def default_item_id(description: ModelDescription, *, with_digest: bool = False)
     return base
 
 
+def versioned_item_id(item_id: str, version: str | None) -> str:
+    """``item_id`` with the Item's ``version`` appended (``net-10bd8f1f`` + ``1.1.0`` -> ``net-10bd8f1f-v1_1_0``).
+
+    Two revisions of one model (the same weights included) then get different ids and can share a collection. The
+    version is written with the id's characters (lowercase letters, digits, ``_`` and ``-``): every other run of
+    characters becomes ``_``, and a ``v`` is put in front unless the version starts with one.
+    """
+    if not version:
+        return item_id
+    slug = _ID_CHARACTERS.sub("_", version.strip().lower()).strip("_-")
+    if not slug:
+        return item_id
+    slug = slug if slug.startswith("v") else f"v{slug}"
+    return item_id if item_id.endswith(f"-{slug}") else f"{item_id}-{slug}"
+
+
 def architecture_name(architecture: str) -> str:
     """An architecture *name* for ``mlm:architecture``: ``__main__.Seg`` -> ``Seg``, ``pkg.mod.ResNet`` -> ``ResNet``.
 
@@ -344,8 +360,12 @@ def build_item(
 def _add_links(
     item: pystac.Item, description: ModelDescription, collection: str | None, collection_href: str | None
 ) -> None:
-    """Add the ``collection`` link (when the Item belongs to one), then the description's own links."""
-    if collection is not None:
+    """Add the ``collection`` link (when the Item belongs to one and names none), then the description's own links.
+
+    ``../collection.json`` (the catalog layout) is where :func:`mlm_export.save_item` looks for the Collection; a
+    ``collection`` link among the description's links (a URL, a file) is used instead.
+    """
+    if collection is not None and not any(link.rel == "collection" for link in description.links):
         item.add_link(pystac.Link("collection", collection_href or LOCAL_COLLECTION_HREF, pystac.MediaType.JSON))
     for link in description.links:
         stac_link = pystac.Link(

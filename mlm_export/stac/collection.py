@@ -19,6 +19,7 @@ summary forms, both objects, and both pass: a JSON Schema (used here with ``enum
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from pystac.utils import datetime_to_str, make_absolute_href
 from shapely.ops import unary_union
 
 from mlm_export.errors import ConfigurationError, ItemValidationError, OutputError, OutputExistsError
+from mlm_export.provenance.revisions import VERSION_RELS
 from mlm_export.stac.bands import input_band_names
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.entries import COLLECTION_FILE, Entry, ItemSource, is_url, read_entry
@@ -53,6 +55,7 @@ from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
 if TYPE_CHECKING:
     from mlm_export.stac.validate import ValidationReport
 
+logger = logging.getLogger(__name__)
 _STRUCTURAL_RELS = {"self", "root", "parent", "collection"}
 _BAD_ID = re.compile(r"[/\\\x00]|^\.|^$")
 
@@ -127,12 +130,46 @@ def _absolute_href(href: Any, base: Path | None, where: str) -> str:
     return os.path.realpath(make_absolute_href(decode_href(href), str(base / "item.json")))  # a raw path
 
 
+def _member_paths(entries: list[Entry]) -> dict[str, str]:
+    """The real path of each Item file of the catalog -> the Item's id."""
+    return {os.path.realpath(e.href): e.document["id"] for e in entries if e.href and not is_url(e.href)}
+
+
+def _catalog_link(link: dict[str, Any], members: Mapping[str, str], where: str) -> dict[str, Any] | None:
+    """A link (its href made absolute) as the catalog keeps it.
+
+    A local link to another Item of the catalog points at that Item's catalog file (``../<id>/<id>.json``); a
+    version link to a local Item left out of the catalog is dropped with a warning (its target would not move with
+    the catalog, nor be published under its ``href_base``); other links keep their (absolute, then relative) href.
+    """
+    href = link["href"]
+    if is_url(href):
+        return link
+    # a relative href arrives as a raw path (see _absolute_href); an absolute one as written (percent-encoded)
+    paths = {os.path.realpath(href), os.path.realpath(decode_href(href))} if urlparse(href).scheme != "file" else set()
+    target = next((members[p] for p in paths if p in members), None)
+    if target is not None:
+        return {**link, "href": f"../{target}/{target}.json"}
+    if link.get("rel") in VERSION_RELS:
+        logger.warning(
+            "%s: the %s link to '%s' is left out: that Item is not in the catalog (add it to the catalog's Items "
+            "to keep the link).", where, link.get("rel"), href,
+        )  # fmt: skip
+        return None
+    return link
+
+
 def _catalog_item(
-    entry: Entry, collection_id: str, collection_title: str | None, allow_outside: Sequence[Any]
+    entry: Entry,
+    collection_id: str,
+    collection_title: str | None,
+    allow_outside: Sequence[Any],
+    members: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], ItemArtifacts]:
     """The item document for the catalog and its local artifacts (their hrefs set once their place is chosen).
 
-    Structural links are replaced, other local link hrefs made absolute, ``collection`` set.
+    Structural links are replaced, links between the catalog's Items (``members``: real path -> id) point at
+    their catalog files, other local link hrefs are made absolute, ``collection`` is set.
     """
     document = dict(entry.document)
     item_id = document["id"]
@@ -148,7 +185,9 @@ def _catalog_item(
             continue
         link = dict(link)
         link["href"] = _absolute_href(link.get("href"), entry.base, f"{where} link rel={link.get('rel')!r}")
-        links.append(link)
+        kept = _catalog_link(link, members or {}, where)
+        if kept is not None:
+            links.append(kept)
     parent = {"href": f"../{COLLECTION_FILE}", "type": "application/json"}
     if collection_title:
         parent["title"] = collection_title
@@ -314,7 +353,8 @@ def build_catalog(
     entries = _read_entries(items)
     directory = Path(directory)
     root = directory.resolve()
-    prepared = [_catalog_item(e, collection_id, title, allow_outside) for e in entries]
+    members = _member_paths(entries)
+    prepared = [_catalog_item(e, collection_id, title, allow_outside, members) for e in entries]
     collection = collection_document(entries, collection_id, title, description)
     if validate:
         _validate_catalog(entries, [document for document, _ in prepared], collection, schema_dir)

@@ -391,6 +391,28 @@ def _file_problems(
         checksum = link.get("file:checksum") if isinstance(link, Mapping) else None
         if isinstance(checksum, str) and not is_multihash(checksum):
             yield Problem(f"/links/{index}/file:checksum", "is not a multihash ('1220' + sha2-256 hex)", "semantic")
+        if check_files and base is not None and confine:
+            yield from _missing_link_target(index, link, base)
+
+
+def _missing_link_target(index: int, link: Any, base: Path) -> Iterator[Problem]:
+    """A local link (not ``self``) of an Item read from a file whose target does not exist.
+
+    Only existence is looked at (the file is never opened), and the resolved path is named only when it lies in the
+    Item's directory.
+    """
+    href = link.get("href") if isinstance(link, Mapping) else None
+    if not isinstance(href, str) or link.get("rel") == "self":
+        return
+    resolved = resolve_href(href, base)
+    if resolved.path is None or os.path.lexists(resolved.path):
+        return
+    where = f" (resolved to {resolved.path})" if resolved.kind == "local" else ""
+    yield Problem(
+        f"/links/{index}/href",
+        f"local link rel={link.get('rel')!r} points to '{href}', which does not exist{where}",
+        "semantic",
+    )
 
 
 def _has_remote_self_link(document: Mapping[str, Any]) -> bool:

@@ -180,3 +180,41 @@ def test_card_prints_on_a4(browser, screens, tmp_path) -> None:
     assert "B12" in seen.text and "SeaLake" in seen.text
     assert "Raw JSON" not in seen.text  # folded parts are left out of the print
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.read_bytes().count(b"/Type /Page\n") in range(1, 6)
+
+
+def timeline_boxes(browser, html: Path, screenshot: Path) -> dict:
+    """Boxes (px) of the When bar, its range and today's mark (None when absent), as Chromium lays them out."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(html.resolve().as_uri())
+        page.locator(".timeline").screenshot(path=str(screenshot))
+        selectors = {"bar": ".timeline", "range": ".timeline .span", "today": ".timeline .today"}
+        boxes = {key: page.locator(sel).bounding_box() if page.locator(sel).count() else None
+                 for key, sel in selectors.items()}  # fmt: skip
+        boxes["ends"] = page.locator(".ends span").all_inner_texts()
+        return boxes
+    finally:
+        context.close()
+
+
+def test_when_bar_spans_the_models_interval(browser, screens, tmp_path) -> None:
+    """The range fills the bar between the start and end labels; today is marked only when inside the interval."""
+    import datetime as dt
+
+    past = item_dict(tmp_path)
+    past["properties"].update(start_datetime="2017-01-01T00:00:00Z", end_datetime="2018-12-31T23:59:59Z")
+    write_card(past, tmp_path / "past.html", validate=False)
+    boxes = timeline_boxes(browser, tmp_path / "past.html", screens / "when-past.png")
+    assert boxes["ends"][0] == "2017-01-01" and boxes["ends"][-1] == "2018-12-31" and boxes["today"] is None
+    assert boxes["range"]["width"] >= boxes["bar"]["width"] - 2 * 2  # the bar's 1 px borders (and rounding)
+
+    now = dt.datetime.now(dt.UTC)
+    ongoing = item_dict(tmp_path)
+    start, end = now - dt.timedelta(days=300), now + dt.timedelta(days=100)
+    ongoing["properties"].update(start_datetime=start.isoformat(), end_datetime=end.isoformat())
+    write_card(ongoing, tmp_path / "ongoing.html", validate=False)
+    boxes = timeline_boxes(browser, tmp_path / "ongoing.html", screens / "when-ongoing.png")
+    assert boxes["range"]["width"] >= boxes["bar"]["width"] - 2 * 2
+    fraction = (boxes["today"]["x"] - boxes["bar"]["x"]) / boxes["bar"]["width"]
+    assert fraction == pytest.approx(300 / 400, abs=0.01)  # 300 of the interval's 400 days have passed

@@ -37,17 +37,31 @@ def test_human_bytes(size, text) -> None:
     assert human_bytes(size) == text
 
 
-def test_temporal_bar_places_range_and_today() -> None:
-    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+def test_temporal_bar_spans_the_models_interval() -> None:
+    """The axis runs from the start to the end label: the range fills the bar; today is marked only inside it."""
     item = {"properties": {"start_datetime": "2010-01-01T00:00:00Z", "end_datetime": "2020-01-01T00:00:00Z"}}
-    bar = temporal(item, now)
-    assert (bar["start"], bar["end"], bar["left"]) == ("2010-01-01", "2020-01-01", 0.0)
-    assert bar["width"] == pytest.approx(100 * 3652 / 7305, abs=0.01)  # 10 of 20 years (leap days counted)
-    assert bar["today"] == 100.0
+    bar = temporal(item, dt.datetime(2030, 1, 1, tzinfo=dt.UTC))  # today after the end: no mark
+    assert (bar["start"], bar["end"], bar["left"], bar["width"], bar["today"]) == (
+        "2010-01-01", "2020-01-01", 0.0, 100.0, None
+    )  # fmt: skip
+    assert temporal(item, dt.datetime(2001, 1, 1, tzinfo=dt.UTC))["today"] is None  # before the start
+    inside = temporal(item, dt.datetime(2015, 1, 1, tzinfo=dt.UTC))
+    assert inside["today"] == pytest.approx(100 * 1826 / 3652, abs=0.01)  # 5 of 10 years (leap days counted)
+    assert (inside["left"], inside["width"]) == (0.0, 100.0)
+
+
+def test_temporal_open_ends() -> None:
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    ongoing = temporal({"properties": {"start_datetime": "2020-01-01T00:00:00Z", "end_datetime": None,
+                                       "datetime": None}}, now)  # fmt: skip
+    assert (ongoing["end"], ongoing["width"], ongoing["today"]) == ("open", 100.0, 100.0)  # runs to today
+    until = temporal({"properties": {"start_datetime": None, "end_datetime": "2030-01-01T00:00:00Z"}}, now)
+    assert (until["start"], until["width"], until["today"]) == ("open", 100.0, None)  # no scale to place today on
 
 
 def test_temporal_instant_and_unknown() -> None:
-    assert temporal({"properties": {"datetime": "2021-06-01T00:00:00Z"}})["label"] == "instant"
+    instant = temporal({"properties": {"datetime": "2021-06-01T00:00:00Z"}})
+    assert (instant["label"], instant["left"], instant["width"], instant["today"]) == ("instant", 49.7, 0.6, None)
     assert temporal({"properties": {"datetime": None}}) == {"known": False, "label": "unknown"}
     assert temporal({"properties": {"start_datetime": "not a date"}})["known"] is False
 

@@ -34,9 +34,11 @@ def test_publisher_flags_make_a_complete_item(weights: Path, capsys: pytest.Capt
         "--license", "MIT", "--value-scaling", '[{"type": "scale", "value": 0.0001}]', "--resize-type", "none",
         "--none-applies", "pre_processing_function", "--no-pretrained", "--hyperparameters", '{"lr": 0.01}',
         "--link", "cite-as", "https://doi.org/10.0/x", "--collection", "models", "--tasks", "classification",
+        "--allow-outside", str(weights.parent),
     ])  # fmt: skip
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     saved = json.loads(out.read_text())
     assert printed == saved
     props = saved["properties"]
@@ -49,8 +51,31 @@ def test_publisher_flags_make_a_complete_item(weights: Path, capsys: pytest.Capt
     assert props["mlm:hyperparameters"]["model_class"] == "torch_models:TinyConvNet"
     rels = {link["rel"]: link["href"] for link in saved["links"]}
     assert rels["cite-as"] == "https://doi.org/10.0/x"
-    assert rels["collection"] == "../collection.json" and saved["collection"] == "models"
+    assert "collection" not in rels and "collection" not in saved  # new/collection.json does not exist
+    assert "warning: The Item" in captured.err and "'models'" in captured.err
     assert main(["validate", str(out), "--allow-outside", str(weights.parent)]) == 0
+
+
+def test_export_never_writes_an_item_validate_rejects(
+    weights: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's Catalogs layout (models/ and items/): refused before measuring, with the fixes; with
+    --allow-outside the Item is written and validates under the same flag; --collection links only what exists."""
+    monkeypatch.chdir(weights.parent)
+    (weights.parent / "models").mkdir()
+    weights.rename(weights.parent / "models" / "w.safetensors")
+    base = ["export", "models/w.safetensors", *CLASS, "--input-shape=-1,4,64,64", *EXTENT, "--tasks", "classification"]
+    assert main([*base, "-o", "items/x.json"]) == 1
+    err = capsys.readouterr().err
+    assert "error: Asset 'model' ('../models/w.safetensors') lies outside the directory of the Item" in err
+    assert "--allow-outside" in err.split("hint: ", 1)[1] and not (weights.parent / "items").exists()
+    assert main([*base, "-o", "items/x.json", "--allow-outside", "models", "--collection", "models"]) == 0
+    assert "'../collection.json' does not exist" in capsys.readouterr().err
+    assert main(["validate", "items/x.json"]) == 1  # the same rule: without the flag it points outside
+    assert main(["validate", "items/x.json", "--allow-outside", "models"]) == 0
+    assert main(["card", "items/x.json", "-o", "x.html", "--allow-outside", "models"]) == 0
+    assert main([*base, "-o", "models/x.json"]) == 0  # beside the model: no flag needed
+    assert main(["validate", "models/x.json"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -115,7 +140,8 @@ def test_check_uses_the_recorded_class_only_with_trust_code(weights: Path, capsy
 def test_output_directory_is_checked_before_the_dry_run(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = weights.parent / "file"
     blocker.write_text("x")
-    assert main(["export", str(weights), "-o", str(blocker / "item.json")]) == 1  # no --model-class: would fail later
+    argv = ["export", str(weights), "-o", str(blocker / "item.json"), "--allow-outside", str(weights.parent)]
+    assert main(argv) == 1  # no --model-class: would fail later
     err = capsys.readouterr().err
     assert "a parent is a file" in err and "model_class" not in err and "--model-class" not in err
 

@@ -64,7 +64,7 @@ def test_inspect_export_check_in_a_terminal(weights: Path) -> None:
     item = weights.parent / "out" / "item.json"
     code, output = run_in_terminal(
         ["export", str(weights), *common, "--bbox", "0", "0", "1", "1", "--datetime", "2024-01-01T00:00:00Z",
-         "-o", str(item)],
+         "-o", str(item), "--allow-outside", str(weights.parent)],
         weights.parent,
     )  # fmt: skip
     assert code == 0, output

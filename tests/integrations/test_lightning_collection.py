@@ -37,7 +37,8 @@ class Classifier(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_callback_collection_writes_the_link(tmp_path: Path) -> None:
+def fit_with_collection(tmp_path: Path) -> dict:
+    """A fit_end export with collection="models" into tmp_path/export; the saved Item document."""
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.rand(4, 3, 16, 16, generator=generator), torch.randint(0, 2, (4,), generator=generator))
     callback = MLMExportCallback(
@@ -49,10 +50,23 @@ def test_callback_collection_writes_the_link(tmp_path: Path) -> None:
     )  # fmt: skip
     trainer.fit(Classifier(), DataLoader(data, batch_size=2))
     path = Path(callback.last_exported)
-    document = json.loads(path.read_text())
+    assert validate_item(path).valid
+    return json.loads(path.read_text())
+
+
+def test_callback_collection_links_only_a_collection_that_exists(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ../collection.json: neither link nor field (STAC allows the field only with the link), and a warning;
+    once the Collection file is there, the Item is in it (issue 23, point 9)."""
+    with caplog.at_level("WARNING", logger="mlm_export"):
+        document = fit_with_collection(tmp_path)
+    assert "collection" not in document and all(link["rel"] != "collection" for link in document["links"])
+    assert "'models'" in caplog.text and "'../collection.json'" in caplog.text
+    (tmp_path / "collection.json").write_text("{}")
+    document = fit_with_collection(tmp_path)
     assert document["collection"] == "models"
     assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in document["links"]
-    assert validate_item(path).valid
 
 
 # -- on="checkpoint": the Items of one run form one Collection (issue 15, point 3) ---------------------------------
@@ -122,6 +136,19 @@ def test_checkpoint_items_share_one_collection_that_follows_rotation(tmp_path: P
         assert all(target.is_file() for paths in targets.values() for target in paths), targets  # all resolve
         report = validate_item(path)
         assert report.valid, report.problems
+    # A catalog of the run's Items moves and publishes under one href_base: its version links follow the Items.
+    from mlm_export.stac.collection import build_catalog
+    from mlm_export.stac.publish import prepare_items
+
+    build_catalog(items, tmp_path / "catalog")
+    ids = [json.loads(path.read_text())["id"] for path in items]
+    catalog_items = [tmp_path / "catalog" / item_id / f"{item_id}.json" for item_id in ids]
+    _, sent = prepare_items(catalog_items, "http://127.0.0.1:9", "run", href_base="https://example.com/cat")
+    newest = {x["rel"]: x["href"] for x in sent[0]["links"] if x["rel"].endswith("-version")}
+    assert newest == {
+        "successor-version": f"https://example.com/cat/{ids[1]}/{ids[1]}.json",
+        "latest-version": f"https://example.com/cat/{ids[1]}/{ids[1]}.json",
+    }
 
 
 def test_checkpoint_collection_id_from_the_logger_or_the_argument(tmp_path: Path) -> None:

@@ -84,6 +84,7 @@ def test_relink_deprecates_and_survives_a_removed_revision(tmp_path: Path) -> No
 
 def test_previous_shares_its_collection(tmp_path: Path) -> None:
     collection_link = {"rel": "collection", "href": str(tmp_path / "collection.json")}
+    (tmp_path / "collection.json").write_text("{}")  # a Collection that exists is linked (else neither link nor id)
     first = export_revision(tmp_path, "c1", version="1", collection="my-models", links=[collection_link])
     assert json.loads(first.read_text())["collection"] == "my-models"
     second = export_revision(tmp_path, "c2", version="2", previous=first)

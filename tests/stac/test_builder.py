@@ -18,7 +18,7 @@ from torch import nn
 from mlm_export import export_item, save_item, validate_item
 from mlm_export.description import InputSpec, Link
 from mlm_export.errors import DescriptionError
-from mlm_export.stac.builder import MLM_SCHEMA_URI, architecture_name, build_item, to_semver
+from mlm_export.stac.builder import MLM_SCHEMA_URI, architecture_name, build_item, to_semver, versioned_item_id
 
 EXTENT = {"bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
 ID = re.compile(r"^[a-z0-9_-]+$")
@@ -155,11 +155,12 @@ def test_collection_writes_the_collection_link(tmp_path: Path) -> None:
     links = [link for link in item.links if link.rel == "collection"]
     assert [link.href for link in links] == ["../collection.json"]
     assert validate_item(item).valid
-    path = save_item(item, tmp_path / "items" / "item.json")
+    (tmp_path / "collection.json").write_text("{}")  # the Collection file is there: the link is kept
+    path = save_item(item, tmp_path / "items" / "item.json", allow_outside=[tmp_path])  # the weights lie in ../art
     document = json.loads(path.read_text())
     assert document["collection"] == "models"
     assert {"rel": "collection", "href": "../collection.json", "type": "application/json"} in document["links"]
-    assert validate_item(path, allow_outside=[tmp_path]).valid  # the weights lie in ../art
+    assert validate_item(path, allow_outside=[tmp_path]).valid
 
 
 # -- semver, declared extensions, whole-globe default, ml-aoi links ------------------------------------------
@@ -241,3 +242,20 @@ def test_builder_ml_aoi_links_and_processing(tmp_path: Path, schema_dir: Path) -
     assert "https://stac-extensions.github.io/processing/v1.1.0/schema.json" in item.stac_extensions
     assert item.properties["mlm:input"][0]["pre_processing_function"] == {"format": "python", "expression": "pkg.mod:f"}
     assert validate_item(item, schema_dir).valid
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1.1.0", "net-10bd8f1f-v1_1_0"),
+        ("v2", "net-10bd8f1f-v2"),
+        ("epoch=3-step=120", "net-10bd8f1f-vepoch_3-step_120"),
+        ("2026-01 RC", "net-10bd8f1f-v2026-01_rc"),
+        (None, "net-10bd8f1f"),
+        ("...", "net-10bd8f1f"),
+    ],
+)
+def test_versioned_item_id(version: str | None, expected: str) -> None:
+    assert versioned_item_id("net-10bd8f1f", version) == expected
+    assert ID.match(expected)
+    assert versioned_item_id(expected, version) == expected  # applied once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,12 @@ ALL_BANDS_ID = "resnet-18-all-bands"  # item_eo_bands.json (13 bands) under an i
 
 
 def all_bands_example() -> dict[str, Any]:
-    return dict(json.loads((EXAMPLES_DIR / "item_eo_bands.json").read_text()), id=ALL_BANDS_ID)
+    """item_eo_bands.json as a model of its own: another id, and not in the examples' collection (its
+    ``./collection.json`` link would dangle wherever the copy is written)."""
+    document = dict(json.loads((EXAMPLES_DIR / "item_eo_bands.json").read_text()), id=ALL_BANDS_ID)
+    document.pop("collection")
+    document["links"] = [link for link in document["links"] if link["rel"] != "collection"]
+    return document
 
 
 def model(
@@ -478,3 +484,47 @@ def test_edge_contact_is_no_match_and_boxes_follow_export_rules(built: tuple[Pat
     assert "alps-any" in ids(inside)
     with pytest.raises(ConfigurationError, match="antimeridian"):
         search_catalog(built[0] / "cat", bbox=[east, south, west, north])
+
+
+def test_version_links_follow_the_items_into_the_catalog(
+    tmp_path: Path, schema_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version links between Items of the catalog point at their catalog files, so the catalog moves and publishes
+    under one href_base; a version link to an Item left out is dropped with a warning (issue 23, point 8)."""
+    from mlm_export.stac.publish import prepare_items
+    from mlm_export.stac.writer import save_item
+
+    links = {
+        "old": [{"rel": "successor-version", "href": "../a/item.json"}],
+        "a": [{"rel": "predecessor-version", "href": "../old/item.json"},
+              {"rel": "successor-version", "href": "../b/item.json"},
+              {"rel": "latest-version", "href": "../b/item.json"}],
+        "b": [{"rel": "predecessor-version", "href": "../a/item.json"}],
+    }  # fmt: skip
+    paths = {}
+    for name, version_links in links.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        document = item_dict(tmp_path / "runs" / name)
+        document.update(id=f"run-{name}", links=version_links)
+        paths[name] = save_item(document, tmp_path / "runs" / name / "item.json")
+    with caplog.at_level("WARNING", logger="mlm_export"):
+        build_catalog([paths["a"], paths["b"]], tmp_path / "catalog", schema_dir=schema_dir)
+    assert "predecessor-version link" in caplog.text and "old/item.json" in caplog.text
+    (tmp_path / "catalog").rename(tmp_path / "moved")  # the catalog does not depend on runs/ any more
+    shutil.rmtree(tmp_path / "runs")
+    items = [tmp_path / "moved" / f"run-{n}" / f"run-{n}.json" for n in ("a", "b")]
+    versions = [
+        {x["rel"]: x["href"] for x in json.loads(p.read_text())["links"] if "version" in x["rel"]} for p in items
+    ]
+    assert versions == [
+        {"successor-version": "../run-b/run-b.json", "latest-version": "../run-b/run-b.json"},
+        {"predecessor-version": "../run-a/run-a.json"},
+    ]
+    for path in items:
+        report = validate_item(path, schema_dir)
+        assert report.valid, report.problems
+    _, sent = prepare_items(items, "http://127.0.0.1:9", "models", href_base="https://example.com/cat/",
+                            schema_dir=schema_dir)  # fmt: skip
+    published = [{x["rel"]: x["href"] for x in d["links"] if "version" in x["rel"]} for d in sent]
+    assert published[1] == {"predecessor-version": "https://example.com/cat/run-a/run-a.json"}
+    assert published[0]["successor-version"] == "https://example.com/cat/run-b/run-b.json"

@@ -36,7 +36,7 @@ def exported_items(root: Path) -> tuple[list[Path], Path]:
         item = export_item(model, artifact_dir=root / "models" / name, name=name, item_id=name, bbox=[5, 45, 10, 48],
                            start_datetime="2020-01-01T00:00:00Z", end_datetime="2021-01-01T00:00:00Z",
                            **kwargs)  # fmt: skip
-        files.append(save_item(item, root / "items" / f"{name}.json"))
+        files.append(save_item(item, root / "items" / f"{name}.json", allow_outside=[root / "models"]))
     return files, root / "models"
 
 

@@ -268,3 +268,28 @@ def test_cache_serves_stored_schemas(tmp_path: Path, schema_dir: Path, monkeypat
     document["stac_extensions"].append("https://stac-extensions.github.io/raster/v2.0.0/schema.json")
     report = validate_item(document)
     assert "https://stac-extensions.github.io/raster/v2.0.0/schema.json" in report.schemas
+
+
+def test_a_local_link_to_a_missing_file_is_a_problem(tmp_path: Path, schema_dir: Path) -> None:
+    """``collection`` -> ../collection.json that is not there: a problem at /links/N; once the file exists, valid.
+
+    Existence only is looked at (never opened); in-memory dicts, URLs and ``self`` are not checked.
+    """
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    document = item_dict(tmp_path)
+    document["assets"]["model"]["href"] = "../weights.safetensors"
+    document["collection"] = "models"
+    document["links"] = [
+        {"rel": "self", "href": "/nowhere/item.json"},
+        {"rel": "cite-as", "href": "https://doi.org/10.0/x"},
+        {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+    ]
+    path = runs / "item.json"
+    path.write_text(json.dumps(document))
+    report = validate_item(path, schema_dir, allow_outside=[tmp_path])
+    assert [(p.path, p.source) for p in report.problems] == [("/links/2/href", "semantic")]
+    assert "'../collection.json', which does not exist" in report.problems[0].message
+    assert validate_item(document, schema_dir).valid  # a dict without a location: nothing to resolve against
+    (tmp_path / "collection.json").write_text("{}")
+    assert validate_item(path, schema_dir, allow_outside=[tmp_path]).valid
