@@ -84,7 +84,8 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "export: --memory-budget tiny": (["export", w, *CLASS, *EXTENT, "--suggest-batch-size", "--memory-budget",
                                           "1", *out], "--memory-budget"),
         "export: -o exists": (["export", w, *CLASS, "-o", str(d / "taken.json")], "--overwrite"),
-        "export: -o under a file": (["export", w, *CLASS, "-o", str(d / "a-file" / "x.json")], "a parent is a file"),
+        "export: -o under a file": (["export", w, *CLASS, "--allow-outside", str(d), "-o",
+                                     str(d / "a-file" / "x.json")], "a parent is a file"),
         "inspect: pickled module": (["inspect", str(f["pickled"])], "--trust-pickle"),
         "inspect: missing file": (["inspect", str(d / "none.pt")], "none.pt"),
         "inspect: bad --input-shape": (["inspect", w, *CLASS, "--input-shape=-1,a"], "--input-shape"),
@@ -116,8 +117,8 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "get: --max-download-size": (["get", f"{CLOSED}/i.json", "-o", str(d / "got"), "--max-download-size", "x"],
                                      "error"),
     }  # fmt: skip
-    for number, (argv, _) in enumerate(cases.values()):  # each export writes its own Item (none is written)
-        argv[:] = [str(d / "out" / f"{number}.json") if arg == "$OUT" else arg for arg in argv]
+    for number, (argv, _) in enumerate(cases.values()):  # each export its own Item beside the weights (none written)
+        argv[:] = [str(d / f"out-{number}.json") if arg == "$OUT" else arg for arg in argv]
     return cases
 
 
@@ -225,9 +226,10 @@ def test_warnings_and_notes_read_the_same_in_every_command(files: dict[str, Path
     assert inspected.returncode == 0, inspected.stderr
     item = directory / "warned" / "item.json"
     exported = _cli(
-        ["export", str(weights), *CLASS, *EXTENT, "--value-scaling", "none", "--resize-type", "none", "-o", str(item)],
+        ["export", str(weights), *CLASS, *EXTENT, "--value-scaling", "none", "--resize-type", "none",
+         "--allow-outside", str(directory), "-o", str(item)],
         directory,
-    )
+    )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     checked = _cli(["check", str(item), "--trust-code", "--allow-outside", str(directory)], directory)
     assert checked.returncode == 0, checked.stderr

@@ -191,7 +191,7 @@ def test_ctrl_c_during_export_leaves_no_directory_it_created(tmp_path: Path) -> 
     out = tmp_path / "out" / "nested"
     process = subprocess.Popen(
         [sys.executable, "-m", "mlm_export", "export", "slow.safetensors", "--model-class", "slow_model:SlowNet",
-         "--input-shape=-1,4", "-o", str(out / "item.json")],
+         "--input-shape=-1,4", "--allow-outside", str(tmp_path), "-o", str(out / "item.json")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
