@@ -71,7 +71,7 @@ def scale(spec: InputSpec, planes: np.ndarray, *, trust_code: bool) -> np.ndarra
     """``value_scaling`` applied per channel (float64); none when the Item omits it (one notice)."""
     rules = spec.value_scaling
     if not rules:
-        logger.info("Input %r declares no value_scaling: the bands are fed unscaled.", spec.name)
+        logger.warning("Input %r declares no value_scaling: the bands are fed unscaled.", spec.name)
         return planes
     if len(rules) not in (1, len(planes)):
         raise ItemValidationError(

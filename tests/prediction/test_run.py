@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import (
+from scenes import (  # noqa: F401 - scene is a fixture
     CLASSES,
     MEAN,
     STD,
@@ -19,6 +19,7 @@ from conftest import (
     export_classifier,
     export_seg,
     model_stack,
+    scene,
 )
 
 from mlm_export import predict, validate_item

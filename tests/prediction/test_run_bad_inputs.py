@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MEAN, STD, Seg, TileClassifier, export_classifier, export_seg, model_stack, write_raster
+from scenes import (  # noqa: F401 - scene is a fixture
+    MEAN,
+    STD,
+    Seg,
+    TileClassifier,
+    export_classifier,
+    export_seg,
+    model_stack,
+    scene,
+    write_raster,
+)
 
 from mlm_export import predict
 from mlm_export.errors import (
