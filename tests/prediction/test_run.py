@@ -144,3 +144,14 @@ def test_model_item_served_over_loopback_http(tmp_path: Path, scene: dict) -> No
     assert np.array_equal(_read(out)[0][0], classes)
     links = json.loads(result.item.read_text())["links"]
     assert links[0]["href"] == f"{server.url}/item.json"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpu_map(tmp_path: Path, scene: dict) -> None:
+    item = export_seg(tmp_path / "model")
+    predict(item, scene["files"], tmp_path / "cpu.tif", model_class=Seg, tile_size=64, scores=True)
+    predict(item, scene["files"], tmp_path / "gpu.tif", model_class=Seg, tile_size=64, scores=True, device="cuda")
+    np.testing.assert_allclose(_read(tmp_path / "gpu-scores.tif")[0], _read(tmp_path / "cpu-scores.tif")[0],
+                               atol=1e-4, equal_nan=True)  # fmt: skip
+    assert np.array_equal(_read(tmp_path / "gpu.tif")[0], _read(tmp_path / "cpu.tif")[0])
