@@ -22,7 +22,7 @@ from mlm_export.files import Staging, exists_error, resolve_output
 from mlm_export.prediction import forward, outputs, preprocess, tiling
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.result_item import OutputFile, framework_versions, result_item
-from mlm_export.prediction.sources import Scene, read_scene
+from mlm_export.prediction.sources import Scene, parse_band_mapping, read_scene
 from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, output_spec
 
 #: Largest batch chosen from the memory cap when the Item suggests none.
@@ -280,8 +280,7 @@ def predict(
 def _band_target(value: str | tuple[str, int]) -> tuple[str, int]:
     if isinstance(value, tuple):
         return str(value[0]), int(value[1])
-    path, colon, index = str(value).rpartition(":")
-    return (path, int(index)) if colon and index.isdigit() and path else (str(value), 1)
+    return parse_band_mapping([f"band={value}"])["band"]
 
 
 def _model_href(item: Any, doc: Mapping[str, Any]) -> str | None:

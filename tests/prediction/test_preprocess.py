@@ -39,3 +39,11 @@ def test_cast_refuses_values_outside_the_type_and_keeps_those_inside() -> None:
     assert preprocess.cast(np.array([0.0, 255.0]), np.dtype("uint8"), "input").tolist() == [0, 255]
     with pytest.raises(DataError, match="float16"):
         preprocess.cast(np.array([1e6]), np.dtype("float16"), "input")
+
+
+def test_omitted_value_scaling_is_none_with_one_notice(caplog: pytest.LogCaptureFixture) -> None:
+    spec = InputSpec("input", (Band("B1"),), -1, -1, -1, "float32", None, None, ())
+    np.testing.assert_array_equal(preprocess.scale(spec, X.copy(), trust_code=False), X)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Input 'input' declares no value_scaling: the bands are fed unscaled."
+    ]
