@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # for type checkers: "X as X" marks a re-export
     from mlm_export.description import ModelDescription as ModelDescription
     from mlm_export.loading import check_item as check_item
     from mlm_export.loading import load_model as load_model
+    from mlm_export.prediction import predict as predict
     from mlm_export.stac.builder import build_item as build_item
     from mlm_export.stac.collection import build_catalog as build_catalog
     from mlm_export.stac.publish import publish as publish
@@ -40,6 +41,7 @@ _LAZY = {
     "validate_item": "mlm_export.stac.validate",
     "load_model": "mlm_export.loading",
     "check_item": "mlm_export.loading",
+    "predict": "mlm_export.prediction",
     "build_catalog": "mlm_export.stac.collection",
     "search": "mlm_export.stac.search",
     "search_catalog": "mlm_export.stac.search",

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 #: Modules that register subcommands: each has ``add_parser(subparsers)`` that adds its parsers and sets
 #: ``handler`` (a function of the parsed arguments returning the exit code). Add a module name here to add one.
-COMMAND_MODULES: tuple[str, ...] = ("mlm_export.cli_model",)
+COMMAND_MODULES: tuple[str, ...] = ("mlm_export.cli_model", "mlm_export.cli_predict")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -20,6 +20,9 @@ Every error derives from :class:`MLMExportError` and carries a ``hint`` saying w
     +-- ItemValidationError                   an item fails the schemas or semantic checks
     +-- OutputError                           cannot write the output
         +-- OutputExistsError (FileExistsError)
+    +-- DataError                             the data given to predict cannot be used (no CRS, too small, nodata)
+        +-- MissingBandError                  a band the model reads is not in the data
+    +-- UnsupportedExpressionError            an Item's expression has a format that cannot be run safely
     +-- STACAPIError                          a STAC API is unreachable or answered with an error
         +-- AuthenticationError               401/403: credentials needed or refused
         +-- ItemExistsError                   409: the item exists (see ``if_exists``)
@@ -182,3 +185,20 @@ class ItemExistsError(STACAPIError):
 
 class UntrustedCodeError(ConfigurationError):
     """An Item names code to import (its ``model_class`` / ``mlm:entrypoint``) and ``trust_code`` is False."""
+
+
+class DataError(MLMExportError):
+    """The data given to ``predict`` cannot be used: no CRS, smaller than a fixed input, all nodata, out of range."""
+
+
+class MissingBandError(DataError):
+    """A band the model reads is not in the data; ``.missing`` and ``.available`` list the band names."""
+
+    def __init__(self, message: str, *, missing: list[str], available: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = list(missing)
+        self.available = list(available)
+
+
+class UnsupportedExpressionError(MLMExportError):
+    """An Item's processing expression has a format that cannot be run safely here (it is never skipped)."""

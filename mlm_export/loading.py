@@ -451,6 +451,28 @@ def load_model(
     return _load(document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify)[0]
 
 
+def load_model_with_item(
+    item: pystac.Item | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    model_class: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    trust_code: bool = False,
+    device: Any = "cpu",
+    verify: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
+    limits: DownloadLimits | None = None,
+) -> tuple[Any, dict[str, Any], ModelArtifact]:
+    """:func:`load_model`, and the Item snapshot it loaded from (the JSON dict) and the verified model artifact.
+
+    For readers of the Item's metadata (``predict``): the model and the metadata come from one fetch of the Item.
+    """
+    document, where = _item_document(item, allow_outside, limits)
+    key = _require_loadable(document, where, None, verify=verify, runnable=True)
+    model, artifact = _load(document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify)
+    return model, dict(document), artifact
+
+
 def _load(
     document: Mapping[str, Any],
     where: _HrefBase,
@@ -595,4 +617,12 @@ def _compare_outputs(
     return checks, problems
 
 
-__all__ = ["CheckReport", "OutputCheck", "check_item", "load_model", "model_artifact", "verify_artifact"]
+__all__ = [
+    "CheckReport",
+    "OutputCheck",
+    "check_item",
+    "load_model",
+    "load_model_with_item",
+    "model_artifact",
+    "verify_artifact",
+]

@@ -1,0 +1,323 @@
+"""``predict``: run the model an Item publishes on real data, every step read from the Item.
+
+load (verified, as :func:`~mlm_export.load_model`) -> read the bands onto one grid (:mod:`.sources`) ->
+pre-process (:mod:`.preprocess`) -> windows and batches (:mod:`.tiling`) -> forward (:mod:`.forward`) -> stitch ->
+write the COG or the per-tile features (:mod:`.outputs`) and the result Item (:mod:`.result_item`), staged and
+published together: a failure or Ctrl-C leaves neither a partial file nor a half Item.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlm_export.errors import ConfigurationError, DataError
+from mlm_export.files import Staging, exists_error, resolve_output
+from mlm_export.prediction import forward, outputs, preprocess, tiling
+from mlm_export.prediction.expressions import evaluate
+from mlm_export.prediction.result_item import OutputFile, framework_versions, result_item
+from mlm_export.prediction.sources import Scene, parse_band_mapping, read_scene
+from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, output_spec
+
+#: Largest batch chosen from the memory cap when the Item suggests none.
+MAX_BATCH = 16
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What :func:`predict` wrote: the output file(s), the result Item, and the windows run and skipped."""
+
+    output: Path
+    item: Path
+    files: tuple[Path, ...]
+    windows: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The windows to run, their batch size, and what the model gives back."""
+
+    tile: tuple[int, int]
+    overlap: int
+    batch: int
+    windows: list[tiling.Window]
+    skipped: int
+
+
+def _outputs_of(output: Path, spec: OutputSpec, scores: bool) -> list[Path]:
+    paths = [output, output.with_suffix(".json")]
+    if scores and spec.dense and spec.is_classes:
+        paths.append(output.with_name(f"{output.stem}-scores.tif"))
+    return paths
+
+
+def _check_output(output: Path, dense: bool) -> None:
+    suffix = output.suffix.lower()
+    allowed = (".tif", ".tiff") if dense else (".geojson", ".parquet")
+    if suffix not in allowed:
+        raise ConfigurationError(
+            f"Output '{output}' ends in {suffix or 'nothing'}; this model writes {' or '.join(allowed)} files.",
+            hint=f"Name the output e.g. result{allowed[0]}.",
+        )
+
+
+def _plan(doc: Mapping[str, Any], spec: InputSpec, out: OutputSpec, scene: Scene, options: Mapping[str, Any]) -> _Plan:
+    """Tile size (fixed, given or from the memory cap), overlap, batch size, and the windows holding data."""
+    from mlm_export.dryrun import DryRunLimits, available_memory, memory_budget, parse_size
+
+    shape = scene.valid.shape
+    weights = int((doc.get("properties") or {}).get("mlm:memory_size") or 0)
+    budget = memory_budget(DryRunLimits(parse_size(options.get("max_dry_run_memory"))), weights, available_memory())
+    suggested = batch_size(doc, spec)
+    if spec.fixed:
+        tile = (spec.height, spec.width)
+        tiling.require_fits(shape, tile, f"The scene ({', '.join(scene.files or scene.items)})")
+    else:
+        side = options.get("tile_size") or tiling.choose_tile(budget, suggested or 1, len(spec.bands), 8, shape)
+        tile = (int(side), int(side))
+    overlap = 0
+    if out.dense:
+        given = options.get("overlap")
+        overlap = int(given) if given is not None else min(tiling.DEFAULT_OVERLAP, min(tile) // 4)
+        if tile[0] - 2 * overlap < 1 or tile[1] - 2 * overlap < 1:
+            raise ConfigurationError(f"overlap={overlap} leaves nothing of a {tile[0]} x {tile[1]} tile.")
+    crop = spec.resize_type == "crop" and not out.dense
+    every = tiling.windows(shape, tile, overlap, crop=crop)
+    kept = [w for w in every if tiling.has_data(scene.valid, w)]
+    if suggested is None:
+        per_tile = tile[0] * tile[1] * tiling.ACTIVATION_BYTES_PER_CHANNEL * (len(spec.bands) + 8)
+        suggested = max(1, min(MAX_BATCH, (budget or per_tile * MAX_BATCH) // per_tile))
+    return _Plan(tile, overlap, suggested, kept, len(every) - len(kept))
+
+
+def _progress(total: int, progress: bool | None) -> Any:
+    from tqdm import tqdm
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    return tqdm(total=total, unit="tile", desc="predict", disable=not show, leave=False)
+
+
+def _post_process(out: OutputSpec, result: np.ndarray, trust_code: bool) -> np.ndarray:
+    for index, expression in enumerate(out.post_processing):
+        where = f"post_processing_function[{index}] of output {out.name!r}"
+        result = np.asarray(evaluate(expression, {"x": result, "A": result}, trust_code=trust_code, where=where))
+    return result
+
+
+def _canonical(out: OutputSpec, result: np.ndarray) -> np.ndarray:
+    """A dense result as [B, K, H, W] whatever its declared dim_order."""
+    dims = list(out.dim_order)
+    if result.ndim == len(dims) - 1 and "batch" not in dims:
+        result, dims = result[None], ["batch", *dims]
+    rest = [i for i, d in enumerate(dims) if d not in ("batch", "height", "width")]
+    axes = [dims.index("batch"), *rest, dims.index("height"), dims.index("width")]
+    result = np.transpose(result, axes)
+    return result.reshape(result.shape[0], -1, *result.shape[-2:])
+
+
+def _run_windows(model: Any, plan: _Plan, planes: np.ndarray, spec: InputSpec, out: OutputSpec,
+                 options: Mapping[str, Any]) -> tuple[np.ndarray | None, list[np.ndarray]]:  # fmt: skip
+    """Forward every window in batches: the stitched dense map [K, H, W], or one result per window."""
+    trust_code, device = bool(options.get("trust_code")), str(options.get("device", "cpu"))
+    axes = list(np.argsort(spec.order))
+    dense: np.ndarray | None = None
+    per_tile: list[np.ndarray] = []
+    with _progress(len(plan.windows), options.get("progress")) as bar:
+        for group in tiling.batches(plan.windows, plan.batch):
+            batch = np.stack([tiling.cut(planes, w) for w in group])
+            batch = preprocess.finish_batch(spec, batch, trust_code=trust_code)
+            result = _post_process(out, forward.run(model, np.transpose(batch, axes), device), trust_code)
+            if out.dense:
+                result = _canonical(out, result)
+                if result.shape[-2:] != plan.tile:
+                    raise DataError(
+                        f"Output {out.name!r} is {list(result.shape[-2:])} for a {list(plan.tile)} window; predict "
+                        "stitches maps of the input's size only.",
+                        hint="Run models that change the resolution with load_model.",
+                    )
+                if dense is None:
+                    dense = np.full((result.shape[1], *planes.shape[1:]), np.nan, dtype=np.float32)
+                for window, one in zip(group, result, strict=True):
+                    tiling.stitch(dense, one, window)
+            else:
+                per_tile += [np.asarray(r) for r in result]
+            bar.update(len(group))
+    return dense, per_tile
+
+
+def _scene_footprint(scene: Scene) -> tuple[dict[str, Any], list[float]]:
+    from rasterio.warp import transform_geom
+
+    rows, cols = scene.valid.shape
+    window = tiling.Window(0, 0, rows, cols, (0, rows, 0, cols))
+    geometry = outputs.footprint(window, scene.transform, scene.crs)
+    ring = transform_geom("EPSG:4326", "EPSG:4326", geometry)["coordinates"][0]
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    return geometry, [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _dense_files(stage: Path, output: Path, dense: np.ndarray, scene: Scene, out: OutputSpec,
+                 scores: bool) -> list[OutputFile]:  # fmt: skip
+    files = []
+    if out.is_classes:
+        dtype, nodata = outputs.class_dtype(out.classes)
+        values = np.array([int(c["value"]) for c in out.classes])
+        index = np.argmax(np.nan_to_num(dense, nan=-np.inf), axis=0)
+        if index.max() >= len(values):
+            raise DataError(f"Output {out.name!r} has {dense.shape[0]} channels for {len(values)} classes.")
+        classes = np.where(scene.valid, values[index], nodata).astype(dtype)[None]
+        outputs.write_cog(stage / output.name, classes, scene.transform, scene.crs, nodata,
+                          colors=outputs.colormap(out.classes), descriptions=[out.name])  # fmt: skip
+        band = {"name": out.name, "data_type": dtype.name, "nodata": nodata}
+        files.append(OutputFile("data", stage / output.name, output.name, [band], out.classes))
+        if scores:
+            name = f"{output.stem}-scores.tif"
+            names = [str(c.get("name", c["value"])) for c in out.classes]
+            masked = np.where(scene.valid[None], dense, np.nan).astype(np.float32)
+            outputs.write_cog(stage / name, masked, scene.transform, scene.crs, np.nan, descriptions=names)
+            bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
+            files.append(OutputFile("scores", stage / name, name, bands, out.classes))
+        return files
+    masked = np.where(scene.valid[None], dense, np.nan).astype(np.float32)
+    names = [f"{out.name}_{i + 1}" if len(masked) > 1 else out.name for i in range(len(masked))]
+    outputs.write_cog(stage / output.name, masked, scene.transform, scene.crs, np.nan, descriptions=names)
+    bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
+    return [OutputFile("data", stage / output.name, output.name, bands)]
+
+
+def predict(
+    item: Any,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    bands: Mapping[str, str | tuple[str, int]] | None = None,
+    resolution: float | None = None,
+    crs: str | None = None,
+    overwrite: bool = False,
+    trust_code: bool = False,
+    model_class: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    max_dry_run_memory: int | str | None = None,
+    progress: bool | None = None,
+    scores: bool = False,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    trust_pickle: bool = False,
+) -> PredictionResult:
+    """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
+
+    Args:
+        item: the model Item: a ``pystac.Item``, dict, JSON path or URL; loaded and verified as by
+            :func:`~mlm_export.load_model` (``trust_code``/``model_class``/``model_kwargs``/``trust_pickle`` alike).
+        data: GeoTIFF/COG files, or one STAC Item (JSON path or URL) of the data whose assets hold the bands.
+        output: a ``.tif`` (maps: a COG on the input grid) or ``.geojson``/``.parquet`` (one feature per window);
+            the result Item is written beside it as ``<output stem>.json``.
+        device: ``"cpu"`` or ``"cuda"``.
+        bands: explicit band mapping ``{band name: "FILE[:INDEX]"}`` (or ``(file, index)``) for files whose
+            bands cannot be told by name.
+        resolution: the grid's pixel size in CRS units (default: the finest band's).
+        crs: the grid's CRS (default: the data's).
+        overwrite: replace existing outputs (else :class:`~mlm_export.errors.OutputExistsError`).
+        trust_code: allow ``python`` expressions and the Item's recorded model class to be imported.
+        model_class: class rebuilding a weights-only model.
+        model_kwargs: keyword arguments of ``model_class``.
+        max_dry_run_memory: memory cap (bytes or e.g. ``"2GB"``) that sizes dynamic tiles and batches.
+        progress: a progress bar per batch (default: on a terminal).
+        scores: also write the class scores of a class map (``<stem>-scores.tif``).
+        tile_size: side of dynamic windows (default: from the memory cap).
+        overlap: pixels of overlap per side of dense windows (default: 16, at most a quarter of the tile).
+        trust_pickle: as for :func:`~mlm_export.load_model`.
+
+    Returns:
+        What was written, and the number of windows run and skipped (all nodata).
+
+    Raises:
+        MissingBandError: a band the model reads is not in the data.
+        DataError: data without CRS, smaller than a fixed input, all nodata, or values outside the input type.
+        UnsupportedExpressionError: an expression format that cannot be run; UntrustedCodeError: a ``python``
+            expression or model class without ``trust_code``.
+        OutputExistsError: an output exists and ``overwrite`` is False.
+
+    .. versionadded:: 0.1
+    """
+    from mlm_export.loading import load_model_with_item
+    from mlm_export.stac.bands import definition_aliases, required_bands
+
+    target = resolve_output(output)
+    sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    model, doc, _ = load_model_with_item(item, model_class=model_class, model_kwargs=model_kwargs,
+                                         trust_pickle=trust_pickle, trust_code=trust_code, device=device)  # fmt: skip
+    spec, out = input_spec(doc), output_spec(doc)
+    _check_output(target, out.dense)
+    for path in _outputs_of(target, out, scores):
+        if path.exists() and not overwrite:
+            raise exists_error(path, what="Output", flag="overwrite=True (--overwrite)")
+    mapping = {k: _band_target(v) for k, v in (bands or {}).items()}
+    scene = read_scene(sources, required_bands(doc), definition_aliases(doc), bands=mapping, resolution=resolution,
+                       crs=crs)  # fmt: skip
+    if not scene.valid.any():
+        raise DataError(
+            f"Every pixel of the data ({', '.join(map(str, sources))}) is nodata for the bands the model reads.",
+            hint="Pass a scene with data.",
+        )
+    planes = preprocess.model_space(spec, scene.names, scene.data, scene.valid, trust_code=trust_code)
+    options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap,
+               "trust_code": trust_code, "device": device, "progress": progress}  # fmt: skip
+    plan = _plan(doc, spec, out, scene, options)
+    dense, per_tile = _run_windows(forward.prepare(model, device), plan, planes, spec, out, options)
+    written = _publish(target, doc, item, model, scene, out, plan, dense, per_tile, scores, overwrite)
+    return PredictionResult(target, target.with_suffix(".json"), written, len(plan.windows), plan.skipped)
+
+
+def _band_target(value: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(value, tuple):
+        return str(value[0]), int(value[1])
+    return parse_band_mapping([f"band={value}"])["band"]
+
+
+def _model_href(item: Any, doc: Mapping[str, Any]) -> str | None:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    links = [link.get("href") for link in doc.get("links") or [] if link.get("rel") == "self"]
+    return str(links[0]) if links else None
+
+
+def _publish(target: Path, doc: Mapping[str, Any], item: Any, model: Any, scene: Scene, out: OutputSpec,
+             plan: _Plan, dense: np.ndarray | None, per_tile: list[np.ndarray], scores: bool,
+             overwrite: bool) -> tuple[Path, ...]:  # fmt: skip
+    """Write every output and the result Item into a staging directory, then publish them (the Item last)."""
+    from mlm_export.stac.writer import write_json_atomic
+
+    with Staging(target.parent) as staging:
+        stage = staging.path
+        if out.dense:
+            assert dense is not None
+            files = _dense_files(stage, target, dense, scene, out, scores)
+        else:
+            features = outputs.tile_features(plan.windows, per_tile, scene.transform, scene.crs, out.classes)
+            outputs.write_features(stage / target.name, features, parquet=target.suffix.lower() == ".parquet")
+            files = [OutputFile("data", stage / target.name, target.name, [], out.classes)]
+        geometry, bbox = _scene_footprint(scene)
+        document = result_item(target.stem, files, geometry=geometry, bbox=bbox, model_item=_model_href(item, doc),
+                               data_items=scene.items, software=framework_versions(model),
+                               datetime=_data_datetime(scene))  # fmt: skip
+        published = staging.publish([f.name for f in files], overwrite=overwrite)
+        write_json_atomic(document, target.with_suffix(".json"), overwrite=overwrite)
+    return (*published, target.with_suffix(".json"))
+
+
+def _data_datetime(scene: Scene) -> str | None:
+    if not scene.items:
+        return None
+    import pystac
+
+    value = pystac.Item.from_file(scene.items[0]).properties.get("datetime")
+    return str(value) if value else None

@@ -1,0 +1,256 @@
+"""DATA -> the model's bands on one grid: GeoTIFF/COG files through rioxarray, STAC data Items through odc-stac.
+
+A band the model names is found by asset key, band ``name`` or ``common_name`` (STAC 1.1 ``bands``, ``eo:bands``),
+a multi-band GeoTIFF's band descriptions or a single-band file's name (``B04.tif``), or an explicit
+``--band NAME=FILE[:INDEX]``; names compare through :func:`mlm_export.stac.bands.band_key` (case, ``B08`` = ``B8``)
+and the aliases the model Item's own band definitions give (``B04`` = ``red``). Bands are returned in the Item's
+order, never the file's. Files are brought onto the finest band's grid (or ``resolution``/``crs``) with rioxarray's
+``reproject_match`` (nearest neighbour); a STAC Item is read by ``odc.stac.load``. No resampling is hand-written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlm_export.errors import ArtifactNotFoundError, ConfigurationError, DataError, MissingBandError
+from mlm_export.stac.bands import band_key
+
+
+@dataclass
+class Scene:
+    """Bands on one grid: ``data[i]`` is band ``names[i]``; ``valid`` is False where any band is nodata."""
+
+    names: list[str]
+    data: np.ndarray
+    valid: np.ndarray
+    transform: Any
+    crs: Any
+    items: list[str] = field(default_factory=list)  # hrefs of the STAC data Items read (derived_from)
+    files: list[str] = field(default_factory=list)  # the raster files read
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A band the data offers: the names it answers to, where it is (file and 1-based index, or an asset key)."""
+
+    names: tuple[str, ...]
+    path: str
+    index: int = 1
+    asset: str | None = None
+
+
+def _is_item(source: str) -> bool:
+    return source.lower().split("?")[0].endswith(".json")
+
+
+def parse_band_mapping(values: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """``NAME=FILE[:INDEX]`` entries -> {band name: (file, 1-based index)}.
+
+    Raises:
+        ConfigurationError: an entry has no ``=`` or a non-numeric index.
+    """
+    mapping: dict[str, tuple[str, int]] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise ConfigurationError(f"--band {value!r} is not NAME=FILE[:INDEX].", hint="E.g. --band B04=red.tif:1.")
+        path, colon, index = target.rpartition(":")
+        if colon and index.isdigit() and path:
+            mapping[name] = (path, int(index))
+        else:
+            mapping[name] = (target, 1)
+    return mapping
+
+
+def _file_candidates(path: str) -> list[_Candidate]:
+    """The bands of one raster file: its band descriptions, and its file name when it holds one band."""
+    import rasterio
+
+    if "://" not in path and not Path(path).is_file():
+        raise ArtifactNotFoundError(f"Data file '{path}' does not exist.", hint="Check the DATA paths.")
+    try:
+        with rasterio.open(path) as src:
+            descriptions, count = src.descriptions, src.count
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataError(f"Cannot read data file '{path}': {exc}.", hint="Pass GeoTIFF/COG files.") from exc
+    stem = Path(path.split("?")[0]).stem
+    found = []
+    for index in range(1, count + 1):
+        names = [d for d in [descriptions[index - 1]] if d]
+        if count == 1:
+            names.append(stem)
+        found.append(_Candidate(tuple(names) or (f"{stem}:{index}",), path, index))
+    return found
+
+
+def _item_candidates(item: Any) -> list[_Candidate]:
+    """The bands of a STAC data Item: each asset by its key and its bands' ``name``/``common_name``."""
+    found = []
+    for key, asset in item.assets.items():
+        bands = asset.extra_fields.get("bands") or asset.extra_fields.get("eo:bands") or []
+        names = [key]
+        for band in bands if len(bands) == 1 else []:
+            names += [band.get(k) for k in ("name", "common_name", "eo:common_name") if isinstance(band.get(k), str)]
+        if asset.media_type is None or "tiff" in str(asset.media_type) or bands:
+            found.append(_Candidate(tuple(names), asset.get_absolute_href(), 1, key))
+    return found
+
+
+def _match(
+    needed: Sequence[str], candidates: Sequence[_Candidate], aliases: Mapping[str, set[str]]
+) -> dict[str, _Candidate]:
+    """Each needed band -> the first candidate answering to it.
+
+    Raises:
+        MissingBandError: listing every missing band and every available one.
+    """
+    chosen: dict[str, _Candidate] = {}
+    for name in needed:
+        keys = {band_key(name)} | aliases.get(band_key(name), set())
+        hit = next((c for c in candidates if keys & {band_key(n) for n in c.names}), None)
+        if hit is not None:
+            chosen[name] = hit
+    missing = [n for n in needed if n not in chosen]
+    if missing:
+        available = sorted({n for c in candidates for n in c.names})
+        raise MissingBandError(
+            f"The data lacks band(s) {', '.join(missing)} that the model reads; available: "
+            f"{', '.join(available) or 'none'}.",
+            missing=missing,
+            available=available,
+            hint="Pass the files that hold them, or map them with --band NAME=FILE[:INDEX].",
+        )
+    return chosen
+
+
+def read_scene(
+    data: Sequence[str | os.PathLike[str]],
+    needed: Sequence[str],
+    aliases: Mapping[str, set[str]],
+    *,
+    bands: Mapping[str, tuple[str, int]] | None = None,
+    resolution: float | None = None,
+    crs: str | None = None,
+) -> Scene:
+    """Read the ``needed`` bands (in that order) from ``data`` onto one grid.
+
+    Raises:
+        MissingBandError: a band is not in the data.
+        DataError: a file has no CRS, or files and STAC Items are mixed.
+    """
+    sources = [str(d) for d in data]
+    if not sources:
+        raise ConfigurationError("No DATA was given.", hint="Pass GeoTIFF files or a STAC Item of the data.")
+    explicit = {name: _Candidate((name,), path, index) for name, (path, index) in (bands or {}).items()}
+    items = [s for s in sources if _is_item(s)]
+    if items and len(items) != len(sources):
+        raise DataError(
+            f"DATA mixes STAC Items ({', '.join(items)}) and raster files.",
+            hint="Pass either one STAC Item of the data or raster files (and --band for extra files).",
+        )
+    if items:
+        return _read_items(items, needed, aliases, resolution, crs)
+    candidates = [c for s in sources for c in _file_candidates(s)]
+    for candidate in explicit.values():
+        _file_candidates(candidate.path)  # exists and is a raster
+    chosen = {**_match([n for n in needed if n not in explicit], candidates, aliases), **explicit}
+    return _read_files([chosen[n] for n in needed], list(needed), resolution, crs)
+
+
+def _open_band(candidate: _Candidate) -> Any:
+    import rioxarray
+
+    array = rioxarray.open_rasterio(candidate.path).sel(band=candidate.index, drop=True)
+    if array.rio.crs is None:
+        raise DataError(
+            f"Data file '{candidate.path}' has no CRS, so it cannot be placed on a grid.",
+            hint="Write the file with its CRS (e.g. gdal_edit.py -a_srs EPSG:32632).",
+        )
+    return array
+
+
+def _read_files(chosen: list[_Candidate], names: list[str], resolution: float | None, crs: str | None) -> Scene:
+    from rasterio.enums import Resampling
+
+    arrays = [_open_band(c) for c in chosen]
+    finest = min(arrays, key=lambda a: abs(a.rio.resolution()[0] * a.rio.resolution()[1]))
+    target = finest
+    if resolution is not None or crs is not None:
+        target = finest.rio.reproject(crs or finest.rio.crs, resolution=resolution, resampling=Resampling.nearest)
+    planes, valid = [], np.ones(target.shape, dtype=bool)
+    for array in arrays:
+        same = array.rio.crs == target.rio.crs and array.rio.transform() == target.rio.transform()
+        if not same or array.shape != target.shape:
+            array = array.rio.reproject_match(target, resampling=Resampling.nearest)
+        values = np.asarray(array.values)
+        nodata = array.rio.nodata
+        valid &= _valid(values, nodata)
+        planes.append(values)
+    data = np.stack(planes)
+    return Scene(names, data, valid, target.rio.transform(), target.rio.crs, [], sorted({c.path for c in chosen}))
+
+
+def _valid(values: np.ndarray, nodata: Any) -> np.ndarray:
+    ok = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        ok &= values != nodata
+    return ok
+
+
+def _read_items(
+    hrefs: list[str], needed: Sequence[str], aliases: Mapping[str, set[str]], resolution: float | None, crs: str | None
+) -> Scene:
+    import odc.stac
+    import pystac
+
+    items = [pystac.Item.from_file(h) for h in hrefs]
+    candidates = [c for item in items for c in _item_candidates(item)]
+    chosen = _match(needed, candidates, aliases)
+    keys = list(dict.fromkeys(chosen[n].asset for n in needed))
+    for item in items:
+        _fill_projection(item, keys)
+    options: dict[str, Any] = {"bands": keys, "groupby": "solar_day"}
+    if resolution is not None:
+        options["resolution"] = resolution
+    if crs is not None:
+        options["crs"] = crs
+    dataset = odc.stac.load(items, **options)
+    planes, valid = [], None
+    for name in needed:
+        array = dataset[chosen[name].asset].isel(time=0)
+        values = np.asarray(array.values)
+        ok = _valid(values, array.attrs.get("nodata"))
+        valid = ok if valid is None else valid & ok
+        planes.append(values)
+    geobox = dataset.odc.geobox
+    return Scene(list(needed), np.stack(planes), valid, geobox.affine, geobox.crs, [str(h) for h in hrefs], [])
+
+
+def _fill_projection(item: Any, keys: Sequence[str]) -> None:
+    """Give assets without ``proj:`` grid fields the ones of their file (odc-stac needs them to place the pixels)."""
+    import rasterio
+
+    for key in keys:
+        asset = item.assets[key]
+        fields = asset.extra_fields
+        if {"proj:shape", "proj:transform"} <= set(fields) and ({"proj:code", "proj:epsg", "proj:wkt2"} & set(fields)):
+            continue
+        with rasterio.open(asset.get_absolute_href()) as src:
+            if src.crs is None:
+                raise DataError(
+                    f"Asset {key!r} ('{asset.get_absolute_href()}') of data Item {item.id!r} has no CRS.",
+                    hint="Write the file with its CRS.",
+                )
+            fields.update(
+                {"proj:wkt2": src.crs.to_wkt(), "proj:shape": [src.height, src.width],
+                 "proj:transform": list(src.transform)[:6]}
+            )  # fmt: skip
+    extension = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+    if extension not in item.stac_extensions:
+        item.stac_extensions.append(extension)
