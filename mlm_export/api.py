@@ -195,7 +195,7 @@ def export_item(
         model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
         citation=citation, publications=publications, links=links,
     )  # fmt: skip
-    hyperparameters = _with_rebuild_recipe(hyperparameters, model_class, model_kwargs)
+    hyperparameters = _with_rebuild_recipe(hyperparameters, model, model_class, model_kwargs)
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
@@ -220,16 +220,24 @@ def export_item(
 
 
 def _with_rebuild_recipe(
-    hyperparameters: Mapping[str, Any] | None, model_class: Any, model_kwargs: Mapping[str, Any] | None
+    hyperparameters: Mapping[str, Any] | None, model: Any, model_class: Any, model_kwargs: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
     """``hyperparameters`` plus how to rebuild the model from the weights (``model_class`` and ``model_kwargs``).
 
-    So that ``check`` needs no flag the export already had.
+    So that ``check`` needs no flag the export already had. For an in-memory module they are read from the module
+    (:mod:`mlm_export.provenance.rebuild_recipe`) when not given; a warning says when the Item cannot rebuild it.
     """
+    from mlm_export.provenance.rebuild_recipe import recipe_of, warn_unrebuildable
+
+    recipe = recipe_of(model, model_class=model_class, model_kwargs=model_kwargs)
+    if recipe is not None and model_kwargs is None and recipe.model_kwargs:
+        model_kwargs = recipe.model_kwargs
     hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
-    entrypoint = entrypoint_of(model_class)
+    entrypoint = entrypoint_of(model_class) if model_class is not None else (recipe and recipe.model_class)
     if entrypoint is not None and "model_class" not in (hyperparameters or {}):
         hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
+    if recipe is not None and recipe.missing is not None and recipe.missing[1] not in (hyperparameters or {}):
+        warn_unrebuildable(recipe, stacklevel=4)
     return hyperparameters
 
 

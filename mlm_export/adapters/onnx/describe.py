@@ -43,6 +43,7 @@ from mlm_export.probing import (
     output_dim_order,
 )
 from mlm_export.publishing import Measured, publish_now
+from mlm_export.tensors import is_embedding_name
 
 FRAMEWORK = "ONNX"
 
@@ -419,7 +420,7 @@ def _output_specs(
         if not shape:
             shape, order = [1], ("value",)
         else:
-            order = output_dim_order(shape, layouts, input_orders)
+            order = output_dim_order(shape, layouts, input_orders, embedding=is_embedding_name(value.name))
         specs.append(
             OutputSpec(
                 name=value.name,
