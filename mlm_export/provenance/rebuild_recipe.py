@@ -27,6 +27,9 @@ from typing import Any
 
 from mlm_export.provenance.source_code import entrypoint_of
 
+#: Constructor arguments that download pre-trained weights when true: recorded false (the Item's weights asset holds
+#: the weights), so that neither the export's check nor a rebuild downloads anything.
+_DOWNLOADING = ("weights", "pretrained", "pretrained_backbone", "pretrained_weights")
 #: Containers built from layer objects: their constructor's arguments cannot be JSON data.
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
@@ -105,6 +108,8 @@ def _hparams_kwargs(model: Any, signature: inspect.Signature) -> dict[str, Any] 
     if not isinstance(hparams, Mapping) or not hparams:
         return None
     kwargs = _json_data(hparams)
+    if kwargs is not None:
+        kwargs = {k: (None if k == "weights" else False) if k in _DOWNLOADING and v else v for k, v in kwargs.items()}
     return kwargs if kwargs is not None and _fits(kwargs, signature) and rebuilds(type(model), kwargs, model) else None
 
 

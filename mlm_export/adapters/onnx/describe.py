@@ -336,8 +336,8 @@ def _input_specs(graph: _Graph, measured: _Measured | None, notes: list[str]) ->
                 size = dim if isinstance(dim, int) else -1
                 if measured is not None and not isinstance(dim, int):
                     base = measured.base[index][axis]
-                    if axis in measured.caller_fixed[index]:
-                        size = base
+                    if axis in measured.stated[index] and axis not in measured.probed[index]:
+                        size = base  # a size the caller gave, not probed (probe_dynamic=False, or no probe group)
                     elif axis in measured.probed[index] and measured.result.input_shapes[index][axis] != -1:
                         size = base
                         if axis != 0:  # probing already notes a fixed batch
