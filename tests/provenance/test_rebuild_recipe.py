@@ -165,3 +165,31 @@ def test_compiled_modules_and_files_need_no_recipe(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert done.stdout.strip() == "model_class", done.stderr
+
+
+def test_lightning_save_hyperparameters_are_the_kwargs(user_code, tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    folder, _ = user_code
+    name = f"litnets_{uuid.uuid4().hex[:8]}"
+    (folder / f"{name}.py").write_text(
+        textwrap.dedent("""
+            from lightning.pytorch import LightningModule
+            from torch import nn
+
+            class Lit(LightningModule):
+                def __init__(self, width: int, lr: float = 0.1, pretrained: bool = False) -> None:
+                    super().__init__()
+                    self.save_hyperparameters()
+                    self.head = nn.Linear(4, width)
+
+                def forward(self, x):
+                    return self.head(x)
+        """)
+    )
+    module = importlib.import_module(name)
+    document, said = _quiet_export(module.Lit(width=3, lr=0.5, pretrained=True), [-1, 4], tmp_path / "lit")
+    hyper = document["properties"]["mlm:hyperparameters"]
+    assert hyper["model_class"] == f"{name}:Lit"
+    # A true pretrained flag is recorded false: the weights asset holds the weights, a rebuild downloads nothing.
+    assert hyper["model_kwargs"] == {"width": 3, "lr": 0.5, "pretrained": False}
+    assert "cannot rebuild" not in said
