@@ -154,8 +154,8 @@ def recipe_of(
     if cls.__name__ in _CONTAINERS and cls.__module__.startswith("torch.nn"):
         return RebuildRecipe(missing=(f"{name} is built from layer objects, which model_kwargs cannot hold",
                                       "model_class"))  # fmt: skip
-    if model_kwargs is not None:
-        return RebuildRecipe(entrypoint, dict(model_kwargs))
+    if model_kwargs is not None:  # not a mapping: export_options refuses it
+        return RebuildRecipe(entrypoint, dict(model_kwargs) if isinstance(model_kwargs, Mapping) else None)
     signature = _signature(cls)
     if signature is None:
         return RebuildRecipe(entrypoint, missing=(f"the arguments of {name}() cannot be read", "model_kwargs"))
