@@ -115,7 +115,9 @@ def export_item(
     Args:
         model: an ``nn.Module``, TorchScript module, ``ExportedProgram``, ``onnx.ModelProto`` or a model file.
         example_input: tensors for the dry-run (a tensor, tuple or dict).
-        input_shape: shape(s) to dry-run with when there is no example input; -1 marks a dynamic dimension.
+        input_shape: shape(s) to dry-run with when there is no example input; -1 marks a dynamic dimension. The
+            sizes given are where probing starts: a dimension the model also runs at other sizes is written -1,
+            with a note (``probe_dynamic=False`` keeps the sizes given).
         input_dtype: dtype of the generated input (default float32).
         tasks: MLM tasks; inferred from the output shapes when omitted (the item description says so).
         bands: band names of the (first image) input, in channel order; for several inputs a mapping by input
@@ -137,8 +139,11 @@ def export_item(
         artifact_dir: where an in-memory model's weights are written (default ``./artifacts``).
         artifact_format: ``safetensors`` (default for modules), ``torch.save``, ``torchscript``, ``torch.export``
             or ``onnx``.
-        model_class: class (or ``"pkg.mod:Class"``) that rebuilds a module from a state_dict / safetensors file.
-        model_kwargs: keyword arguments for ``model_class``.
+        model_class: class (or ``"pkg.mod:Class"``) that rebuilds a module from a state_dict / safetensors file;
+            for an in-memory module, its own class when importable by name (a warning says when the Item cannot
+            rebuild it; :mod:`mlm_export.provenance.rebuild_recipe`).
+        model_kwargs: keyword arguments for ``model_class`` (default for an in-memory module: its ``hparams`` when
+            they rebuild it).
         device: where the dry-run happens: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         trust_pickle: allow unpickling arbitrary objects from the model file (only for files you trust).
         value_scaling: ``value_scaling`` entries of the (first) input, one per band or one for all (a mapping by
@@ -155,7 +160,8 @@ def export_item(
         license: SPDX license of the model.
         links: extra links (``derived_from`` with ``ml-aoi:split``, ``cite-as``...).
         href_base: public URL prefix for artifact hrefs instead of local paths.
-        probe_dynamic: probe batch/spatial/temporal dims (one run only when False).
+        probe_dynamic: probe batch/spatial/temporal dims (one run only when False: the sizes of ``input_shape`` or
+            the example are written as given, -1 stays dynamic).
         max_dry_run_memory: cap on the dry-run's predicted peak memory, weights included (bytes or "8GB"); the
             prediction (a shape-only forward) is checked before each real forward. Default: the weights plus 80 %
             of the memory free when it starts; 0 for no cap.
@@ -197,7 +203,7 @@ def export_item(
         model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
         citation=citation, publications=publications, links=links,
     )  # fmt: skip
-    hyperparameters = _with_rebuild_recipe(hyperparameters, model_class, model_kwargs)
+    hyperparameters = _with_rebuild_recipe(hyperparameters, model, model_class, model_kwargs)
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
@@ -222,16 +228,24 @@ def export_item(
 
 
 def _with_rebuild_recipe(
-    hyperparameters: Mapping[str, Any] | None, model_class: Any, model_kwargs: Mapping[str, Any] | None
+    hyperparameters: Mapping[str, Any] | None, model: Any, model_class: Any, model_kwargs: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
     """``hyperparameters`` plus how to rebuild the model from the weights (``model_class`` and ``model_kwargs``).
 
-    So that ``check`` needs no flag the export already had.
+    So that ``check`` needs no flag the export already had. For an in-memory module they are read from the module
+    (:mod:`mlm_export.provenance.rebuild_recipe`) when not given; a warning says when the Item cannot rebuild it.
     """
+    from mlm_export.provenance.rebuild_recipe import recipe_of, warn_unrebuildable
+
+    recipe = recipe_of(model, model_class=model_class, model_kwargs=model_kwargs)
+    if recipe is not None and model_kwargs is None and recipe.model_kwargs:
+        model_kwargs = recipe.model_kwargs
     hyperparameters = _with_model_kwargs(hyperparameters, model_kwargs)
-    entrypoint = entrypoint_of(model_class)
+    entrypoint = entrypoint_of(model_class) if model_class is not None else (recipe and recipe.model_class)
     if entrypoint is not None and "model_class" not in (hyperparameters or {}):
         hyperparameters = {**(hyperparameters or {}), "model_class": entrypoint}
+    if recipe is not None and recipe.missing is not None and recipe.missing[1] not in (hyperparameters or {}):
+        warn_unrebuildable(recipe, stacklevel=4)
     return hyperparameters
 
 

@@ -211,25 +211,46 @@ def _apply_dim_orders(inputs: list[InputSpec], outputs: list[OutputSpec], orders
             raise ConfigurationError(f"dim_orders names {key!r}, which is no input or output ({names}).")
 
 
+def _is_embedding(spec: OutputSpec) -> bool:
+    return "embedding" in spec.dim_order
+
+
 def _apply_tasks(
     described: ModelDescription, outputs: list[OutputSpec], tasks: Sequence[str] | None
 ) -> tuple[list[OutputSpec], tuple[str, ...], str | None]:
-    """Outputs with tasks, the model's tasks, and a note when they were inferred."""
+    """Outputs with tasks, the model's tasks, and a note when they were inferred.
+
+    An embedding output (an ``embedding`` axis) gets no task of its own: the caller's (less the class tasks another
+    output carries), else none; a model whose outputs are all embeddings gets ``mlm:tasks`` ``[]`` unless given.
+    """
     note = None
+    headed = any(not _is_embedding(o) for o in outputs)
     if tasks is not None:
         model_tasks = tuple(tasks)
-        outputs = [replace(o, tasks=tuple(t for t in o.tasks if t in model_tasks) or model_tasks) for o in outputs]
+        embedding_tasks = tuple(t for t in model_tasks if t not in CLASS_TASKS) if headed else model_tasks
+        outputs = [
+            replace(o, tasks=tuple(t for t in o.tasks if t in model_tasks)
+                    or (embedding_tasks if _is_embedding(o) else model_tasks))
+            for o in outputs
+        ]  # fmt: skip
     elif described.tasks:
         model_tasks = described.tasks
-        outputs = [o if o.tasks else replace(o, tasks=model_tasks) for o in outputs]
+        outputs = [o if o.tasks or _is_embedding(o) else replace(o, tasks=model_tasks) for o in outputs]
     else:
         inferred: list[str] = []
         for index, out in enumerate(outputs):
+            if not out.tasks and _is_embedding(out):
+                continue
             task = out.tasks[0] if out.tasks else infer_output_task(out) or "regression"
             outputs[index] = replace(out, tasks=out.tasks or (task,))
             inferred.extend(t for t in outputs[index].tasks if t not in inferred)
         model_tasks = tuple(inferred)
         note = f"Tasks {', '.join(model_tasks)} were inferred from the output shapes; pass tasks= to set them."
+        embeddings = [o.name for o in outputs if not o.tasks]
+        if embeddings:
+            what = f"output(s) {', '.join(map(repr, embeddings))} are embeddings, with no task of their own"
+            unset = f"No task was inferred: {what} (mlm:tasks is []); pass tasks= (e.g. similarity-search) to set them."
+            note = f"{note} The {what}." if model_tasks else unset
     # An embedding model's vector is not a class dimension.
     outputs = [
         replace(o, dim_order=tuple("embedding" if d == "class" else d for d in o.dim_order))
@@ -387,7 +408,7 @@ def _class_axis(spec: OutputSpec) -> int | None:
 def _apply_classes(outputs: list[OutputSpec], classes: tuple[ClassInfo, ...], *, strict: bool) -> list[OutputSpec]:
     applied = False
     for index, spec in enumerate(outputs):
-        if not any(t in CLASS_TASKS for t in spec.tasks):
+        if not any(t in CLASS_TASKS for t in spec.tasks) or _is_embedding(spec):
             continue
         axis = _class_axis(spec)
         size = spec.shape[axis] if axis is not None else -1

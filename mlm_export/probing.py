@@ -61,6 +61,7 @@ __all__ = [
     "base_shapes_of",
     "generic_dim_order",
     "infer_output_task",
+    "measured_dim_orders",
     "output_dim_order",
     "probe",
     "verify_same",
@@ -107,7 +108,17 @@ class ProbeInput:
     data_type: str
     layout: str | None = None
     dim_order: tuple[str, ...] | None = None
+    #: Axes that are not probed (a size an ONNX graph fixes); -1 and the caller's sizes are probed.
     fixed: tuple[bool, ...] | None = None
+    #: Axes the caller gave a size for (``input_shape``): where probing starts; a note says when one is dynamic.
+    stated: tuple[bool, ...] | None = None
+
+    def stated_axis(self, axis: int, *, base_given: bool) -> bool:
+        """Whether the caller gave this axis a size: ``stated``, else a concrete size in ``shape`` (no example)."""
+        if self.stated is not None:
+            return self.stated[axis]
+        size = self.shape[axis]
+        return not base_given and size is not None and size >= 0
 
     def resolved_layout(self) -> str | None:
         """The layout given, else by rank; an integer [B, N] input is read as token ids (tokens layout)."""
@@ -366,7 +377,7 @@ def _base_outputs(session: _Session, base: Shapes) -> list[MeasuredTensor]:
     return real
 
 
-def _groups(inputs: Sequence[ProbeInput], base_given: bool) -> list[_Group]:
+def _groups(inputs: Sequence[ProbeInput]) -> list[_Group]:
     """The axis groups to probe: batch over every input, then each layout's spatial/time/token axes."""
     axes_by_group: dict[str, list[tuple[int, int]]] = {"batch": []}
     for index, spec in enumerate(inputs):
@@ -379,9 +390,7 @@ def _groups(inputs: Sequence[ProbeInput], base_given: bool) -> list[_Group]:
                     axes_by_group.setdefault(group, []).append((index, order.index(name)))
     groups = []
     for name, axes in axes_by_group.items():
-        probed = [
-            (i, a) for i, a in axes if _caller_dynamic(inputs[i], a) or not _caller_fixed(inputs[i], a, base_given)
-        ]
+        probed = [(i, a) for i, a in axes if _caller_dynamic(inputs[i], a) or not _fixed(inputs[i], a)]
         if probed:
             groups.append(_Group(name, probed))
     return groups
@@ -392,11 +401,9 @@ def _caller_dynamic(spec: ProbeInput, axis: int) -> bool:
     return size is not None and size < 0
 
 
-def _caller_fixed(spec: ProbeInput, axis: int, base_given: bool) -> bool:
-    if spec.fixed is not None:
-        return spec.fixed[axis]
-    size = spec.shape[axis]
-    return not base_given and size is not None and size >= 0
+def _fixed(spec: ProbeInput, axis: int) -> bool:
+    """An axis not probed: one the source fixes (``fixed``). A size the caller gave is where probing starts."""
+    return spec.fixed[axis] if spec.fixed is not None else False
 
 
 def _follow(base_outputs: Sequence[MeasuredTensor], outputs: Sequence[MeasuredTensor], group: _Group) -> None:
@@ -476,7 +483,13 @@ def _decide(session: _Session, groups: Sequence[_Group], base: Shapes, base_outp
 
 
 def _group_notes(
-    group: _Group, inputs: Sequence[ProbeInput], base: Shapes, notes: list[str], input_notes: dict[int, str]
+    group: _Group,
+    inputs: Sequence[ProbeInput],
+    base: Shapes,
+    notes: list[str],
+    input_notes: dict[int, str],
+    *,
+    base_given: bool = False,
 ) -> None:
     """Warnings and notes for one decided group."""
     dim_orders = [spec.resolved_dim_order() for spec in inputs]
@@ -499,6 +512,14 @@ def _group_notes(
                 f"input {inputs[i].name!r}: {'/'.join(names)} accept other sizes, but extra slices do not change the "
                 f"output; fixed at {'x'.join(map(str, sizes))}."
             )
+    stated = [(i, a) for i, a in group.axes if inputs[i].stated_axis(a, base_given=base_given)]
+    for i in sorted({i for i, _ in stated}) if group.accepted and group.used else ():
+        names = "/".join(dim_orders[i][a] for ii, a in stated if ii == i)
+        sizes = "x".join(str(base[i][a]) for ii, a in stated if ii == i)
+        notes.append(
+            f"input {inputs[i].name!r}: {names} given as {sizes} in input_shape, and the model runs at other sizes "
+            "too: written as -1 (dynamic). Pass probe_dynamic=False (--no-probe) to keep the sizes given."
+        )
     if group.accepted and group.used and group.name != "batch" and not group.odd_ok:
         multiple = _multiple(group, base)
         for i, a in group.axes:
@@ -509,19 +530,45 @@ def _group_notes(
             )
 
 
+def measured_dim_orders(inputs: Sequence[ProbeInput], groups: Sequence[_Group]) -> tuple[tuple[str, ...], ...]:
+    """Each input's dim_order, with ``batch`` moved to the axis the measurements say is the batch.
+
+    A layer heuristic (a time-major RNN, ``batch_first`` unreadable once traced) may name axis 1 ``batch``. When
+    varying that axis changed no output's size while varying axis 0 changed an output's leading axis in step,
+    axis 0 is the batch: the two names are swapped. (A model whose outputs follow both axes, [T, B, H] or [B, T, H],
+    keeps the heuristic's names: shapes alone cannot tell them apart.)
+    """
+    orders = [spec.resolved_dim_order() for spec in inputs]
+    batch = next((g for g in groups if g.name == "batch"), None)
+    if batch is not None and batch.accepted and batch.followed:
+        return tuple(orders)
+    for index, order in enumerate(orders):
+        if "batch" not in order or order.index("batch") == 0:
+            continue
+        leading = next((g for g in groups if g.name != "batch" and (index, 0) in g.axes), None)
+        if leading is not None and leading.accepted and any(axis == 0 for _, axis in leading.followed):
+            b = order.index("batch")
+            swapped = list(order)
+            swapped[0], swapped[b] = "batch", order[0]
+            orders[index] = tuple(swapped)
+    return tuple(orders)
+
+
 def _result(
     session: _Session,
     inputs: Sequence[ProbeInput],
     groups: Sequence[_Group],
     base: Shapes,
     base_outputs: Sequence[MeasuredTensor],
+    *,
+    base_given: bool = False,
 ) -> ProbeResult:
     notes: list[str] = []
     input_notes: dict[int, str] = {}
     dynamic_in = {(i, a) for i, spec in enumerate(inputs) for a in range(len(spec.shape)) if _caller_dynamic(spec, a)}
     dynamic_out: set[tuple[int, int]] = set()
     for group in groups:
-        _group_notes(group, inputs, base, notes, input_notes)
+        _group_notes(group, inputs, base, notes, input_notes, base_given=base_given)
         if group.accepted and group.used:
             dynamic_in |= set(group.axes)
             dynamic_out |= group.followed
@@ -534,7 +581,7 @@ def _result(
         replace(o, values=None, shape=tuple(-1 if (k, a) in dynamic_out else s for a, s in enumerate(o.shape)))
         for k, o in enumerate(base_outputs)
     )
-    dim_orders = tuple(spec.resolved_dim_order() for spec in inputs)
+    dim_orders = measured_dim_orders(inputs, groups)
     return ProbeResult(
         input_shapes, dim_orders, outputs, session.real_runs, tuple(notes), input_notes, session.shape_runs,
         tuple(session.paths),
@@ -548,9 +595,9 @@ def _probe_once(
     session = _Session(backend, shapes_first=shapes_first)
     try:
         base_outputs = _base_outputs(session, base)
-        groups = _groups(inputs, base_given) if probe_dynamic else []
+        groups = _groups(inputs) if probe_dynamic else []
         _decide(session, groups, base, base_outputs)
-        return _result(session, inputs, groups, base, base_outputs)
+        return _result(session, inputs, groups, base, base_outputs, base_given=base_given)
     finally:
         session.close()
 

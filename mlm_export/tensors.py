@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -65,15 +66,40 @@ def generic_dim_order(rank: int) -> tuple[str, ...]:
     return _GENERIC_NAMES + tuple(f"axis-{letters[i]}" for i in range(rank - len(_GENERIC_NAMES)))
 
 
+#: Output names that say "a feature vector" (``embedding``, ``features``, ``image_feats``, ``last_hidden_state``...).
+_EMBEDDING_NAME = re.compile(
+    r"(?:^|[^a-z])(?:embed|embeds|embedding|embeddings|features?|feats?|latents?|representations?|pooled|pooler"
+    r"|hidden|encodings?|descriptors?)(?:$|[^a-z])",
+    re.IGNORECASE,
+)
+
+
+def is_embedding_name(name: str) -> bool:
+    """Whether an output's name says it is an embedding (a feature vector), not class scores."""
+    return bool(_EMBEDDING_NAME.search(name))
+
+
 def output_dim_order(
-    shape: Sequence[int], input_layouts: Sequence[str | None], input_dim_orders: Sequence[Sequence[str]] = ()
+    shape: Sequence[int],
+    input_layouts: Sequence[str | None],
+    input_dim_orders: Sequence[Sequence[str]] = (),
+    *,
+    embedding: bool = False,
 ) -> tuple[str, ...]:
     """dim_order of an output: [batch, class], [batch, class, height, width], [batch, time, channel]...
 
     An output of the same rank as an input whose axes were named after its first layer (Conv1d [batch, channel,
     time], Conv3d [batch, channel, time, height, width], a time-major RNN [time, batch, channel]) keeps that
-    input's axis order, with the channel axis of a spatial map named ``class``.
+    input's axis order, with the channel axis of a spatial map named ``class``. An ``embedding`` output (named
+    like one, or of a model without a head) has an ``embedding`` axis (MLM's suggested name) instead of ``class``.
     """
+    order = _output_dim_order(shape, input_layouts, input_dim_orders)
+    return tuple("embedding" if d == "class" else d for d in order) if embedding else order
+
+
+def _output_dim_order(
+    shape: Sequence[int], input_layouts: Sequence[str | None], input_dim_orders: Sequence[Sequence[str]]
+) -> tuple[str, ...]:
     rank = len(shape)
     for order in input_dim_orders:
         default = LAYOUTS.get(LAYOUT_BY_RANK.get(len(order), ""))
@@ -99,12 +125,14 @@ def output_dim_order(
 
 
 def infer_output_task(out: TensorLike) -> str | None:
-    """The task of one output (by its shape), or None for non-tensor outputs."""
+    """The task of one output (by its shape), or None for non-tensor outputs and embeddings."""
     # The dtype does not change what an output means: a bfloat16 ("other") map is as segmentation as a float32 one.
     if getattr(out, "kind", "tensor") != "tensor":
         return None
     shape = out.shape
     order = tuple(getattr(out, "dim_order", ()) or ())
+    if "embedding" in order:
+        return None  # a feature vector: no task follows from its shape
     if "class" in order and "height" in order:
         return "semantic-segmentation" if shape[order.index("class")] != 1 else "regression"
     if len(shape) in (4, 5) and shape[-3] != 1:

@@ -40,10 +40,14 @@ def test_prediction_counts_live_activations(tmp_path: Path) -> None:
     # by the caller, so the peak is input + 16-ch map + 4-ch map at 64x64.
     floor = weights + (3 + 16 + 4) * 64 * 64 * 4
     with pytest.raises(DryRunMemoryError):
-        inspect_model(model, artifact_dir=tmp_path, input_shape=[1, 3, 64, 64], max_dry_run_memory=floor - 1)
+        inspect_model(
+            model, artifact_dir=tmp_path, input_shape=[1, 3, 64, 64], probe_dynamic=False, max_dry_run_memory=floor - 1
+        )
     # oneDNN runs the 1x1 conv on copies of its 16-channel input and its output padded to 16 channels (AVX-512)
     roomy = floor + 2 * 16 * 64 * 64 * 4 + weights
-    described = inspect_model(model, artifact_dir=tmp_path, input_shape=[1, 3, 64, 64], max_dry_run_memory=roomy)
+    described = inspect_model(
+        model, artifact_dir=tmp_path, input_shape=[1, 3, 64, 64], probe_dynamic=False, max_dry_run_memory=roomy
+    )
     assert described.outputs[0].shape == (1, 4, 64, 64)
 
 

@@ -150,7 +150,8 @@ def _widened(item: pystac.Item, width: int) -> pystac.Item:
 
 def test_check_item_reports_out_of_memory_as_such_for_torch(tmp_path: Path) -> None:
     """A rerun that fails to allocate is DryRunMemoryError (a ProbeError) naming the inputs, not "forward failed"."""
-    item = export_item(tm.WidthHungryNet(), input_shape=[1, 3, 8, 64], artifact_dir=tmp_path)
+    # probe_dynamic=False: the sizes given are the Item's (a probe at a larger width would run out of memory)
+    item = export_item(tm.WidthHungryNet(), input_shape=[1, 3, 8, 64], probe_dynamic=False, artifact_dir=tmp_path)
     assert check_item(item, model_class=tm.WidthHungryNet).ok  # at the exported width it runs
     with pytest.raises(DryRunMemoryError, match=r"ran out of memory on inputs .*\[1, 3, 8, 96\] on cpu") as info:
         check_item(_widened(item, 96), model_class=tm.WidthHungryNet)
@@ -162,7 +163,7 @@ def test_check_item_reports_out_of_memory_as_such_for_onnx(tmp_path: Path) -> No
     onnx = pytest.importorskip("onnx")
     path = tmp_path / "allocating.onnx"
     onnx.save(om.allocating_model(base_width=64), str(path))
-    item = export_item(path, input_shape=[1, 3, 8, 64])
+    item = export_item(path, input_shape=[1, 3, 8, 64], probe_dynamic=False)  # the sizes given are the Item's
     assert check_item(item).ok
     with pytest.raises(DryRunMemoryError, match=r"ran out of memory on inputs image\[1, 3, 8, 96\]") as info:
         check_item(_widened(item, 96))

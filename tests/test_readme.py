@@ -8,6 +8,7 @@ verbatim. Blocks that start servers or the whole suite are listed in NOT_RUN wit
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -121,3 +122,12 @@ def test_readme_examples_run_verbatim(tmp_path: Path) -> None:
     assert ran == 4  # Python quickstart, command line, Lightning callback, torchgeo
     assert (work / "catalog" / "collection.json").is_file()
     assert (work / "published" / "item.json").is_file()
+    # The command-line example's --input-shape=-1,13,64,64 is where probing starts: the Item says what inspect says.
+    inspect = [
+        sys.executable, "-m", "mlm_export", "inspect", "published/ResNet.safetensors", "--model-class",
+        "torchgeo.models:resnet18", "--model-kwargs", '{"in_chans": 13, "num_classes": 10}', "--json",
+    ]  # fmt: skip
+    done = subprocess.run(inspect, cwd=work, env=env, capture_output=True, text=True, check=True)
+    inspected = json.loads(done.stdout)
+    written = json.loads((work / "published" / "cli.json").read_text())["properties"]["mlm:input"][0]["input"]
+    assert written["shape"] == inspected["inputs"][0]["shape"] == [-1, 13, -1, -1]

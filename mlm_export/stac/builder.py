@@ -139,7 +139,8 @@ def output_json(spec: OutputSpec, model_tasks: tuple[str, ...]) -> dict[str, Any
     """Return one ``mlm:output`` object (``post_processing_function`` as for inputs: known, null or omitted)."""
     result: dict[str, Any] = {
         mlm_props.NAME_RESULT_PROP: spec.name,
-        mlm_props.TASKS_RESULT_PROP: list(spec.tasks or model_tasks),
+        # An embedding output's tasks are its own, [] included (overrides.py): never the model's class task.
+        mlm_props.TASKS_RESULT_PROP: list(spec.tasks or ([] if "embedding" in spec.dim_order else model_tasks)),
         mlm_props.RESULT_RESULT_PROP: {
             mlm_props.SHAPE_RESULT_STRUCTURE_PROP: list(spec.shape),
             mlm_props.DIM_ORDER_RESULT_STRUCTURE_PROP: list(spec.dim_order),

@@ -43,6 +43,7 @@ from mlm_export.probing import (
     output_dim_order,
 )
 from mlm_export.publishing import Measured, publish_now
+from mlm_export.tensors import is_embedding_name
 
 FRAMEWORK = "ONNX"
 
@@ -335,8 +336,8 @@ def _input_specs(graph: _Graph, measured: _Measured | None, notes: list[str]) ->
                 size = dim if isinstance(dim, int) else -1
                 if measured is not None and not isinstance(dim, int):
                     base = measured.base[index][axis]
-                    if axis in measured.caller_fixed[index]:
-                        size = base
+                    if axis in measured.stated[index] and axis not in measured.probed[index]:
+                        size = base  # a size the caller gave, not probed (probe_dynamic=False, or no probe group)
                     elif axis in measured.probed[index] and measured.result.input_shapes[index][axis] != -1:
                         size = base
                         if axis != 0:  # probing already notes a fixed batch
@@ -419,7 +420,7 @@ def _output_specs(
         if not shape:
             shape, order = [1], ("value",)
         else:
-            order = output_dim_order(shape, layouts, input_orders)
+            order = output_dim_order(shape, layouts, input_orders, embedding=is_embedding_name(value.name))
         specs.append(
             OutputSpec(
                 name=value.name,

@@ -43,7 +43,8 @@ class _Measured:
 
     result: ProbeResult
     base: list[tuple[int, ...]]
-    caller_fixed: list[set[int]]
+    #: Per input, the symbolic axes the caller gave a size for (``input_shape``): where probing starts.
+    stated: list[set[int]]
     probed: list[set[int]]
     accelerator: str
     runtime_version: str
@@ -174,7 +175,7 @@ def _dry_run(
 ) -> _Measured | None:
     """Run the model with onnxruntime and probe its dynamic dims; None (and a note) when it cannot run."""
     dim_orders = options.probe.input_dim_orders
-    base, caller_fixed = _base_shapes(graph, requested, examples, dim_orders)
+    base, stated = _base_shapes(graph, requested, examples, dim_orders)
     unusable = [v for v in graph.inputs if not v.is_tensor or v.dims is None]
     if unusable:
         names = ", ".join(f"{v.name!r} ({v.type_text})" for v in unusable)
@@ -190,14 +191,14 @@ def _dry_run(
             shape=base[i],
             data_type=v.data_type,
             dim_order=_order_of(i, len(v.dims or ()), dim_orders),
-            fixed=tuple(isinstance(d, int) or a in caller_fixed[i] for a, d in enumerate(v.dims or ())),
+            fixed=tuple(isinstance(d, int) for d in v.dims or ()),
+            stated=tuple(a in stated[i] for a in range(len(v.dims or ()))),
         )
         for i, v in enumerate(graph.inputs)
     ]
     probed = [
         _probe_axes(len(v.dims or ()), _order_of(i, len(v.dims or ()), dim_orders))
         - {a for a, d in enumerate(v.dims or ()) if isinstance(d, int)}
-        - caller_fixed[i]
         if options.probe.probe_dynamic
         else set()
         for i, v in enumerate(graph.inputs)
@@ -218,7 +219,7 @@ def _dry_run(
         )
         return None
     notes.extend(result.notes)
-    return _Measured(result, base, caller_fixed, probed, accelerator, ort.__version__)
+    return _Measured(result, base, stated, probed, accelerator, ort.__version__)
 
 
 def _feed(value: _Value, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -285,7 +286,9 @@ def _base_shapes(
     examples: bool,
     dim_orders: Sequence[Sequence[str]] | None = None,
 ) -> tuple[list[tuple[int, ...]], list[set[int]]]:
-    """Concrete dry-run shapes and, per input, the axes the caller fixed (``input_shape`` sizes).
+    """Concrete dry-run shapes and, per input, the symbolic axes the caller gave a size (``input_shape`` sizes).
+
+    A given size is where probing starts, not a fixed size (``probe_dynamic=False`` keeps it).
 
     A symbolic dim shared by several inputs gets one size. Dynamic dims take the caller's size, else the layout's
     default (batch 1, height/width 64, time 8), else ``FALLBACK_SIZE``.

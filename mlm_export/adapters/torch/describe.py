@@ -47,6 +47,7 @@ from mlm_export.errors import (
 )
 from mlm_export.probing import LAYOUT_BY_RANK, ProbeResult, output_dim_order, probe
 from mlm_export.publishing import Measured, artifact_directory, publish_now
+from mlm_export.tensors import is_embedding_name
 
 if TYPE_CHECKING:
     from mlm_export.adapters import ExportOptions
@@ -202,7 +203,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
         memory = max(memory, runner.peak_bytes - baseline)
 
     input_specs = _input_specs(inputs, result)
-    output_specs, output_notes = _output_specs(inputs, result)
+    output_specs, output_notes = _output_specs(inputs, result, headless=_headless(loaded.module))
     notes.extend(output_notes)
 
     description = ModelDescription(
@@ -294,7 +295,24 @@ def _input_description(plan: _InputPlan, probe_note: str | None) -> str | None:
     return " ".join(parts) or None
 
 
-def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpec, ...], list[str]]:
+#: Attributes that hold a model's classifier head (timm, torchvision, torchgeo), by convention.
+_HEAD_ATTRIBUTES = ("head", "fc", "classifier", "heads", "last_linear")
+
+
+def _headless(module: Any) -> bool:
+    """Whether ``module`` is a feature extractor: ``num_classes == 0`` (timm) or its head replaced by Identity."""
+    if module is None or isinstance(module, torch.jit.ScriptModule):
+        return False
+    if getattr(module, "num_classes", None) == 0:
+        return True
+    heads = [getattr(module, a, None) for a in _HEAD_ATTRIBUTES]
+    return any(isinstance(h, torch.nn.Identity) for h in heads)
+
+
+def _output_specs(
+    inputs: _Inputs, result: ProbeResult, *, headless: bool = False
+) -> tuple[tuple[OutputSpec, ...], list[str]]:
+    """Output specs; an output named like an embedding, or the only one of a ``headless`` model, is an embedding."""
     layouts = [p.layout or LAYOUT_BY_RANK.get(len(p.shape)) for p in inputs.probe_inputs]
     specs: list[OutputSpec] = []
     notes: list[str] = []
@@ -307,11 +325,14 @@ def _output_specs(inputs: _Inputs, result: ProbeResult) -> tuple[tuple[OutputSpe
             extra = "The dry-run produced NaN or inf values in this output."
             description = f"{description} {extra}" if description else extra
             notes.append(f"The dry-run produced NaN or inf values in output {out.name!r}.")
+        embedding = is_embedding_name(out.name) or (headless and len(result.outputs) == 1)
         specs.append(
             OutputSpec(
                 name=out.name,
                 shape=out.shape,
-                dim_order=("value",) if out.scalar else output_dim_order(out.shape, layouts, result.input_dim_orders),
+                dim_order=("value",)
+                if out.scalar
+                else output_dim_order(out.shape, layouts, result.input_dim_orders, embedding=embedding),
                 data_type=out.data_type,
                 description=description,
             )

@@ -21,17 +21,22 @@ from mlm_export.errors import (
 )
 
 
-def test_input_shape_fixes_the_sizes_given(tmp_path: Path) -> None:
+def test_input_shape_sizes_are_where_probing_starts(tmp_path: Path) -> None:
+    """A size given is probed like any other (issue 23, point 4); probe_dynamic=False keeps the sizes given."""
     path = tmp_path / "conv.onnx"
     onnx.save(conv_model(), str(path))
 
     described = adapter.describe(path, ExportOptions.from_flat(input_shape=(-1, 3, 32, 48)))
-    assert described.inputs[0].shape == (-1, 3, 32, 48)
-    assert described.outputs[0].shape == (-1, 4, 32, 48)
+    assert described.inputs[0].shape == (-1, 3, -1, -1)
+    assert described.outputs[0].shape == (-1, 4, -1, -1)
+    assert any("height/width given as 32x48 in input_shape" in n for n in described.notes)
 
-    described = adapter.describe(path, ExportOptions.from_flat(input_shape={"image": (2, 3, -1, -1)}))
+    fixed = ExportOptions.from_flat(input_shape={"image": (2, 3, -1, -1)}, probe_dynamic=False)
+    described = adapter.describe(path, fixed)
     assert described.inputs[0].shape == (2, 3, -1, -1)
     assert described.outputs[0].shape == (2, 4, -1, -1)
+    fixed = ExportOptions.from_flat(input_shape=(-1, 3, 32, 48), probe_dynamic=False)
+    assert adapter.describe(path, fixed).inputs[0].shape == (-1, 3, 32, 48)
 
     with pytest.raises(ConfigurationError, match="input_shape"):
         adapter.describe(path, ExportOptions.from_flat(input_shape=(1, 3, 32)))

@@ -47,7 +47,9 @@ def test_lightning_module_and_checkpoint(tmp_path: Path, caplog: pytest.LogCaptu
         artifact=tmp_path / "art" / "LitClassifier.safetensors",
     )["properties"]  # fmt: skip
     hyper = {k: v for k, v in props["mlm:hyperparameters"].items() if not k.startswith("source_code.")}  # git: varies
-    assert hyper == {"in_features": 7, "num_classes": 4, "lr": 0.05, "run_dir": str(tmp_path)}
+    # model_class is recorded (an importable class); its hparams hold a Path, no JSON kwargs (issue 23, point 1)
+    recipe = {"model_class": "torch_models:LitClassifier"}
+    assert hyper == {"in_features": 7, "num_classes": 4, "lr": 0.05, "run_dir": str(tmp_path), **recipe}
     assert "classification:classes" not in props["mlm:output"][0]  # no placeholder class names
     assert "example_input_array" in caplog.text
 
@@ -98,14 +100,14 @@ def test_torchgeo_classification_task(tmp_path: Path, caplog: pytest.LogCaptureF
 
 
 def test_input_shape_dtype_and_dynamic_pass_through(tmp_path: Path) -> None:
-    """input_shape with -1 is kept dynamic; input_dtype int64 makes integer inputs below num_embeddings."""
+    """input_shape with -1 is kept dynamic, 12 is where the token probe starts; int64 ids below num_embeddings."""
     torch.manual_seed(0)
     model = tm.TiedEmbeddingLM(vocab=50, dim=8)
     item = export_item(model, input_shape=[-1, 12], input_dtype="int64", artifact_dir=tmp_path)
     out = run(model, (torch.randint(0, 50, (1, 12)),))["output"]
     check_item(
-        item, params=param_count(model), inputs=[[-1, 12]], input_types=["int64"],
-        outputs={"output": ([-1, *out.shape[1:]], "float32")}, artifact=tmp_path / "TiedEmbeddingLM.safetensors",
+        item, params=param_count(model), inputs=[[-1, -1]], input_types=["int64"],
+        outputs={"output": ([-1, -1, *out.shape[2:]], "float32")}, artifact=tmp_path / "TiedEmbeddingLM.safetensors",
     )  # fmt: skip
     # shared (tied) weights are counted once and written once (safetensors.torch.save_model)
     unique = {id(p): p for p in [*model.embed.parameters(), *model.proj.parameters(), *model.out.parameters()]}
