@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` runs the main job, `make test` runs the whole test suite.
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the whole test suite (then the
+# integration and adapter tests again on Python 3.12 + torchgeo 0.10 when a Python 3.12 is there: test-py312).
 # Both create .venv first when it is missing or older than pyproject.toml.
 PYTHON ?= python3.11
 VENV := .venv
@@ -7,6 +8,14 @@ STAMP := $(VENV)/.installed
 # The development stack; torch/torchvision pinned to the wheels available on this platform.
 DEV_PINS := torch==2.14.1 torchvision==0.29.1
 
+# A second venv for the newest torchgeo (0.9+ needs Python >= 3.12): the integration and adapter tests run there too.
+VENV312 := .venv312
+STAMP312 := $(VENV312)/.installed
+PY312_PINS := $(DEV_PINS) torchgeo==0.10.1
+# pyenv's newest 3.12, else python3.12 on PATH; empty when none of them runs (then test-py312 is skipped).
+PYTHON312 ?= $(shell for p in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null \
+	| sort -rV) $$(command -v python3.12); do "$$p" -c '' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+
 # Schemas: the package ships those its Items need (validation works offline); ../shared/schemas, when it is
 # there (CI and development), adds every published version. Without it, other versions go to the user cache.
 SHARED_SCHEMAS := $(abspath ../shared/schemas)
@@ -14,7 +23,7 @@ ifneq ($(wildcard $(SHARED_SCHEMAS)/INDEX.json),)
 export MLM_EXPORT_SCHEMA_DIR ?= $(SHARED_SCHEMAS)
 endif
 
-.PHONY: demo test lint venv clean postgres stac-api stac-demo chromium card-screenshot
+.PHONY: demo test test-py312 lint venv clean postgres stac-api stac-demo chromium card-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +39,22 @@ demo: $(STAMP)
 test: $(STAMP) postgres chromium
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures
 	$(BIN)/python -m pytest
+	@$(MAKE) --no-print-directory test-py312
+
+$(STAMP312): pyproject.toml
+	test -x $(VENV312)/bin/python || $(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV312)/bin/python -m pip install --quiet $(PY312_PINS) -e '.[all,dev]'
+	touch $(STAMP312)
+
+# The integration and adapter tests on Python 3.12 + torchgeo 0.10 (torchgeo.tasks); skipped without a Python 3.12.
+test-py312:
+	@if [ -z "$(PYTHON312)" ]; then \
+		echo "test-py312: skipped (no Python 3.12: neither pyenv's versions/3.12* nor python3.12 on PATH)"; \
+	else \
+		$(MAKE) --no-print-directory $(STAMP312) PYTHON312="$(PYTHON312)" && \
+		$(VENV312)/bin/python -m pytest tests/integrations tests/adapters; \
+	fi
 
 # PostgreSQL 15 + PostGIS for the local STAC API (tests, stac-api, stac-demo): apt-get when root and missing.
 PG_READY := test -x /usr/lib/postgresql/15/bin/initdb -a -f /usr/share/postgresql/15/extension/postgis.control
@@ -67,4 +92,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mlm_export tests benchmarks fixtures
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(VENV312) demo-output .pytest_cache

@@ -15,7 +15,8 @@ Where the overrides come from, and which wins when two sources know the same thi
   10000)`` becomes a z-score with mean 0 and stddev 10000 on every band.
 * input channels: the task's ``in_channels`` (doubled for change-detection models that concatenate both dates), then
   the weights' ``in_chans``, then the number of bands; a size nobody knows is left to the adapter's probe (-1).
-* tasks, classes count, loss, learning rate and the other ``hparams``: the task.
+* tasks, classes count, loss, learning rate and the other ``hparams``: the task. Class names: the dataset's, then
+  the task's ``labels`` (torchgeo >= 0.9).
 * extent: the union of the train/val/test GeoDatasets' bounds, transformed to WGS84 with
   ``pyproj.Transformer.transform_bounds(..., densify_pts=21)``, and their time span.
 
@@ -73,6 +74,17 @@ TRAINER_TASKS: dict[str, tuple[str, ...]] = {
     "MoCoTask": ("similarity-search",),
     "SimCLRTask": ("similarity-search",),
     "BYOLTask": ("similarity-search",),
+    # torchgeo >= 0.9 (torchgeo.tasks.MAE, SpatioTemporalSegmentation...)
+    "MAETask": ("similarity-search",),
+    "SpatioTemporalSegmentationTask": ("semantic-segmentation",),
+    "SpatioTemporalPixelwiseRegressionTask": ("regression",),
+    "TemporalRegressionTask": ("regression",),
+}
+#: Trainers whose models take ``[B, T, C, ...]`` (a time axis before the channels): the sizes after ``C``.
+TIME_SERIES_TRAINERS: dict[str, tuple[int, ...]] = {
+    "SpatioTemporalSegmentationTask": (-1, -1),
+    "SpatioTemporalPixelwiseRegressionTask": (-1, -1),
+    "TemporalRegressionTask": (),
 }
 #: Change-detection models that take both dates as a time axis ``[B, 2, C, H, W]`` instead of stacked channels.
 SIAMESE_CHANGE_MODELS = ("fcsiamdiff", "fcsiamconc", "changevit")
@@ -238,15 +250,32 @@ def _model_name(text: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def trainer_name(klass: type) -> str | None:
+    """The torchgeo 0.8 name of a trainer class (``ClassificationTask``), or None for a class torchgeo did not define.
+
+    The one place that tells the APIs apart: torchgeo <= 0.8 defines ``torchgeo.trainers.ClassificationTask``...;
+    0.9+ defines ``torchgeo.tasks.Classification`` (named here ``ClassificationTask``) and keeps the old names in
+    ``torchgeo.trainers`` as deprecated subclasses.
+    """
+    module, name = klass.__module__, klass.__name__
+    if module == "torchgeo.trainers" or module.startswith("torchgeo.trainers."):
+        return name
+    if module == "torchgeo.tasks" or module.startswith("torchgeo.tasks."):
+        return name if name.endswith("Task") else f"{name}Task"
+    return None
+
+
 def _torchgeo_class(obj: Any, names: Mapping[str, Any] | Sequence[str]) -> str | None:
+    """The first class in ``obj``'s MRO that torchgeo defines under one of ``names`` (0.8 names), as that name."""
     for klass in type(obj).__mro__:
-        if klass.__module__.startswith("torchgeo.trainers") and klass.__name__ in names:
-            return klass.__name__
+        name = trainer_name(klass)
+        if name is not None and name in names:
+            return name
     return None
 
 
 def is_torchgeo_task(obj: Any) -> bool:
-    """Whether ``obj`` is a torchgeo trainer (a subclass of ``torchgeo.trainers.BaseTask``)."""
+    """Whether ``obj`` is a torchgeo trainer (a subclass of ``BaseTask``, in ``torchgeo.trainers`` or ``.tasks``)."""
     return _torchgeo_class(obj, ("BaseTask",)) is not None
 
 
@@ -268,7 +297,8 @@ def task_overrides(task: Any) -> dict[str, Any]:
 
     Returns:
         ``tasks`` (see :data:`TRAINER_TASKS`), ``input_shape`` ``[-1, in_channels, -1, -1]`` (``[-1, 2,
-        in_channels, -1, -1]`` for siamese change models, ``2 * in_channels`` channels for the others),
+        in_channels, -1, -1]`` for siamese change models, ``2 * in_channels`` channels for the others, a time
+        axis before the channels for :data:`TIME_SERIES_TRAINERS`),
         ``hyperparameters`` (every JSON-safe ``hparams`` value: model, backbone, loss, lr, num_classes...),
         ``name`` (model and backbone) and a ``description``.
 
@@ -280,12 +310,13 @@ def task_overrides(task: Any) -> dict[str, Any]:
         if not is_torchgeo_task(task):
             raise ConfigurationError(
                 f"{type(task).__qualname__} is not a torchgeo trainer.",
-                hint="Pass a torchgeo.trainers task, or a plain nn.Module together with weights=.",
+                hint="Pass a torchgeo task (torchgeo.tasks, or torchgeo.trainers before 0.9), or a plain nn.Module "
+                "together with weights=.",
             )
-        trainer_name = type(task).__name__
+        kind = type(task).__name__
         tasks: tuple[str, ...] | None = None
     else:
-        trainer_name = trainer
+        kind = trainer
         tasks = TRAINER_TASKS[trainer]
     hparams: Mapping[str, Any] = dict(getattr(task, "hparams", {}) or {})
     overrides: dict[str, Any] = {"hyperparameters": hyperparameters_from(hparams)}
@@ -294,10 +325,12 @@ def task_overrides(task: Any) -> dict[str, Any]:
     channels = hparams.get("in_channels")
     model = hparams.get("model")
     if isinstance(channels, int) and not isinstance(channels, bool):
-        if trainer_name == "ChangeDetectionTask" and model in SIAMESE_CHANGE_MODELS:
+        if kind == "ChangeDetectionTask" and model in SIAMESE_CHANGE_MODELS:
             overrides["input_shape"] = [-1, 2, channels, -1, -1]
-        elif trainer_name == "ChangeDetectionTask":
+        elif kind == "ChangeDetectionTask":
             overrides["input_shape"] = [-1, 2 * channels, -1, -1]
+        elif kind in TIME_SERIES_TRAINERS:
+            overrides["input_shape"] = [-1, -1, channels, *TIME_SERIES_TRAINERS[kind]]
         else:
             overrides["input_shape"] = [-1, channels, -1, -1]
     backbone = hparams.get("backbone")
@@ -305,7 +338,7 @@ def task_overrides(task: Any) -> dict[str, Any]:
     if parts:
         overrides["name"] = _model_name("-".join(dict.fromkeys(parts)))
     what = ", ".join(f"{k} {hparams[k]}" for k in ("model", "backbone", "loss") if isinstance(hparams.get(k), str))
-    overrides["description"] = f"torchgeo {trainer_name}" + (f" ({what})." if what else ".")
+    overrides["description"] = f"torchgeo {kind}" + (f" ({what})." if what else ".")
     return overrides
 
 
@@ -319,6 +352,15 @@ def _class_count(task: Any) -> int | None:
         value = hparams.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 1:
             return value
+    return None
+
+
+def _task_labels(task: Any) -> list[str] | None:
+    """The class names a task was given (``labels=``, torchgeo >= 0.9), or None."""
+    hparams = getattr(task, "hparams", None)
+    labels = hparams.get("labels") if isinstance(hparams, Mapping) else None
+    if isinstance(labels, (list, tuple)) and labels and all(isinstance(label, str) for label in labels):
+        return list(labels)
     return None
 
 
@@ -356,7 +398,8 @@ def _merge_shapes(shapes: Sequence[Sequence[int]]) -> list[int] | None:
 
 
 def _channel_axis(shape: Sequence[int]) -> int:
-    return 2 if len(shape) == 5 else 1
+    """``[B, C, H, W]`` images: 1; ``[B, T, C, H, W]`` and ``[B, T, C]`` time series: 2."""
+    return 1 if len(shape) == 4 else 2
 
 
 def _first_fitting(candidates: Sequence[Sequence[Any] | None], channels: int, *, allow_one: bool = True) -> Any:
@@ -408,7 +451,7 @@ def torchgeo_overrides(
     merged.update(_input_overrides(task, from_task, from_weights, from_data, has_data=datamodule is not None))
 
     count = _class_count(task) if task is not None else None
-    names = from_data.get("classes")
+    names = from_data.get("classes") or (_task_labels(task) if task is not None else None)
     if count is not None and names and len(names) == count:
         merged["classes"] = names
     texts = [layer.get("description") for layer in (from_task, from_weights, from_data)]
@@ -510,7 +553,8 @@ def export_torchgeo(
     :func:`mlm_export.export_item`, which measures the model. Anything in ``export_options`` wins.
 
     Args:
-        task_or_model: a ``torchgeo.trainers`` task, or a plain ``nn.Module`` (then pass ``weights=``).
+        task_or_model: a torchgeo task (``torchgeo.tasks``; ``torchgeo.trainers`` before 0.9), or a plain
+            ``nn.Module`` (then pass ``weights=``).
         datamodule: the datamodule it was trained with (after ``setup('fit')``), or a dataset.
         weights: pretrained weights (a ``WeightsEnum`` member or name, ``True``, a path); defaults to the weights
             the task was built with.
@@ -528,8 +572,8 @@ def export_torchgeo(
         MLMExportError: what ``export_item`` raises.
 
     Example:
-        >>> from torchgeo.trainers import SemanticSegmentationTask
-        >>> task = SemanticSegmentationTask(backbone="resnet18", in_channels=4, num_classes=3)
+        >>> from torchgeo.tasks import SemanticSegmentation  # torchgeo < 0.9: trainers.SemanticSegmentationTask
+        >>> task = SemanticSegmentation(backbone="resnet18", in_channels=4, num_classes=3)
         >>> item = export_torchgeo(task, datamodule=datamodule, artifact_dir="out")  # doctest: +SKIP
         >>> mlm_export.save_item(item, "out/item.json")  # doctest: +SKIP
 
@@ -569,20 +613,8 @@ def _shape_as_example(overrides: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "TRAINER_TASKS",
-    "TransformInfo",
-    "captured_weights",
-    "datamodule_overrides",
-    "dataset_bands",
-    "dataset_classes",
-    "dataset_extent",
-    "export_torchgeo",
-    "is_torchgeo_task",
-    "read_transforms",
-    "resolve_weights",
-    "task_overrides",
-    "torchgeo_overrides",
-    "torchvision_preset",
-    "weights_overrides",
-    "wgs84_bounds",
-]
+    "TIME_SERIES_TRAINERS", "TRAINER_TASKS", "TransformInfo", "captured_weights", "datamodule_overrides",
+    "dataset_bands", "dataset_classes", "dataset_extent", "export_torchgeo", "is_torchgeo_task", "read_transforms",
+    "resolve_weights", "task_overrides", "torchgeo_overrides", "torchvision_preset", "trainer_name",
+    "weights_overrides", "wgs84_bounds",
+]  # fmt: skip
