@@ -335,7 +335,8 @@ def _distribution_in(directory: Path, top: str, relative: str) -> importlib.meta
     except OSError:
         return None
     key = _normalised(top)
-    named = [n for n in infos if _normalised(n.split("-", 1)[0].removesuffix(".egg_info")) == key]
+    stems = {n: n.removesuffix(".dist-info").removesuffix(".egg-info").split("-", 1)[0] for n in infos}
+    named = [n for n in infos if _normalised(stems[n]) == key]
     for name in named + [n for n in infos if n not in named]:
         if _lists(directory / name, top, relative, named=name in named):
             return importlib.metadata.Distribution.at(directory / name)
