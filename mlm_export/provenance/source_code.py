@@ -213,18 +213,11 @@ def _in_work_tree(directory: Path) -> bool:
     return any(os.path.exists(os.path.join(parent, ".git")) for parent in (directory, *directory.parents))
 
 
-def _git_all(directory: Path, *commands: tuple[str, ...]) -> list[str | None]:
-    """:func:`_git` of each command, all at the same time (a git process's start is most of its cost)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(commands), thread_name_prefix="mlm-export-git") as pool:
-        return list(pool.map(lambda args: _git(directory, *args), commands))
-
-
-def _first_remote_url(config: str | None) -> str | None:
-    """The URL of the remote ``git remote`` lists first (names sorted) in ``git config`` lines ``remote.N.url URL``."""
+def _first_remote_url(directory: Path) -> str | None:
+    """The URL of the remote ``git remote`` lists first (names sorted), or None when there is none."""
+    lines = (_git(directory, "config", "--get-regexp", r"^remote\..*\.url$") or "").splitlines()
     remotes = {}
-    for line in (config or "").splitlines():
+    for line in lines:
         key, _, url = line.partition(" ")
         remotes.setdefault(key.removeprefix("remote.").removesuffix(".url"), url)
     return remotes[min(remotes)] if remotes else None
@@ -233,21 +226,17 @@ def _first_remote_url(config: str | None) -> str | None:
 def git_source(source: Path, entrypoint: str) -> SourceCode | None:
     """The source-code asset of ``source`` when it lies in a git work tree (None otherwise).
 
-    Three git processes, at the same time: the top level and commit, the file's status (ignored, untracked,
-    changed) and the remotes' URLs; none outside a work tree.
+    Three git processes at most: the top level and commit, the file's status (ignored, untracked, changed) and
+    the remotes' URLs.
     """
     directory = source.parent
     if not _in_work_tree(directory):
         return None
-    found, status, config = _git_all(
-        directory,
-        ("rev-parse", "--show-toplevel", "HEAD"),
-        ("status", "--porcelain", "--ignored", "--", str(source)),
-        ("config", "--get-regexp", r"^remote\..*\.url$"),
-    )
+    found = _git(directory, "rev-parse", "--show-toplevel", "HEAD")
     if found is None or len(found.splitlines()) != 2:
         return None  # not in a work tree, or a repository without any commit
     top, commit = found.splitlines()
+    status = _git(directory, "status", "--porcelain", "--ignored", "--", str(source))
     if status is None or status.startswith("!!"):
         return None  # an ignored file in a work tree (a virtualenv inside a project)
     relative = source.relative_to(Path(top).resolve()).as_posix()
@@ -261,7 +250,7 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
             "differs from the code that built this model. Commit it and export again.",
             stacklevel=5,
         )
-    remote_url = _first_remote_url(config)
+    remote_url = _first_remote_url(directory)
     repository = https_remote(remote_url) if remote_url else None
     if repository is None:
         warnings.warn(
