@@ -1,18 +1,27 @@
-"""``mlm-export export FILE`` as a process against the floors it can reach, each its own subprocess.
+"""Export as a process, with the model class where users keep it, against the overlapped floor of the same run.
 
-The 16-layer, 4096-wide MLP (``torch.save`` state_dict, ``--model-class``, ``--input-shape=-1,4096``):
+An MLP of ``layers`` square ``Linear`` layers (4096 wide: 64 MiB each; 16 by default, 1 GiB) is saved as a
+``torch.save`` state_dict (``.pt``) and as ``.safetensors``. Its class ``mlmbench_nets.nets:Wide`` lives in
 
-* floor A: ``sha256`` of the file (a Python process that hashes it);
-* floor B: ``import torch`` + mmap load into the class built on the meta device + one forward;
-* ours: the whole CLI export (imports, hashing, load, dry-run, Item, validation, write).
+* ``installed``: a tiny package really installed (``pip install --no-deps --target DIR``);
+* ``editable``: the same package installed editable (``pip install -e --prefix DIR``; its site dir is added as
+  the interpreter adds one at start-up, which runs setuptools' ``.pth`` and imports its finder);
+* ``git-remote``: a git repository with a public remote (``https://github.com/example/x.git``; nothing is fetched);
+* ``git-no-remote``: a git repository without a remote;
+* ``plain``: a plain folder on ``PYTHONPATH``;
 
-Target: ours <= 1.15 x max(A, B) (medians), and our peak RSS <= 1.2 x floor B's. ``--before DIR`` also times the
-CLI of another checkout (e.g. ``/work/main``) in the same run.
+each exported by the CLI (``mlm-export export FILE --model-class ...``); plus ``safetensors`` (the CLI, class in a
+plain folder), ``notebook`` (a script whose class is defined in ``__main__``, ``export_item(path, model_class=Wide)``
+and ``save_item``) and ``in-memory`` (a script that loads the module, then ``export_item(model)``: the weights are
+written as safetensors and hashed).
 
-Each CLI runs once untimed before the timed rounds, with ``PYTHONDONTWRITEBYTECODE`` cleared for the children: it
-writes its modules' bytecode, as ``pip install`` does for an installed package and did for torch's. Without it, a
-checkout in an environment that sets that variable compiles ~30 ms of its own sources on every run, which floor B
-(importing an installed torch) never does.
+The floor of each file format, each its own process: max(A, B), A = ``sha256`` of the file, B = ``import torch`` +
+load (``torch.load(mmap=True)`` / safetensors ``load_file``) into the class built on the meta device + one forward.
+Target: every case <= 1.15 x its floor (medians, interleaved rounds), peak RSS <= 1.2 x floor B's. The worst case is
+the figure. ``--before DIR`` also times the CLI of another checkout (plain folder, ``.pt``) in the same run.
+
+Each process runs once untimed first, with ``PYTHONDONTWRITEBYTECODE`` cleared for the children: it writes its
+modules' bytecode, as ``pip install`` does for an installed package and did for torch's.
 """
 
 from __future__ import annotations
@@ -28,11 +37,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SHARED_SCHEMAS = HERE.parents[1] / "shared" / "schemas"
+if SHARED_SCHEMAS.is_dir():
+    os.environ.setdefault("MLM_EXPORT_SCHEMA_DIR", str(SHARED_SCHEMAS))
 LAYERS = 16
 WIDTH = 4096
+PACKAGE = "mlmbench_nets"
+ENTRYPOINT = f"{PACKAGE}.nets:Wide"
 #: Runs a module or code and reports the process's own peak RSS (VmHWM: ru_maxrss is inherited across exec).
+#: ``BENCH_SITE_DIR`` is added as a site dir first (the editable install's .pth runs, as at start-up).
 WRAP = """
-import atexit, runpy, sys
+import atexit, os, runpy, sys
+if os.environ.get("BENCH_SITE_DIR"):
+    import site
+    site.addsitedir(os.environ["BENCH_SITE_DIR"])
 def report():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -45,17 +63,74 @@ if kind == "module":
 else:
     exec(compile(target, "<bench>", "exec"), {"__name__": "__main__"})
 """
+MODEL = '''import torch
+
+
+class Wide(torch.nn.Module):
+    """Square Linear layers and a 10-class head."""
+
+    def __init__(self, layers: int, width: int = 4096) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
+        self.head = torch.nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+'''
+PYPROJECT = f"""[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+[project]
+name = "mlmbench-nets"
+version = "1.0.0"
+[project.urls]
+Repository = "https://github.com/example/mlmbench-nets"
+[tool.setuptools]
+packages = ["{PACKAGE}"]
+"""
 HASH = "import hashlib, sys\nwith open(sys.argv[1], 'rb') as f: hashlib.file_digest(f, 'sha256')"
+LOADS = {
+    "pt": "torch.load(sys.argv[1], weights_only=True, mmap=True)",
+    "safetensors": "__import__('safetensors.torch').torch.load_file(sys.argv[1])",
+}
 FORWARD = """
 import sys, torch
-sys.path.insert(0, {bench!r})
-from bench_export import Wide
+from {package}.nets import Wide
 with torch.device("meta"):
-    model = Wide({layers})
-model.load_state_dict(torch.load(sys.argv[1], weights_only=True, mmap=True), assign=True)
+    model = Wide({layers}, {width})
+model.load_state_dict({load}, assign=True)
 with torch.inference_mode():
     model.eval()(torch.randn(1, {width}))
 """
+EXPORT_ARGS = """bbox=[0, 0, 1, 1], datetime="2024-01-01T00:00:00Z", artifact_dir=sys.argv[2], overwrite=True"""
+NOTEBOOK = (
+    "import sys\n"
+    + MODEL
+    + """
+from mlm_export import export_item, save_item
+item = export_item(sys.argv[1], model_class=Wide, model_kwargs={{"layers": {layers}, "width": {width}}},
+                   input_shape=[-1, {width}], {args})
+save_item(item, sys.argv[2] + "/item.json", overwrite=True)
+"""
+)
+IN_MEMORY = """
+import sys, torch
+from {package}.nets import Wide
+with torch.device("meta"):
+    model = Wide({layers}, {width})
+model.load_state_dict(torch.load(sys.argv[1], weights_only=True, mmap=True), assign=True)
+from mlm_export import export_item, save_item
+item = export_item(model, input_shape=[-1, {width}], {args})
+save_item(item, sys.argv[2] + "/item.json", overwrite=True)
+"""
+#: Where the class lives, per CLI case (the location's setup is in :func:`_locations`).
+CLI_CASES = ("installed", "editable", "git-remote", "git-no-remote", "plain")
+
+
+def shape_for(size_mb: int) -> tuple[int, int]:
+    """(layers, width) of an MLP of about ``size_mb`` MiB: 4096 wide from 64 MiB, 1024 wide below."""
+    width = WIDTH if size_mb >= 64 else 1024
+    return max(1, round(size_mb * 2**20 / (width * width * 4))), width
 
 
 def _timed(kind: str, target: str, args: list[str], env: dict[str, str], cwd: str) -> tuple[float, int]:
@@ -74,68 +149,182 @@ def _timed(kind: str, target: str, args: list[str], env: dict[str, str], cwd: st
     return elapsed, int(peak[-1]) * 1024
 
 
-def _export_args(path: Path, output: Path, layers: int) -> list[str]:
-    return ["export", str(path), "--model-class", "bench_export:Wide",
-            "--model-kwargs", json.dumps({"layers": layers}), "--input-shape=-1,4096", "--bbox", "0", "0", "1", "1",
+def _run(*command: str, cwd: Path | None = None) -> None:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed: {done.stderr[-2000:]}")
+
+
+def _package(root: Path) -> Path:
+    """A project directory holding the ``mlmbench_nets`` package (and a pyproject to install it)."""
+    (root / PACKAGE).mkdir(parents=True)
+    (root / PACKAGE / "__init__.py").write_text("")
+    (root / PACKAGE / "nets.py").write_text(MODEL)
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    return root
+
+
+def _pip(*args: str) -> None:
+    _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", *args)
+
+
+def _git_repository(root: Path, remote: str | None) -> Path:
+    _package(root)
+    _run("git", "init", "-q", cwd=root)
+    _run("git", "add", ".", cwd=root)
+    _run("git", "-c", "user.name=bench", "-c", "user.email=bench@example.org", "commit", "-qm", "bench", cwd=root)
+    if remote:
+        _run("git", "remote", "add", "origin", remote, cwd=root)
+    return root
+
+
+def _locations(tmp: Path) -> dict[str, dict[str, str]]:
+    """Per case, the environment that puts the class's location on the path (each location set up for real)."""
+    target, prefix = tmp / "target", tmp / "prefix"
+    _pip("--target", str(target), str(_package(tmp / "src-installed")))
+    _pip("--prefix", str(prefix), "-e", str(_package(tmp / "src-editable")))
+    site_dir = next(prefix.glob("lib*/python*/site-packages"))
+    return {
+        "installed": {"PYTHONPATH": str(target)},
+        "editable": {"BENCH_SITE_DIR": str(site_dir)},
+        "git-remote": {"PYTHONPATH": str(_git_repository(tmp / "git-remote", "https://github.com/example/x.git"))},
+        "git-no-remote": {"PYTHONPATH": str(_git_repository(tmp / "git-no-remote", None))},
+        "plain": {"PYTHONPATH": str(_package(tmp / "plain"))},
+    }
+
+
+def _with_path(env: dict[str, str], checkout: str, location: dict[str, str]) -> dict[str, str]:
+    path = [checkout, *([location["PYTHONPATH"]] if "PYTHONPATH" in location else [])]
+    return {**env, **location, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _export_args(path: Path, output: Path, layers: int, width: int) -> list[str]:
+    return ["export", str(path), "--model-class", ENTRYPOINT, "--model-kwargs",
+            json.dumps({"layers": layers, "width": width}), f"--input-shape=-1,{width}", "--bbox", "0", "0", "1", "1",
             "--datetime", "2024-01-01T00:00:00Z", "--overwrite", "-o", str(output)]  # fmt: skip
 
 
-def _write_weights(path: Path, layers: int) -> int:
+def _write_weights(tmp: Path, layers: int, width: int) -> dict[str, Path]:
     import torch
+    from safetensors.torch import save_file
 
-    sys.path.insert(0, str(HERE))
-    from bench_export import Wide
-
+    namespace: dict[str, object] = {}
+    exec(compile(MODEL, "<model>", "exec"), namespace)  # noqa: S102 - our own class, above
     with torch.device("meta"):
-        model = Wide(layers)
-    torch.save({k: torch.randn(v.shape) for k, v in model.state_dict().items()}, path)
-    return path.stat().st_size
+        model = namespace["Wide"](layers, width)  # type: ignore[operator]
+    weights = {k: torch.randn(v.shape) for k, v in model.state_dict().items()}
+    paths = {"pt": tmp / "wide.pt", "safetensors": tmp / "wide.safetensors"}
+    torch.save(weights, paths["pt"])
+    save_file(weights, str(paths["safetensors"]))
+    return paths
 
 
-def measure(repeats: int = 3, before: str | None = None, layers: int = LAYERS) -> dict[str, float]:
-    """Medians of ``repeats`` runs of each process, interleaved (``layers`` x 64 MiB of weights)."""
+def _runs(tmp: Path, layers: int, width: int, before: str | None) -> dict[str, tuple[str, str, list[str], dict]]:
+    """Every process of a round: name -> (kind, module or code, argv, env)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    code_dir = str(HERE.parent)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "wide.pt"
-        weights = _write_weights(path, layers)
-        forward = FORWARD.format(bench=str(HERE), layers=layers, width=WIDTH)
-        runs: dict[str, list[tuple[float, int]]] = {"hash": [], "forward": [], "ours": [], "before": []}
-        clis = {"ours": code_dir, **({"before": before} if before else {})}
-        cli_runs = {
-            name: ({**env, "PYTHONPATH": os.pathsep.join([checkout, str(HERE)])},
-                   _export_args(path, Path(tmp) / f"{name}.json", layers))
-            for name, checkout in clis.items()
-        }  # fmt: skip
-        _timed("code", HASH, [str(path)], env, tmp)  # page cache warm
-        for cli_env, cli_args in cli_runs.values():  # bytecode written, page cache warm (see the module docstring)
-            _timed("module", "mlm_export", cli_args, cli_env, tmp)
-        for _ in range(repeats):
-            runs["hash"].append(_timed("code", HASH, [str(path)], env, tmp))
-            runs["forward"].append(_timed("code", forward, [str(path)], env, tmp))
-            for name, (cli_env, cli_args) in cli_runs.items():
-                runs[name].append(_timed("module", "mlm_export", cli_args, cli_env, tmp))
-    result: dict[str, float] = {"weights_bytes": weights}
-    for name, values in runs.items():
-        if values:
-            result[f"{name}_s"] = statistics.median(v[0] for v in values)
-            result[f"{name}_rss"] = statistics.median(v[1] for v in values)
-    floor = max(result["hash_s"], result["forward_s"])
-    result["floor_s"] = floor
-    result["time_ratio"] = result["ours_s"] / floor
-    result["rss_ratio"] = result["ours_rss"] / result["forward_rss"]
+    env.pop("PYTHONPATH", None)
+    checkout = str(HERE.parent)
+    paths = _write_weights(tmp, layers, width)
+    locations = _locations(tmp)
+    plain = _with_path(env, checkout, locations["plain"])
+    runs: dict[str, tuple[str, str, list[str], dict]] = {}
+    for fmt, path in paths.items():
+        forward = FORWARD.format(package=PACKAGE, layers=layers, width=width, load=LOADS[fmt])
+        runs[f"floor A: sha256 .{fmt}"] = ("code", HASH, [str(path)], env)
+        runs[f"floor B: torch+load+forward .{fmt}"] = ("code", forward, [str(path)], plain)
+    for case in CLI_CASES:
+        args = _export_args(paths["pt"], tmp / f"{case}.json", layers, width)
+        runs[case] = ("module", "mlm_export", args, _with_path(env, checkout, locations[case]))
+    runs["safetensors"] = ("module", "mlm_export", _export_args(paths["safetensors"], tmp / "st.json", layers, width),
+                           plain)  # fmt: skip
+    for name, code in (("notebook", NOTEBOOK), ("in-memory", IN_MEMORY)):
+        out = tmp / f"out-{name}"
+        out.mkdir()
+        filled = code.format(package=PACKAGE, layers=layers, width=width, args=EXPORT_ARGS)
+        runs[name] = ("code", filled, [str(paths["pt"]), str(out)], plain)
     if before:
-        result["before_ratio"] = result["before_s"] / floor
-        result["before_rss_ratio"] = result["before_rss"] / result["forward_rss"]
-    return result
+        runs["before: plain"] = ("module", "mlm_export", _export_args(paths["pt"], tmp / "before.json", layers, width),
+                                 _with_path(env, before, locations["plain"]))  # fmt: skip
+    return runs
+
+
+def _check_source_code(tmp: Path) -> None:
+    """Each CLI case's Item records its class where it lives (so the lookup being timed really ran)."""
+    package = "https://github.com/example/mlmbench-nets"
+    expected = {"installed": package, "editable": package, "git-remote": "https://raw.githubusercontent.com/example/x/"}
+    for case in CLI_CASES:
+        item = json.loads((tmp / f"{case}.json").read_text())
+        href = item["assets"].get("mlm:source_code", {}).get("href", "")
+        commit = item["properties"].get("mlm:hyperparameters", {}).get("source_code.commit")
+        found = {"git-no-remote": commit is not None and not href, "plain": not href}.get(case)
+        if not (found if found is not None else href.startswith(expected[case])):
+            raise RuntimeError(f"{case}: the Item does not record the class's source code as expected ({href!r}).")
+
+
+def _floor_format(case: str) -> str:
+    return "safetensors" if case == "safetensors" else "pt"
+
+
+def measure(repeats: int = 3, before: str | None = None, size_mb: int = 1024) -> dict:
+    """Medians of ``repeats`` interleaved rounds of every process; each case's ratios to its format's floor."""
+    layers, width = shape_for(size_mb)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        runs = _runs(tmp, layers, width, before)
+        for kind, target, args, env in runs.values():  # bytecode written, page cache warm (see the docstring)
+            _timed(kind, target, args, env, tmp_name)
+        _check_source_code(tmp)
+        timings: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, (kind, target, args, env) in runs.items():
+                timings[name].append(_timed(kind, target, args, env, tmp_name))
+        weights = (tmp / "wide.pt").stat().st_size
+    medians = {
+        name: (statistics.median(t for t, _ in values), statistics.median(r for _, r in values))
+        for name, values in timings.items()
+    }
+    floors = {}
+    for fmt in LOADS:
+        hashed, forward = medians[f"floor A: sha256 .{fmt}"], medians[f"floor B: torch+load+forward .{fmt}"]
+        floors[fmt] = {"hash_s": hashed[0], "forward_s": forward[0], "floor_s": max(hashed[0], forward[0]),
+                       "forward_rss": forward[1]}  # fmt: skip
+    cases = {}
+    for name, (seconds, rss) in medians.items():
+        if name.startswith("floor"):
+            continue
+        floor = floors[_floor_format(name)]
+        cases[name] = {"s": seconds, "rss": rss, "floor_s": floor["floor_s"], "floor_rss": floor["forward_rss"],
+                       "time_ratio": seconds / floor["floor_s"], "rss_ratio": rss / floor["forward_rss"]}  # fmt: skip
+    ours = {k: v for k, v in cases.items() if not k.startswith("before")}
+    worst = max(ours, key=lambda k: ours[k]["time_ratio"])
+    worst_rss = max(ours, key=lambda k: ours[k]["rss_ratio"])
+    return {"weights_bytes": weights, "layers": layers, "width": width, "load": os.getloadavg()[0],
+            "floors": floors, "cases": cases, "worst": worst, "worst_time_ratio": ours[worst]["time_ratio"],
+            "worst_rss": worst_rss, "worst_rss_ratio": ours[worst_rss]["rss_ratio"]}  # fmt: skip
+
+
+def table(result: dict) -> str:
+    """The cases as a Markdown table (seconds, ratio to the floor, peak RSS, ratio to floor B's)."""
+    lines = ["| class / input | export s | floor s | x floor | peak RSS MiB | x floor B RSS |", "|---" * 6 + "|"]
+    for name, c in result["cases"].items():
+        lines.append(f"| {name} | {c['s']:.2f} | {c['floor_s']:.2f} | {c['time_ratio']:.3f} | "
+                     f"{c['rss'] / 2**20:.0f} | {c['rss_ratio']:.3f} |")  # fmt: skip
+    for fmt, f in result["floors"].items():
+        lines.append(f"| floor .{fmt}: sha256 {f['hash_s']:.2f} s, torch+load+forward {f['forward_s']:.2f} s "
+                     f"({f['forward_rss'] / 2**20:.0f} MiB) | | | | | |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size-mb", type=int, default=1024, help="size of the MLP's weights (default 1024)")
     parser.add_argument("--before", help="another checkout whose CLI is timed too (e.g. /work/main)")
     args = parser.parse_args()
-    print(json.dumps(measure(args.repeats, args.before), indent=1))
+    result = measure(args.repeats, args.before, args.size_mb)
+    print(table(result))
+    print(f"worst: {result['worst']} {result['worst_time_ratio']:.3f} x floor; peak RSS worst {result['worst_rss']} "
+          f"{result['worst_rss_ratio']:.3f} x; load {result['load']:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

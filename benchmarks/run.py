@@ -12,7 +12,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | validate | ``mlm-export validate item.json`` (process) | ``python -c "import torch"`` | ratio < 1 |
 | download | ``fetch_artifact`` from loopback HTTP (sibling process) | ``hashlib.file_digest`` | time ratio <= 1.5 |
 | card | ``render_card`` of an Item with 5,000 classes | ``json.dumps`` of that Item | < 1 s |
-| process | ``mlm-export export`` of a 1 GiB MLP state_dict (process) | max(sha256, torch + load + forward) | <= 1.15 |
+| process | 1 GiB MLP export (process; class in each place; .pt, .safetensors, in memory) | max(sha256, load) | <=1.15 |
 | probing | all probes of a ResNet-50 / ViT-B/16, in real forwards at base size | the real-forward path | <= 1 |
 | memory | predicted dry-run peak (meta run) | measured (allocator peak + weights + inputs) | +-25 % or +-64 KiB |
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
@@ -150,14 +150,23 @@ def card(size_mb: int) -> list[Row]:
 def process(size_mb: int) -> list[Row]:
     import bench_process
 
-    layers = max(1, round(size_mb / 64))
-    r = bench_process.measure(2, layers=layers)
+    r = bench_process.measure(2, size_mb=size_mb)
     mib = r["weights_bytes"] / 2**20
+    rows: list[Row] = []
+    for name, c in r["cases"].items():
+        time_ok, rss_ok = c["time_ratio"] <= 1.15, c["rss_ratio"] <= 1.20
+        rows += [
+            (f"  export process, class/input {name} vs its floor (max(sha256, torch+load+forward))",
+             f"{c['s']:.2f} s", f"{c['floor_s']:.2f} s", c["time_ratio"], "<= 1.15", time_ok),
+            (f"  its peak RSS vs the torch+load+forward process ({name})", f"{c['rss'] / 2**20:.0f} MiB",
+             f"{c['floor_rss'] / 2**20:.0f} MiB", c["rss_ratio"], "<= 1.20", rss_ok),
+        ]  # fmt: skip
+    worst = r["cases"][r["worst"]]
     return [
-        (f"mlm-export export (process) vs max(sha256, torch+load+forward) ({mib:.0f} MiB MLP)",
-         f"{r['ours_s']:.2f} s", f"{r['floor_s']:.2f} s", r["time_ratio"], "<= 1.15", r["time_ratio"] <= 1.15),
-        ("  its peak RSS vs the torch+load+forward process", f"{r['ours_rss'] / 2**20:.0f} MiB",
-         f"{r['forward_rss'] / 2**20:.0f} MiB", r["rss_ratio"], "<= 1.20", r["rss_ratio"] <= 1.20),
+        (f"mlm-export export (process), worst case: {r['worst']} ({mib:.0f} MiB MLP, load {r['load']:.1f})",
+         f"{worst['s']:.2f} s", f"{worst['floor_s']:.2f} s", worst["time_ratio"], "<= 1.15",
+         worst["time_ratio"] <= 1.15),
+        *rows,
     ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """``python -m mlm_export``."""
 
-from mlm_export.cli import run
+from mlm_export.cli import console
 
-run()
+console()

@@ -21,6 +21,7 @@ entrypoint: a warning says so and no asset is written. Git runs through ``subpro
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import os
@@ -202,19 +203,44 @@ def raw_file_url(repository: str, commit: str, path: str) -> str | None:
     return None
 
 
+def _in_work_tree(directory: Path) -> bool:
+    """Whether git could find a repository from ``directory``: a ``.git`` there or above (or ``GIT_DIR`` set).
+
+    Saves the git processes for files in no repository (installed packages, plain folders).
+    """
+    if os.environ.get("GIT_DIR"):
+        return True
+    return any(os.path.exists(os.path.join(parent, ".git")) for parent in (directory, *directory.parents))
+
+
+def _first_remote_url(directory: Path) -> str | None:
+    """The URL of the remote ``git remote`` lists first (names sorted), or None when there is none."""
+    lines = (_git(directory, "config", "--get-regexp", r"^remote\..*\.url$") or "").splitlines()
+    remotes = {}
+    for line in lines:
+        key, _, url = line.partition(" ")
+        remotes.setdefault(key.removeprefix("remote.").removesuffix(".url"), url)
+    return remotes[min(remotes)] if remotes else None
+
+
 def git_source(source: Path, entrypoint: str) -> SourceCode | None:
-    """The source-code asset of ``source`` when it lies in a git work tree (None otherwise)."""
+    """The source-code asset of ``source`` when it lies in a git work tree (None otherwise).
+
+    Three git processes at most: the top level and commit, the file's status (ignored, untracked, changed) and
+    the remotes' URLs.
+    """
     directory = source.parent
-    top = _git(directory, "rev-parse", "--show-toplevel")
-    if top is None or _git(directory, "check-ignore", "-q", "--", str(source)) is not None:
-        return None  # not in a work tree, or an ignored file there (a virtualenv inside a project)
-    commit = _git(directory, "rev-parse", "HEAD")
-    if commit is None:  # a repository without any commit
+    if not _in_work_tree(directory):
         return None
+    found = _git(directory, "rev-parse", "--show-toplevel", "HEAD")
+    if found is None or len(found.splitlines()) != 2:
+        return None  # not in a work tree, or a repository without any commit
+    top, commit = found.splitlines()
+    status = _git(directory, "status", "--porcelain", "--ignored", "--", str(source))
+    if status is None or status.startswith("!!"):
+        return None  # an ignored file in a work tree (a virtualenv inside a project)
     relative = source.relative_to(Path(top).resolve()).as_posix()
-    tracked = _git(directory, "ls-files", "--error-unmatch", "--", str(source)) is not None
-    status = _git(directory, "status", "--porcelain", "--", str(source))
-    dirty = not tracked or bool(status)
+    tracked, dirty = not status.startswith("??"), bool(status)
     notes = [f"{relative} at commit {commit}"]
     if dirty:
         change = "is not committed" if not tracked else "has uncommitted changes"
@@ -224,8 +250,7 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
             "differs from the code that built this model. Commit it and export again.",
             stacklevel=5,
         )
-    remote_name = (_git(directory, "remote") or "").splitlines()
-    remote_url = _git(directory, "remote", "get-url", remote_name[0]) if remote_name else None
+    remote_url = _first_remote_url(directory)
     repository = https_remote(remote_url) if remote_url else None
     if repository is None:
         warnings.warn(
@@ -260,15 +285,127 @@ def entrypoint_of_item(document: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _distribution_of(module_name: str) -> importlib.metadata.Distribution | None:
-    top = module_name.split(".", 1)[0]
-    names = importlib.metadata.packages_distributions().get(top) or []
-    for name in names:
-        try:
-            return importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+def _normalised(name: str) -> str:
+    """A distribution or file-name stem as the wheel spec spells it: runs of ``-_.`` as ``_``, lower case."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _import_root(source: Path, module_name: str) -> Path | None:
+    """The directory ``module_name`` is imported from (``root/pkg/mod.py``), or None when the file does not fit."""
+    parts = module_name.split(".")
+    names = parts if source.stem == "__init__" else parts[:-1]
+    directory = source.parent
+    for name in reversed(names):
+        if directory.name != name:
+            return None
+        directory = directory.parent
+    return directory if source.stem in ("__init__", parts[-1]) else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _lists(info: Path, top: str, relative: str, *, named: bool) -> bool:
+    """Whether the ``*.dist-info`` / ``*.egg-info`` directory ``info`` installed the file ``relative``.
+
+    ``top_level.txt`` (where there is one) rules a distribution out without reading its ``RECORD``; an egg-info
+    (no ``RECORD``) counts when its name or ``top_level.txt`` names the module.
+    """
+    top_level = _read(info / "top_level.txt").split()
+    if top_level and top not in top_level:
+        return False
+    record = _read(info / "RECORD")
+    if record:
+        return f"\n{relative}," in f"\n{record}"
+    return named or top in top_level
+
+
+def _distribution_in(directory: Path, top: str, relative: str) -> importlib.metadata.Distribution | None:
+    """The distribution in ``directory`` (a site dir, a ``--target`` dir) that installed ``relative``.
+
+    Its own-named candidates (``torchvision-0.20.dist-info`` for ``torchvision``) are read first; then the others,
+    lazily, up to the first that lists the file.
+    """
+    try:
+        infos = sorted(e.name for e in os.scandir(directory) if e.name.endswith((".dist-info", ".egg-info")))
+    except OSError:
+        return None
+    key = _normalised(top)
+    stems = {n: n.removesuffix(".dist-info").removesuffix(".egg-info").split("-", 1)[0] for n in infos}
+    named = [n for n in infos if _normalised(stems[n]) == key]
+    for name in named + [n for n in infos if n not in named]:
+        if _lists(directory / name, top, relative, named=name in named):
+            return importlib.metadata.Distribution.at(directory / name)
     return None
+
+
+def _within(source: Path, location: str | os.PathLike[str]) -> bool:
+    path = Path(location).resolve()
+    return source == path or path in source.parents
+
+
+def _editable_finder_distribution(top: str, source: Path) -> importlib.metadata.Distribution | None:
+    """The editable install (setuptools' ``__editable___<name>_<version>_finder``) whose ``MAPPING`` holds ``source``.
+
+    The finder module is imported by its ``.pth`` at start-up, so its mapping is read from ``sys.modules``.
+    """
+    for name, module in list(sys.modules.items()):
+        mapping = getattr(module, "MAPPING", None)
+        if not (name.startswith("__editable__") and isinstance(mapping, dict)):
+            continue
+        location = mapping.get(top)
+        finder_file = getattr(module, "__file__", None)
+        if not isinstance(location, str) or not finder_file or not _within(source, location):
+            continue
+        site_dir, stem = Path(finder_file).parent, name.removeprefix("__editable___").removesuffix("_finder")
+        for info in sorted(site_dir.glob("*.dist-info")):
+            if _normalised(info.name.removesuffix(".dist-info")) == _normalised(stem):
+                return importlib.metadata.Distribution.at(info)
+        return _distribution_in(site_dir, top, Path(finder_file).name)
+    return None
+
+
+@functools.cache
+def _pth_paths() -> dict[Path, tuple[Path, str]]:
+    """Directories that ``*.pth`` files of the site dirs put on ``sys.path`` -> (site dir, ``.pth`` name)."""
+    import site
+    import sysconfig
+
+    site_dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    site_dirs += [sysconfig.get_paths()[key] for key in ("purelib", "platlib")]
+    found: dict[Path, tuple[Path, str]] = {}
+    for site_dir in dict.fromkeys(Path(d) for d in site_dirs):
+        for pth in sorted(site_dir.glob("*.pth")) if site_dir.is_dir() else ():
+            for line in _read(pth).splitlines():
+                if line.strip() and not line.startswith(("#", "import ", "import\t")):
+                    found.setdefault(Path(site_dir, line.strip()).resolve(), (site_dir, pth.name))
+    return found
+
+
+@functools.cache
+def _distribution_of(module_name: str, source: Path) -> importlib.metadata.Distribution | None:
+    """The installed distribution that provides ``module_name`` (whose file is ``source``), found from the file.
+
+    Never reads every installed distribution: the directory the module is imported from holds its
+    ``*.dist-info`` (site-packages, a ``pip install --target`` dir); an editable install is found through its
+    finder's ``MAPPING`` (setuptools) or the ``.pth`` file that puts its directory on ``sys.path``. A module in a
+    plain folder costs one directory listing.
+    """
+    top = module_name.split(".", 1)[0]
+    root = _import_root(source, module_name)
+    if root is None:
+        return None
+    found = _editable_finder_distribution(top, source)  # before the project's own (maybe stale) egg-info
+    if found is None:
+        found = _distribution_in(root, top, source.relative_to(root).as_posix())
+    if found is None and root in _pth_paths():
+        site_dir, pth = _pth_paths()[root]
+        found = _distribution_in(site_dir, top, pth)
+    return found
 
 
 def repository_url(distribution: importlib.metadata.Distribution) -> str | None:
@@ -291,7 +428,7 @@ def repository_url(distribution: importlib.metadata.Distribution) -> str | None:
 def package_source(source: Path, entrypoint: str) -> SourceCode | None:
     """The source-code asset of a class from an installed package (None, with a warning, when it names no URL)."""
     module_name = entrypoint.split(":", 1)[0]
-    distribution = _distribution_of(module_name)
+    distribution = _distribution_of(module_name, source)
     url = repository_url(distribution) if distribution is not None else None
     if distribution is None or url is None:
         warnings.warn(

@@ -25,3 +25,31 @@ def test_validate_json_into_head_closes_quietly(tmp_path: Path) -> None:
     assert result.stdout == "[\n"
     assert "BrokenPipeError" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 141  # 128 + SIGPIPE, what `yes | head -1` reports under pipefail
+
+
+def test_the_cli_process_skips_teardown_but_runs_threads_atexit_and_flushes(tmp_path: Path) -> None:
+    # The process ends by os._exit (no teardown of torch's modules), after what the interpreter's exit runs first:
+    # non-daemon threads joined, atexit handlers, stdout/stderr flushed; the exit code is the CLI's.
+    item = tmp_path / "item.json"
+    item.write_text(json.dumps(item_dict(tmp_path)))
+    code = (
+        "import atexit, sys, threading, time\n"
+        "done = []\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), done.append(1))).start()\n"
+        "atexit.register(lambda: print('atexit ran, thread joined:', done == [1], file=sys.stderr))\n"
+        "class Module:\n"
+        "    def __del__(self):\n"
+        "        print('torn down', file=sys.stderr)\n"
+        "module = Module()  # deleted when the interpreter tears __main__ down\n"
+        "from mlm_export.cli import console\n"
+        "console()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv, exit_code in ((["validate", "--no-check-files", str(item)], 0), (["validate", "missing.json"], 1)):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+        assert result.returncode == exit_code, result.stderr
+        assert "atexit ran, thread joined: True" in result.stderr
+        assert "torn down" not in result.stderr
+        assert (str(item) in result.stdout) == (exit_code == 0), result.stdout  # buffered stdout was written
