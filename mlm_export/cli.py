@@ -7,6 +7,7 @@ Exit codes: 0 success (every item valid), 1 an item is invalid or an error was r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
