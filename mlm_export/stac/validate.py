@@ -395,14 +395,21 @@ def _file_problems(
             yield from _missing_link_target(index, link, base)
 
 
+#: Links that build a catalog (what STAC clients follow); a local one to a missing file is a problem. Provenance links
+#: (``derived_from`` to a training set's folder, ``cite-as``...) may name data that is not shipped with the Item.
+STRUCTURE_RELS = frozenset(
+    {"root", "parent", "child", "item", "collection", "predecessor-version", "successor-version", "latest-version"}
+)
+
+
 def _missing_link_target(index: int, link: Any, base: Path) -> Iterator[Problem]:
-    """A local link (not ``self``) of an Item read from a file whose target does not exist.
+    """A local catalog link (:data:`STRUCTURE_RELS`) of an Item read from a file whose target does not exist.
 
     Only existence is looked at (the file is never opened), and the resolved path is named only when it lies in the
     Item's directory.
     """
     href = link.get("href") if isinstance(link, Mapping) else None
-    if not isinstance(href, str) or link.get("rel") == "self":
+    if not isinstance(href, str) or link.get("rel") not in STRUCTURE_RELS:
         return
     resolved = resolve_href(href, base)
     if resolved.path is None or os.path.lexists(resolved.path):
