@@ -26,7 +26,10 @@ def prepare(model: Any, device: str) -> Any:
 
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export (.pt2) module: its train/eval mode was fixed at export
+            pass
     return model
 
 
