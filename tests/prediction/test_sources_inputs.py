@@ -50,18 +50,21 @@ class TwoSeg(nn.Module):
         return self.image(image) + self.height(dem)
 
 
-@pytest.fixture
-def two_input_item(tmp_path: Path) -> Path:
+def _export_two(directory: Path, fmt: str | None = None) -> Path:
     torch.manual_seed(5)
-    directory = tmp_path / "model"
     item = export_item(
         TwoSeg(), input_shape=[[-1, 3, -1, -1], [-1, 1, -1, -1]], bands={"image": list(MODEL_BANDS)},
         value_scaling={"image": [{"type": "z-score", "mean": MEAN, "stddev": STD}],
                        "dem": [{"type": "z-score", "mean": DEM_MEAN, "stddev": DEM_STD}]},
         tasks=["semantic-segmentation"], classes=CLASSES, artifact_dir=directory, item_id="two-inputs",
-        bbox=[9.0, 46.0, 9.1, 46.1], datetime="2024-01-01T00:00:00Z",
+        bbox=[9.0, 46.0, 9.1, 46.1], datetime="2024-01-01T00:00:00Z", artifact_format=fmt,
     )  # fmt: skip
     return save_item(item, directory / "item.json")
+
+
+@pytest.fixture
+def two_input_item(tmp_path: Path) -> Path:
+    return _export_two(tmp_path / "model")
 
 
 @pytest.fixture
@@ -94,10 +97,13 @@ def _reference(item: Path, scene: dict, dem_values: np.ndarray) -> tuple[np.ndar
     return np.where(valid, scores.argmax(0), 255), valid
 
 
-def test_two_input_model_reads_the_dem_onto_the_grid(tmp_path: Path, scene: dict, two_input_item: Path, dem) -> None:
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
+def test_two_input_model_reads_the_dem_onto_the_grid(fmt: str, tmp_path: Path, scene: dict, two_input_item: Path,
+                                                     dem) -> None:  # fmt: skip
+    item = two_input_item if fmt == "safetensors" else _export_two(tmp_path / "onnx", "onnx")
     out = tmp_path / "map.tif"
-    result = predict(two_input_item, scene["files"], out, inputs={"dem": dem[0]}, model_class=TwoSeg, tile_size=64,
-                     overlap=4)  # fmt: skip
+    kwargs = {"model_class": TwoSeg} if fmt == "safetensors" else {}
+    result = predict(item, scene["files"], out, inputs={"dem": dem[0]}, tile_size=64, overlap=4, **kwargs)
     expected, valid = _reference(two_input_item, scene, dem[1])
     with rasterio.open(out) as src:
         assert np.array_equal(src.read(1), expected)
