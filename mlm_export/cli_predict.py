@@ -25,6 +25,10 @@ def add_parser(commands: Any) -> None:
     predict.add_argument(
         "--band", action="append", default=[], metavar="NAME=FILE[:INDEX]", help="where a band is (repeatable)"
     )
+    predict.add_argument(
+        "--input", action="append", default=[], metavar="NAME=PATH", dest="inputs",
+        help="file of a model input that names no bands, e.g. a DEM (repeatable)",
+    )  # fmt: skip
     predict.add_argument("--resolution", type=float, help="pixel size of the grid (default: the finest band's)")
     predict.add_argument("--crs", help="CRS of the grid, e.g. EPSG:32632 (default: the data's)")
     predict.add_argument(
@@ -41,7 +45,7 @@ def add_parser(commands: Any) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from mlm_export.prediction import predict
-    from mlm_export.prediction.sources import parse_band_mapping
+    from mlm_export.prediction.sources import parse_band_mapping, parse_input_mapping
 
     result = predict(
         args.item,
@@ -59,6 +63,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         scores=args.scores,
         tile_size=args.tile_size,
+        inputs=parse_input_mapping(args.inputs),
     )
     skipped = f", {result.skipped} without data skipped" if result.skipped else ""
     print(f"{result.output} ({result.windows} windows{skipped})")

@@ -3,7 +3,11 @@
 A torchgeo ResNet-18 over the 13 Sentinel-2 L1C bands (randomly initialised, nothing downloaded) is measured,
 written as safetensors, described as an MLM Item, validated offline, loaded back from the Item and checked; then
 the Item goes into a local catalog (``<output>/catalog``, self-contained, every Item valid) with a model card per
-Item, and the catalog is searched the way a user with a Sentinel-2 tile over Switzerland would. No server.
+Item, and the catalog is searched the way a user with a Sentinel-2 tile over Switzerland would. Last, the model is
+*used*: a small torchgeo FCN land-cover segmenter over the same 13 bands (random weights, TorchScript, so running it
+imports no code) is exported, a Sentinel-2-like scene is written (``<output>/scene/sentinel2.tif``: 13 bands,
+random uint16 reflectance, UTM 32N, 10 m) and ``predict`` runs the segmenter on it from its Item alone, writing a
+COG and its result Item (``<output>/prediction/landcover.tif`` and ``.json``). No server, no download.
 """
 
 from __future__ import annotations
@@ -71,7 +75,66 @@ def run(output: Path, *, overwrite: bool = True) -> Path:
         print(checked)
         raise SystemExit(1)
     catalog_and_search(path, output / "catalog")
+    predict_on_scene(output)
     return path
+
+
+SCENE_SIZE = 256
+SCENE_CRS = "EPSG:32632"
+
+
+def write_scene(path: Path, *, size: int = SCENE_SIZE, seed: int = 0) -> Path:
+    """A Sentinel-2-like GeoTIFF: 13 bands (described B01..B12), random uint16 reflectance, UTM 32N at 10 m."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(seed).integers(1, 10_000, size=(len(SENTINEL2_BANDS), size, size), dtype=np.uint16)
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": len(SENTINEL2_BANDS), "dtype": "uint16",
+               "crs": SCENE_CRS, "transform": from_origin(320_000.0, 5_180_000.0, 10.0, 10.0), "nodata": 0,
+               "tiled": True, "blockxsize": 128, "blockysize": 128}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for index, name in enumerate(SENTINEL2_BANDS, start=1):
+            dst.set_band_description(index, name)
+    return path
+
+
+def export_segmenter(directory: Path) -> Path:
+    """Torchgeo's FCN (13 bands -> 10 land-cover classes, random weights) as TorchScript + its Item."""
+    import torch
+    from torchgeo.models import FCN
+
+    from mlm_export import export_item, save_item
+
+    torch.manual_seed(0)
+    model = torch.jit.script(FCN(in_channels=len(SENTINEL2_BANDS), classes=len(EUROSAT_CLASSES), num_filters=16))
+    item = export_item(
+        model, input_shape=[-1, len(SENTINEL2_BANDS), -1, -1], tasks=["semantic-segmentation"],
+        bands=SENTINEL2_BANDS, classes=EUROSAT_CLASSES, name="fcn-sentinel2-landcover-demo",
+        item_id="fcn-sentinel2-landcover-demo", value_scaling=[{"type": "scale", "value": 10_000}],
+        resize_type="none", none_applies=["pre_processing_function", "post_processing_function"],
+        description="Demo: torchgeo FCN land-cover segmenter over the 13 Sentinel-2 L1C bands (random weights).",
+        bbox=[5.9, 45.8, 10.5, 47.8], datetime="2024-01-01T00:00:00Z", artifact_dir=directory,
+    )  # fmt: skip
+    return save_item(item, directory / "item.json", overwrite=True)
+
+
+def predict_on_scene(output: Path) -> Any:
+    """Write the demo scene, export the segmenter and run ``predict`` on the scene; returns the PredictionResult."""
+    from mlm_export import predict, validate_item
+
+    scene = write_scene(output / "scene" / "sentinel2.tif")
+    item = export_segmenter(output / "segmentation")
+    (output / "prediction").mkdir(exist_ok=True)
+    result = predict(item, [scene], output / "prediction" / "landcover.tif", overwrite=True, progress=False)
+    validate_item(result.item).raise_for_problems()
+    print(f"scene:       {scene.resolve()} (13 Sentinel-2 bands, {SCENE_SIZE} x {SCENE_SIZE} uint16, {SCENE_CRS})")
+    print(f"segmenter:   {item.resolve()}")
+    print(f"prediction:  {result.output.resolve()} (COG, {result.windows} window(s))")
+    print(f"result item: {result.item.resolve()} (valid)")
+    return result
 
 
 #: What the demo's search asks for: a classifier that reads only the bands of a Sentinel-2 L1C tile over western

@@ -26,6 +26,29 @@ def test_demo_exports_catalogs_and_finds_the_model(tmp_path: Path, capsys: pytes
     assert model["file:checksum"] == item["assets"]["model"]["file:checksum"]
     assert (output / "catalog" / "index.html").is_file()
     assert f"1 hit(s) for a classifier of Sentinel-2 L1C bands over 6-7E 46-47N: ['{item['id']}']" in printed
+    _assert_prediction(output, printed)
+
+
+def _assert_prediction(output: Path, printed: str) -> None:
+    """The demo wrote a Sentinel-2-like scene, ran predict on it and printed where the COG and its Item are."""
+    import numpy as np
+    import rasterio
+
+    scene, cog, result = (output / "scene" / "sentinel2.tif", output / "prediction" / "landcover.tif",
+                          output / "prediction" / "landcover.json")  # fmt: skip
+    assert f"prediction:  {cog.resolve()} (COG" in printed and f"result item: {result.resolve()} (valid)" in printed
+    with rasterio.open(scene) as src:
+        assert (src.count, src.dtypes[0], str(src.crs)) == (13, "uint16", "EPSG:32632")
+        assert src.descriptions == SENTINEL2_BANDS
+        grid = (src.transform, src.shape)
+    with rasterio.open(cog) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert (src.transform, src.shape, str(src.crs)) == (*grid, "EPSG:32632")
+        classes = src.read(1)
+    assert set(np.unique(classes)) <= set(range(10))
+    assert validate_item(result).valid
+    document = json.loads(result.read_text())
+    assert document["assets"]["data"]["file:checksum"] and document["properties"]["processing:level"] == "L4"
 
 
 _NO_NETWORK = """
@@ -76,6 +99,8 @@ def test_demo_validate_and_card_work_with_no_network_and_no_schema_dir(tmp_path:
     report = json.loads(checked.stdout)
     report = report[0] if isinstance(report, list) else report
     assert report["valid"] is True
+    offline = run("-m", "mlm_export", "validate", str(work / "out" / "prediction" / "landcover.json"), "--json")
+    assert offline.returncode == 0, offline.stdout + offline.stderr  # the result Item validates offline too
     assert "https://stac-extensions.github.io/mlm/v1.5.2/schema.json" in report["schemas"]
     card = run("-m", "mlm_export", "card", str(item), "-o", "card.html")
     assert card.returncode == 0, card.stdout + card.stderr

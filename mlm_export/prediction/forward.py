@@ -26,30 +26,38 @@ def prepare(model: Any, device: str) -> Any:
 
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export (.pt2) module: its train/eval mode was fixed at export
+            pass
     return model
 
 
-def run(model: Any, batch: np.ndarray, device: str) -> np.ndarray:
+def run(model: Any, batch: np.ndarray | list[np.ndarray], device: str) -> np.ndarray:
     """The model's first output on ``batch`` (already in the declared dim_order and data_type).
+
+    A list holds one batch per input, in the Item's ``mlm:input`` order: positional arguments of a torch model,
+    the session's inputs in their order for ONNX.
 
     Raises:
         ProbeError: the forward fails, naming the batch's shape.
     """
+    batches = batch if isinstance(batch, list) else [batch]
+    shapes = " + ".join(str(list(b.shape)) for b in batches)
     if is_onnx(model):
-        name = model.get_inputs()[0].name
+        names = [i.name for i in model.get_inputs()]
         try:
-            outputs = model.run(None, {name: np.ascontiguousarray(batch)})
+            outputs = model.run(None, {n: np.ascontiguousarray(b) for n, b in zip(names, batches, strict=True)})
         except Exception as exc:
-            raise ProbeError(f"onnxruntime failed on a batch of shape {list(batch.shape)}: {exc}") from exc
+            raise ProbeError(f"onnxruntime failed on a batch of shape {shapes}: {exc}") from exc
         return np.asarray(outputs[0])
     import torch
 
     with torch.inference_mode():
         try:
-            result = model(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            result = model(*(torch.from_numpy(np.ascontiguousarray(b)).to(device) for b in batches))
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise ProbeError(f"The model failed on a batch of shape {list(batch.shape)}: {exc}") from exc
+            raise ProbeError(f"The model failed on a batch of shape {shapes}: {exc}") from exc
     return _first_tensor(result).detach().to("cpu").numpy()
 
 

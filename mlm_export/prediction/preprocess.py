@@ -23,6 +23,7 @@ import numpy as np
 from mlm_export.errors import DataError, ItemValidationError
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.spec import InputSpec
+from mlm_export.prediction.tiling import Window, cut
 
 logger = logging.getLogger("mlm_export")
 
@@ -33,7 +34,12 @@ _NUMPY_TYPES = {"float16": "float16", "float32": "float32", "float64": "float64"
 
 
 def channels(spec: InputSpec, names: Sequence[str], data: np.ndarray, *, trust_code: bool) -> np.ndarray:
-    """The input's channels in order [C, H, W] (float64): read bands, and computed ones from their expressions."""
+    """The input's channels in order [C, H, W] (float64): read bands, and computed ones from their expressions.
+
+    An input without bands (a DEM, an auxiliary grid) takes ``data``'s planes as they are.
+    """
+    if not spec.bands:
+        return data.astype(np.float64)
     bands = {name: data[i].astype(np.float64) for i, name in enumerate(names)}
     planes = []
     for band in spec.bands:
@@ -81,7 +87,8 @@ def scale(spec: InputSpec, planes: np.ndarray, *, trust_code: bool) -> np.ndarra
     out = np.empty_like(planes)
     for index, plane in enumerate(planes):
         rule = rules[index] if len(rules) > 1 else rules[0]
-        out[index] = _scale_one(plane, rule, f"value_scaling of band {spec.bands[index].name!r}", trust_code)
+        band = repr(spec.bands[index].name) if spec.bands else f"{index + 1} of input {spec.name!r}"
+        out[index] = _scale_one(plane, rule, f"value_scaling of band {band}", trust_code)
     return out
 
 
@@ -114,6 +121,21 @@ def finish_batch(spec: InputSpec, batch: np.ndarray, *, trust_code: bool) -> np.
         where = f"pre_processing_function[{index}] of input {spec.name!r}"
         batch = np.asarray(evaluate(expression, {"x": batch, "A": batch}, trust_code=trust_code, where=where))
     return cast(batch, numpy_type(spec.data_type), spec.name)
+
+
+def feed(
+    inputs: Sequence[tuple[InputSpec, np.ndarray]], group: Sequence[Window], *, trust_code: bool
+) -> list[np.ndarray]:
+    """One batch per input, in the Item's order.
+
+    The windows of ``group`` are cut from each input's planes, steps 4-5 applied, and the batch laid out in the
+    input's declared ``dim_order``.
+    """
+    batches = []
+    for spec, planes in inputs:
+        batch = finish_batch(spec, np.stack([cut(planes, w) for w in group]), trust_code=trust_code)
+        batches.append(np.transpose(batch, list(np.argsort(spec.order))))
+    return batches
 
 
 def cast(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:

@@ -17,11 +17,12 @@ from typing import Any
 
 from mlm_export.hashing import hash_file
 
+#: The versions mlm-export bundles (``stac/schemas_data``), so that a result Item validates offline.
 EXTENSIONS = [
-    "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+    "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
     "https://stac-extensions.github.io/file/v2.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-    "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
 ]
 MEDIA_TYPES = {
     ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",

@@ -22,8 +22,8 @@ from mlm_export.files import Staging, exists_error, resolve_output
 from mlm_export.prediction import forward, outputs, preprocess, tiling
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.result_item import OutputFile, framework_versions, result_item
-from mlm_export.prediction.sources import Scene, parse_band_mapping, read_scene
-from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, output_spec
+from mlm_export.prediction.sources import Scene, parse_band_mapping, read_inputs, read_scene
+from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, input_specs, output_spec
 
 #: Largest batch chosen from the memory cap when the Item suggests none.
 MAX_BATCH = 16
@@ -126,14 +126,12 @@ def _run_windows(model: Any, plan: _Plan, planes: np.ndarray, spec: InputSpec, o
                  options: Mapping[str, Any]) -> tuple[np.ndarray | None, list[np.ndarray]]:  # fmt: skip
     """Forward every window in batches: the stitched dense map [K, H, W], or one result per window."""
     trust_code, device = bool(options.get("trust_code")), str(options.get("device", "cpu"))
-    axes = list(np.argsort(spec.order))
     dense: np.ndarray | None = None
     per_tile: list[np.ndarray] = []
     with _progress(len(plan.windows), options.get("progress")) as bar:
         for group in tiling.batches(plan.windows, plan.batch):
-            batch = np.stack([tiling.cut(planes, w) for w in group])
-            batch = preprocess.finish_batch(spec, batch, trust_code=trust_code)
-            result = _post_process(out, forward.run(model, np.transpose(batch, axes), device), trust_code)
+            batch = preprocess.feed(options.get("inputs") or [(spec, planes)], group, trust_code=trust_code)
+            result = _post_process(out, forward.run(model, batch, device), trust_code)
             if out.dense:
                 result = _canonical(out, result)
                 if result.shape[-2:] != plan.tile:
@@ -211,6 +209,7 @@ def predict(
     tile_size: int | None = None,
     overlap: int | None = None,
     trust_pickle: bool = False,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> PredictionResult:
     """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
 
@@ -235,6 +234,9 @@ def predict(
         tile_size: side of dynamic windows (default: from the memory cap).
         overlap: pixels of overlap per side of dense windows (default: 16, at most a quarter of the tile).
         trust_pickle: as for :func:`~mlm_export.load_model`.
+        inputs: ``{input name: path or URL}`` of the Item's inputs that name no bands (a DEM, an auxiliary grid;
+            ``--input NAME=PATH``): each file's bands are its channels, read onto the grid of DATA, nodata carried.
+            The model gets every input in the Item's ``mlm:input`` order, each pre-processed by its own entry.
 
     Returns:
         What was written, and the number of windows run and skipped (all nodata).
@@ -263,14 +265,19 @@ def predict(
     mapping = {k: _band_target(v) for k, v in (bands or {}).items()}
     scene = read_scene(sources, required_bands(doc), definition_aliases(doc), bands=mapping, resolution=resolution,
                        crs=crs)  # fmt: skip
+    specs = input_specs(doc)
+    auxiliary = read_inputs(scene, specs, inputs or {})
     if not scene.valid.any():
         raise DataError(
             f"Every pixel of the data ({', '.join(map(str, sources))}) is nodata for the bands the model reads.",
             hint="Pass a scene with data.",
         )
-    planes = preprocess.model_space(spec, scene.names, scene.data, scene.valid, trust_code=trust_code)
+    feeds = [(s, preprocess.model_space(s, [] if s.name in auxiliary else scene.names,
+                                        auxiliary.get(s.name, scene.data), scene.valid, trust_code=trust_code))
+             for s in specs]  # fmt: skip
+    planes = next(p for s, p in feeds if s == spec)
     options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap,
-               "trust_code": trust_code, "device": device, "progress": progress}  # fmt: skip
+               "trust_code": trust_code, "device": device, "progress": progress, "inputs": feeds}  # fmt: skip
     plan = _plan(doc, spec, out, scene, options)
     dense, per_tile = _run_windows(forward.prepare(model, device), plan, planes, spec, out, options)
     written = _publish(target, doc, item, model, scene, out, plan, dense, per_tile, scores, overwrite)

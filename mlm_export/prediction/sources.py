@@ -163,10 +163,12 @@ def read_scene(
     return _read_files([chosen[n] for n in needed], list(needed), resolution, crs)
 
 
-def _open_band(candidate: _Candidate) -> Any:
+def _open_band(candidate: _Candidate, *, select: bool = True) -> Any:
     import rioxarray
 
-    array = rioxarray.open_rasterio(candidate.path).sel(band=candidate.index, drop=True)
+    array = rioxarray.open_rasterio(candidate.path)
+    if select:
+        array = array.sel(band=candidate.index, drop=True)
     if array.rio.crs is None:
         raise DataError(
             f"Data file '{candidate.path}' has no CRS, so it cannot be placed on a grid.",
@@ -209,7 +211,7 @@ def _read_items(
     import odc.stac
     import pystac
 
-    items = [pystac.Item.from_file(h) for h in hrefs]
+    items = [_open_item(pystac, h) for h in hrefs]
     candidates = [c for item in items for c in _item_candidates(item)]
     chosen = _match(needed, candidates, aliases)
     keys = list(dict.fromkeys(chosen[n].asset for n in needed))
@@ -232,6 +234,24 @@ def _read_items(
     return Scene(list(needed), np.stack(planes), valid, geobox.affine, geobox.crs, [str(h) for h in hrefs], [])
 
 
+def _open_item(pystac: Any, href: str) -> Any:
+    """The data Item at ``href``.
+
+    Raises:
+        ArtifactNotFoundError: a local Item that does not exist. DataError: one that cannot be read or fetched.
+    """
+    if "://" not in href and not Path(href).is_file():
+        raise ArtifactNotFoundError(f"Data Item '{href}' does not exist.", hint="Check the DATA paths.")
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return pystac.Item.from_file(href)
+    except (OSError, ValueError, KeyError, HTTPError, pystac.STACError) as exc:
+        raise DataError(
+            f"Cannot read data Item '{href}': {exc}.", hint="Check that the URL is reachable and is a STAC Item."
+        ) from exc
+
+
 def _fill_projection(item: Any, keys: Sequence[str]) -> None:
     """Give assets without ``proj:`` grid fields the ones of their file (odc-stac needs them to place the pixels)."""
     import rasterio
@@ -241,7 +261,14 @@ def _fill_projection(item: Any, keys: Sequence[str]) -> None:
         fields = asset.extra_fields
         if {"proj:shape", "proj:transform"} <= set(fields) and ({"proj:code", "proj:epsg", "proj:wkt2"} & set(fields)):
             continue
-        with rasterio.open(asset.get_absolute_href()) as src:
+        try:
+            src = rasterio.open(asset.get_absolute_href())
+        except rasterio.errors.RasterioIOError as exc:
+            raise DataError(
+                f"Cannot read asset {key!r} ('{asset.get_absolute_href()}') of data Item {item.id!r}: {exc}.",
+                hint="Check that the URL is reachable and is a GeoTIFF.",
+            ) from exc
+        with src:
             if src.crs is None:
                 raise DataError(
                     f"Asset {key!r} ('{asset.get_absolute_href()}') of data Item {item.id!r} has no CRS.",
@@ -254,3 +281,71 @@ def _fill_projection(item: Any, keys: Sequence[str]) -> None:
     extension = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
     if extension not in item.stac_extensions:
         item.stac_extensions.append(extension)
+
+
+def parse_input_mapping(values: Sequence[str]) -> dict[str, str]:
+    """``NAME=PATH`` entries (``--input``) -> {input name: path or URL}.
+
+    Raises:
+        ConfigurationError: an entry has no ``=``, or a name is given twice.
+    """
+    mapping: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigurationError(f"--input {value!r} is not NAME=PATH.", hint="E.g. --input dem=dem.tif.")
+        if name in mapping:
+            raise ConfigurationError(f"--input {name!r} is given twice.", hint="Give each input once.")
+        mapping[name] = path
+    return mapping
+
+
+def read_inputs(scene: Scene, specs: Sequence[Any], inputs: Mapping[str, str | os.PathLike[str]]) -> dict[str, Any]:
+    """Each input without bands (a DEM, an auxiliary grid) read from ``inputs[name]`` onto the scene's grid.
+
+    Every band of the file is one channel, in the file's order; rioxarray's ``reproject`` brings it onto the scene's
+    CRS, transform and shape (nearest neighbour). Its nodata pixels become nodata of the scene (``scene.valid``).
+
+    Returns:
+        {input name: planes [C, H, W]}.
+
+    Raises:
+        ConfigurationError: an input without bands is not given, or ``inputs`` names an unknown input or one that
+            reads bands from DATA.
+        DataError: the file has no CRS, cannot be read, or has another channel count than the input declares.
+    """
+    from rasterio.enums import Resampling
+
+    names = {spec.name: spec for spec in specs}
+    for name in inputs:
+        if name not in names or names[name].bands:
+            what = "reads its bands from DATA" if name in names else "is not an input of the model Item"
+            raise ConfigurationError(
+                f"--input {name}=... : {name!r} {what}; inputs without bands: "
+                f"{', '.join(s.name for s in specs if not s.bands) or 'none'}.",
+                hint="Give --input NAME=PATH for the Item's inputs that name no bands.",
+            )
+    planes: dict[str, Any] = {}
+    for spec in (s for s in specs if not s.bands):
+        if spec.name not in inputs:
+            raise ConfigurationError(
+                f"Input {spec.name!r} of the model Item names no bands, and no file was given for it.",
+                hint=f"Pass it as --input {spec.name}=PATH (inputs={{{spec.name!r}: path}}).",
+            )
+        path = str(inputs[spec.name])
+        _file_candidates(path)  # exists and is a raster
+        array = _open_band(_Candidate((spec.name,), path), select=False)
+        rows, cols = scene.valid.shape
+        array = array.rio.reproject(scene.crs, shape=(rows, cols), transform=scene.transform,
+                                    resampling=Resampling.nearest)  # fmt: skip
+        values = np.asarray(array.values)
+        if spec.channels > 0 and values.shape[0] != spec.channels:
+            raise DataError(
+                f"Input {spec.name!r} ('{path}') has {values.shape[0]} band(s); the model Item declares "
+                f"{spec.channels} channel(s).",
+                hint=f"Pass a file with {spec.channels} band(s) for --input {spec.name}.",
+            )
+        scene.valid &= _valid(values, array.rio.nodata).all(axis=0)
+        scene.files.append(path)
+        planes[spec.name] = values
+    return planes

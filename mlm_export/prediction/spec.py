@@ -1,6 +1,7 @@
 """What a model Item declares for running it: its image input and its output, read once from ``mlm:input``/``output``.
 
-``predict`` runs models with one image input (dimensions ``batch``, ``bands``/``channel``, ``height``, ``width``);
+``predict`` runs models whose inputs are all ``batch``, ``bands``/``channel``, ``height``, ``width`` grids: those
+with ``bands`` are read from DATA, those without (a DEM, an auxiliary grid) from ``inputs={name: path}``;
 an output is *dense* when it keeps ``height`` and ``width`` (a map) and *per tile* otherwise (one vector or class per
 window: classification, scene regression, embeddings).
 """
@@ -40,6 +41,7 @@ class InputSpec:
     resize_type: str | None
     pre_processing: tuple[Mapping[str, Any], ...]
     order: tuple[int, ...] = (0, 1, 2, 3)  # where batch, bands, height, width sit in the declared dim_order
+    channels: int = -1  # the declared channel count (-1: dynamic)
 
     @property
     def fixed(self) -> bool:
@@ -90,19 +92,7 @@ def _band(entry: Any) -> Band:
     raise ItemValidationError(f"mlm:input band {entry!r} has no name.", hint="Fix the Item's mlm:input bands.")
 
 
-def input_spec(document: Mapping[str, Any]) -> InputSpec:
-    """The Item's image input (the only one ``predict`` feeds).
-
-    Raises:
-        ConfigurationError: the Item has several inputs or an input that is not ``batch, bands, height, width``.
-    """
-    entries = (document.get("properties") or {}).get("mlm:input") or []
-    if len(entries) != 1:
-        raise ConfigurationError(
-            f"The model Item declares {len(entries)} inputs; predict runs models with exactly one image input.",
-            hint="Run multi-input models with load_model and your own pipeline.",
-        )
-    entry = entries[0]
+def _parse_input(entry: Mapping[str, Any]) -> InputSpec:
     shape, dims = list(entry["input"]["shape"]), list(entry["input"]["dim_order"])
     channel = next((d for d in dims if d in _CHANNEL_DIMS), None)
     if len(dims) != 4 or channel is None or not {"batch", "height", "width"} <= set(dims):
@@ -111,16 +101,10 @@ def input_spec(document: Mapping[str, Any]) -> InputSpec:
             hint="Run models of other layouts with load_model.",
         )
     order = tuple(dims.index(d) for d in ("batch", channel, "height", "width"))
-    bands = tuple(_band(b) for b in entry.get("bands") or [])
-    if not bands:
-        raise ConfigurationError(
-            f"Input {entry.get('name')!r} names no bands, so predict cannot tell which data to read.",
-            hint="Export the Item with bands= (their order is the channel order).",
-        )
     scaling = entry.get("value_scaling")
     return InputSpec(
         name=str(entry["name"]),
-        bands=bands,
+        bands=tuple(_band(b) for b in entry.get("bands") or []),
         batch=int(shape[order[0]]),
         height=int(shape[order[2]]),
         width=int(shape[order[3]]),
@@ -129,7 +113,44 @@ def input_spec(document: Mapping[str, Any]) -> InputSpec:
         resize_type=entry.get("resize_type"),
         pre_processing=_expressions(entry.get("pre_processing_function")),
         order=order,
+        channels=int(shape[order[1]]),
     )
+
+
+def input_specs(document: Mapping[str, Any]) -> tuple[InputSpec, ...]:
+    """Every ``mlm:input``, in the Item's order (the order the model takes them).
+
+    Inputs with ``bands`` are read from DATA; inputs without (a DEM, an auxiliary grid) from ``inputs={name: path}``.
+
+    Raises:
+        ConfigurationError: an input is not ``batch, bands, height, width``, no input names bands, or fixed inputs
+            differ in height/width (all inputs are cut from the same windows).
+    """
+    entries = (document.get("properties") or {}).get("mlm:input") or []
+    specs = tuple(_parse_input(entry) for entry in entries)
+    if not any(spec.bands for spec in specs):
+        names = ", ".join(repr(spec.name) for spec in specs) or "none"
+        raise ConfigurationError(
+            f"No input of the model Item ({names}) names bands, so predict cannot tell which data to read.",
+            hint="Export the Item with bands= (their order is the channel order).",
+        )
+    sizes = {(s.height, s.width) for s in specs if s.fixed}
+    if len(sizes) > 1 or (sizes and any(not s.fixed for s in specs)):
+        raise ConfigurationError(
+            f"The inputs {[s.name for s in specs]} have different heights/widths "
+            f"{[(s.height, s.width) for s in specs]}; predict cuts every input from the same windows.",
+            hint="Run models whose inputs differ in size with load_model.",
+        )
+    return specs
+
+
+def input_spec(document: Mapping[str, Any]) -> InputSpec:
+    """The Item's first input with bands: the image input whose windows drive the tiling.
+
+    Raises:
+        ConfigurationError: as :func:`input_specs`.
+    """
+    return next(spec for spec in input_specs(document) if spec.bands)
 
 
 def output_spec(document: Mapping[str, Any]) -> OutputSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import rasterio
@@ -130,3 +131,25 @@ def export_classifier(directory: Path) -> Path:
 def model_stack(scene: dict) -> np.ndarray:
     """The scene in the model's band order, float64."""
     return np.stack([scene["bands"][b] for b in MODEL_BANDS]).astype(np.float64)
+
+
+class LitSeg(L.LightningModule):
+    """A LightningModule around :class:`Seg` (its hyperparameters saved), for ``.ckpt`` Items."""
+
+    def __init__(self, in_channels: int = 3, classes: int = 3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = Seg(in_channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def seg_options(**changes) -> dict:
+    """export_item arguments of the segmentation Item (bands B04 B03 B08, z-score, 3 classes)."""
+    options = dict(input_shape=[-1, 3, -1, -1], bands=list(MODEL_BANDS), classes=CLASSES,
+                   tasks=["semantic-segmentation"], value_scaling=[{"type": "z-score", "mean": MEAN, "stddev": STD}],
+                   bbox=[9.0, 46.0, 9.1, 46.1], datetime="2024-01-01T00:00:00Z", resize_type="none",
+                   none_applies=["pre_processing_function", "post_processing_function"])  # fmt: skip
+    options.update(changes)
+    return options
