@@ -211,6 +211,7 @@ def predict(
     tile_size: int | None = None,
     overlap: int | None = None,
     trust_pickle: bool = False,
+    verify: bool = False,
 ) -> PredictionResult:
     """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
 
@@ -235,6 +236,8 @@ def predict(
         tile_size: side of dynamic windows (default: from the memory cap).
         overlap: pixels of overlap per side of dense windows (default: 16, at most a quarter of the tile).
         trust_pickle: as for :func:`~mlm_export.load_model`.
+        verify: before reading any data, rerun the model on the Item's published example (asset ``known-answer``)
+            and refuse (:class:`~mlm_export.errors.KnownAnswerMismatchError`) when it does not reproduce it.
 
     Returns:
         What was written, and the number of windows run and skipped (all nodata).
@@ -254,7 +257,8 @@ def predict(
     target = resolve_output(output)
     sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     model, doc, _ = load_model_with_item(item, model_class=model_class, model_kwargs=model_kwargs,
-                                         trust_pickle=trust_pickle, trust_code=trust_code, device=device)  # fmt: skip
+                                         trust_pickle=trust_pickle, trust_code=trust_code, device=device,
+                                         known_answer=verify)  # fmt: skip
     spec, out = input_spec(doc), output_spec(doc)
     _check_output(target, out.dense)
     for path in _outputs_of(target, out, scores):
