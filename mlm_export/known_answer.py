@@ -195,11 +195,13 @@ def _evaluating(model: Any, target: Any) -> Callable[[], None]:
     first = next(iter(model.parameters()), None)
     before = first.device if first is not None else None
     model.to(target)
-    if not isinstance(model, torch.fx.GraphModule):
+    switch = not isinstance(model, torch.fx.GraphModule)  # an unlifted ExportedProgram has no train/eval
+    if switch:
         model.eval()
 
     def restore() -> None:
-        model.train(training)
+        if switch:
+            model.train(training)
         if before is not None and before != target:
             model.to(before)
 
