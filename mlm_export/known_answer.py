@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlm_export.description import Artifact, InputSpec, ModelDescription
-from mlm_export.errors import ConfigurationError, ProbeError
+from mlm_export.errors import ConfigurationError, ItemValidationError, KnownAnswerMismatchError, ProbeError
 from mlm_export.probing import DEFAULT_SIZES
 
 if TYPE_CHECKING:
@@ -298,6 +298,26 @@ def compare(path: Path, model: Any, device: Any = "cpu") -> KnownAnswerResult:
         problems.append(f"the model produced {len(produced)} output(s), the known answer records {len(expected)}")
     ok = all(c.ok for c in checks) and not problems
     return KnownAnswerResult(ok, tuple(checks), exported_on, run_on, tuple(problems))
+
+
+def require(answer: KnownAnswerResult | None, remote: str | None = None) -> None:
+    """Refuse a model that does not reproduce its Item's known answer (``predict(verify=True)``).
+
+    Raises:
+        ItemValidationError: the Item publishes no known-answer asset (``answer`` is None).
+        KnownAnswerMismatchError: the rerun differs from the published output.
+    """
+    if answer is None:
+        raise ItemValidationError(
+            f"{f'Item {remote}' if remote else 'The item'} publishes no {ASSET_KEY!r} asset, so the model cannot be "
+            "verified against its publisher's output.",
+            hint="Drop verify (--verify), or ask for an Item exported with known_answer=True (--known-answer).",
+        )
+    if not answer.ok:
+        raise KnownAnswerMismatchError(
+            f"The model does not reproduce the Item's known answer:\n{answer}",
+            hint="The weights or the declared pre/post-processing differ from the publisher's: do not use it.",
+        )
 
 
 def _compare_one(name: str, dtype: str, want: np.ndarray, got: np.ndarray | None, same: bool) -> OutputDifference:

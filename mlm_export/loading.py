@@ -488,26 +488,10 @@ def load_model_with_item(
     key = _require_loadable(document, where, None, verify=verify, runnable=True)
     model, artifact = _load(document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify)
     if known_answer:
-        _require_known_answer(document, where, model, device, verify)
+        from mlm_export.known_answer import require
+
+        require(_known_answer(document, where, model, device, verify), where.remote)
     return model, dict(document), artifact
-
-
-def _require_known_answer(document: Mapping[str, Any], where: _HrefBase, model: Any, device: Any, verify: bool) -> None:
-    """Raise unless the model reproduces the Item's published known answer."""
-    from mlm_export.errors import KnownAnswerMismatchError
-
-    answer = _known_answer(document, where, model, device, verify)
-    if answer is None:
-        raise ItemValidationError(
-            f"{f'Item {where.remote}' if where.remote else 'The item'} publishes no 'known-answer' asset, so the "
-            "model cannot be verified against its publisher's output.",
-            hint="Drop verify (--verify), or ask for an Item exported with known_answer=True (--known-answer).",
-        )
-    if not answer.ok:
-        raise KnownAnswerMismatchError(
-            f"The model does not reproduce the Item's known answer:\n{answer}",
-            hint="The weights or the declared pre/post-processing differ from the publisher's: do not use it.",
-        )
 
 
 def _load(

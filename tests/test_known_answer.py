@@ -23,7 +23,6 @@ from mlm_export.hashing import hash_file
 from mlm_export.known_answer import tolerance
 from mlm_export.loading import load_model_with_item
 
-
 pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("cache_dir")]
 
 
@@ -41,7 +40,7 @@ class ArgmaxNet(torch.nn.Module):
 
 def _tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     with safe_open(str(path), framework="numpy") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())  # noqa: SIM118
+        return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())
 
 
 def _export_torch(tmp_path: Path) -> Path:
