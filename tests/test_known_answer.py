@@ -18,7 +18,12 @@ from safetensors.numpy import save_file
 
 from mlm_export import check_item, export_item, save_item, validate_item
 from mlm_export.cli import main
-from mlm_export.errors import ChecksumMismatchError, ItemValidationError, KnownAnswerMismatchError
+from mlm_export.errors import (
+    ChecksumMismatchError,
+    ConfigurationError,
+    ItemValidationError,
+    KnownAnswerMismatchError,
+)
 from mlm_export.hashing import hash_file
 from mlm_export.known_answer import tolerance
 from mlm_export.loading import load_model_with_item
@@ -205,3 +210,21 @@ def test_stated_tolerances() -> None:
     assert tolerance("bfloat16", same_device=True) == (5e-2, 1e-2)
     assert tolerance("int64", same_device=False) is None
     assert tolerance("bool", same_device=True) is None
+
+
+def test_example_over_the_cap_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    directory = tmp_path / "artifacts"
+    with pytest.raises(ConfigurationError, match="over the 8388608-byte cap"):
+        export_item(tm.NoLayerNet(), input_shape=[1, 1_200_000], artifact_dir=directory, artifact_format="torch.export",
+                    known_answer=True)  # fmt: skip
+    assert not directory.exists() or list(directory.iterdir()) == []  # no model file, no known answer, no staging
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_exported_on_cpu_checked_on_cuda_uses_the_cross_device_tolerance(tmp_path: Path) -> None:
+    item_path = _export_torch(tmp_path)
+    report = check_item(item_path, trust_code=True, device="cuda")
+    assert report.ok, str(report)
+    (out,) = report.known_answer.outputs
+    assert (report.known_answer.exported_on, report.known_answer.run_on) == ("cpu", "cuda")
+    assert (out.rtol, out.atol) == (1e-2, 1e-3)
