@@ -552,7 +552,10 @@ def check_item(
     records, so that no argument the export already had is needed again).
 
     Returns:
-        A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
+        A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree, and,
+        when the Item publishes a ``known-answer`` asset (fetched and verified like the model), the rerun on its
+        example reproduces its output within the tolerances of :mod:`mlm_export.known_answer`
+        (``report.known_answer``, ``report.max_difference``).
 
     The run has the caps of :func:`~mlm_export.export_item`'s dry-run: ``max_dry_run_memory`` (checked against a
     shape-only prediction before running) and ``dry_run_timeout`` (seconds).
