@@ -50,6 +50,7 @@ class _Build:
     provenance: Any = None
     suggest_batch_size: bool = False
     memory_budget: int | None = None
+    known_answer: bool = False  # publish an example input and the output on it (mlm_export.known_answer)
 
     def item(self, described: ModelDescription) -> pystac.Item:
         hashed = hash_artifacts(described, href_base=self.href_base, progress=self.progress)
@@ -109,6 +110,7 @@ def export_item(
     publications: Sequence[str | Mapping[str, Any]] | None = None,
     suggest_batch_size: bool = False,
     memory_budget: int | None = None,
+    known_answer: bool = False,
 ) -> pystac.Item:
     """Measure ``model`` and return a valid MLM v1.5.2 STAC Item.
 
@@ -184,6 +186,8 @@ def export_item(
         suggest_batch_size: measure ``mlm:batch_size_suggestion`` by timing forward passes at batch 1, 2, 4...
             (costs seconds; in-memory PyTorch modules). See :mod:`mlm_export.batch_size`.
         memory_budget: bytes the batch-size search may use (default: free device memory / RAM with headroom).
+        known_answer: also publish the asset ``known-answer``: a seeded example input and the model's output on it
+            (one safetensors file, beside the model file), that ``check_item`` reruns (:mod:`mlm_export.known_answer`).
 
 
     Returns:
@@ -204,6 +208,8 @@ def export_item(
         citation=citation, publications=publications, links=links,
     )  # fmt: skip
     hyperparameters = _with_rebuild_recipe(hyperparameters, model, model_class, model_kwargs)
+    if known_answer and artifact_dir is None and isinstance(model, (str, os.PathLike)):
+        artifact_dir = Path(os.path.abspath(model)).parent  # the known-answer file sits beside the model file
     given = Overrides(
         tasks=tasks, bands=bands, classes=classes, name=name, description=description, value_scaling=value_scaling,
         resize_type=resize_type, none_applies=none_applies, pretrained=pretrained, pretrained_source=pretrained_source,
@@ -221,8 +227,9 @@ def export_item(
     adapter = adapter_for(model)
     _check_unmeasured(given, href_base)
     build = _Build(
-        item_id, collection, validate, schema_dir, href_base, progress, provenance, suggest_batch_size, memory_budget
-    )
+        item_id, collection, validate, schema_dir, href_base, progress, provenance, suggest_batch_size, memory_budget,
+        known_answer,
+    )  # fmt: skip
     with Staging(artifact_directory(options.artifact.artifact_dir)) as staging, terminating_cleanly():
         return _export(adapter.measure, model, options, given, build, staging)
 
@@ -316,7 +323,11 @@ def _export(
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
-            described = given.apply_with_embedded(measured.description)
+            described, writer = given.apply_with_embedded(measured.description), measured.writer
+            if build.known_answer:
+                from mlm_export.known_answer import stage
+
+                described, writer = stage(model, described, writer, staged, options, staging)
             if build.suggest_batch_size:
                 from mlm_export.batch_size import measured_batch_size
 
@@ -325,7 +336,7 @@ def _export(
             item = build.item(described)
             _fill_checksums(item, described, pending)
             _published, renamed = publish_with_retry(
-                Measured(described, measured.writer),
+                Measured(described, writer),
                 staging,
                 overwrite=options.artifact.overwrite,
                 rebuild=lambda m: build.item(m.description),

@@ -303,6 +303,7 @@ def _export(args: argparse.Namespace) -> Any:
             href_base=args.href_base,
             progress=False if args.no_progress else None,
             schema_dir=args.schema_dir,
+            known_answer=args.known_answer,
         )
 
 
@@ -328,6 +329,10 @@ def add_export_parser(commands: Any) -> None:
         help="collection id, linked to ../collection.json when that file exists (or to a --link collection URL)",
     )  # fmt: skip
     export.add_argument("--description", help="item description (the publisher's text)")
+    export.add_argument(
+        "--known-answer", action="store_true",
+        help="also publish asset 'known-answer': a seeded example input and the model's output on it, rerun by check",
+    )  # fmt: skip
     export.add_argument("--license", help="SPDX license of the model, e.g. MIT")
     export.add_argument(
         "--value-scaling", type=json_scaling, metavar="JSON|none",

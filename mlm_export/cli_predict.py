@@ -40,6 +40,9 @@ def add_parser(commands: Any) -> None:
     predict.add_argument("--tile-size", type=int, metavar="PX", help="side of dynamic windows (default: memory cap)")
     predict.add_argument("--max-dry-run-memory", metavar="SIZE", help="memory cap sizing tiles and batches, e.g. 2GB")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument(
+        "--verify", action="store_true", help="first rerun the Item's known-answer example; refuse on a mismatch"
+    )
     predict.set_defaults(handler=_cmd_predict)
 
 
@@ -64,6 +67,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         scores=args.scores,
         tile_size=args.tile_size,
         inputs=parse_input_mapping(args.inputs),
+        verify=args.verify,
     )
     skipped = f", {result.skipped} without data skipped" if result.skipped else ""
     print(f"{result.output} ({result.windows} windows{skipped})")

@@ -202,3 +202,10 @@ class MissingBandError(DataError):
 
 class UnsupportedExpressionError(MLMExportError):
     """An Item's processing expression has a format that cannot be run safely here (it is never skipped)."""
+
+
+class KnownAnswerMismatchError(ArtifactLoadError):
+    """Rerun on the Item's published example (asset ``known-answer``), the model does not reproduce its output.
+
+    Other weights, or a different pre/post-processing than the publisher's.
+    """

@@ -32,6 +32,8 @@ from mlm_export.probing import DEFAULT_SIZES, MeasuredTensor
 if TYPE_CHECKING:
     import pystac
 
+    from mlm_export.known_answer import KnownAnswerResult
+
 #: ``mlm:artifact_type`` -> adapter module that loads and runs it.
 LOADERS: dict[str, str] = {
     "safetensors.torch.save_file": "mlm_export.adapters.torch",
@@ -81,6 +83,13 @@ class CheckReport:
     #: The Item's asset that was loaded, and the file name its href gives (``artifact`` may be a cache entry).
     asset_key: str | None = None
     file_name: str | None = None
+    #: The rerun of the published example (asset ``known-answer``) against its output; None when none is published.
+    known_answer: KnownAnswerResult | None = None
+
+    @property
+    def max_difference(self) -> float | None:
+        """The largest difference between the rerun and the published known answer (None: none published)."""
+        return self.known_answer.max_difference if self.known_answer is not None else None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -96,6 +105,8 @@ class CheckReport:
             lines.append(f"  output  {out.name}: declared {list(out.declared_shape)} {out.declared_type}, "
                          f"got {actual}  {mark}")  # fmt: skip
         lines += [f"  problem {p}" for p in self.problems]
+        if self.known_answer is not None:
+            lines.append(str(self.known_answer))
         return "\n".join(lines)
 
 
@@ -462,14 +473,24 @@ def load_model_with_item(
     verify: bool = True,
     allow_outside: Sequence[str | os.PathLike[str]] = (),
     limits: DownloadLimits | None = None,
+    known_answer: bool = False,
 ) -> tuple[Any, dict[str, Any], ModelArtifact]:
     """:func:`load_model`, and the Item snapshot it loaded from (the JSON dict) and the verified model artifact.
 
     For readers of the Item's metadata (``predict``): the model and the metadata come from one fetch of the Item.
+    ``known_answer=True`` also reruns the model on the Item's published example (asset ``known-answer``).
+
+    Raises:
+        KnownAnswerMismatchError: ``known_answer`` and the rerun differs from the published output.
+        ItemValidationError: ``known_answer`` and the Item publishes no ``known-answer`` asset.
     """
     document, where = _item_document(item, allow_outside, limits)
     key = _require_loadable(document, where, None, verify=verify, runnable=True)
     model, artifact = _load(document, where, key, model_class, model_kwargs, trust_pickle, trust_code, device, verify)
+    if known_answer:
+        from mlm_export.known_answer import require
+
+        require(_known_answer(document, where, model, device, verify), where.remote)
     return model, dict(document), artifact
 
 
@@ -531,7 +552,10 @@ def check_item(
     records, so that no argument the export already had is needed again).
 
     Returns:
-        A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree.
+        A report: ``ok`` when the number of outputs, each shape (``-1`` matches any size) and each dtype agree, and,
+        when the Item publishes a ``known-answer`` asset (fetched and verified like the model), the rerun on its
+        example reproduces its output within the tolerances of :mod:`mlm_export.known_answer`
+        (``report.known_answer``, ``report.max_difference``).
 
     The run has the caps of :func:`~mlm_export.export_item`'s dry-run: ``max_dry_run_memory`` (checked against a
     shape-only prediction before running) and ``dry_run_timeout`` (seconds).
@@ -562,12 +586,30 @@ def check_item(
         )
     )
     checks, problems = _compare_outputs(props.get("mlm:output", []), produced)
-    ok = all(c.ok for c in checks) and not problems
+    answer = _known_answer(document, where, model, device, verify)
+    ok = all(c.ok for c in checks) and not problems and (answer is None or answer.ok)
     href = str(((document.get("assets") or {}).get(key) or {}).get("href") or "")
     return CheckReport(
         ok, artifact.path, artifact.artifact_type, tuple(s for _, s, _ in inputs), tuple(checks), tuple(problems),
-        asset_key=key, file_name=href_file_name(href) or artifact.path.name,
+        asset_key=key, file_name=href_file_name(href) or artifact.path.name, known_answer=answer,
     )  # fmt: skip
+
+
+def _known_answer(
+    document: Mapping[str, Any], where: _HrefBase, model: Any, device: Any, verify: bool
+) -> KnownAnswerResult | None:
+    """Rerun ``model`` on the Item's ``known-answer`` asset (fetched and verified like the model); None: none."""
+    from mlm_export.known_answer import ASSET_KEY, compare
+
+    asset = (document.get("assets") or {}).get(ASSET_KEY)
+    if not isinstance(asset, Mapping):
+        return None
+    path = _artifact_path(ASSET_KEY, asset, where)
+    if verify:
+        verify_artifact(
+            ModelArtifact(ASSET_KEY, path, "known-answer", asset.get("file:size"), asset.get("file:checksum"))
+        )
+    return compare(path, model, device)
 
 
 def href_file_name(href: str) -> str:

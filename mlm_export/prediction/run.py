@@ -210,6 +210,7 @@ def predict(
     overlap: int | None = None,
     trust_pickle: bool = False,
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    verify: bool = False,
 ) -> PredictionResult:
     """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
 
@@ -237,6 +238,8 @@ def predict(
         inputs: ``{input name: path or URL}`` of the Item's inputs that name no bands (a DEM, an auxiliary grid;
             ``--input NAME=PATH``): each file's bands are its channels, read onto the grid of DATA, nodata carried.
             The model gets every input in the Item's ``mlm:input`` order, each pre-processed by its own entry.
+        verify: before reading any data, rerun the model on the Item's published example (asset ``known-answer``)
+            and refuse (:class:`~mlm_export.errors.KnownAnswerMismatchError`) when it does not reproduce it.
 
     Returns:
         What was written, and the number of windows run and skipped (all nodata).
@@ -256,7 +259,8 @@ def predict(
     target = resolve_output(output)
     sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     model, doc, _ = load_model_with_item(item, model_class=model_class, model_kwargs=model_kwargs,
-                                         trust_pickle=trust_pickle, trust_code=trust_code, device=device)  # fmt: skip
+                                         trust_pickle=trust_pickle, trust_code=trust_code, device=device,
+                                         known_answer=verify)  # fmt: skip
     spec, out = input_spec(doc), output_spec(doc)
     _check_output(target, out.dense)
     for path in _outputs_of(target, out, scores):
