@@ -32,7 +32,7 @@ from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.spec import InputSpec, OutputSpec
 
 #: Side (pixels) of the dask chunks the data is read in, when ``chunks`` is not given.
-DEFAULT_CHUNKS = 1024
+DEFAULT_CHUNKS = 512
 #: Batches in flight per worker (local: per process) while results stream to the writer.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -196,7 +196,7 @@ def _local(graph: Sequence[Any]) -> Iterator[list[Piece]]:
     import dask
 
     for task in graph:
-        (pieces,) = dask.compute(task, scheduler="threads", optimize_graph=True)
+        (pieces,) = dask.compute(task, scheduler="sync", optimize_graph=True)
         yield pieces
 
 

@@ -245,7 +245,7 @@ def predict(
         tile_size: side of dynamic windows (default: from the memory cap).
         overlap: pixels of overlap per side of dense windows (default: 16, at most a quarter of the tile).
         trust_pickle: as for :func:`~mlm_export.load_model`.
-        chunks: side (pixels) of the dask chunks the data is read in (default 1024). The data is always read
+        chunks: side (pixels) of the dask chunks the data is read in (default 512). The data is always read
             lazily and the map written window by window, so memory does not grow with the scene.
         client: a ``dask.distributed.Client`` whose workers run the batches (each loads and verifies the model
             once); default: dask's local scheduler in this process. The result is the same bit for bit.
