@@ -75,7 +75,8 @@ def main() -> None:
 
     item, raster, out, tile = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     if len(sys.argv) > 5:
-        predict(item, [sys.argv[5]], out.with_name(f"{out.stem}-warmup.tif"), tile_size=tile, overwrite=True, progress=False)
+        warm = out.with_name(f"{out.stem}-warmup.tif")
+        predict(item, [sys.argv[5]], warm, tile_size=tile, overwrite=True, progress=False)
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _status("VmRSS")
     start = time.perf_counter()

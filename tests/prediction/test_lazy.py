@@ -1,4 +1,4 @@
-"""predict as a lazy dask computation: streaming (flat peak RSS), distributed == local bit for bit, one load per worker."""
+"""predict as a lazy dask computation: streaming (flat peak RSS), distributed == local bit for bit, one load each."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def _child(item: Path, raster: Path, out: Path, warmup: Path) -> dict:
     # a fixed mmap threshold: glibc's sliding one keeps freed batch buffers in the heap, noise of +-8 % in the peak
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
            "MALLOC_MMAP_THRESHOLD_": "1048576"}  # fmt: skip
-    result = subprocess.run([sys.executable, str(TESTS / "predict_child.py"), str(item), str(raster), str(out), "256",
-                             str(warmup)], capture_output=True, text=True, timeout=600, env=env, check=False)  # fmt: skip
+    command = [sys.executable, str(TESTS / "predict_child.py"), str(item), str(raster), str(out), "256", str(warmup)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -65,8 +65,9 @@ def test_distributed_equals_local_bit_for_bit_and_loads_once_per_worker(tmp_path
     local = predict(item, scene["files"], tmp_path / "local.tif", model_class=Seg, tile_size=16, overlap=2,
                     scores=True, chunks=40)  # fmt: skip
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None) as cluster,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
         remote = predict(item, scene["files"], tmp_path / "remote.tif", model_class=Seg, tile_size=16, overlap=2,
