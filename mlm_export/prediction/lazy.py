@@ -177,18 +177,33 @@ def _slices(window: tiling.Window, shape: tuple[int, int]) -> tuple[slice, slice
             slice(window.col, min(window.col + window.width, shape[1])))  # fmt: skip
 
 
-def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], batch: int) -> list[Any]:
-    """The lazy graph: one ``dask.delayed`` task per batch of ``windows`` over the lazy ``data``/``valid`` arrays."""
-    import dask
+def _run_blocks(job: Job, group: Sequence[tiling.Window], parts: Sequence[Any], valids: Sequence[Any]) -> list[Piece]:
+    """:func:`run_batch` on the windows' dask blocks (nested lists of numpy chunks), each joined into one array."""
+    from dask.array.core import concatenate3
 
-    task = dask.delayed(run_batch, pure=True)
+    return run_batch(job, group, [concatenate3(p) for p in parts], [concatenate3(v) for v in valids])
+
+
+def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], batch: int) -> list[Any]:
+    """The lazy graph: one task per batch of ``windows``, over the windows' slices of the lazy ``data``/``valid``.
+
+    Each task is a :class:`dask.delayed.Delayed` whose graph holds only the slices' layers (no per-chunk graph is
+    built here, so planning a scene of any size takes milliseconds per window).
+    """
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
     shape = tuple(valid.shape)
     graph = []
     for group in tiling.batches(windows, batch):
         cuts = [_slices(w, shape) for w in group]
         parts = [data[:, rows, cols] for rows, cols in cuts]
         valids = [valid[rows, cols] for rows, cols in cuts]
-        graph.append(task(job, group, parts, valids))
+        name = f"predict-batch-{tokenize(job.source.key, group, [p.name for p in parts], [v.name for v in valids])}"
+        task = (_run_blocks, job, group, [p.__dask_keys__() for p in parts], [v.__dask_keys__() for v in valids])
+        layers = HighLevelGraph.from_collections(name, {name: task}, dependencies=[*parts, *valids])
+        graph.append(Delayed(name, layers))
     return graph
 
 
