@@ -245,7 +245,7 @@ def predict(
         tile_size: side of dynamic windows (default: from the memory cap).
         overlap: pixels of overlap per side of dense windows (default: 16, at most a quarter of the tile).
         trust_pickle: as for :func:`~mlm_export.load_model`.
-        chunks: side (pixels) of the dask chunks the data is read in (default 512). The data is always read
+        chunks: side (pixels) of the dask chunks the data is read in (default: the tile's). The data is always read
             lazily and the map written window by window, so memory does not grow with the scene.
         client: a ``dask.distributed.Client`` whose workers run the batches (each loads and verifies the model
             once); default: dask's local scheduler in this process. The result is the same bit for bit.
@@ -275,10 +275,13 @@ def predict(
         if path.exists() and not overwrite:
             raise exists_error(path, what="Output", flag="overwrite=True (--overwrite)")
     mapping = {k: _band_target(v) for k, v in (bands or {}).items()}
-    scene = read_scene(sources, required_bands(doc), definition_aliases(doc), bands=mapping, resolution=resolution,
-                       crs=crs, chunks=chunks or lazy.DEFAULT_CHUNKS)  # fmt: skip
+    read = {"bands": mapping, "resolution": resolution, "crs": crs}
+    scene = read_scene(sources, required_bands(doc), definition_aliases(doc), chunks=chunks or lazy.DEFAULT_CHUNKS,
+                       **read)  # fmt: skip
     options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap}
     plan = _plan(doc, spec, out, scene, options)
+    if chunks is None and max(plan.tile) != lazy.DEFAULT_CHUNKS:  # chunks of the tile's size: less read per window
+        scene = read_scene(sources, required_bands(doc), definition_aliases(doc), chunks=max(plan.tile), **read)
     source = lazy.model_source(item, doc, device, model_class=model_class, model_kwargs=model_kwargs,
                                trust_pickle=trust_pickle, trust_code=trust_code)  # fmt: skip
     job = lazy.Job(source, spec, out, tuple(scene.names), plan.tile, trust_code)
