@@ -21,6 +21,10 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
+| predict | ``predict``, 4-band 4096^2 uint16 raster, seg net | rasterio window reads + the same forwards | <= 1.15 |
+| predict | peak RSS at 4096^2 | at 2048^2 | <= 1.10 |
+| predict | ``LocalCluster`` of 2 single-threaded workers | in-process run | <= 1.15 |
+| predict | lazy graph over a 40,000^2 raster (not computed) | - | < 10 s |
 """
 
 from __future__ import annotations
@@ -255,6 +259,26 @@ def memcap(size_mb: int) -> list[Row]:
     return rows
 
 
+def predict(size_mb: int) -> list[Row]:
+    import bench_predict
+
+    r = bench_predict.measure(4096 if size_mb >= 256 else 512)
+    side, half = r["size"], r["size"] // 2
+    ratio, dask_ratio = r["ours_s"] / r["floor_s"], r["cluster_s"] / r["ours_s"]
+    rss = r["peak_large"] / r["peak_small"]
+    return [
+        (f"predict {side}^2 4-band uint16, seg net ({r['windows']} tiles) vs window reads + forwards "
+         f"(load {r['load']:.1f})", f"{r['ours_s']:.2f} s", f"{r['floor_s']:.2f} s", ratio, "<= 1.15", ratio <= 1.15),
+        (f"predict peak RSS {side}^2 vs {half}^2", f"{r['peak_large'] / 2**20:.0f} MiB",
+         f"{r['peak_small'] / 2**20:.0f} MiB", rss, "<= 1.10", rss <= 1.10),
+        (f"predict on LocalCluster(2 x 1 thread) vs in-process (model loads per worker: {r['loads']})",
+         f"{r['cluster_s']:.2f} s", f"{r['ours_s']:.2f} s", dask_ratio, "<= 1.15",
+         dask_ratio <= 1.15 and all(n == 1 for n in r["loads"])),
+        ("predict graph over a 40000^2 raster, built not computed", f"{r['planning_s']:.2f} s", "-",
+         r["planning_s"], "< 10 s", r["planning_s"] < 10),
+    ]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "hashing": hashing,
     "export": export,
@@ -271,6 +295,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
+    "predict": predict,
 }
 
 

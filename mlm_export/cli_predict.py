@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+from mlm_export.errors import ConfigurationError, MissingDependencyError
+
+#: Seconds ``--scheduler`` waits for the dask scheduler to answer.
+SCHEDULER_TIMEOUT_S = 10
 
 
 def add_parser(commands: Any) -> None:
@@ -39,6 +46,10 @@ def add_parser(commands: Any) -> None:
     predict.add_argument("--model-kwargs", type=json_object, metavar="JSON", help="keyword arguments, as JSON")
     predict.add_argument("--tile-size", type=int, metavar="PX", help="side of dynamic windows (default: memory cap)")
     predict.add_argument("--max-dry-run-memory", metavar="SIZE", help="memory cap sizing tiles and batches, e.g. 2GB")
+    predict.add_argument("--chunks", type=int, metavar="PX", help="side of the dask chunks the data is read in")
+    predict.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run the batches on this dask.distributed scheduler (tcp://host:8786)"
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.add_argument(
         "--verify", action="store_true", help="first rerun the Item's known-answer example; refuse on a mismatch"
@@ -47,10 +58,47 @@ def add_parser(commands: Any) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    with _client(args.scheduler) as client:
+        result = _run(args, client)
+    skipped = f", {result.skipped} without data skipped" if result.skipped else ""
+    print(f"{result.output} ({result.windows} windows{skipped})")
+    print(result.item)
+    return 0
+
+
+@contextlib.contextmanager
+def _client(address: str | None) -> Iterator[Any]:
+    """A dask.distributed Client connected to ``address`` (closed afterwards), or None.
+
+    Raises:
+        MissingDependencyError: ``distributed`` is not installed.
+        ConfigurationError: no scheduler answers at ``address``.
+    """
+    if not address:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--scheduler {address} needs dask.distributed: {exc}.", hint="pip install 'mlm-export[predict]'."
+        ) from exc
+    try:
+        client = Client(address, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigurationError(
+            f"--scheduler {address}: no dask scheduler answered within {SCHEDULER_TIMEOUT_S} s ({exc}).",
+            hint="Start one (dask scheduler) and pass its address, e.g. tcp://127.0.0.1:8786.",
+        ) from exc
+    with client:
+        yield client
+
+
+def _run(args: argparse.Namespace, client: Any) -> Any:
     from mlm_export.prediction import predict
     from mlm_export.prediction.sources import parse_band_mapping, parse_input_mapping
 
-    result = predict(
+    return predict(
         args.item,
         args.data,
         args.output,
@@ -68,8 +116,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         inputs=parse_input_mapping(args.inputs),
         verify=args.verify,
+        chunks=args.chunks,
+        client=client,
     )
-    skipped = f", {result.skipped} without data skipped" if result.skipped else ""
-    print(f"{result.output} ({result.windows} windows{skipped})")
-    print(result.item)
-    return 0

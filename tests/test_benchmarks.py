@@ -23,5 +23,6 @@ def test_benchmark_table_has_every_row() -> None:
                   "Items to local stac-fastapi-pgstac vs bare httpx", "embedded search over 20 Items",
                   "mlm-export export (process)", "all probes, in real forwards",
                   "predicted vs measured dry-run peak",
-                  "batch-size search", "sharded describe", "dry-run peak RSS vs"):  # fmt: skip
+                  "batch-size search", "sharded describe", "dry-run peak RSS vs", "predict peak RSS",
+                  "predict on LocalCluster", "predict graph over a 40000^2 raster"):  # fmt: skip
         assert words in result.stdout, result.stdout

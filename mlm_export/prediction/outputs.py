@@ -8,7 +8,9 @@
   ``class_name`` and ``score`` (the highest output) for classifications, else ``embedding`` (the output vector).
   ``.parquet`` outputs are GeoParquet (geopandas and pyarrow needed), anything else GeoJSON.
 
-Each writer writes the path it is given (a staged temporary; :mod:`.run` publishes it).
+Each writer writes the path it is given (a staged temporary; :mod:`.run` publishes it). Maps stream: a
+:class:`StagedRaster` is a tiled GeoTIFF written window by window beside its target, copied to the COG (GDAL's COG
+driver cannot write windows) when it is finished, so no writer holds the whole map.
 """
 
 from __future__ import annotations
@@ -63,6 +65,49 @@ def write_cog(
             dst.write_colormap(1, dict(colors))
         for index, text in enumerate(descriptions or [], start=1):
             dst.set_band_description(index, text)
+
+
+class StagedRaster:
+    """A map written window by window into a tiled GeoTIFF (``<path>.part.tif``), then copied to the COG ``path``."""
+
+    def __init__(self, path: Path, count: int, shape: tuple[int, int], dtype: Any, transform: Any, crs: Any,
+                 nodata: float | None, *, colors: Mapping[int, tuple[int, int, int, int]] | None = None,
+                 descriptions: Sequence[str] | None = None) -> None:  # fmt: skip
+        import rasterio
+
+        self.path, self.nodata, self.dtype = path, nodata, np.dtype(dtype)
+        self.part = path.with_name(f"{path.name}.part.tif")
+        profile = {"driver": "GTiff", "height": shape[0], "width": shape[1], "count": count, "dtype": self.dtype.name,
+                   "crs": crs, "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "compress": "deflate", "zlevel": 1, "bigtiff": "IF_SAFER"}  # fmt: skip
+        self._dst = rasterio.open(self.part, "w", **profile)
+        if colors:
+            self._dst.write_colormap(1, dict(colors))
+        for index, text in enumerate(descriptions or [], start=1):
+            self._dst.set_band_description(index, text)
+
+    def write(self, core: tuple[int, int, int, int], values: np.ndarray | None) -> None:
+        """Write ``values`` [count, h, w] at the core (row0, row1, col0, col1); None writes nodata."""
+        from rasterio.windows import Window
+
+        r0, r1, c0, c1 = core
+        if values is None:
+            fill = np.nan if self.nodata is None else self.nodata
+            values = np.full((self._dst.count, r1 - r0, c1 - c0), fill, dtype=self.dtype)
+        self._dst.write(values.astype(self.dtype, copy=False), window=Window(c0, r0, c1 - c0, r1 - r0))
+
+    def finish(self) -> None:
+        """Close the GeoTIFF and copy it to the COG (deflate, overviews as GDAL's COG driver makes them)."""
+        from rasterio.shutil import copy
+
+        self._dst.close()
+        copy(self.part, self.path, driver="COG", compress="deflate")
+        self.part.unlink()
+
+    def close(self) -> None:
+        """Close without finishing (a failure): the staged part is left to the staging directory's cleanup."""
+        if not self._dst.closed:
+            self._dst.close()
 
 
 def footprint(window: Any, transform: Any, crs: Any) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import numpy as np
 from mlm_export.errors import DataError, ItemValidationError
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.spec import InputSpec
-from mlm_export.prediction.tiling import Window, cut
 
 logger = logging.getLogger("mlm_export")
 
@@ -121,21 +120,6 @@ def finish_batch(spec: InputSpec, batch: np.ndarray, *, trust_code: bool) -> np.
         where = f"pre_processing_function[{index}] of input {spec.name!r}"
         batch = np.asarray(evaluate(expression, {"x": batch, "A": batch}, trust_code=trust_code, where=where))
     return cast(batch, numpy_type(spec.data_type), spec.name)
-
-
-def feed(
-    inputs: Sequence[tuple[InputSpec, np.ndarray]], group: Sequence[Window], *, trust_code: bool
-) -> list[np.ndarray]:
-    """One batch per input, in the Item's order.
-
-    The windows of ``group`` are cut from each input's planes, steps 4-5 applied, and the batch laid out in the
-    input's declared ``dim_order``.
-    """
-    batches = []
-    for spec, planes in inputs:
-        batch = finish_batch(spec, np.stack([cut(planes, w) for w in group]), trust_code=trust_code)
-        batches.append(np.transpose(batch, list(np.argsort(spec.order))))
-    return batches
 
 
 def cast(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:

@@ -19,8 +19,7 @@ import numpy as np
 
 from mlm_export.errors import ConfigurationError, DataError
 from mlm_export.files import Staging, exists_error, resolve_output
-from mlm_export.prediction import forward, outputs, preprocess, tiling
-from mlm_export.prediction.expressions import evaluate
+from mlm_export.prediction import forward, lazy, outputs, tiling
 from mlm_export.prediction.result_item import OutputFile, framework_versions, result_item
 from mlm_export.prediction.sources import Scene, parse_band_mapping, read_inputs, read_scene
 from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, input_specs, output_spec
@@ -48,7 +47,6 @@ class _Plan:
     overlap: int
     batch: int
     windows: list[tiling.Window]
-    skipped: int
 
 
 def _outputs_of(output: Path, spec: OutputSpec, scores: bool) -> list[Path]:
@@ -69,7 +67,7 @@ def _check_output(output: Path, dense: bool) -> None:
 
 
 def _plan(doc: Mapping[str, Any], spec: InputSpec, out: OutputSpec, scene: Scene, options: Mapping[str, Any]) -> _Plan:
-    """Tile size (fixed, given or from the memory cap), overlap, batch size, and the windows holding data."""
+    """Tile size (fixed, given or from the memory cap), overlap, batch size, and every window (none is read yet)."""
     from mlm_export.dryrun import DryRunLimits, available_memory, memory_budget, parse_size
 
     shape = scene.valid.shape
@@ -90,11 +88,10 @@ def _plan(doc: Mapping[str, Any], spec: InputSpec, out: OutputSpec, scene: Scene
             raise ConfigurationError(f"overlap={overlap} leaves nothing of a {tile[0]} x {tile[1]} tile.")
     crop = spec.resize_type == "crop" and not out.dense
     every = tiling.windows(shape, tile, overlap, crop=crop)
-    kept = [w for w in every if tiling.has_data(scene.valid, w)]
     if suggested is None:
         per_tile = tile[0] * tile[1] * tiling.ACTIVATION_BYTES_PER_CHANNEL * (len(spec.bands) + 8)
         suggested = max(1, min(MAX_BATCH, (budget or per_tile * MAX_BATCH) // per_tile))
-    return _Plan(tile, overlap, suggested, kept, len(every) - len(kept))
+    return _Plan(tile, overlap, suggested, every)
 
 
 def _progress(total: int, progress: bool | None) -> Any:
@@ -102,52 +99,6 @@ def _progress(total: int, progress: bool | None) -> Any:
 
     show = progress if progress is not None else sys.stderr.isatty()
     return tqdm(total=total, unit="tile", desc="predict", disable=not show, leave=False)
-
-
-def _post_process(out: OutputSpec, result: np.ndarray, trust_code: bool) -> np.ndarray:
-    for index, expression in enumerate(out.post_processing):
-        where = f"post_processing_function[{index}] of output {out.name!r}"
-        result = np.asarray(evaluate(expression, {"x": result, "A": result}, trust_code=trust_code, where=where))
-    return result
-
-
-def _canonical(out: OutputSpec, result: np.ndarray) -> np.ndarray:
-    """A dense result as [B, K, H, W] whatever its declared dim_order."""
-    dims = list(out.dim_order)
-    if result.ndim == len(dims) - 1 and "batch" not in dims:
-        result, dims = result[None], ["batch", *dims]
-    rest = [i for i, d in enumerate(dims) if d not in ("batch", "height", "width")]
-    axes = [dims.index("batch"), *rest, dims.index("height"), dims.index("width")]
-    result = np.transpose(result, axes)
-    return result.reshape(result.shape[0], -1, *result.shape[-2:])
-
-
-def _run_windows(model: Any, plan: _Plan, planes: np.ndarray, spec: InputSpec, out: OutputSpec,
-                 options: Mapping[str, Any]) -> tuple[np.ndarray | None, list[np.ndarray]]:  # fmt: skip
-    """Forward every window in batches: the stitched dense map [K, H, W], or one result per window."""
-    trust_code, device = bool(options.get("trust_code")), str(options.get("device", "cpu"))
-    dense: np.ndarray | None = None
-    per_tile: list[np.ndarray] = []
-    with _progress(len(plan.windows), options.get("progress")) as bar:
-        for group in tiling.batches(plan.windows, plan.batch):
-            batch = preprocess.feed(options.get("inputs") or [(spec, planes)], group, trust_code=trust_code)
-            result = _post_process(out, forward.run(model, batch, device), trust_code)
-            if out.dense:
-                result = _canonical(out, result)
-                if result.shape[-2:] != plan.tile:
-                    raise DataError(
-                        f"Output {out.name!r} is {list(result.shape[-2:])} for a {list(plan.tile)} window; predict "
-                        "stitches maps of the input's size only.",
-                        hint="Run models that change the resolution with load_model.",
-                    )
-                if dense is None:
-                    dense = np.full((result.shape[1], *planes.shape[1:]), np.nan, dtype=np.float32)
-                for window, one in zip(group, result, strict=True):
-                    tiling.stitch(dense, one, window)
-            else:
-                per_tile += [np.asarray(r) for r in result]
-            bar.update(len(group))
-    return dense, per_tile
 
 
 def _scene_footprint(scene: Scene) -> tuple[dict[str, Any], list[float]]:
@@ -161,33 +112,92 @@ def _scene_footprint(scene: Scene) -> tuple[dict[str, Any], list[float]]:
     return geometry, [min(xs), min(ys), max(xs), max(ys)]
 
 
-def _dense_files(stage: Path, output: Path, dense: np.ndarray, scene: Scene, out: OutputSpec,
-                 scores: bool) -> list[OutputFile]:  # fmt: skip
-    files = []
+class _Counter:
+    """Windows run and skipped, and the progress bar, as batches come back."""
+
+    def __init__(self, total: int, progress: bool | None) -> None:
+        self.ran = self.skipped = 0
+        self.bar = _progress(total, progress)
+
+    def count(self, pieces: list[lazy.Piece]) -> None:
+        ran = sum(p.values is not None for p in pieces)
+        self.ran, self.skipped = self.ran + ran, self.skipped + len(pieces) - ran
+        self.bar.update(len(pieces))
+
+
+def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, channels: int,
+                   scores: bool) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
+    shape, grid = tuple(scene.valid.shape), (scene.transform, scene.crs)
     if out.is_classes:
         dtype, nodata = outputs.class_dtype(out.classes)
-        values = np.array([int(c["value"]) for c in out.classes])
-        index = np.argmax(np.nan_to_num(dense, nan=-np.inf), axis=0)
-        if index.max() >= len(values):
-            raise DataError(f"Output {out.name!r} has {dense.shape[0]} channels for {len(values)} classes.")
-        classes = np.where(scene.valid, values[index], nodata).astype(dtype)[None]
-        outputs.write_cog(stage / output.name, classes, scene.transform, scene.crs, nodata,
-                          colors=outputs.colormap(out.classes), descriptions=[out.name])  # fmt: skip
         band = {"name": out.name, "data_type": dtype.name, "nodata": nodata}
-        files.append(OutputFile("data", stage / output.name, output.name, [band], out.classes))
+        files = [OutputFile("data", stage / output.name, output.name, [band], out.classes)]
+        writers = [outputs.StagedRaster(stage / output.name, 1, shape, dtype, *grid, nodata,
+                                        colors=outputs.colormap(out.classes), descriptions=[out.name])]  # fmt: skip
         if scores:
             name = f"{output.stem}-scores.tif"
             names = [str(c.get("name", c["value"])) for c in out.classes]
-            masked = np.where(scene.valid[None], dense, np.nan).astype(np.float32)
-            outputs.write_cog(stage / name, masked, scene.transform, scene.crs, np.nan, descriptions=names)
+            writers.append(outputs.StagedRaster(stage / name, len(names), shape, "float32", *grid, np.nan,
+                                                descriptions=names))  # fmt: skip
             bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
             files.append(OutputFile("scores", stage / name, name, bands, out.classes))
-        return files
-    masked = np.where(scene.valid[None], dense, np.nan).astype(np.float32)
-    names = [f"{out.name}_{i + 1}" if len(masked) > 1 else out.name for i in range(len(masked))]
-    outputs.write_cog(stage / output.name, masked, scene.transform, scene.crs, np.nan, descriptions=names)
+        return files, writers
+    names = [f"{out.name}_{i + 1}" if channels > 1 else out.name for i in range(channels)]
+    writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names)]
     bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
-    return [OutputFile("data", stage / output.name, output.name, bands)]
+    return [OutputFile("data", stage / output.name, output.name, bands)], writers
+
+
+def _class_core(out: OutputSpec, piece: lazy.Piece) -> np.ndarray:
+    dtype, nodata = outputs.class_dtype(out.classes)
+    values = np.array([int(c["value"]) for c in out.classes])
+    assert piece.values is not None and piece.valid is not None
+    index = np.argmax(np.nan_to_num(piece.values, nan=-np.inf), axis=0)
+    if index.max() >= len(values):
+        raise DataError(f"Output {out.name!r} has {piece.values.shape[0]} channels for {len(values)} classes.")
+    return np.where(piece.valid, values[index], nodata).astype(dtype)[None]
+
+
+def _dense_writes(stage: Path, target: Path, scene: Scene, out: OutputSpec, graph: list[Any], client: Any,
+                 counter: _Counter, scores: bool) -> list[OutputFile]:  # fmt: skip
+    """Run the graph and write each window's core into the staged map(s) as it comes back, then the COGs."""
+    state: dict[str, Any] = {"files": None, "writers": [], "early": []}
+
+    def consume(pieces: list[lazy.Piece]) -> None:
+        counter.count(pieces)
+        for piece in pieces:
+            if state["files"] is None and piece.values is not None:
+                state["files"], state["writers"] = _dense_writers(stage, target, scene, out, len(piece.values), scores)
+                pieces = state.pop("early") + pieces  # windows skipped before the channel count was known
+        if state["files"] is None:
+            state["early"] += pieces
+            return
+        for piece in pieces:
+            masked = None if piece.values is None else np.where(piece.valid[None], piece.values, np.nan)
+            if out.is_classes:
+                state["writers"][0].write(piece.window.core, None if piece.values is None else _class_core(out, piece))
+                if scores:
+                    state["writers"][1].write(piece.window.core, masked)
+            else:
+                state["writers"][0].write(piece.window.core, masked)
+
+    try:
+        lazy.execute(graph, client, consume)
+        if state["files"] is None:
+            raise _no_data(scene)
+        for writer in state["writers"]:
+            writer.finish()
+    finally:
+        for writer in state["writers"]:
+            writer.close()
+    return list(state["files"])
+
+
+def _no_data(scene: Scene) -> DataError:
+    return DataError(
+        f"Every pixel of the data ({', '.join(scene.files or scene.items)}) is nodata for the bands the model reads.",
+        hint="Pass a scene with data.",
+    )
 
 
 def predict(
@@ -211,6 +221,8 @@ def predict(
     trust_pickle: bool = False,
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     verify: bool = False,
+    chunks: int | None = None,
+    client: Any = None,
 ) -> PredictionResult:
     """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
 
@@ -240,6 +252,10 @@ def predict(
             The model gets every input in the Item's ``mlm:input`` order, each pre-processed by its own entry.
         verify: before reading any data, rerun the model on the Item's published example (asset ``known-answer``)
             and refuse (:class:`~mlm_export.errors.KnownAnswerMismatchError`) when it does not reproduce it.
+        chunks: side (pixels) of the dask chunks the data is read in (default: the tile's). The data is always read
+            lazily and the map written window by window, so memory does not grow with the scene.
+        client: a ``dask.distributed.Client`` whose workers run the batches (each loads and verifies the model
+            once); default: dask's local scheduler in this process. The result is the same bit for bit.
 
     Returns:
         What was written, and the number of windows run and skipped (all nodata).
@@ -267,25 +283,29 @@ def predict(
         if path.exists() and not overwrite:
             raise exists_error(path, what="Output", flag="overwrite=True (--overwrite)")
     mapping = {k: _band_target(v) for k, v in (bands or {}).items()}
-    scene = read_scene(sources, required_bands(doc), definition_aliases(doc), bands=mapping, resolution=resolution,
-                       crs=crs)  # fmt: skip
+    read = {"bands": mapping, "resolution": resolution, "crs": crs}
+    scene = read_scene(sources, required_bands(doc), definition_aliases(doc), chunks=chunks or lazy.DEFAULT_CHUNKS,
+                       **read)  # fmt: skip
     specs = input_specs(doc)
     auxiliary = read_inputs(scene, specs, inputs or {})
-    if not scene.valid.any():
-        raise DataError(
-            f"Every pixel of the data ({', '.join(map(str, sources))}) is nodata for the bands the model reads.",
-            hint="Pass a scene with data.",
-        )
-    feeds = [(s, preprocess.model_space(s, [] if s.name in auxiliary else scene.names,
-                                        auxiliary.get(s.name, scene.data), scene.valid, trust_code=trust_code))
-             for s in specs]  # fmt: skip
-    planes = next(p for s, p in feeds if s == spec)
-    options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap,
-               "trust_code": trust_code, "device": device, "progress": progress, "inputs": feeds}  # fmt: skip
+    options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap}
     plan = _plan(doc, spec, out, scene, options)
-    dense, per_tile = _run_windows(forward.prepare(model, device), plan, planes, spec, out, options)
-    written = _publish(target, doc, item, model, scene, out, plan, dense, per_tile, scores, overwrite)
-    return PredictionResult(target, target.with_suffix(".json"), written, len(plan.windows), plan.skipped)
+    if chunks is None and max(plan.tile) != lazy.DEFAULT_CHUNKS:  # chunks of the tile's size: less read per window
+        scene = read_scene(sources, required_bands(doc), definition_aliases(doc), chunks=max(plan.tile), **read)
+        auxiliary = read_inputs(scene, specs, inputs or {})  # their nodata into the new scene's valid mask
+    source = lazy.model_source(item, doc, device, model_class=model_class, model_kwargs=model_kwargs,
+                               trust_pickle=trust_pickle, trust_code=trust_code)  # fmt: skip
+    feeds = tuple((s, auxiliary.get(s.name)) for s in specs) if len(specs) > 1 else ()
+    job = lazy.Job(source, spec, out, tuple(scene.names), plan.tile, trust_code, feeds)
+    graph = lazy.build(job, scene.data, scene.valid, plan.windows, plan.batch)
+    counter = _Counter(len(plan.windows), progress)
+    lazy.remember(source, forward.prepare(model, device))
+    try:
+        written = _publish(target, doc, item, model, scene, out, plan, (graph, client, counter), scores, overwrite)
+    finally:
+        lazy.forget(source)
+        counter.bar.close()
+    return PredictionResult(target, target.with_suffix(".json"), written, counter.ran, counter.skipped)
 
 
 def _band_target(value: str | tuple[str, int]) -> tuple[str, int]:
@@ -302,18 +322,24 @@ def _model_href(item: Any, doc: Mapping[str, Any]) -> str | None:
 
 
 def _publish(target: Path, doc: Mapping[str, Any], item: Any, model: Any, scene: Scene, out: OutputSpec,
-             plan: _Plan, dense: np.ndarray | None, per_tile: list[np.ndarray], scores: bool,
+             plan: _Plan, run: tuple[list[Any], Any, _Counter], scores: bool,
              overwrite: bool) -> tuple[Path, ...]:  # fmt: skip
     """Write every output and the result Item into a staging directory, then publish them (the Item last)."""
     from mlm_export.stac.writer import write_json_atomic
 
     with Staging(target.parent) as staging:
         stage = staging.path
+        graph, client, counter = run
         if out.dense:
-            assert dense is not None
-            files = _dense_files(stage, target, dense, scene, out, scores)
+            files = _dense_writes(stage, target, scene, out, graph, client, counter, scores)
         else:
-            features = outputs.tile_features(plan.windows, per_tile, scene.transform, scene.crs, out.classes)
+            pieces: list[lazy.Piece] = []
+            lazy.execute(graph, client, lambda batch: (counter.count(batch), pieces.extend(batch)))
+            kept = sorted((p for p in pieces if p.values is not None), key=lambda p: (p.window.row, p.window.col))
+            if not kept:
+                raise _no_data(scene)
+            features = outputs.tile_features([p.window for p in kept], [p.values for p in kept], scene.transform,
+                                             scene.crs, out.classes)  # fmt: skip
             outputs.write_features(stage / target.name, features, parquet=target.suffix.lower() == ".parquet")
             files = [OutputFile("data", stage / target.name, target.name, [], out.classes)]
         geometry, bbox = _scene_footprint(scene)

@@ -137,8 +137,9 @@ def read_scene(
     bands: Mapping[str, tuple[str, int]] | None = None,
     resolution: float | None = None,
     crs: str | None = None,
+    chunks: int | None = None,
 ) -> Scene:
-    """Read the ``needed`` bands (in that order) from ``data`` onto one grid.
+    """Read the ``needed`` bands (in that order) from ``data`` onto one grid; lazily (dask arrays) with ``chunks``.
 
     Raises:
         MissingBandError: a band is not in the data.
@@ -155,18 +156,19 @@ def read_scene(
             hint="Pass either one STAC Item of the data or raster files (and --band for extra files).",
         )
     if items:
-        return _read_items(items, needed, aliases, resolution, crs)
+        return _read_items(items, needed, aliases, resolution, crs, chunks)
     candidates = [c for s in sources for c in _file_candidates(s)]
     for candidate in explicit.values():
         _file_candidates(candidate.path)  # exists and is a raster
     chosen = {**_match([n for n in needed if n not in explicit], candidates, aliases), **explicit}
-    return _read_files([chosen[n] for n in needed], list(needed), resolution, crs)
+    return _read_files([chosen[n] for n in needed], list(needed), resolution, crs, chunks)
 
 
-def _open_band(candidate: _Candidate, *, select: bool = True) -> Any:
+def _open_band(candidate: _Candidate, chunks: int | None = None, *, select: bool = True) -> Any:
     import rioxarray
 
-    array = rioxarray.open_rasterio(candidate.path)
+    lazily = {"band": 1, "y": chunks, "x": chunks} if chunks else None
+    array = rioxarray.open_rasterio(candidate.path, chunks=lazily)
     if select:
         array = array.sel(band=candidate.index, drop=True)
     if array.rio.crs is None:
@@ -177,37 +179,48 @@ def _open_band(candidate: _Candidate, *, select: bool = True) -> Any:
     return array
 
 
-def _read_files(chosen: list[_Candidate], names: list[str], resolution: float | None, crs: str | None) -> Scene:
+def _read_files(chosen: list[_Candidate], names: list[str], resolution: float | None, crs: str | None,
+                chunks: int | None = None) -> Scene:  # fmt: skip
     from rasterio.enums import Resampling
 
-    arrays = [_open_band(c) for c in chosen]
+    arrays = [_open_band(c, chunks) for c in chosen]
     finest = min(arrays, key=lambda a: abs(a.rio.resolution()[0] * a.rio.resolution()[1]))
     target = finest
     if resolution is not None or crs is not None:
         target = finest.rio.reproject(crs or finest.rio.crs, resolution=resolution, resampling=Resampling.nearest)
-    planes, valid = [], np.ones(target.shape, dtype=bool)
+    planes, valid = [], None
     for array in arrays:
         same = array.rio.crs == target.rio.crs and array.rio.transform() == target.rio.transform()
         if not same or array.shape != target.shape:
             array = array.rio.reproject_match(target, resampling=Resampling.nearest)
-        values = np.asarray(array.values)
-        nodata = array.rio.nodata
-        valid &= _valid(values, nodata)
+        values = array.data if chunks else np.asarray(array.values)
+        ok = _valid(values, array.rio.nodata)
+        valid = ok if valid is None else valid & ok
         planes.append(values)
-    data = np.stack(planes)
+    data = _stack(planes)
     return Scene(names, data, valid, target.rio.transform(), target.rio.crs, [], sorted({c.path for c in chosen}))
 
 
-def _valid(values: np.ndarray, nodata: Any) -> np.ndarray:
-    ok = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
+def _valid(values: Any, nodata: Any) -> Any:
+    """Where ``values`` (numpy or dask) hold data: finite and not ``nodata``."""
+    ok = np.isfinite(values) if values.dtype.kind == "f" else values == values
     if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        ok &= values != nodata
+        ok = ok & (values != nodata)
     return ok
 
 
+def _stack(planes: list[Any]) -> Any:
+    if isinstance(planes[0], np.ndarray):
+        return np.stack(planes)
+    import dask.array
+
+    return dask.array.stack(planes)
+
+
 def _read_items(
-    hrefs: list[str], needed: Sequence[str], aliases: Mapping[str, set[str]], resolution: float | None, crs: str | None
-) -> Scene:
+    hrefs: list[str], needed: Sequence[str], aliases: Mapping[str, set[str]], resolution: float | None,
+    crs: str | None, chunks: int | None = None,
+) -> Scene:  # fmt: skip
     import odc.stac
     import pystac
 
@@ -222,16 +235,18 @@ def _read_items(
         options["resolution"] = resolution
     if crs is not None:
         options["crs"] = crs
+    if chunks:
+        options["chunks"] = {"x": chunks, "y": chunks}
     dataset = odc.stac.load(items, **options)
     planes, valid = [], None
     for name in needed:
         array = dataset[chosen[name].asset].isel(time=0)
-        values = np.asarray(array.values)
+        values = array.data if chunks else np.asarray(array.values)
         ok = _valid(values, array.attrs.get("nodata"))
         valid = ok if valid is None else valid & ok
         planes.append(values)
     geobox = dataset.odc.geobox
-    return Scene(list(needed), np.stack(planes), valid, geobox.affine, geobox.crs, [str(h) for h in hrefs], [])
+    return Scene(list(needed), _stack(planes), valid, geobox.affine, geobox.crs, [str(h) for h in hrefs], [])
 
 
 def _open_item(pystac: Any, href: str) -> Any:

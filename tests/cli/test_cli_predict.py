@@ -50,3 +50,32 @@ def test_predict_missing_band_exits_1_naming_it(tmp_path: Path, scene: dict, cap
     err = capsys.readouterr().err
     assert "B03, B08" in err and "available: B04" in err
     assert not (tmp_path / "m.tif").exists()
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_predict_on_a_scheduler_address_gives_the_local_map(tmp_path: Path, scene: dict, capsys,  # noqa: F811
+                                                             monkeypatch) -> None:  # fmt: skip
+    from mlm_export import cli_predict
+
+    monkeypatch.setattr(cli_predict, "SCHEDULER_TIMEOUT_S", 2)
+    distributed = pytest.importorskip("distributed")
+    item = export_seg(tmp_path / "model")
+    common = [*map(str, scene["files"]), "--model-class", "scenes:Seg", "--tile-size", "32", "--chunks", "48",
+              "--no-progress"]  # fmt: skip
+    assert main(["predict", str(item), *common, "-o", str(tmp_path / "local.tif")]) == 0
+    options = {"processes": False, "protocol": "tcp://", "host": "127.0.0.1", "dashboard_address": None}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, **options) as cluster:
+        argv = [
+            "predict",
+            str(item),
+            *common,
+            "-o",
+            str(tmp_path / "remote.tif"),
+            "--scheduler",
+            cluster.scheduler_address,
+        ]
+        assert main(argv) == 0
+    with rasterio.open(tmp_path / "local.tif") as local, rasterio.open(tmp_path / "remote.tif") as remote:
+        assert np.array_equal(local.read(), remote.read())
+    assert main(["predict", str(item), *common, "-o", str(tmp_path / "x.tif"), "--scheduler", "tcp://127.0.0.1:9"]) == 1
+    assert "no dask scheduler answered" in capsys.readouterr().err and not (tmp_path / "x.tif").exists()

@@ -1,0 +1,276 @@
+"""``predict`` as a lazy dask computation: one task per batch of windows, run locally or on a ``distributed.Client``.
+
+The scene is read lazily (rioxarray / odc-stac with ``chunks``: dask arrays), so nothing holds it whole. The graph
+(:func:`build`) has one ``dask.delayed`` task per batch of windows (:func:`mlm_export.prediction.tiling.batches`,
+the same batches whatever runs them); its inputs are the windows' slices of the lazy bands and valid mask (dask
+reads only those pixels). A task pre-processes its windows (:mod:`.preprocess`), skips the all-nodata ones, runs the
+forward and returns each window's core (dense outputs: the centre-crop rule of :mod:`.tiling`) or vector.
+:func:`execute` runs the tasks a few at a time, on dask's local scheduler or on the client's workers, and hands each
+result to the writer as it comes (:mod:`.outputs` writes a staged tiled GeoTIFF window by window, then the COG):
+peak memory depends on the tile and batch size, never on the scene's size.
+
+The model is loaded and verified once per process and device (:func:`cached_model`, keyed by the Item's model
+checksum): the caller's process reuses the model ``predict`` loaded; each dask worker loads it on its first task.
+Every path runs the same batches through the same code, so local and distributed results are equal bit for bit
+(on CPU, as torch is for the same inputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlm_export.errors import DataError
+from mlm_export.prediction import forward, preprocess, tiling
+from mlm_export.prediction.expressions import evaluate
+from mlm_export.prediction.spec import InputSpec, OutputSpec
+
+#: Side (pixels) of the dask chunks the data is read in, when ``chunks`` is not given.
+DEFAULT_CHUNKS = 512
+#: Batches in flight per worker (local: per process) while results stream to the writer.
+IN_FLIGHT_PER_WORKER = 2
+
+_MODELS: dict[tuple[str, str], Any] = {}
+_LOADS: dict[tuple[str, str], int] = {}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How a process loads the model (as :func:`~mlm_export.loading.load_model_with_item` does), and its cache key."""
+
+    item: Any  # a path/URL string or the Item's JSON dict
+    key: str
+    device: str
+    model_class: Any = None
+    model_kwargs: Mapping[str, Any] | None = None
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+
+def model_key(document: Mapping[str, Any]) -> str:
+    """The cache key of an Item's model: the ``file:checksum`` of its ``mlm:model`` assets (else the Item's hash)."""
+    assets = document.get("assets") or {}
+    sums = sorted(str(a.get("file:checksum")) for a in assets.values() if "mlm:model" in (a.get("roles") or []))
+    if sums and "None" not in sums:
+        return ",".join(sums)
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_source(item: Any, document: Mapping[str, Any], device: str, **options: Any) -> ModelSource:
+    """A picklable :class:`ModelSource` for ``item`` (paths/URLs as strings, anything else as the Item's dict)."""
+    where = str(item) if isinstance(item, (str, os.PathLike)) else dict(document)
+    return ModelSource(where, model_key(document), str(device), **options)
+
+
+def remember(source: ModelSource, model: Any) -> None:
+    """Put a model this process already loaded (and verified) in the cache."""
+    _MODELS[(source.key, source.device)] = model
+
+
+def cached_model(source: ModelSource) -> Any:
+    """The model of ``source``, loaded and verified once per process and device."""
+    slot = (source.key, source.device)
+    if slot not in _MODELS:
+        from mlm_export.loading import load_model_with_item
+
+        model, _, _ = load_model_with_item(source.item, model_class=source.model_class,
+                                           model_kwargs=source.model_kwargs, trust_pickle=source.trust_pickle,
+                                           trust_code=source.trust_code, device=source.device)  # fmt: skip
+        _MODELS[slot] = forward.prepare(model, source.device)
+        _LOADS[slot] = _LOADS.get(slot, 0) + 1
+    return _MODELS[slot]
+
+
+def loads() -> dict[str, int]:
+    """How many times this process loaded each model (``"checksum@device"`` -> count); for tests and benchmarks."""
+    return {f"{key}@{device}": count for (key, device), count in _LOADS.items()}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every batch task needs besides its pixels."""
+
+    source: ModelSource
+    spec: InputSpec
+    out: OutputSpec
+    names: tuple[str, ...]
+    tile: tuple[int, int]
+    trust_code: bool
+    #: Every input in the Item's order when there are several: ``(spec, None)`` reads its bands from DATA,
+    #: ``(spec, planes [C, H, W])`` an input without bands (``inputs=``) on the scene's grid. Empty: ``spec`` alone.
+    inputs: tuple[tuple[InputSpec, np.ndarray | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One window's result: its dense core [K, h, w] (with the core's valid mask) or its vector; None if skipped."""
+
+    window: tiling.Window
+    values: np.ndarray | None
+    valid: np.ndarray | None = None
+
+
+def post_process(out: OutputSpec, result: np.ndarray, trust_code: bool) -> np.ndarray:
+    """``post_processing_function`` of the output, in order."""
+    for index, expression in enumerate(out.post_processing):
+        where = f"post_processing_function[{index}] of output {out.name!r}"
+        result = np.asarray(evaluate(expression, {"x": result, "A": result}, trust_code=trust_code, where=where))
+    return result
+
+
+def canonical(out: OutputSpec, result: np.ndarray) -> np.ndarray:
+    """A dense result as [B, K, H, W] whatever its declared dim_order."""
+    dims = list(out.dim_order)
+    if result.ndim == len(dims) - 1 and "batch" not in dims:
+        result, dims = result[None], ["batch", *dims]
+    rest = [i for i, d in enumerate(dims) if d not in ("batch", "height", "width")]
+    axes = [dims.index("batch"), *rest, dims.index("height"), dims.index("width")]
+    result = np.transpose(result, axes)
+    return result.reshape(result.shape[0], -1, *result.shape[-2:])
+
+
+def _pad(part: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    if part.shape[-2:] == tile:
+        return part
+    padded = np.zeros((*part.shape[:-2], *tile), dtype=part.dtype)
+    padded[..., : part.shape[-2], : part.shape[-1]] = part
+    return padded
+
+
+def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarray],
+              valids: Sequence[np.ndarray]) -> list[Piece]:  # fmt: skip
+    """Pre-process, forward and cut one batch of windows (``parts``: their raw bands, clipped to the scene)."""
+    kept = [i for i, valid in enumerate(valids) if valid.any()]
+    pieces = [Piece(w, None) for w in group]
+    if not kept:
+        return pieces
+    planes = [preprocess.model_space(job.spec, job.names, np.asarray(parts[i]), np.asarray(valids[i]),
+                                     trust_code=job.trust_code) for i in kept]  # fmt: skip
+    batch = preprocess.finish_batch(job.spec, np.stack([_pad(p, job.tile) for p in planes]), trust_code=job.trust_code)
+    model = cached_model(job.source)
+    main = np.transpose(batch, list(np.argsort(job.spec.order)))
+    fed = _feed(job, [group[i] for i in kept], [parts[i] for i in kept], [valids[i] for i in kept], main)
+    result = post_process(job.out, forward.run(model, fed, job.source.device), job.trust_code)
+    if not job.out.dense:
+        for i, one in zip(kept, result, strict=True):
+            pieces[i] = Piece(group[i], np.asarray(one))
+        return pieces
+    result = canonical(job.out, result)
+    if result.shape[-2:] != job.tile:
+        raise DataError(
+            f"Output {job.out.name!r} is {list(result.shape[-2:])} for a {list(job.tile)} window; predict "
+            "stitches maps of the input's size only.",
+            hint="Run models that change the resolution with load_model.",
+        )
+    for i, one in zip(kept, result, strict=True):
+        window = group[i]
+        r0, r1, c0, c1 = window.core
+        rows, cols = slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col)
+        pieces[i] = Piece(window, np.ascontiguousarray(one[:, rows, cols]), np.asarray(valids[i])[rows, cols])
+    return pieces
+
+
+def _feed(job: Job, windows: Sequence[tiling.Window], parts: Sequence[np.ndarray], valids: Sequence[np.ndarray],
+          main: np.ndarray) -> np.ndarray | list[np.ndarray]:  # fmt: skip
+    """The model's arguments: ``main`` alone, or one batch per input in the Item's order (see :attr:`Job.inputs`)."""
+    if not job.inputs:
+        return main
+    batches = []
+    for spec, planes in job.inputs:
+        if spec == job.spec:
+            batches.append(main)
+            continue
+        cuts = [np.asarray(p) for p in parts]
+        if planes is not None:  # an input without bands: the same windows of its planes, clipped like the bands'
+            cuts = [planes[:, rows, cols] for rows, cols in (_slices(w, planes.shape[1:]) for w in windows)]
+        names = () if planes is not None else job.names
+        spaced = [preprocess.model_space(spec, names, cut, np.asarray(valid), trust_code=job.trust_code)
+                  for cut, valid in zip(cuts, valids, strict=True)]  # fmt: skip
+        batch = preprocess.finish_batch(spec, np.stack([_pad(p, job.tile) for p in spaced]), trust_code=job.trust_code)
+        batches.append(np.transpose(batch, list(np.argsort(spec.order))))
+    return batches
+
+
+def _slices(window: tiling.Window, shape: tuple[int, int]) -> tuple[slice, slice]:
+    return (slice(window.row, min(window.row + window.height, shape[0])),
+            slice(window.col, min(window.col + window.width, shape[1])))  # fmt: skip
+
+
+def _run_blocks(job: Job, group: Sequence[tiling.Window], parts: Sequence[Any], valids: Sequence[Any]) -> list[Piece]:
+    """:func:`run_batch` on the windows' dask blocks (nested lists of numpy chunks), each joined into one array."""
+    from dask.array.core import concatenate3
+
+    return run_batch(job, group, [concatenate3(p) for p in parts], [concatenate3(v) for v in valids])
+
+
+def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], batch: int) -> list[Any]:
+    """The lazy graph: one task per batch of ``windows``, over the windows' slices of the lazy ``data``/``valid``.
+
+    Each task is a :class:`dask.delayed.Delayed` whose graph holds only the slices' layers (no per-chunk graph is
+    built here, so planning a scene of any size takes milliseconds per window).
+    """
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    shape = tuple(valid.shape)
+    graph = []
+    for group in tiling.batches(windows, batch):
+        cuts = [_slices(w, shape) for w in group]
+        parts = [data[:, rows, cols] for rows, cols in cuts]
+        valids = [valid[rows, cols] for rows, cols in cuts]
+        name = f"predict-batch-{tokenize(job.source.key, group, [p.name for p in parts], [v.name for v in valids])}"
+        task = (_run_blocks, job, group, [p.__dask_keys__() for p in parts], [v.__dask_keys__() for v in valids])
+        layers = HighLevelGraph.from_collections(name, {name: task}, dependencies=[*parts, *valids])
+        graph.append(Delayed(name, layers))
+    return graph
+
+
+def _local(graph: Sequence[Any]) -> Iterator[list[Piece]]:
+    import dask
+
+    for task in graph:
+        (pieces,) = dask.compute(task, scheduler="sync", optimize_graph=True)
+        yield pieces
+
+
+def _distributed(graph: Sequence[Any], client: Any) -> Iterator[list[Piece]]:
+    from distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    pending = iter(graph)
+    first = [client.compute(t) for t in _take(pending, workers * IN_FLIGHT_PER_WORKER)]
+    done = as_completed(first)
+    for future in done:
+        pieces = future.result()
+        future.release()
+        for task in _take(pending, 1):
+            done.add(client.compute(task))
+        yield pieces
+
+
+def _take(items: Iterator[Any], count: int) -> list[Any]:
+    out = []
+    for _ in range(count):
+        try:
+            out.append(next(items))
+        except StopIteration:
+            break
+    return out
+
+
+def execute(graph: Sequence[Any], client: Any, consume: Callable[[list[Piece]], None]) -> None:
+    """Run the graph (on ``client``'s workers, else dask's local scheduler), handing each batch's pieces on."""
+    for pieces in _distributed(graph, client) if client is not None else _local(graph):
+        consume(pieces)
+
+
+def forget(source: ModelSource) -> None:
+    """Drop a model :func:`remember` put in this process's cache (the caller's, once ``predict`` is done)."""
+    _MODELS.pop((source.key, source.device), None)
