@@ -104,13 +104,13 @@ with torch.inference_mode():
 """
 EXPORT_ARGS = """bbox=[0, 0, 1, 1], datetime="2024-01-01T00:00:00Z", artifact_dir=sys.argv[2], overwrite=True"""
 NOTEBOOK = (
-    "import sys\n"
+    "import os, sys\n"
     + MODEL
     + """
 from mlm_export import export_item, save_item
 item = export_item(sys.argv[1], model_class=Wide, model_kwargs={{"layers": {layers}, "width": {width}}},
                    input_shape=[-1, {width}], {args})
-save_item(item, sys.argv[2] + "/item.json", overwrite=True)
+save_item(item, sys.argv[2] + "/item.json", overwrite=True, allow_outside=[os.path.dirname(sys.argv[1])])
 """
 )
 IN_MEMORY = """
