@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 import mlm_export
 from mlm_export import export_item, save_item
 from mlm_export.cli import main
-from mlm_export.cli_messages import GLUED, cli_text, python_spellings, repeated_flags
+from mlm_export.cli.messages import GLUED, cli_text, python_spellings, repeated_flags
 
 PACKAGE_ROOT = Path(mlm_export.__file__).resolve().parents[1]  # the code under test, wherever it is
 TESTS = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_input_shape_value_may_start_with_a_dash(files: dict[str, Path], capsys:
 
 def test_flags_of_the_formatter_are_real_flags() -> None:
     from mlm_export.cli import build_parser
-    from mlm_export.cli_messages import _actions, python_arguments
+    from mlm_export.cli.messages import _actions, python_arguments
 
     flags = {option for action in _actions(build_parser()) for option in action.option_strings}
     assert set(python_arguments().values()) <= flags

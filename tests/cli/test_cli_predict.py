@@ -55,7 +55,7 @@ def test_predict_missing_band_exits_1_naming_it(tmp_path: Path, scene: dict, cap
 @pytest.mark.allow_hosts(["127.0.0.1"])
 def test_predict_on_a_scheduler_address_gives_the_local_map(tmp_path: Path, scene: dict, capsys,  # noqa: F811
                                                              monkeypatch) -> None:  # fmt: skip
-    from mlm_export import cli_predict
+    from mlm_export.cli import predict as cli_predict
 
     monkeypatch.setattr(cli_predict, "SCHEDULER_TIMEOUT_S", 2)
     distributed = pytest.importorskip("distributed")

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlm_export.cli import main  # noqa: E402
-from mlm_export.cli_provenance import memory_size  # noqa: E402
+from mlm_export.cli.provenance import memory_size  # noqa: E402
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlm_export import __version__
-from mlm_export.cli_messages import cli_text, route_warnings
+from mlm_export.cli.messages import cli_text, route_warnings
 from mlm_export.errors import MLMExportError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 #: Modules that register subcommands: each has ``add_parser(subparsers)`` that adds its parsers and sets
 #: ``handler`` (a function of the parsed arguments returning the exit code). Add a module name here to add one.
-COMMAND_MODULES: tuple[str, ...] = ("mlm_export.cli_model", "mlm_export.cli_predict")
+COMMAND_MODULES: tuple[str, ...] = ("mlm_export.cli.model", "mlm_export.cli.predict")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -73,7 +73,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     count = sum(1 for link in collection.links if link.rel == "item")
     print(f"wrote {collection.get_self_href()}: collection {collection.id!r} with {count} model(s)")
     if args.cards:
-        from mlm_export.cli_card import write_catalog_cards
+        from mlm_export.cli.card import write_catalog_cards
 
         write_catalog_cards(collection.get_self_href(), args.schema_dir, args.allow_outside)
     return EXIT_OK
@@ -96,15 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module_name).add_parser(commands)
     _add_catalog_parser(commands)
 
-    from mlm_export.cli_stac import add_parsers as add_stac_parsers
+    from mlm_export.cli.stac import add_parsers as add_stac_parsers
 
     add_stac_parsers(commands)  # search, publish, serve-api
 
-    from mlm_export import cli_card
+    from mlm_export.cli import card as cli_card
 
     cli_card.add_parser(commands)
 
-    from mlm_export import cli_get
+    from mlm_export.cli import get as cli_get
 
     cli_get.add_parser(commands)  # get
     return parser
@@ -158,7 +158,7 @@ def _report(exc: MLMExportError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 reported error, 2 usage; 3 only from :func:`run`)."""
-    from mlm_export.cli_model import attach_dash_values
+    from mlm_export.cli.model import attach_dash_values
 
     parser = build_parser()
     args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))

@@ -288,7 +288,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> Any:
     """``export_item`` with the command's arguments, under the terminal's spinner."""
     from mlm_export.api import export_item
-    from mlm_export.cli_provenance import provenance_options
+    from mlm_export.cli.provenance import provenance_options
 
     with status(f"Measuring {args.path}"):
         return export_item(
@@ -360,7 +360,7 @@ def add_export_parser(commands: Any) -> None:
         "--allow-outside", action="append", default=[], metavar="DIR",
         help="directory besides the Item's own that its artifacts may lie in (refused otherwise; repeatable)",
     )  # fmt: skip
-    from mlm_export.cli_provenance import add_provenance_arguments
+    from mlm_export.cli.provenance import add_provenance_arguments
 
     add_provenance_arguments(export)
     export.set_defaults(handler=cmd_export)
@@ -445,7 +445,7 @@ def print_description(described: ModelDescription) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    from mlm_export.cli_messages import print_note
+    from mlm_export.cli.messages import print_note
 
     for note in described.notes:
         print_note(note)
@@ -456,7 +456,7 @@ def print_description(described: ModelDescription) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Load an Item's model (verified), run it and compare its outputs with the Item."""
-    from mlm_export.cli_get import download_options
+    from mlm_export.cli.get import download_options
     from mlm_export.loading import check_item
 
     with status(f"Loading and running {args.item}"):
@@ -497,7 +497,7 @@ def add_check_parser(commands: Any) -> None:
     check.add_argument("--no-verify", action="store_true", help="load a model file the item gives no checksum for")
     add_limit_options(check)
     from mlm_export.cli import add_allow_outside
-    from mlm_export.cli_get import add_download_options
+    from mlm_export.cli.get import add_download_options
 
     add_download_options(check)
     add_allow_outside(check)

@@ -15,7 +15,7 @@ SCHEDULER_TIMEOUT_S = 10
 
 def add_parser(commands: Any) -> None:
     """Register the ``predict`` subcommand on the CLI's subparsers."""
-    from mlm_export.cli_model import json_object
+    from mlm_export.cli.model import json_object
 
     predict = commands.add_parser(
         "predict",
