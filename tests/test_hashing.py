@@ -135,7 +135,7 @@ def test_child_hash_matches_and_refuses_what_it_cannot_vouch_for(tmp_path: Path)
 
 def test_a_large_file_shows_its_bar_on_a_terminal_that_reports_no_size(tmp_path: Path) -> None:
     """On a terminal (here a fresh pseudo-terminal: 0 columns until resized), a file over the threshold gets a bar."""
-    import pty
+    from terminal import run_on_terminal
 
     path = tmp_path / "big.bin"
     path.write_bytes(os.urandom(3 << 20))
@@ -144,24 +144,9 @@ h.PROGRESS_THRESHOLD = 1 << 20  # the README's 100 MB, scaled down: the same cod
 digest = h.start_background({str(path)!r}).result()
 print("size", digest.size)
 """
-    controller, terminal = pty.openpty()
     package_root = Path(hashing.__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(package_root), "COLUMNS": "120"}
-    process = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=terminal, stdout=terminal, stderr=terminal, env=env
-    )
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # EIO: the terminal closed when the process ended
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert process.wait(timeout=60) == 0
-    os.close(controller)
-    output = b"".join(chunks).decode(errors="replace")
+    code, output = run_on_terminal([sys.executable, "-c", script], env, timeout=60)
+    assert code == 0, output
     assert f"size {3 << 20}" in output
     assert "sha256 big.bin" in output and "/3.00M" in output  # the bar was drawn (and erased when done)

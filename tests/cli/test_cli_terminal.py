@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 import torch
 import torch_models as tm
 from safetensors.torch import save_file
+from terminal import run_on_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
@@ -20,24 +19,8 @@ TESTS = REPO / "tests"
 
 def run_in_terminal(args: list[str], cwd: Path, timeout: float = 240) -> tuple[int, str]:
     """Run ``python -m mlm_export ARGS`` with stdin/stdout/stderr on a pseudo-terminal; return (code, output)."""
-    controller, terminal = pty.openpty()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "COLUMNS": "160", "TERM": "xterm"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlm_export", *args], stdin=terminal, stdout=terminal, stderr=terminal, cwd=cwd, env=env
-    )
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # EIO: the terminal closed when the process ended
-            break
-        if not data:
-            break
-        chunks.append(data)
-    code = process.wait(timeout=timeout)
-    os.close(controller)
-    return code, b"".join(chunks).decode(errors="replace")
+    return run_on_terminal([sys.executable, "-m", "mlm_export", *args], env, cwd, timeout)
 
 
 @pytest.fixture(scope="module")
