@@ -55,6 +55,9 @@ class ModelArtifact:
     artifact_type: str
     size: int | None
     checksum: str | None
+    #: The file is a verified download handed out by the artifact cache (hashed on that hand-out), so loading
+    #: does not hash it a second time.
+    fetched: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,11 @@ class _HrefBase:
     limits: DownloadLimits | None = None  # bounds on every download (None: the defaults)
 
 
-def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path:
+def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> tuple[Path, bool]:
     """The local file of asset ``key``: a file inside the Item's directory, or the verified download of a URL.
+
+    The flag says which: True for a file the artifact cache handed out after checking it against
+    ``file:size``/``file:checksum`` (every hand-out is hashed), False for a local file (not checked here).
 
     Remote hrefs (``http(s)://``, ``s3://``, or relative to a remote Item's URL) are fetched into the artifact
     cache, checked against ``file:size``/``file:checksum`` before anything reads them (see :mod:`mlm_export.transfer`).
@@ -159,10 +165,11 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
         url = resolve_url(href, where.remote)
         beside = resolve_href(f"./{Path(urlparse(url).path).name}", where.directory) if where.directory else None
         if beside is not None and beside.kind == "local" and beside.path is not None and beside.path.is_file():
-            return beside.path  # exported with href_base: the file sits next to the Item
-        return fetch_artifact(
+            return beside.path, False  # exported with href_base: the file sits next to the Item
+        fetched = fetch_artifact(
             url, size=asset.get("file:size"), checksum=asset.get("file:checksum"), limits=where.limits
         )
+        return fetched, True
     _refuse_local_href_of_remote_item(key, href, where)
     resolved = resolve_asset_href(
         href, where.directory, where=f"Asset {key!r}", allow_outside=where.allow_outside, confine=where.confine,
@@ -174,7 +181,7 @@ def _artifact_path(key: str, asset: Mapping[str, Any], where: _HrefBase) -> Path
             f"Asset {key!r} has the href {href!r}, which is neither a local path nor an http(s)/s3 URL.",
             hint="Point the href at a file, an http(s):// or an s3:// URL.",
         )
-    return require_regular_file(resolved.path, f"Model file of asset {key!r}")
+    return require_regular_file(resolved.path, f"Model file of asset {key!r}"), False
 
 
 def _refuse_local_href_of_remote_item(key: str, href: str, where: _HrefBase) -> None:
@@ -286,12 +293,15 @@ def _artifact_set(document: Mapping[str, Any], where: _HrefBase, key: str) -> tu
     assets = document.get("assets") or {}
     open_key, keys = member_keys(assets, key)
     ordered = [key, *(k for k in keys if k != key)]
-    files = {k: _artifact_path(k, assets[k], where) for k in ordered}
+    resolved = {k: _artifact_path(k, assets[k], where) for k in ordered}
+    files = {k: path for k, (path, _) in resolved.items()}
     if len(files) > 1:
         names = layout({k: _absolute_href(assets[k], where) for k in ordered}, open_key)
         if not in_place(files, names, open_key):
             checksums = {k: str(assets[k].get("file:checksum") or "") for k in ordered}
             files = materialise(files, names, checksums, default_cache_dir())
+    # a set's file is still the verified hand-out when it is a hard link of it (materialise copies when it cannot link)
+    fetched = {k: ok and (files[k] == path or os.path.samefile(files[k], path)) for k, (path, ok) in resolved.items()}
     members = [
         ModelArtifact(
             k,
@@ -299,6 +309,7 @@ def _artifact_set(document: Mapping[str, Any], where: _HrefBase, key: str) -> tu
             assets[k].get("mlm:artifact_type") or ("index" if k == SHARD_INDEX_KEY else "data"),
             assets[k].get("file:size"),
             assets[k].get("file:checksum"),
+            fetched[k],
         )  # fmt: skip
         for k in ordered
     ]
@@ -351,7 +362,7 @@ def verify_artifact(artifact: ModelArtifact) -> None:
             "not loading it.",
             hint="The file was changed or truncated: fetch it again.",
         )
-    if artifact.checksum is not None:
+    if not artifact.fetched:  # a cache hand-out was hashed against this checksum as it was handed out
         digest = hash_file(artifact.path)
         if digest.checksum != artifact.checksum:
             raise ChecksumMismatchError(
@@ -604,10 +615,10 @@ def _known_answer(
     asset = (document.get("assets") or {}).get(ASSET_KEY)
     if not isinstance(asset, Mapping):
         return None
-    path = _artifact_path(ASSET_KEY, asset, where)
+    path, fetched = _artifact_path(ASSET_KEY, asset, where)
     if verify:
         verify_artifact(
-            ModelArtifact(ASSET_KEY, path, "known-answer", asset.get("file:size"), asset.get("file:checksum"))
+            ModelArtifact(ASSET_KEY, path, "known-answer", asset.get("file:size"), asset.get("file:checksum"), fetched)
         )
     return compare(path, model, device)
 
