@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from mlm_export.errors import DataError
 from mlm_export.prediction import forward, preprocess, tiling
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.spec import InputSpec, OutputSpec
@@ -162,17 +161,9 @@ def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarr
             pieces[i] = Piece(group[i], np.asarray(one))
         return pieces
     result = canonical(job.out, result)
-    if result.shape[-2:] != job.tile:
-        raise DataError(
-            f"Output {job.out.name!r} is {list(result.shape[-2:])} for a {list(job.tile)} window; predict "
-            "stitches maps of the input's size only.",
-            hint="Run models that change the resolution with load_model.",
-        )
+    factor = tiling.output_factor(result.shape[-2:], job.tile, job.out.name)  # k > 1: super-resolution
     for i, one in zip(kept, result, strict=True):
-        window = group[i]
-        r0, r1, c0, c1 = window.core
-        rows, cols = slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col)
-        pieces[i] = Piece(window, np.ascontiguousarray(one[:, rows, cols]), np.asarray(valids[i])[rows, cols])
+        pieces[i] = Piece(group[i], *tiling.fine_core(one, valids[i], group[i], factor))
     return pieces
 
 

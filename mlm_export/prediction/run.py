@@ -125,25 +125,28 @@ class _Counter:
         self.bar.update(len(pieces))
 
 
-def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, channels: int,
-                   scores: bool) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
+def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, channels: int, scores: bool,
+                   factor: int = 1) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
+    """The staged map(s) of a dense output; ``factor`` times finer than the scene for super-resolution."""
     shape, grid = tuple(scene.valid.shape), (scene.transform, scene.crs)
     if out.is_classes:
         dtype, nodata = outputs.class_dtype(out.classes)
         band = {"name": out.name, "data_type": dtype.name, "nodata": nodata}
         files = [OutputFile("data", stage / output.name, output.name, [band], out.classes)]
         writers = [outputs.StagedRaster(stage / output.name, 1, shape, dtype, *grid, nodata,
-                                        colors=outputs.colormap(out.classes), descriptions=[out.name])]  # fmt: skip
+                                        colors=outputs.colormap(out.classes), descriptions=[out.name],
+                                        factor=factor)]  # fmt: skip
         if scores:
             name = f"{output.stem}-scores.tif"
             names = [str(c.get("name", c["value"])) for c in out.classes]
             writers.append(outputs.StagedRaster(stage / name, len(names), shape, "float32", *grid, np.nan,
-                                                descriptions=names))  # fmt: skip
+                                                descriptions=names, factor=factor))  # fmt: skip
             bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
             files.append(OutputFile("scores", stage / name, name, bands, out.classes))
         return files, writers
     names = [f"{out.name}_{i + 1}" if channels > 1 else out.name for i in range(channels)]
-    writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names)]
+    writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names,
+                                    factor=factor)]  # fmt: skip
     bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
     return [OutputFile("data", stage / output.name, output.name, bands)], writers
 
@@ -167,7 +170,9 @@ def _dense_writes(stage: Path, target: Path, scene: Scene, out: OutputSpec, grap
         counter.count(pieces)
         for piece in pieces:
             if state["files"] is None and piece.values is not None:
-                state["files"], state["writers"] = _dense_writers(stage, target, scene, out, len(piece.values), scores)
+                factor = tiling.piece_factor(piece.values, piece.window.core)
+                state["files"], state["writers"] = _dense_writers(stage, target, scene, out, len(piece.values), scores,
+                                                                  factor)  # fmt: skip
                 pieces = state.pop("early") + pieces  # windows skipped before the channel count was known
         if state["files"] is None:
             state["early"] += pieces
