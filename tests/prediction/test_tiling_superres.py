@@ -80,3 +80,28 @@ def test_output_factor_and_fine_core() -> None:
     values, mask = fine_core(result, valid, window, 2)
     assert np.array_equal(values, result[:, 2:6, 2:8])
     assert np.array_equal(mask, np.kron(valid[1:3, 1:4], np.ones((2, 2), dtype=bool)))
+
+
+class Coarser(nn.Module):
+    """A stride-2 convolution: an output half the input's size, which predict cannot place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_coarser_output_is_refused_and_nothing_is_left(tmp_path: Path, scene: dict) -> None:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    item = save_item(export_item(Coarser(), input_shape=[-1, 3, -1, -1], bands=list(MODEL_BANDS),
+                                 tasks=["regression"], bbox=[9.0, 46.0, 9.1, 46.1], datetime="2024-01-01T00:00:00Z",
+                                 artifact_dir=directory, item_id="coarse"), directory / "item.json")  # fmt: skip
+    out = tmp_path / "out" / "coarse.tif"
+    out.parent.mkdir()
+    with pytest.raises(DataError, match="whole multiple") as caught:
+        predict(item, scene["files"], out, model_class=Coarser, tile_size=64)
+    assert "load_model" in caught.value.hint
+    assert list(out.parent.iterdir()) == []
