@@ -76,3 +76,40 @@ def test_a_window_size_the_resize_type_cannot_reach_is_refused(tmp_path: Path, s
         predict(item, scene["files"], out, model_class=Seg, tile_size=TILE, window_size=WINDOW)
     assert "--window-size" in caught.value.hint
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_per_tile_outputs_take_resized_windows(tmp_path: Path, scene: dict) -> None:
+    import json
+
+    from scenes import CLASSES, MODEL_BANDS, TileClassifier
+
+    from mlm_export import export_item, save_item
+
+    torch.manual_seed(1)
+    (tmp_path / "model").mkdir()
+    exported = export_item(TileClassifier(), input_shape=[-1, 3, 32, 32], bands=list(MODEL_BANDS), classes=CLASSES,
+                           tasks=["classification"], resize_type="interpolation-area",
+                           value_scaling=[{"type": "min-max", "minimum": 0, "maximum": 4000}],
+                           bbox=[9.0, 46.0, 9.1, 46.1], datetime="2024-01-01T00:00:00Z",
+                           artifact_dir=tmp_path / "model", item_id="tiles")  # fmt: skip
+    item = save_item(exported, tmp_path / "model" / "item.json")
+    out = tmp_path / "tiles.geojson"
+    predict(item, scene["files"], out, model_class=TileClassifier, window_size=64)
+    model = load_model(item, model_class=TileClassifier)
+    raw, valid, expected = model_stack(scene), scene["valid"], []
+    for row in range(0, HEIGHT, 64):
+        for col in range(0, WIDTH, 64):
+            part, mask = np.zeros((1, 3, 64, 64)), np.zeros((1, 1, 64, 64))
+            cut = raw[:, row : row + 64, col : col + 64]
+            part[0, :, : cut.shape[1], : cut.shape[2]] = cut
+            mask[0, 0, : cut.shape[1], : cut.shape[2]] = valid[row : row + 64, col : col + 64]
+            x = _resize(torch.from_numpy(part), 32, "area") / 4000.0
+            x = torch.where(_resize(torch.from_numpy(mask), 32, "nearest") > 0.5, x, 0.0)
+            with torch.no_grad():
+                logits = model(x.float())[0].numpy()
+            expected.append((row, col, int(logits.argmax()), float(logits.max())))
+    features = json.loads(out.read_text())["features"]
+    got = [(f["properties"]["row"], f["properties"]["col"], f["properties"]["class_value"],
+            f["properties"]["score"]) for f in features]  # fmt: skip
+    assert [g[:3] for g in got] == [e[:3] for e in expected] and len(got) == 4
+    np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], atol=1e-5)
