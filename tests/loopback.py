@@ -7,8 +7,11 @@ prints the port, serves until killed).
 from __future__ import annotations
 
 import collections
+import contextlib
+import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -89,6 +92,19 @@ class LoopbackServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self._thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def served_in_child(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` from a sibling process and yield its URL (GDAL's reads hold the GIL, so a server thread
+    of the reading process could never answer them); the process is stopped on exit."""
+    child = subprocess.Popen([sys.executable, __file__, str(directory)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        yield f"http://127.0.0.1:{int(child.stdout.readline())}"
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
 
 
 def fetch_in_child(args: tuple[str, int, str, str]) -> str:

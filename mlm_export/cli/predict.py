@@ -45,6 +45,9 @@ def add_parser(commands: Any) -> None:
     predict.add_argument("--model-class", metavar="PKG.MOD:CLASS", help="class that rebuilds a model from weights")
     predict.add_argument("--model-kwargs", type=json_object, metavar="JSON", help="keyword arguments, as JSON")
     predict.add_argument("--tile-size", type=int, metavar="PX", help="side of dynamic windows (default: memory cap)")
+    predict.add_argument(
+        "--window-size", type=int, metavar="PX", help="data pixels per model input, resized by the Item's resize_type"
+    )
     predict.add_argument("--max-dry-run-memory", metavar="SIZE", help="memory cap sizing tiles and batches, e.g. 2GB")
     predict.add_argument("--chunks", type=int, metavar="PX", help="side of the dask chunks the data is read in")
     predict.add_argument(
@@ -114,6 +117,7 @@ def _run(args: argparse.Namespace, client: Any) -> Any:
         progress=False if args.no_progress else None,
         scores=args.scores,
         tile_size=args.tile_size,
+        window_size=args.window_size,
         inputs=parse_input_mapping(args.inputs),
         verify=args.verify,
         chunks=args.chunks,

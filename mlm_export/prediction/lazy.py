@@ -22,12 +22,12 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from mlm_export.errors import DataError
-from mlm_export.prediction import forward, preprocess, tiling
+from mlm_export.prediction import forward, preprocess, resize, tiling
 from mlm_export.prediction.expressions import evaluate
 from mlm_export.prediction.spec import InputSpec, OutputSpec
 
@@ -105,6 +105,8 @@ class Job:
     #: Every input in the Item's order when there are several: ``(spec, None)`` reads its bands from DATA,
     #: ``(spec, planes [C, H, W])`` an input without bands (``inputs=``) on the scene's grid. Empty: ``spec`` alone.
     inputs: tuple[tuple[InputSpec, np.ndarray | None], ...] = ()
+    #: The windows' size on the data grid when it differs from ``tile`` (resized by ``resize_type``: :mod:`.resize`).
+    window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,9 @@ def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarr
     pieces = [Piece(w, None) for w in group]
     if not kept:
         return pieces
-    planes = [preprocess.model_space(job.spec, job.names, np.asarray(parts[i]), np.asarray(valids[i]),
-                                     trust_code=job.trust_code) for i in kept]  # fmt: skip
+    space = partial(resize.model_space, window=job.window, tile=job.tile) if job.window else preprocess.model_space
+    planes = [space(job.spec, job.names, np.asarray(parts[i]), np.asarray(valids[i]), trust_code=job.trust_code)
+              for i in kept]  # fmt: skip
     batch = preprocess.finish_batch(job.spec, np.stack([_pad(p, job.tile) for p in planes]), trust_code=job.trust_code)
     model = cached_model(job.source)
     main = np.transpose(batch, list(np.argsort(job.spec.order)))
@@ -162,17 +165,11 @@ def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarr
             pieces[i] = Piece(group[i], np.asarray(one))
         return pieces
     result = canonical(job.out, result)
-    if result.shape[-2:] != job.tile:
-        raise DataError(
-            f"Output {job.out.name!r} is {list(result.shape[-2:])} for a {list(job.tile)} window; predict "
-            "stitches maps of the input's size only.",
-            hint="Run models that change the resolution with load_model.",
-        )
+    factor = tiling.output_factor(result.shape[-2:], job.tile, job.out.name)  # k > 1: super-resolution
+    if job.window is not None:
+        result = resize.to_window(result, job.tile, job.window, str(job.spec.resize_type))
     for i, one in zip(kept, result, strict=True):
-        window = group[i]
-        r0, r1, c0, c1 = window.core
-        rows, cols = slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col)
-        pieces[i] = Piece(window, np.ascontiguousarray(one[:, rows, cols]), np.asarray(valids[i])[rows, cols])
+        pieces[i] = Piece(group[i], *tiling.fine_core(one, valids[i], group[i], factor))
     return pieces
 
 

@@ -10,7 +10,9 @@
 
 Each writer writes the path it is given (a staged temporary; :mod:`.run` publishes it). Maps stream: a
 :class:`StagedRaster` is a tiled GeoTIFF written window by window beside its target, copied to the COG (GDAL's COG
-driver cannot write windows) when it is finished, so no writer holds the whole map.
+driver cannot write windows) when it is finished, so no writer holds the whole map. A map ``factor`` times finer than
+the input (super-resolution) has ``factor`` times its rows and columns and the transform scaled by ``1/factor``;
+windows are still given in scene pixels.
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ class StagedRaster:
 
     def __init__(self, path: Path, count: int, shape: tuple[int, int], dtype: Any, transform: Any, crs: Any,
                  nodata: float | None, *, colors: Mapping[int, tuple[int, int, int, int]] | None = None,
-                 descriptions: Sequence[str] | None = None) -> None:  # fmt: skip
+                 descriptions: Sequence[str] | None = None, factor: int = 1) -> None:  # fmt: skip
         import rasterio
+        from affine import Affine
 
-        self.path, self.nodata, self.dtype = path, nodata, np.dtype(dtype)
+        self.path, self.nodata, self.dtype, self.factor = path, nodata, np.dtype(dtype), int(factor)
+        shape, transform = (shape[0] * self.factor, shape[1] * self.factor), transform * Affine.scale(1 / self.factor)
         self.part = path.with_name(f"{path.name}.part.tif")
         profile = {"driver": "GTiff", "height": shape[0], "width": shape[1], "count": count, "dtype": self.dtype.name,
                    "crs": crs, "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
@@ -87,10 +91,10 @@ class StagedRaster:
             self._dst.set_band_description(index, text)
 
     def write(self, core: tuple[int, int, int, int], values: np.ndarray | None) -> None:
-        """Write ``values`` [count, h, w] at the core (row0, row1, col0, col1); None writes nodata."""
+        """Write ``values`` [count, k*h, k*w] at the core (row0, row1, col0, col1 in scene pixels); None: nodata."""
         from rasterio.windows import Window
 
-        r0, r1, c0, c1 = core
+        r0, r1, c0, c1 = (edge * self.factor for edge in core)
         if values is None:
             fill = np.nan if self.nodata is None else self.nodata
             values = np.full((self._dst.count, r1 - r0, c1 - c0), fill, dtype=self.dtype)

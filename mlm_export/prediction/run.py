@@ -19,7 +19,7 @@ import numpy as np
 
 from mlm_export.errors import ConfigurationError, DataError
 from mlm_export.files import Staging, exists_error, resolve_output
-from mlm_export.prediction import forward, lazy, outputs, tiling
+from mlm_export.prediction import forward, lazy, outputs, resize, tiling
 from mlm_export.prediction.result_item import OutputFile, framework_versions, result_item
 from mlm_export.prediction.sources import Scene, parse_band_mapping, read_inputs, read_scene
 from mlm_export.prediction.spec import InputSpec, OutputSpec, batch_size, input_spec, input_specs, output_spec
@@ -47,6 +47,7 @@ class _Plan:
     overlap: int
     batch: int
     windows: list[tiling.Window]
+    window: tuple[int, int] | None = None  # windows of another size than the input (resize_type), else None
 
 
 def _outputs_of(output: Path, spec: OutputSpec, scores: bool) -> list[Path]:
@@ -76,10 +77,14 @@ def _plan(doc: Mapping[str, Any], spec: InputSpec, out: OutputSpec, scene: Scene
     suggested = batch_size(doc, spec)
     if spec.fixed:
         tile = (spec.height, spec.width)
-        tiling.require_fits(shape, tile, f"The scene ({', '.join(scene.files or scene.items)})")
     else:
         side = options.get("tile_size") or tiling.choose_tile(budget, suggested or 1, len(spec.bands), 8, shape)
         tile = (int(side), int(side))
+    sized = (int(options["window_size"]),) * 2 if options.get("window_size") else tile  # resize_type
+    resize.check(spec, sized, tile, len(input_specs(doc)))
+    if spec.fixed:
+        tiling.require_fits(shape, sized, f"The scene ({', '.join(scene.files or scene.items)})")
+    tile, model_tile = sized, tile
     overlap = 0
     if out.dense:
         given = options.get("overlap")
@@ -89,9 +94,9 @@ def _plan(doc: Mapping[str, Any], spec: InputSpec, out: OutputSpec, scene: Scene
     crop = spec.resize_type == "crop" and not out.dense
     every = tiling.windows(shape, tile, overlap, crop=crop)
     if suggested is None:
-        per_tile = tile[0] * tile[1] * tiling.ACTIVATION_BYTES_PER_CHANNEL * (len(spec.bands) + 8)
+        per_tile = model_tile[0] * model_tile[1] * tiling.ACTIVATION_BYTES_PER_CHANNEL * (len(spec.bands) + 8)
         suggested = max(1, min(MAX_BATCH, (budget or per_tile * MAX_BATCH) // per_tile))
-    return _Plan(tile, overlap, suggested, every)
+    return _Plan(model_tile, overlap, suggested, every, tile if tile != model_tile else None)
 
 
 def _progress(total: int, progress: bool | None) -> Any:
@@ -125,25 +130,28 @@ class _Counter:
         self.bar.update(len(pieces))
 
 
-def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, channels: int,
-                   scores: bool) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
+def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, channels: int, scores: bool,
+                   factor: int = 1) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
+    """The staged map(s) of a dense output; ``factor`` times finer than the scene for super-resolution."""
     shape, grid = tuple(scene.valid.shape), (scene.transform, scene.crs)
     if out.is_classes:
         dtype, nodata = outputs.class_dtype(out.classes)
         band = {"name": out.name, "data_type": dtype.name, "nodata": nodata}
         files = [OutputFile("data", stage / output.name, output.name, [band], out.classes)]
         writers = [outputs.StagedRaster(stage / output.name, 1, shape, dtype, *grid, nodata,
-                                        colors=outputs.colormap(out.classes), descriptions=[out.name])]  # fmt: skip
+                                        colors=outputs.colormap(out.classes), descriptions=[out.name],
+                                        factor=factor)]  # fmt: skip
         if scores:
             name = f"{output.stem}-scores.tif"
             names = [str(c.get("name", c["value"])) for c in out.classes]
             writers.append(outputs.StagedRaster(stage / name, len(names), shape, "float32", *grid, np.nan,
-                                                descriptions=names))  # fmt: skip
+                                                descriptions=names, factor=factor))  # fmt: skip
             bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
             files.append(OutputFile("scores", stage / name, name, bands, out.classes))
         return files, writers
     names = [f"{out.name}_{i + 1}" if channels > 1 else out.name for i in range(channels)]
-    writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names)]
+    writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names,
+                                    factor=factor)]  # fmt: skip
     bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
     return [OutputFile("data", stage / output.name, output.name, bands)], writers
 
@@ -167,7 +175,9 @@ def _dense_writes(stage: Path, target: Path, scene: Scene, out: OutputSpec, grap
         counter.count(pieces)
         for piece in pieces:
             if state["files"] is None and piece.values is not None:
-                state["files"], state["writers"] = _dense_writers(stage, target, scene, out, len(piece.values), scores)
+                factor = tiling.piece_factor(piece.values, piece.window.core)
+                state["files"], state["writers"] = _dense_writers(stage, target, scene, out, len(piece.values), scores,
+                                                                  factor)  # fmt: skip
                 pieces = state.pop("early") + pieces  # windows skipped before the channel count was known
         if state["files"] is None:
             state["early"] += pieces
@@ -223,6 +233,7 @@ def predict(
     verify: bool = False,
     chunks: int | None = None,
     client: Any = None,
+    window_size: int | None = None,
 ) -> PredictionResult:
     """Run the model an Item publishes on rasters or a STAC data Item, every step as the Item declares it.
 
@@ -256,6 +267,11 @@ def predict(
             lazily and the map written window by window, so memory does not grow with the scene.
         client: a ``dask.distributed.Client`` whose workers run the batches (each loads and verifies the model
             once); default: dask's local scheduler in this process. The result is the same bit for bit.
+        window_size: side (pixels of the data grid) of the window each model input covers, when it differs from the
+            input's height/width (or ``tile_size``): each window is resized to the input by the Item's
+            ``resize_type`` (``interpolation-nearest``/``-linear``/``-cubic``/``-area``, after the band
+            expressions and before ``value_scaling``) and a dense result back to the window (:mod:`.resize`);
+            refused for other resize types. Default: the input's size (no resize).
 
     Returns:
         What was written, and the number of windows run and skipped (all nodata).
@@ -288,7 +304,8 @@ def predict(
                        **read)  # fmt: skip
     specs = input_specs(doc)
     auxiliary = read_inputs(scene, specs, inputs or {})
-    options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap}
+    options = {"max_dry_run_memory": max_dry_run_memory, "tile_size": tile_size, "overlap": overlap,
+               "window_size": window_size}  # fmt: skip
     plan = _plan(doc, spec, out, scene, options)
     if chunks is None and max(plan.tile) != lazy.DEFAULT_CHUNKS:  # chunks of the tile's size: less read per window
         scene = read_scene(sources, required_bands(doc), definition_aliases(doc), chunks=max(plan.tile), **read)
@@ -296,7 +313,7 @@ def predict(
     source = lazy.model_source(item, doc, device, model_class=model_class, model_kwargs=model_kwargs,
                                trust_pickle=trust_pickle, trust_code=trust_code)  # fmt: skip
     feeds = tuple((s, auxiliary.get(s.name)) for s in specs) if len(specs) > 1 else ()
-    job = lazy.Job(source, spec, out, tuple(scene.names), plan.tile, trust_code, feeds)
+    job = lazy.Job(source, spec, out, tuple(scene.names), plan.tile, trust_code, feeds, plan.window)
     graph = lazy.build(job, scene.data, scene.valid, plan.windows, plan.batch)
     counter = _Counter(len(plan.windows), progress)
     lazy.remember(source, forward.prepare(model, device))

@@ -6,6 +6,9 @@ a multi-band GeoTIFF's band descriptions or a single-band file's name (``B04.tif
 and the aliases the model Item's own band definitions give (``B04`` = ``red``). Bands are returned in the Item's
 order, never the file's. Files are brought onto the finest band's grid (or ``resolution``/``crs``) with rioxarray's
 ``reproject_match`` (nearest neighbour); a STAC Item is read by ``odc.stac.load``. No resampling is hand-written.
+An asset of a data Item that lists several bands (``bands``/``eo:bands``/``raster:bands``: a multi-band COG, a
+Landsat/Planet-style asset) offers each of them: band ``i`` is read from index ``i`` of that asset (odc-stac's
+``asset.i`` band); a one-band asset holding the same band is preferred, as odc-stac ranks its aliases.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ class _Candidate:
     path: str
     index: int = 1
     asset: str | None = None
+    count: int = 1  # bands of the asset (odc-stac names band i of a multi-band asset "asset.i")
+
+    @property
+    def variable(self) -> str | None:
+        """The name odc-stac loads this band of a STAC asset under: the key, or ``key.index`` in a multi-band asset."""
+        return self.asset if self.asset is None or self.count == 1 else f"{self.asset}.{self.index}"
 
 
 def _is_item(source: str) -> bool:
@@ -89,17 +98,41 @@ def _file_candidates(path: str) -> list[_Candidate]:
     return found
 
 
+def _asset_bands(asset: Any) -> list[Any]:
+    """The band objects an asset lists: STAC 1.1 ``bands``, else ``eo:bands``, else ``raster:bands``."""
+    fields = asset.extra_fields
+    for key in ("bands", "eo:bands", "raster:bands"):
+        if isinstance(fields.get(key), list) and fields[key]:
+            return list(fields[key])
+    return []
+
+
+def _band_names(band: Any) -> list[str]:
+    if not isinstance(band, Mapping):
+        return []
+    return [band[k] for k in ("name", "common_name", "eo:common_name") if isinstance(band.get(k), str)]
+
+
 def _item_candidates(item: Any) -> list[_Candidate]:
-    """The bands of a STAC data Item: each asset by its key and its bands' ``name``/``common_name``."""
+    """The bands of a STAC data Item, single-band assets first (as odc-stac's aliases rank them).
+
+    A one-band asset answers to its key and its band's ``name``/``common_name``; band ``i`` of a multi-band asset
+    (``bands``/``eo:bands``/``raster:bands`` listing several) to that band's names and to ``key.i``.
+    """
     found = []
     for key, asset in item.assets.items():
-        bands = asset.extra_fields.get("bands") or asset.extra_fields.get("eo:bands") or []
-        names = [key]
-        for band in bands if len(bands) == 1 else []:
-            names += [band.get(k) for k in ("name", "common_name", "eo:common_name") if isinstance(band.get(k), str)]
-        if asset.media_type is None or "tiff" in str(asset.media_type) or bands:
-            found.append(_Candidate(tuple(names), asset.get_absolute_href(), 1, key))
-    return found
+        bands = _asset_bands(asset)
+        if not (asset.media_type is None or "tiff" in str(asset.media_type) or bands):
+            continue
+        href = asset.get_absolute_href()
+        if len(bands) <= 1:
+            names = [key, *(_band_names(bands[0]) if bands else [])]
+            found.append(_Candidate(tuple(names), href, 1, key))
+            continue
+        for index, band in enumerate(bands, start=1):
+            names = [*_band_names(band), f"{key}.{index}"]
+            found.append(_Candidate(tuple(names), href, index, key, len(bands)))
+    return sorted(found, key=lambda c: c.count)
 
 
 def _match(
@@ -227,10 +260,11 @@ def _read_items(
     items = [_open_item(pystac, h) for h in hrefs]
     candidates = [c for item in items for c in _item_candidates(item)]
     chosen = _match(needed, candidates, aliases)
-    keys = list(dict.fromkeys(chosen[n].asset for n in needed))
+    keys = list(dict.fromkeys(str(chosen[n].asset) for n in needed))
     for item in items:
         _fill_projection(item, keys)
-    options: dict[str, Any] = {"bands": keys, "groupby": "solar_day"}
+        _list_bands(item, keys)
+    options: dict[str, Any] = {"bands": list(dict.fromkeys(chosen[n].variable for n in needed)), "groupby": "solar_day"}
     if resolution is not None:
         options["resolution"] = resolution
     if crs is not None:
@@ -240,7 +274,7 @@ def _read_items(
     dataset = odc.stac.load(items, **options)
     planes, valid = [], None
     for name in needed:
-        array = dataset[chosen[name].asset].isel(time=0)
+        array = dataset[chosen[name].variable].isel(time=0)
         values = array.data if chunks else np.asarray(array.values)
         ok = _valid(values, array.attrs.get("nodata"))
         valid = ok if valid is None else valid & ok
@@ -296,6 +330,25 @@ def _fill_projection(item: Any, keys: Sequence[str]) -> None:
     extension = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
     if extension not in item.stac_extensions:
         item.stac_extensions.append(extension)
+
+
+def _list_bands(item: Any, keys: Sequence[str]) -> None:
+    """Give multi-band assets that list their bands only in ``eo:bands`` a ``bands`` list of the same length.
+
+    odc-stac counts an asset's bands from ``bands`` or ``raster:bands``; without this, an ``eo:bands``-only asset
+    of 4 bands would be read as one band.
+    """
+    for key in keys:
+        fields = item.assets[key].extra_fields
+        listed = fields.get("eo:bands")
+        if fields.get("bands") or not isinstance(listed, list) or len(listed) < 2:
+            continue
+        raster = fields.get("raster:bands")
+        same = isinstance(raster, list) and len(raster) == len(listed)
+        fields["bands"] = [
+            {k: v for k, v in (raster[i] if same else {}).items() if k in ("nodata", "data_type", "unit")}
+            for i in range(len(listed))
+        ]  # fmt: skip
 
 
 def parse_input_mapping(values: Sequence[str]) -> dict[str, str]:

@@ -6,6 +6,9 @@
   output pixel comes from the one window whose core holds it (the window minus ``overlap`` on every side that is
   not a scene edge), so nothing is averaged and neighbouring windows never disagree at a seam. Per-tile outputs
   use windows side by side (no overlap).
+* Outputs of another resolution (super-resolution: ``k`` times the window's height and width, ``k`` a whole
+  number) are stitched the same way with every core, overlap and valid mask scaled by ``k``
+  (:func:`output_factor`, :func:`fine_core`); the map is written on the input grid refined ``k`` times.
 * Windows reaching past the scene are padded with 0 (``resize_type`` ``crop`` instead drops incomplete
   windows of a per-tile output); windows whose pixels are all nodata are skipped; a scene smaller than a fixed
   input is refused.
@@ -110,6 +113,39 @@ def batches(items: Sequence[Window], size: int) -> Iterator[list[Window]]:
     """``items`` in batches of ``size``."""
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+def output_factor(shape: tuple[int, ...], tile: tuple[int, int], name: str) -> int:
+    """``k``: how many times finer than the input a dense output of ``shape`` (height, width) is; 1 keeps the grid.
+
+    Raises:
+        DataError: the output is not the same whole multiple ``k`` >= 1 of the window in height and width.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    factor = height // tile[0]
+    if factor < 1 or height != factor * tile[0] or width != factor * tile[1]:
+        raise DataError(
+            f"Output {name!r} is {height} x {width} for a {tile[0]} x {tile[1]} window; predict stitches maps of "
+            "the window's size or a whole multiple k of it (super-resolution) only.",
+            hint="Run models whose output is coarser than their input, or not a whole multiple, with load_model.",
+        )
+    return factor
+
+
+def fine_core(result: np.ndarray, valid: np.ndarray, window: Window, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The window's core of a dense result [K, k*h, k*w] and of its valid mask [h, w], both at the output's grid."""
+    r0, r1, c0, c1 = window.core
+    rows, cols = slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col)
+    fine = result[:, rows.start * factor : rows.stop * factor, cols.start * factor : cols.stop * factor]
+    mask = np.asarray(valid)[rows, cols]
+    if factor > 1:
+        mask = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    return np.ascontiguousarray(fine), mask
+
+
+def piece_factor(values: np.ndarray, core: tuple[int, int, int, int]) -> int:
+    """``k`` of a stitched piece: its rows over its core's rows in scene pixels."""
+    return int(values.shape[-2]) // max(1, core[1] - core[0])
 
 
 def stitch(target: np.ndarray, result: np.ndarray, window: Window) -> None:
