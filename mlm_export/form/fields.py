@@ -266,18 +266,26 @@ _ARGUMENT_FIELDS = {
     "input_shape": "input_shape",
 }  # fmt: skip
 _FIELDS = (*TEXT_ARGUMENTS, "tasks", "bands", "value_scaling", "classes", "bbox", "resize_type", "artifact_format")
-_NAMED = re.compile(r"\b(" + "|".join(sorted({*_FIELDS, *_ARGUMENT_FIELDS}, key=len, reverse=True)) + r")\b")
+_NAMES = "|".join(sorted({*_FIELDS, *_ARGUMENT_FIELDS}, key=len, reverse=True))
+#: ``bands=`` as the library names its arguments; else the bare word (never inside a dotted name).
+_WORDS = "|".join(("bbox", "bands", "classes", "tasks", "value_scaling", "resize_type", "start_datetime",
+                   "end_datetime", "datetime", "model_class", "model_kwargs", "input_shape", "doi"))  # fmt: skip
+_NAMED = (re.compile(rf"(?<![\w.])({_NAMES})="), re.compile(rf"(?<![\w.-])({_WORDS})(?![\w.-])"))
 
 
 def field_of_error(error: BaseException) -> str:
     """The form field a typed error of the library is about (the first argument its message names), else general."""
+    from mlm_export.errors import UntrustedPickleError
+
     if isinstance(error, FieldError):
         return error.field
-    text = str(error)
-    match = _NAMED.search(text)
-    if match is None:
-        return "general"
-    return _ARGUMENT_FIELDS.get(match[1], match[1])
+    if isinstance(error, UntrustedPickleError):
+        return "trust_pickle"
+    for pattern in _NAMED:
+        match = pattern.search(str(error))
+        if match is not None:
+            return _ARGUMENT_FIELDS.get(match[1], match[1])
+    return "general"
 
 
 def form_options() -> dict[str, Any]:

@@ -391,7 +391,7 @@ function init() {
   $("#use-paste").addEventListener("click", usePaste);
   $("#add-derived").addEventListener("click", () => { derivedRow(); scheduleCheck(); });
   $("#export").addEventListener("click", exportItem);
-  $("#publish").addEventListener("click", publishItem);
+  $("#publish-form").addEventListener("submit", (event) => { event.preventDefault(); publishItem(); });
   $("#step-fields").addEventListener("input", () => scheduleCheck());
   $("#step-fields").addEventListener("change", () => scheduleCheck());
   initMap();

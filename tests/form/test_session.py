@@ -1,0 +1,60 @@
+"""The session: uploads streamed to its temporary directory under a cap (over it: 413, nothing kept), safe names,
+and every temporary file removed when the server stops."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mlm_export.errors import ConfigurationError
+from mlm_export.form.app import TOKEN_HEADER
+from mlm_export.form.server import FormServer
+from mlm_export.form.session import upload_name
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+
+
+def _chunks(count: int, size: int):
+    for _ in range(count):
+        yield b"\0" * size
+
+
+def test_an_upload_over_the_cap_is_refused_while_it_streams_and_nothing_is_kept() -> None:
+    with FormServer(max_upload=10_000) as server:
+        url = f"http://127.0.0.1:{server.port}/api/upload"
+        headers = {TOKEN_HEADER: server.session.token, "X-File-Name": "big.onnx"}
+        # chunked: no Content-Length, so only the streamed count can refuse it
+        answer = httpx.post(url, content=_chunks(8, 4096), headers=headers)
+        assert answer.status_code == 413 and "larger than the form's cap" in answer.json()["error"]["message"]
+        declared = httpx.post(url, content=b"\0" * 10_001, headers=headers)
+        assert declared.status_code == 413
+        assert list(server.session.directory.iterdir()) == []
+        assert server.session.model_path is None
+        fits = httpx.post(url, content=b"\0" * 10_000, headers=headers)
+        assert fits.status_code == 200 and fits.json() == {"name": "big.onnx", "size": 10_000}
+
+
+def test_temporary_files_are_removed_when_the_server_stops(tmp_path) -> None:
+    server = FormServer().start()
+    directory = server.session.directory
+    url = f"http://127.0.0.1:{server.port}/api/upload"
+    httpx.post(url, content=b"x" * 100, headers={TOKEN_HEADER: server.session.token, "X-File-Name": "m.pt"})
+    assert [p.name for p in directory.rglob("*") if p.is_file()] == ["m.pt"]
+    server.close()
+    assert not directory.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url, timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("given", "safe"),
+    [("model.onnx", "model.onnx"), ("../../etc/x.pt", "x.pt"), ("a b;c.safetensors", "a_b_c.safetensors"),
+     (".hidden.pt2", "hidden.pt2")],
+)  # fmt: skip
+def test_upload_names_are_reduced_to_a_safe_file_name(given: str, safe: str) -> None:
+    assert upload_name(given) == safe
+
+
+def test_an_upload_without_a_model_suffix_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not a model file"):
+        upload_name("notes.txt")
