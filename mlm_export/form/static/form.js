@@ -8,6 +8,9 @@ const OPTIONS = JSON.parse($("#options").textContent);
 let measured = false;
 let checkSeq = 0;
 let checkTimer = null;
+// The fields a check reports on (the export and publish steps keep their own messages).
+const CHECKED_FIELDS = [...document.querySelectorAll(".problem")].map((p) => p.dataset.field)
+  .filter((f) => f !== "export" && f !== "publish");
 
 function el(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -303,6 +306,7 @@ function formValues() {
 
 function scheduleCheck(delay = 300) {
   if (!measured) return;
+  document.body.dataset.checking = "1";  // until the answer of the newest check is shown
   clearTimeout(checkTimer);
   checkTimer = setTimeout(check, delay);
 }
@@ -313,7 +317,8 @@ async function check() {
   $("#validity").className = "status";
   const result = await api("/api/check", JSON.stringify(formValues()));
   if (seq !== checkSeq) return;  // a newer check is on its way
-  clearProblems();
+  document.body.dataset.checking = "0";
+  clearProblems(CHECKED_FIELDS);
   const answer = result.answer;
   const warnings = $("#warnings");
   warnings.replaceChildren();
