@@ -55,7 +55,13 @@ def run_form(args: argparse.Namespace) -> int:
     print("  (the token in the URL is this session's key; press Ctrl-C to stop and remove the temporary files)")
     if not args.no_browser:
         webbrowser.open(server.url)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C is how the form is stopped: not an error
+        pass
+    except SystemExit:  # SIGTERM (exit status 143), after the same cleanup
+        print("mlm-export form: terminated; temporary files removed", file=sys.stderr)
+        raise
     print("mlm-export form: stopped; temporary files removed", file=sys.stderr)
     return EXIT_OK
 

@@ -9,6 +9,7 @@ notebooks: ``with FormServer() as server: ...``).
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -57,10 +58,19 @@ class FormServer:
         return self._server
 
     def run(self) -> None:
-        """Serve until Ctrl-C (or SIGTERM), then remove the session's temporary files."""
+        """Serve until Ctrl-C (or SIGTERM), then remove the session's temporary files.
+
+        uvicorn stops on either signal and then raises it again: Ctrl-C arrives as ``KeyboardInterrupt`` and
+        SIGTERM as ``SystemExit(143)`` (not the default handler, which would end the process before the cleanup).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C stopped the server (after the cleanup).
+        """
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self._uvicorn().run(sockets=[self.socket])
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self.close()
 
     def start(self) -> FormServer:
@@ -92,6 +102,10 @@ class FormServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _bind(port: int) -> socket.socket:
