@@ -191,9 +191,12 @@ def _check(session: FormSession, values: Mapping[str, Any]) -> dict[str, Any]:
         return {"valid": False, **error_answer(exc)}
     call = fields.python_call(session.model().name, arguments)
     try:
-        item, said = session.build(arguments)
+        built = session.build(arguments)
     except MLMExportError as exc:
         return {"valid": False, "arguments": call, **error_answer(exc)}
+    if built is None:
+        return {"stale": True}
+    item, said = built
     return {"valid": True, "item": item, "problems": [], "arguments": call, "warnings": said.warnings}
 
 

@@ -78,7 +78,9 @@ class FormSession:
         self.model_path: Path | None = None
         self.exported: Path | None = None  # the Item JSON of the last export
         self._lock = threading.Lock()
+        self._ticket_lock = threading.Lock()
         self._exports = 0
+        self._checks = 0  # the newest live check's number: an older one still waiting for the lock is skipped
 
     # --- the model file -----------------------------------------------------------------------------------------
 
@@ -166,14 +168,24 @@ class FormSession:
         said.notes[:0] = list(described.notes)
         return facts, said
 
-    def build(self, arguments: Mapping[str, Any]) -> tuple[Any, Said]:
-        """``export_item(model, **arguments)`` with anything it writes in a scratch directory removed afterwards."""
+    def build(self, arguments: Mapping[str, Any]) -> tuple[Any, Said] | None:
+        """``export_item(model, **arguments)`` with anything it writes in a scratch directory removed afterwards.
+
+        Returns:
+            The Item (as a dict) and what the library said; None when a newer check came in while this one waited
+            (a person typing faster than a model exports: only the newest values are checked).
+        """
         from mlm_export.api import export_item
 
         model = self.model()
+        with self._ticket_lock:
+            self._checks += 1
+            ticket = self._checks
         scratch = Path(tempfile.mkdtemp(prefix="check-", dir=self.directory))
         try:
             with self.calling() as said:
+                if ticket != self._checks:
+                    return None
                 item = export_item(model, **{**arguments, "artifact_dir": scratch / "artifacts"})
             return item.to_dict(), said
         finally:

@@ -58,3 +58,36 @@ def test_upload_names_are_reduced_to_a_safe_file_name(given: str, safe: str) -> 
 def test_an_upload_without_a_model_suffix_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="not a model file"):
         upload_name("notes.txt")
+
+
+def test_a_live_check_that_waited_behind_a_newer_one_is_skipped(tmp_path) -> None:
+    import threading
+    import time
+
+    import onnx
+    from onnx_models import conv_model
+
+    from mlm_export.form.session import FormSession
+
+    session = FormSession()
+    try:
+        onnx.save(conv_model(), str(tmp_path / "conv.onnx"))
+        session.choose_path(str(tmp_path / "conv.onnx"))
+        results: dict[str, object] = {}
+        with session._lock:  # a check (or export) is running
+            older = threading.Thread(target=lambda: results.update(older=session.build({"license": "MIT"})))
+            older.start()
+            while session._checks < 1:
+                time.sleep(0.01)
+            newer = threading.Thread(target=lambda: results.update(newer=session.build({"license": "CC0-1.0"})))
+            newer.start()
+            while session._checks < 2:
+                time.sleep(0.01)
+        older.join(60)
+        newer.join(60)
+        assert results["older"] is None
+        item, _said = results["newer"]
+        assert item["properties"]["license"] == "CC0-1.0"
+        assert [p.name for p in session.directory.iterdir()] == []  # scratch folders removed
+    finally:
+        session.close()

@@ -316,7 +316,7 @@ async function check() {
   $("#validity").textContent = "checking...";
   $("#validity").className = "status";
   const result = await api("/api/check", JSON.stringify(formValues()));
-  if (seq !== checkSeq) return;  // a newer check is on its way
+  if (seq !== checkSeq || result.answer.stale) return;  // a newer check is on its way
   document.body.dataset.checking = "0";
   clearProblems(CHECKED_FIELDS);
   const answer = result.answer;
