@@ -167,6 +167,7 @@ def test_onnx_upload_filled_like_a_person_gives_export_items_item(browser, tmp_p
         page.click("#add-derived")
         page.fill(".derived-href", "https://data.example.org/train")
         page.select_option(".derived-split", "train")
+        assert checked(page).startswith("valid")
         assert "export_item('conv.onnx'" in page.locator("#call").text_content()
         make_item(page)
         archive = download(page, "#download-zip", tmp_path)

@@ -308,7 +308,7 @@ function scheduleCheck(delay = 300) {
   if (!measured) return;
   document.body.dataset.checking = "1";  // until the answer of the newest check is shown
   clearTimeout(checkTimer);
-  checkTimer = setTimeout(check, delay);
+  checkTimer = setTimeout(() => { checkTimer = null; check(); }, delay);
 }
 
 async function check() {
@@ -316,7 +316,7 @@ async function check() {
   $("#validity").textContent = "checking...";
   $("#validity").className = "status";
   const result = await api("/api/check", JSON.stringify(formValues()));
-  if (seq !== checkSeq || result.answer.stale) return;  // a newer check is on its way
+  if (seq !== checkSeq || checkTimer !== null || result.answer.stale) return;  // a newer check is on its way
   document.body.dataset.checking = "0";
   clearProblems(CHECKED_FIELDS);
   const answer = result.answer;
