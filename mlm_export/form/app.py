@@ -10,7 +10,6 @@ request without it is refused with 403 before any route runs. Responses forbid f
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import zipfile
@@ -240,7 +239,7 @@ def _add_downloads(app: Any, session: FormSession) -> None:
     @app.get("/api/download/zip")
     def download_zip() -> Any:
         path = session.last_export()
-        return Response(_zip(path.parent), media_type="application/zip", headers=_attachment(f"{path.stem}.zip"))
+        return FileResponse(_zip(path.parent), media_type="application/zip", filename=f"{path.stem}.zip")
 
     @app.get("/api/download/card")
     def download_card() -> Any:
@@ -269,10 +268,15 @@ def _attachment(name: str) -> dict[str, str]:
     return {"content-disposition": f'attachment; filename="{name}"'}
 
 
-def _zip(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                archive.write(path, path.name)
-    return buffer.getvalue()
+def _zip(folder: Path) -> Path:
+    """``folder``'s files in one zip beside it, written once (on disk: a model can be gigabytes); JSON deflated."""
+    target = folder.with_suffix(".zip")
+    if not target.exists():
+        partial = folder.with_suffix(".zip.part")
+        with zipfile.ZipFile(partial, "w") as archive:
+            for path in sorted(folder.iterdir()):
+                if path.is_file():
+                    kind = zipfile.ZIP_DEFLATED if path.suffix == ".json" else zipfile.ZIP_STORED
+                    archive.write(path, path.name, compress_type=kind)
+        partial.replace(target)
+    return target

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -106,7 +107,9 @@ class FormSession:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self.model_path = target
+        previous, self.model_path = self.model_path, target
+        if previous is not None and previous.parent.parent == self.directory:  # an earlier upload: not needed again
+            shutil.rmtree(previous.parent, ignore_errors=True)
         return target
 
     def _too_large(self, size: int) -> UploadTooLargeError:
@@ -205,7 +208,10 @@ class FormSession:
         folder = self.directory / f"export-{self._exports}"
         folder.mkdir()
         copy = folder / model.name
-        shutil.copyfile(model, copy)
+        try:
+            os.link(model, copy)  # an upload: same file system, no second copy of a large model
+        except OSError:
+            shutil.copyfile(model, copy)
         with self.calling() as said:
             item = export_item(copy, **{**arguments, "artifact_dir": folder})
             path = save_item(item, folder / f"{item.id}.json")

@@ -91,3 +91,14 @@ def test_a_live_check_that_waited_behind_a_newer_one_is_skipped(tmp_path) -> Non
         assert [p.name for p in session.directory.iterdir()] == []  # scratch folders removed
     finally:
         session.close()
+
+
+def test_a_new_upload_replaces_the_previous_one() -> None:
+    with FormServer() as server:
+        url = f"http://127.0.0.1:{server.port}/api/upload"
+        headers = {TOKEN_HEADER: server.session.token}
+        httpx.post(url, content=b"a" * 10, headers={**headers, "X-File-Name": "first.onnx"})
+        httpx.post(url, content=b"b" * 20, headers={**headers, "X-File-Name": "second.onnx"})
+        files = [p for p in server.session.directory.rglob("*") if p.is_file()]
+        assert [(p.name, p.read_bytes()) for p in files] == [("second.onnx", b"b" * 20)]
+        assert server.session.model_path == files[0]
