@@ -66,3 +66,31 @@ def test_a_taken_port_is_a_reported_error(tmp_path: Path) -> None:
         )  # fmt: skip
     assert done.returncode == 1 and f"Cannot listen on 127.0.0.1:{port}" in done.stderr
     assert list(tmp_path.iterdir()) == []  # the session's directory was removed again
+
+
+def test_without_no_browser_the_url_is_opened_in_the_browser(tmp_path: Path) -> None:
+    """``webbrowser`` runs $BROWSER: here a script that writes down the URL it was given."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), "BROWSER": f"{browser} %s"}
+    env.pop("DISPLAY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlm_export", "form"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        url = process.stdout.readline().removeprefix("mlm-export form: open ").strip()
+        deadline = time.monotonic() + 30
+        while not (opened.exists() and opened.read_text()):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        assert opened.read_text() == url and "?token=" in url
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
