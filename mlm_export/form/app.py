@@ -11,6 +11,7 @@ request without it is refused with 403 before any route runs. Responses forbid f
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import zipfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -29,6 +30,7 @@ from mlm_export.errors import ItemValidationError, MLMExportError
 from mlm_export.form import fields
 from mlm_export.form.session import FormSession, UploadTooLargeError
 
+logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
@@ -169,6 +171,9 @@ def _json_route(session: FormSession, work: Callable[[FormSession, Mapping[str, 
             return JSONResponse(dict(work(session, values)))
         except MLMExportError as exc:
             return JSONResponse(error_answer(exc), status_code=400)
+        except Exception as exc:  # a bug: the page says so (its type only), the log has the traceback
+            logger.exception("mlm-export form: %s failed", work.__name__)
+            return JSONResponse(error_answer(exc), status_code=500)
 
     async def route(request: Request) -> Any:
         return await run_in_threadpool(answer, await _json(request))

@@ -149,7 +149,11 @@ def _classes(values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise FieldError("classes", f"classes: row {index + 1} is not a class.", hint="Fill the table.")
-        entry: dict[str, Any] = {"value": row.get("value", index), "name": str(row.get("name") or "").strip()}
+        value = row.get("value")
+        entry: dict[str, Any] = {
+            "value": index if value in (None, "") else value,
+            "name": str(row.get("name") or "").strip(),
+        }
         if isinstance(entry["value"], str):
             try:
                 entry["value"] = int(entry["value"])

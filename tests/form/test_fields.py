@@ -86,3 +86,10 @@ def test_errors_map_to_the_argument_they_name() -> None:
 def test_the_license_list_is_spdx() -> None:
     licenses = spdx_licenses()
     assert {"MIT", "Apache-2.0", "CC-BY-4.0"} <= set(licenses) and len(licenses) > 500
+
+
+def test_an_empty_class_value_is_the_rows_position() -> None:
+    rows = [{"value": "", "name": "water"}, {"value": None, "name": "land"}, {"value": "7", "name": "cloud"}]
+    assert export_arguments({"classes": rows})["classes"] == [
+        {"value": 0, "name": "water"}, {"value": 1, "name": "land"}, {"value": 7, "name": "cloud"},
+    ]  # fmt: skip

@@ -6,6 +6,7 @@ const $ = (selector) => document.querySelector(selector);
 const TOKEN = document.querySelector('meta[name="mlm-form-token"]').content;
 const OPTIONS = JSON.parse($("#options").textContent);
 let measured = false;
+let uploaded = null;  // name|size|lastModified of the file the server holds
 let checkSeq = 0;
 let checkTimer = null;
 // The fields a check reports on (the export and publish steps keep their own messages).
@@ -101,10 +102,13 @@ async function measure() {
   clearProblems(["model", "trust_pickle", "model_class", "model_kwargs", "input_shape"]);
   const status = $("#measure-status");
   const file = $("#model-file").files[0];
-  if (file && !$("#path").value) {
+  const key = file ? `${file.name}|${file.size}|${file.lastModified}` : null;
+  if (file && !$("#path").value && key !== uploaded) {  // measuring again with other options: no second upload
     status.textContent = "uploading...";
+    uploaded = null;
     const sent = await api("/api/upload", file, {"X-File-Name": file.name});
     if (!sent.ok) { status.textContent = "refused"; showError(sent.answer, "model"); return; }
+    uploaded = key;
   }
   status.textContent = "measuring...";
   const result = await api("/api/model", JSON.stringify(measureValues()));
