@@ -244,7 +244,7 @@ def _add_downloads(app: Any, session: FormSession) -> None:
     @app.get("/api/download/zip")
     def download_zip() -> Any:
         path = session.last_export()
-        return FileResponse(_zip(path.parent), media_type="application/zip", filename=f"{path.stem}.zip")
+        return FileResponse(_zip(path), media_type="application/zip", filename=f"{path.stem}.zip")
 
     @app.get("/api/download/card")
     def download_card() -> Any:
@@ -273,15 +273,28 @@ def _attachment(name: str) -> dict[str, str]:
     return {"content-disposition": f'attachment; filename="{name}"'}
 
 
-def _zip(folder: Path) -> Path:
-    """``folder``'s files in one zip beside it, written once (on disk: a model can be gigabytes); JSON deflated."""
-    target = folder.with_suffix(".zip")
-    if not target.exists():
-        partial = folder.with_suffix(".zip.part")
-        with zipfile.ZipFile(partial, "w") as archive:
-            for path in sorted(folder.iterdir()):
-                if path.is_file():
-                    kind = zipfile.ZIP_DEFLATED if path.suffix == ".json" else zipfile.ZIP_STORED
-                    archive.write(path, path.name, compress_type=kind)
-        partial.replace(target)
+def _zip(item: Path) -> Path:
+    """The Item and the local files its assets name, in one zip beside its folder, written once.
+
+    On disk, since a model can be gigabytes: the model stored, the JSON deflated. A source file converted to another
+    format (``artifact_format``) is not one of the Item's assets and stays out.
+    """
+    from urllib.parse import unquote
+
+    target = item.parent.with_suffix(".zip")
+    if target.exists():
+        return target
+    assets = json.loads(item.read_text(encoding="utf-8")).get("assets") or {}
+    files = [item]
+    for asset in assets.values():
+        href = str(asset.get("href") or "")
+        path = (item.parent / unquote(href)).resolve() if "://" not in href else None
+        if path is not None and path.parent == item.parent.resolve() and path.is_file() and path not in files:
+            files.append(path)
+    partial = item.parent.with_suffix(".zip.part")
+    with zipfile.ZipFile(partial, "w") as archive:
+        for path in files:
+            kind = zipfile.ZIP_DEFLATED if path.suffix == ".json" else zipfile.ZIP_STORED
+            archive.write(path, path.name, compress_type=kind)
+    partial.replace(target)
     return target

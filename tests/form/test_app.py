@@ -79,3 +79,29 @@ def test_measure_check_export_download_over_http(server: FormServer, tmp_path) -
     item = httpx.get(base(server) + "/api/download/item", cookies={COOKIE: server.session.token})
     assert item.status_code == 200 and item.json()["id"] == made["item_id"]
     assert item.json()["assets"]["model"]["href"] == "./conv.onnx"
+
+
+def test_a_converted_artifact_is_what_the_zip_holds(server: FormServer, tmp_path) -> None:
+    import io
+    import json
+    import zipfile
+
+    from safetensors.torch import save_file
+    from torch_models import TinyConvNet
+
+    from mlm_export.hashing import hash_file
+
+    save_file(TinyConvNet().state_dict(), str(tmp_path / "w.safetensors"))
+    values = {"path": str(tmp_path / "w.safetensors"), "model_class": "torch_models:TinyConvNet",
+              "bbox": ["0", "0", "1", "1"], "artifact_format": "onnx"}  # fmt: skip
+    headers = {TOKEN_HEADER: server.session.token}
+    assert httpx.post(base(server) + "/api/model", json=values, headers=headers, timeout=300).status_code == 200
+    made = httpx.post(base(server) + "/api/export", json=values, headers=headers, timeout=300).json()
+    answer = httpx.get(base(server) + "/api/download/zip", cookies={COOKIE: server.session.token})
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    item_name = f"{made['item_id']}.json"
+    assert sorted(archive.namelist()) == sorted([item_name, "TinyConvNet.onnx", "TinyConvNet.onnx.data"])
+    archive.extractall(tmp_path / "out")
+    assets = json.loads(archive.read(item_name))["assets"]
+    for asset in assets.values():  # each file is the one the Item hashed
+        assert asset["file:checksum"] == hash_file(tmp_path / "out" / asset["href"].removeprefix("./")).checksum

@@ -16,7 +16,7 @@ import onnx
 import pytest
 import torch
 from card.chromium import launch
-from local_stac import LOOPBACK, stac_api  # noqa: F401
+from local_stac import LOOPBACK
 from onnx_models import conv_model, initializer_elements
 from safetensors.torch import save_file
 from torch_models import TinyConvNet
@@ -231,7 +231,7 @@ def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -
     assert without_timestamps(json.loads(item_file.read_text())) == without_timestamps(expected)
 
 
-def test_torchscript_by_path_bad_bbox_card_and_publish(browser, tmp_path: Path, stac_api) -> None:  # noqa: F811
+def test_torchscript_by_path_bad_bbox_card_and_publish(browser, tmp_path: Path, stac_api) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(TinyConvNet()), str(path))
     secret = "s3cret-token-never-echoed"
