@@ -26,9 +26,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from mlm_export.errors import ItemValidationError, MLMExportError
+from mlm_export.errors import ItemValidationError, MLMExportError, UploadTooLargeError
 from mlm_export.form import fields
-from mlm_export.form.session import FormSession, UploadTooLargeError
+from mlm_export.form.session import FormSession
 
 logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]

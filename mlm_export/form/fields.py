@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlm_export.description import RESIZE_TYPES, TASKS, VALUE_SCALING_KEYS
-from mlm_export.errors import ConfigurationError
+from mlm_export.errors import FieldError
 
 #: Artifact formats the form offers (``artifact_format``; empty: the file is published as it is).
 ARTIFACT_FORMATS = ("safetensors", "torch.save", "torchscript", "torch.export", "onnx")
@@ -34,14 +34,6 @@ BAND_PRESETS: dict[str, list[str]] = {
     "RGB": ["red", "green", "blue"],
     "RGBN": ["red", "green", "blue", "nir"],
 }  # fmt: skip
-
-
-class FieldError(ConfigurationError):
-    """A form value that cannot become an ``export_item`` argument; ``field`` is the form field's id."""
-
-    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.field = field
 
 
 def _text(values: Mapping[str, Any], key: str) -> str | None:

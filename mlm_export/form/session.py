@@ -22,17 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlm_export.errors import ConfigurationError, OutputError
+from mlm_export.errors import ConfigurationError, UploadTooLargeError
 
 #: Default cap on an uploaded model file (bytes): 4 GiB.
 DEFAULT_MAX_UPLOAD = 4 * 1024**3
 #: Model file suffixes the form accepts (those the adapters read).
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pt2", ".onnx", ".torchscript", ".jit")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class UploadTooLargeError(OutputError):
-    """An upload is larger than the session's cap (nothing of it is kept)."""
 
 
 @dataclass

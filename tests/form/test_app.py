@@ -23,6 +23,14 @@ def base(server: FormServer) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
+def post(server: FormServer, route: str, values: dict) -> dict:
+    """A POST of the page (token in the header); slow first calls (onnxruntime's import) are waited for."""
+    answer = httpx.post(
+        f"{base(server)}/api/{route}", json=values, headers={TOKEN_HEADER: server.session.token}, timeout=300
+    )
+    return answer.json()
+
+
 @pytest.mark.parametrize("path", ["/", "/static/form.js", "/api/download/item"])
 def test_no_token_or_a_wrong_one_is_403(server: FormServer, path: str) -> None:
     assert httpx.get(base(server) + path).status_code == 403
@@ -65,18 +73,19 @@ def test_measure_check_export_download_over_http(server: FormServer, tmp_path) -
 
     onnx.save(conv_model(), str(tmp_path / "conv.onnx"))
     headers = {TOKEN_HEADER: server.session.token}
-    measured = httpx.post(base(server) + "/api/model", json={"path": str(tmp_path / "conv.onnx")}, headers=headers)
+    model = {"path": str(tmp_path / "conv.onnx")}
+    measured = httpx.post(base(server) + "/api/model", json=model, headers=headers, timeout=300)
     assert measured.status_code == 200
     facts = measured.json()["facts"]
     assert facts["inputs"][0]["shape"] == [-1, 3, -1, -1]
     assert facts["file"]["size"] == (tmp_path / "conv.onnx").stat().st_size
-    bad = httpx.post(base(server) + "/api/check", json={"bbox": ["0", "50", "10", "10"]}, headers=headers).json()
+    bad = post(server, "check", {"bbox": ["0", "50", "10", "10"]})
     assert bad["valid"] is False and bad["error"]["field"] == "bbox"
-    good = httpx.post(base(server) + "/api/check", json={"bbox": ["0", "0", "10", "10"]}, headers=headers).json()
+    good = post(server, "check", {"bbox": ["0", "0", "10", "10"]})
     assert good["valid"] is True and good["item"]["bbox"] == [0.0, 0.0, 10.0, 10.0]
     assert "bbox=[0.0, 0.0, 10.0, 10.0]" in good["arguments"]
-    made = httpx.post(base(server) + "/api/export", json={"bbox": ["0", "0", "10", "10"]}, headers=headers).json()
-    item = httpx.get(base(server) + "/api/download/item", cookies={COOKIE: server.session.token})
+    made = post(server, "export", {"bbox": ["0", "0", "10", "10"]})
+    item = httpx.get(base(server) + "/api/download/item", cookies={COOKIE: server.session.token}, timeout=60)
     assert item.status_code == 200 and item.json()["id"] == made["item_id"]
     assert item.json()["assets"]["model"]["href"] == "./conv.onnx"
 
@@ -97,7 +106,7 @@ def test_a_converted_artifact_is_what_the_zip_holds(server: FormServer, tmp_path
     headers = {TOKEN_HEADER: server.session.token}
     assert httpx.post(base(server) + "/api/model", json=values, headers=headers, timeout=300).status_code == 200
     made = httpx.post(base(server) + "/api/export", json=values, headers=headers, timeout=300).json()
-    answer = httpx.get(base(server) + "/api/download/zip", cookies={COOKIE: server.session.token})
+    answer = httpx.get(base(server) + "/api/download/zip", cookies={COOKIE: server.session.token}, timeout=60)
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     item_name = f"{made['item_id']}.json"
     assert sorted(archive.namelist()) == sorted([item_name, "TinyConvNet.onnx", "TinyConvNet.onnx.data"])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlm_export.errors import ConfigurationError, UntrustedPickleError
+from mlm_export.errors import ConfigurationError, FieldError, UntrustedPickleError
 from mlm_export.form.fields import (
-    FieldError,
     export_arguments,
     field_of_error,
     field_of_pointer,

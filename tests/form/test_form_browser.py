@@ -50,6 +50,7 @@ def opened(browser, **server_options):
     with FormServer(**server_options) as server:
         context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         page = context.new_page()
+        page.set_default_timeout(120_000)  # the first measure imports onnxruntime or torch's exporters: slow when busy
         errors, requests = [], []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on(
