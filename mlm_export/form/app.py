@@ -36,6 +36,13 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 TOKEN_HEADER = "x-mlm-form-token"
 COOKIE = "mlm-export-form-token"
+
+
+def cookie_name(port: int) -> str:
+    """The session cookie's name: one per port, since browsers share cookies across the ports of a host."""
+    return f"{COOKIE}-{port}"
+
+
 SECURITY_HEADERS = (
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
      b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
@@ -60,8 +67,8 @@ def _same(given: str | None, token: str) -> bool:
 class Guard:
     """ASGI middleware: Host check, token check, security headers (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, token: str, hosts: Callable[[], Iterable[str]]) -> None:
-        self.app, self.token, self.hosts = app, token, hosts
+    def __init__(self, app: ASGIApp, token: str, hosts: Callable[[], Iterable[str]], port: Callable[[], int]) -> None:
+        self.app, self.token, self.hosts, self.port = app, token, hosts, port
 
     def refusal(self, scope: Scope) -> str | None:
         """Why a request is refused (None: it passes)."""
@@ -70,7 +77,7 @@ class Guard:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         if _same(query, self.token) or _same(_header(scope, TOKEN_HEADER.encode()), self.token):
             return None
-        cookie = SimpleCookie(_header(scope, b"cookie") or "").get(COOKIE)
+        cookie = SimpleCookie(_header(scope, b"cookie") or "").get(cookie_name(self.port()))
         if scope["method"] in ("GET", "HEAD") and cookie is not None and _same(cookie.value, self.token):
             return None
         return "a valid token is required"
@@ -144,7 +151,7 @@ def create_app(session: FormSession, hosts: Callable[[], Iterable[str]], port: C
     @app.get("/", response_class=HTMLResponse)
     def page() -> Any:
         response = HTMLResponse(_page(session, port))
-        response.set_cookie(COOKIE, session.token, httponly=True, samesite="strict", path="/")
+        response.set_cookie(cookie_name(port()), session.token, httponly=True, samesite="strict", path="/")
         return response
 
     @app.post("/api/upload")
@@ -160,7 +167,7 @@ def create_app(session: FormSession, hosts: Callable[[], Iterable[str]], port: C
     for route, work in (("model", _inspect), ("check", _check), ("export", _export), ("publish", _publish)):
         app.add_api_route(f"/api/{route}", _json_route(session, work), methods=["POST"])
     _add_downloads(app, session)
-    return Guard(app, session.token, hosts)
+    return Guard(app, session.token, hosts, port)
 
 
 def _json_route(session: FormSession, work: Callable[[FormSession, Mapping[str, Any]], Mapping[str, Any]]) -> Any:

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from onnx_models import conv_model
 
-from mlm_export.form.app import COOKIE, TOKEN_HEADER
+from mlm_export.form.app import TOKEN_HEADER, cookie_name
 from mlm_export.form.server import FormServer
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
@@ -21,6 +21,11 @@ def server():
 
 def base(server: FormServer) -> str:
     return f"http://127.0.0.1:{server.port}"
+
+
+def cookies(server: FormServer) -> dict[str, str]:
+    """The cookie the page sets: what a browser sends with its GET requests."""
+    return {cookie_name(server.port): server.session.token}
 
 
 def post(server: FormServer, route: str, values: dict) -> dict:
@@ -42,12 +47,12 @@ def test_the_url_with_its_token_opens_the_page_and_sets_a_strict_cookie(server: 
     answer = httpx.get(server.url)
     assert answer.status_code == 200 and "mlm-export form" in answer.text
     cookie = answer.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}={server.session.token}")
+    assert cookie.startswith(f"mlm-export-form-token-{server.port}={server.session.token}")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     assert answer.headers["x-frame-options"] == "DENY" and answer.headers["referrer-policy"] == "no-referrer"
     # the cookie opens pages and files (GET), e.g. the script the page loads
-    assert httpx.get(base(server) + "/static/form.js", cookies={COOKIE: server.session.token}).status_code == 200
+    assert httpx.get(base(server) + "/static/form.js", cookies=cookies(server)).status_code == 200
 
 
 @pytest.mark.parametrize("host", ["evil.example:{port}", "127.0.0.1", "127.0.0.1:1", "attacker.test"])
@@ -62,8 +67,7 @@ def test_localhost_with_the_port_is_allowed(server: FormServer) -> None:
 
 def test_a_cookie_alone_cannot_post(server: FormServer) -> None:
     """What a cross-site form could send (a cookie, no custom header) changes nothing."""
-    cookies = {COOKIE: server.session.token}
-    assert httpx.post(base(server) + "/api/export", json={}, cookies=cookies).status_code == 403
+    assert httpx.post(base(server) + "/api/export", json={}, cookies=cookies(server)).status_code == 403
     answer = httpx.post(base(server) + "/api/export", json={}, headers={TOKEN_HEADER: server.session.token})
     assert answer.status_code == 400 and answer.json()["error"]["message"] == "No model file was chosen."
 
@@ -85,7 +89,7 @@ def test_measure_check_export_download_over_http(server: FormServer, tmp_path) -
     assert good["valid"] is True and good["item"]["bbox"] == [0.0, 0.0, 10.0, 10.0]
     assert "bbox=[0.0, 0.0, 10.0, 10.0]" in good["arguments"]
     made = post(server, "export", {"bbox": ["0", "0", "10", "10"]})
-    item = httpx.get(base(server) + "/api/download/item", cookies={COOKIE: server.session.token}, timeout=60)
+    item = httpx.get(base(server) + "/api/download/item", cookies=cookies(server), timeout=60)
     assert item.status_code == 200 and item.json()["id"] == made["item_id"]
     assert item.json()["assets"]["model"]["href"] == "./conv.onnx"
 
@@ -106,7 +110,7 @@ def test_a_converted_artifact_is_what_the_zip_holds(server: FormServer, tmp_path
     headers = {TOKEN_HEADER: server.session.token}
     assert httpx.post(base(server) + "/api/model", json=values, headers=headers, timeout=300).status_code == 200
     made = httpx.post(base(server) + "/api/export", json=values, headers=headers, timeout=300).json()
-    answer = httpx.get(base(server) + "/api/download/zip", cookies={COOKIE: server.session.token}, timeout=60)
+    answer = httpx.get(base(server) + "/api/download/zip", cookies=cookies(server), timeout=60)
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     item_name = f"{made['item_id']}.json"
     assert sorted(archive.namelist()) == sorted([item_name, "TinyConvNet.onnx", "TinyConvNet.onnx.data"])
@@ -114,3 +118,13 @@ def test_a_converted_artifact_is_what_the_zip_holds(server: FormServer, tmp_path
     assets = json.loads(archive.read(item_name))["assets"]
     for asset in assets.values():  # each file is the one the Item hashed
         assert asset["file:checksum"] == hash_file(tmp_path / "out" / asset["href"].removeprefix("./")).checksum
+
+
+def test_two_forms_on_one_host_keep_their_own_cookies() -> None:
+    """Browsers send a host's cookies to every port: each form's cookie is named after its port."""
+    with FormServer() as first, FormServer() as second:
+        with httpx.Client() as browser_like:
+            browser_like.get(first.url)
+            browser_like.get(second.url)  # sets its cookie beside, not over, the first one
+            assert browser_like.get(base(first) + "/static/form.js").status_code == 200
+            assert browser_like.get(base(second) + "/static/form.js").status_code == 200
