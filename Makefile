@@ -23,7 +23,7 @@ ifneq ($(wildcard $(SHARED_SCHEMAS)/INDEX.json),)
 export MLM_EXPORT_SCHEMA_DIR ?= $(SHARED_SCHEMAS)
 endif
 
-.PHONY: demo test test-py312 lint venv clean postgres stac-api stac-demo chromium card-screenshot
+.PHONY: demo test test-py312 lint venv clean postgres stac-api stac-demo chromium card-screenshot form-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ card-screenshot: $(STAMP) chromium
 		--disable-component-update --disable-sync --no-first-run --user-data-dir=$$tmp/profile \
 		--window-size=1280,1150 --screenshot=$(abspath docs/card.png) file://$$tmp/card.html; \
 	status=$$?; rm -rf $$tmp; exit $$status
+
+# docs/form.png in the README: the mlm-export form page filled in for a small ONNX model, shot by headless Chromium.
+form-screenshot: $(STAMP) chromium
+	$(BIN)/python fixtures/form_screenshot.py $(abspath docs/form.png)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlm_export tests benchmarks fixtures

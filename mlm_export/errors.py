@@ -209,3 +209,15 @@ class KnownAnswerMismatchError(ArtifactLoadError):
 
     Other weights, or a different pre/post-processing than the publisher's.
     """
+
+
+class UploadTooLargeError(OutputError):
+    """``mlm-export form``: an uploaded model file is larger than the form's cap (nothing of it is kept)."""
+
+
+class FieldError(ConfigurationError):
+    """``mlm-export form``: a form value cannot become an ``export_item`` argument; ``.field`` is the form field."""
+
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.field = field

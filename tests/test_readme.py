@@ -29,6 +29,7 @@ NOT_RUN = {
     ".venv/bin/python benchmarks/run.py": "the benchmark run (tests/test_benchmarks.py)",
     "from mlm_export.card import": "the model-card example (run by tests/test_cli_card.py)",
     "mlm-export card item.json": "the model-card commands (tests/test_cli_card.py, tests/card/)",
+    "mlm-export form": "starts the form's server until Ctrl-C (tests/cli/test_form.py, tests/form/)",
     "mlm-export catalog items/*.json -o catalog/ --allow-outside": "the Catalogs section (its own README test)",
     "import torch\nfrom mlm_export import export_item, save_item": (
         "the provenance example (tests/provenance/test_readme_provenance.py)"

@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mlm_export.cli import get as cli_get
 
     cli_get.add_parser(commands)  # get
+
+    from mlm_export.cli import form as cli_form
+
+    cli_form.add_parser(commands)  # form
     return parser
 
 

@@ -68,7 +68,8 @@ import sys
 import mlm_export, mlm_export.stac.validate, mlm_export.api
 from mlm_export.cli import main
 assert main(["validate", {str(item)!r}]) == 0
-heavy = sorted(m for m in ("torch", "onnx", "onnxruntime", "lightning", "torchgeo", "safetensors") if m in sys.modules)
+heavy = ("torch", "onnx", "onnxruntime", "lightning", "torchgeo", "safetensors", "fastapi", "starlette", "uvicorn")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print("HEAVY", heavy)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
