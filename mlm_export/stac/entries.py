@@ -17,18 +17,22 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import pystac
 
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
+from mlm_export.stac.index import INDEX_FILE, Listed, Record, extract, listing_rel, select, stat_listed
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
+
+if TYPE_CHECKING:
+    from mlm_export.stac.matching import Query
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +126,13 @@ class _Confinement:
         return Path(real).is_relative_to(self.root)
 
 
-def catalog_entries(path: Path, seen: set[Path], confinement: _Confinement | None = None) -> Iterator[Entry]:
-    """Items linked from the Catalog/Collection file ``path``, following ``child`` links inside its directory.
+def catalog_targets(
+    path: Path, seen: set[Path], confinement: _Confinement | None = None
+) -> Iterator[tuple[Path, Path, Path]]:
+    """(Item file, the directory its hrefs resolve against, the catalog file linking it) for every ``item`` link.
 
-    A link whose target resolves outside the directory of the first file is skipped with a warning, never opened.
+    ``child`` links are followed inside the directory of the first file; a link whose target resolves outside it is
+    skipped with a warning, never opened.
     """
     confinement = confinement or _Confinement(path.resolve().parent)
     resolved = path.resolve()
@@ -157,18 +164,36 @@ def catalog_entries(path: Path, seen: set[Path], confinement: _Confinement | Non
             )  # fmt: skip
             continue
         if link["rel"] == "child":
-            yield from catalog_entries(target, seen, confinement)
+            yield from catalog_targets(target, seen, confinement)
             continue
         if not target.is_file():
             raise ConfigurationError(
                 f"'{path}' links the item {href!r} but '{target}' does not exist.",
                 hint="Rebuild the catalog (mlm-export catalog ... --overwrite).",
             )
-        document_ = read_json_object(target, "Item file", ConfigurationError)
-        if document_.get("type") != "Feature":
-            raise ConfigurationError(f"'{target}', linked as an item from '{path}', is not a STAC Item.")
         base = os.path.dirname(href if absolute else os.path.normpath(os.path.join(resolved_parent, href)))
-        yield Entry(document_, f"'{target}'", Path(base), str(target))
+        yield target, Path(base), path
+
+
+def catalog_item(target: Path, base: Path, catalog: Path) -> Entry:
+    """The Item file ``target`` linked from ``catalog`` as an :class:`Entry`.
+
+    Raises:
+        ConfigurationError: the file cannot be read (size cap, duplicate keys...) or is not a STAC Item.
+    """
+    document = read_json_object(target, "Item file", ConfigurationError)
+    if document.get("type") != "Feature":
+        raise ConfigurationError(f"'{target}', linked as an item from '{catalog}', is not a STAC Item.")
+    return Entry(document, f"'{target}'", base, str(target))
+
+
+def catalog_entries(path: Path, seen: set[Path], confinement: _Confinement | None = None) -> Iterator[Entry]:
+    """Items linked from the Catalog/Collection file ``path``, following ``child`` links inside its directory.
+
+    A link whose target resolves outside the directory of the first file is skipped with a warning, never opened.
+    """
+    for target, base, catalog in catalog_targets(path, seen, confinement):
+        yield catalog_item(target, base, catalog)
 
 
 def _json_files(directory: Path, confinement: _Confinement) -> Iterator[Path]:
@@ -183,6 +208,28 @@ def _json_files(directory: Path, confinement: _Confinement) -> Iterator[Path]:
                 logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
                 continue
             yield path
+
+
+def _skip_note(path: Path, directory: Path, exc: ConfigurationError) -> str:
+    return f"{path.relative_to(directory).as_posix()} ({_reason(exc)})"
+
+
+def _reason(exc: ConfigurationError) -> str:
+    return str(exc).split(":", 1)[-1].strip()
+
+
+def _report_skipped(directory: Path, skipped: list[str], found: bool) -> None:
+    """Warn about the JSON files that are not model Items; raise when the folder holds no model Item at all."""
+    if skipped:
+        shown = "; ".join(skipped[:_SHOWN_SKIPPED]) + (f"; and {len(skipped) - _SHOWN_SKIPPED} more"
+                                                        if len(skipped) > _SHOWN_SKIPPED else "")  # fmt: skip
+        logger.warning("'%s': %d JSON file(s) that are not model Items skipped: %s", directory, len(skipped), shown)
+    if not found:
+        raise ConfigurationError(
+            f"'{directory}' holds no model Item: no {COLLECTION_FILE} or {CATALOG_FILE}, and none of its "
+            f"{len(skipped)} JSON file(s) is a STAC Item that declares MLM.",
+            hint="Pass a folder of Item files written by mlm-export export, or a catalog built by mlm-export catalog.",
+        )
 
 
 def folder_entries(directory: Path) -> list[Entry]:
@@ -204,22 +251,127 @@ def folder_entries(directory: Path) -> list[Entry]:
         try:
             entries.append(read_entry(path, copy_dict=False))
         except ConfigurationError as exc:
-            skipped.append(f"{path.relative_to(directory).as_posix()} ({str(exc).split(':', 1)[-1].strip()})")
-    if skipped:
-        shown = "; ".join(skipped[:_SHOWN_SKIPPED]) + (f"; and {len(skipped) - _SHOWN_SKIPPED} more"
-                                                        if len(skipped) > _SHOWN_SKIPPED else "")  # fmt: skip
-        logger.warning("'%s': %d JSON file(s) that are not model Items skipped: %s", directory, len(skipped), shown)
-    if not entries:
-        raise ConfigurationError(
-            f"'{directory}' holds no model Item: no {COLLECTION_FILE} or {CATALOG_FILE}, and none of its "
-            f"{len(skipped)} JSON file(s) is a STAC Item that declares MLM.",
-            hint="Pass a folder of Item files written by mlm-export export, or a catalog built by mlm-export catalog.",
-        )
+            skipped.append(_skip_note(path, directory, exc))
+    _report_skipped(directory, skipped, bool(entries))
     return entries
 
 
-def entries_of(directory_or_collection: Any) -> list[Entry]:
+def _scanned(folder: str) -> tuple[list[str], list[os.DirEntry[str]]]:
+    """(sorted names of the subfolders to enter, sorted ``*.json`` file entries) of ``folder``, as os.walk sorts."""
+    try:
+        with os.scandir(folder) as scan:
+            found = list(scan)
+    except OSError:
+        return [], []
+    folders, files = [], []
+    for entry in found:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if not entry.name.startswith(".") and not entry.is_symlink():
+                folders.append(entry.name)
+        elif entry.name.endswith(".json") and not entry.name.startswith("."):
+            files.append(entry)
+    return sorted(folders), sorted(files, key=lambda e: e.name)
+
+
+def folder_listing(directory: Path) -> list[Listed]:
+    """The ``*.json`` files :func:`folder_entries` would read, in its order, with their stat (no file opened).
+
+    One ``os.scandir`` per folder and one ``stat`` per file; a symlinked file is checked against the folder (and
+    skipped with a warning when it leads outside), as :func:`folder_entries` does.
+    """
+    confinement = _Confinement(directory)
+    listed: list[Listed] = []
+    seen: set[str] = set()
+    stack = [(os.fspath(directory), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        subfolders, files = _scanned(folder)
+        real_folder = os.path.realpath(folder)
+        for entry in files:
+            path = Path(folder, entry.name)
+            if entry.is_symlink():
+                if not confinement.inside(path):
+                    logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
+                    continue
+                real = os.path.realpath(path)
+            else:
+                real = os.path.join(real_folder, entry.name)
+            if real in seen:
+                continue
+            seen.add(real)
+            listed.append(stat_listed(prefix + entry.name, path))
+        stack += [(os.path.join(folder, name), f"{prefix}{name}/") for name in reversed(subfolders)]
+    return listed
+
+
+def _index_record(read: Callable[[], Entry]) -> Record:
+    try:
+        return extract(read().document)
+    except ConfigurationError as exc:
+        return Record(skipped=_reason(exc))
+
+
+def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
+    """The model Items of the folder ``directory`` that may match ``query``, read through its index.
+
+    None when the folder has no usable index and none can be written (the caller then reads every file).
+
+    Raises:
+        ConfigurationError: the folder holds no model Item.
+    """
+    listed = folder_listing(directory)
+    selected = select(directory / INDEX_FILE, "folder", listed, query,
+                      lambda e: _index_record(lambda: read_entry(e.path, copy_dict=False)))  # fmt: skip
+    if selected is None:
+        return None
+    chosen, notes = {e.rel for e in selected[0]}, selected[1]
+    entries: list[Entry] = []
+    skipped: list[str] = []
+    for entry in listed:
+        if entry.rel in notes:
+            skipped.append(f"{entry.rel} ({notes[entry.rel]})")
+        elif entry.rel in chosen:
+            try:
+                entries.append(read_entry(entry.path, copy_dict=False))
+            except ConfigurationError as exc:
+                skipped.append(_skip_note(entry.path, directory, exc))
+    _report_skipped(directory, skipped, len(skipped) < len(listed))
+    return entries
+
+
+def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:
+    """The Items linked from the catalog file ``path`` that may match ``query``, read through the index beside it.
+
+    None when there is no usable index and none can be written.
+    """
+    root = path.parent
+    targets = [
+        (listing_rel(target, root), target, base, catalog) for target, base, catalog in catalog_targets(path, set())
+    ]
+    listed = [stat_listed(rel, target, base) for rel, target, base, _ in targets]
+    catalogs = {rel: catalog for rel, _, _, catalog in targets}
+
+    def reader(entry: Listed) -> Record:
+        try:
+            return extract(catalog_item(entry.path, entry.base or root, catalogs[entry.rel]).document)
+        except ConfigurationError:
+            return Record(item_id="", unsure=True)  # read at every search, which raises as without index
+
+    selected = select(root / INDEX_FILE, f"catalog:{path.name}", listed, query, reader)
+    if selected is None:
+        return None
+    return [catalog_item(e.path, e.base or root, catalogs[e.rel]) for e in selected[0]]
+
+
+def entries_of(directory_or_collection: Any, query: Query | None = None) -> list[Entry]:
     """The model Items of a catalog directory, a folder of Items, a Collection/Catalog file or object, or a list.
+
+    With ``query``, a folder or catalog file is read through its index (:mod:`mlm_export.stac.index`): only the
+    Items that may match are returned (matching still decides).
 
     Raises:
         ConfigurationError: a folder with no model Item, a missing or non-STAC file, or an Item that is not a model
@@ -243,8 +395,10 @@ def entries_of(directory_or_collection: Any) -> list[Entry]:
     if path.is_dir():
         top = next((path / name for name in (COLLECTION_FILE, CATALOG_FILE) if (path / name).is_file()), None)
         if top is None:
-            return folder_entries(path)
+            indexed = indexed_folder_entries(path, query) if query is not None else None
+            return indexed if indexed is not None else folder_entries(path)
         path = top
     elif not path.exists():
         raise ConfigurationError(f"Catalog '{path}' does not exist.", hint="Pass the directory of a built catalog.")
-    return list(catalog_entries(path, set()))
+    indexed = indexed_catalog_entries(path, query) if query is not None else None
+    return indexed if indexed is not None else list(catalog_entries(path, set()))

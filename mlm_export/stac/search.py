@@ -131,7 +131,7 @@ def _candidates(
             "collections/headers/max_pages/max_items/max_time apply to a STAC API URL only.",
             hint="Drop them for a local catalog.",
         )
-    return entries_of(source)
+    return entries_of(source, query)
 
 
 def search_catalog(

@@ -1,0 +1,439 @@
+"""The search index of a folder of Items or a built catalog: one SQLite file beside them, so a query reads its hits.
+
+**Why SQLite.** It is in Python's standard library (no new dependency), its R*Tree module answers bbox queries
+from an index, the whole index is one file (:data:`INDEX_FILE`, ``.mlm-index.sqlite``, in the searched folder or
+beside ``catalog.json``/``collection.json``), and its transactions keep concurrent searches from corrupting it.
+
+**What it holds**, per Item file: the path (relative), ``mtime_ns`` and size, the Item id, its bbox in an R*Tree
+(a bbox crossing the antimeridian as two boxes), its time range, its tasks, its framework keys (as
+:mod:`mlm_export.stac.matching` normalises them), the bands it reads (each with every key that answers to it, as
+matching computes them) and the sizes of its inputs' channel dimensions.
+
+**How a query uses it.** :func:`candidate_rows` turns a :class:`~mlm_export.stac.matching.Query` into SQL that
+returns a *superset* of the matching files; only those are read (with every check of :mod:`mlm_export.stac.io`:
+size cap, duplicate keys...) and :func:`~mlm_export.stac.matching.match` decides, so the answers are those of a
+search without index. A file whose fields could not be extracted is always a candidate. A query with a CQL2
+``filter`` is not translated: every file is read, as without index. A query with no criterion reads every Item.
+
+**Freshness.** Every search lists the folder (or walks the catalog's links) and stats each file: a file whose
+``mtime_ns`` or size differs from the index, or that was written too close to its indexing to trust its mtime
+("racy", as git calls it), is indexed again; removed files are dropped. A file of another schema version, a
+corrupt file or any doubt rebuilds the index from scratch in a temporary file renamed over it. When the index
+cannot be written (a read-only folder), changed files are simply read at every search, and without any usable
+index the search reads every file, as before; neither is an error. Paths from the index are never opened: only
+the paths of the current listing, already confined to the folder by :mod:`mlm_export.stac.entries`, are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlm_export.stac.bands import band_key, definition_aliases, required_bands
+from mlm_export.stac.spacetime import EARLIEST, LATEST, item_bbox, item_interval
+
+if TYPE_CHECKING:
+    from mlm_export.stac.matching import Query
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = ".mlm-index.sqlite"
+#: Bumped whenever the tables or what is extracted into them change: an index of another version is rebuilt.
+SCHEMA_VERSION = 1
+#: A file modified less than this before it was indexed may change again within the same mtime tick ("racy").
+_RACY_NS = 50_000_000
+#: The same for filesystems with whole-second mtimes (FAT: 2 s).
+_RACY_COARSE_NS = 2_100_000_000
+_CHANNEL_DIMS = ("bands", "channel", "channels")
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE files(id INTEGER PRIMARY KEY, rel TEXT NOT NULL UNIQUE, mtime_ns INTEGER, size INTEGER,
+                   racy INTEGER NOT NULL, item_id TEXT, skipped TEXT, unsure INTEGER NOT NULL,
+                   start_us INTEGER, end_us INTEGER, nbands INTEGER NOT NULL);
+CREATE VIRTUAL TABLE boxes USING rtree(id, west, east, south, north);
+CREATE TABLE tasks(file INTEGER NOT NULL, task TEXT NOT NULL, PRIMARY KEY(file, task)) WITHOUT ROWID;
+CREATE INDEX tasks_by_task ON tasks(task, file);
+CREATE TABLE frameworks(file INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY(file, key)) WITHOUT ROWID;
+CREATE INDEX frameworks_by_key ON frameworks(key, file);
+CREATE TABLE bands(file INTEGER NOT NULL, band INTEGER NOT NULL, key TEXT NOT NULL,
+                   PRIMARY KEY(file, band, key)) WITHOUT ROWID;
+CREATE INDEX bands_by_key ON bands(key, file, band);
+CREATE TABLE channels(file INTEGER NOT NULL, size NUMERIC NOT NULL, PRIMARY KEY(file, size)) WITHOUT ROWID;
+CREATE INDEX channels_by_size ON channels(size, file);
+"""
+_SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file of the current listing: its key in the index, where to open it, and its stat."""
+
+    rel: str
+    path: Path
+    mtime_ns: int | None  # None: not a regular file, never indexed (always read, so its error shows)
+    size: int
+    base: Path | None = None  # a catalog Item's directory (as catalog_entries computes it)
+
+
+@dataclass
+class Record:
+    """What the index keeps of one Item file (see the module docstring)."""
+
+    item_id: str | None = None
+    skipped: str | None = None
+    unsure: bool = False
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # west, east, south, north
+    start_us: int = 0
+    end_us: int = 0
+    tasks: set[str] = field(default_factory=set)
+    frameworks: set[str] = field(default_factory=set)
+    bands: list[set[str]] = field(default_factory=list)
+    channels: set[float] = field(default_factory=set)
+
+
+def _micros(value: dt.datetime) -> int:
+    return (value - EARLIEST) // dt.timedelta(microseconds=1)
+
+
+def _framework_keys(document: Mapping[str, Any]) -> set[str]:
+    from mlm_export.stac.matching import _framework_key, _frameworks
+
+    return {_framework_key(name) for name in _frameworks(document)}
+
+
+def _channel_sizes(document: Mapping[str, Any]) -> set[float]:
+    """Sizes of the channel dimensions of every input, walked as ``matching._match_channels`` walks them."""
+    sizes: set[float] = set()
+    for entry in (document.get("properties") or {}).get("mlm:input") or []:
+        tensor = entry.get("input") if isinstance(entry, Mapping) else None
+        if not isinstance(tensor, Mapping):
+            continue
+        shape, order = tensor.get("shape") or [], tensor.get("dim_order") or []
+        for dim, size in zip(order, shape, strict=False):
+            if dim in _CHANNEL_DIMS and isinstance(size, (int, float)):
+                sizes.add(size)
+    return sizes
+
+
+def _fill(record: Record, document: Mapping[str, Any]) -> None:
+    bbox, _ = item_bbox(document, "item")
+    if bbox is not None:
+        west, south, east, north = bbox
+        record.boxes = [(west, east, south, north)] if west <= east else [(west, 180.0, south, north),
+                                                                          (-180.0, east, south, north)]  # fmt: skip
+    start, end = item_interval(document, "item")
+    record.start_us, record.end_us = _micros(start or EARLIEST), _micros(end or LATEST)
+    record.tasks = {t for t in (document.get("properties") or {}).get("mlm:tasks") or [] if isinstance(t, str)}
+    record.frameworks = _framework_keys(document)
+    required = required_bands(document)
+    aliases = definition_aliases(document) if required else {}
+    record.bands = [aliases.get(band_key(name), set()) | {band_key(name)} for name in required]
+    record.channels = _channel_sizes(document)
+
+
+def extract(document: Mapping[str, Any]) -> Record:
+    """The index record of the Item JSON ``document``; ``unsure`` (always a candidate) when a field is malformed."""
+    record = Record(item_id=str(document.get("id")))
+    try:
+        _fill(record, document)
+    except Exception:  # noqa: BLE001 - whatever fails here fails (or not) in matching, which then decides
+        return Record(item_id=record.item_id, unsure=True)
+    return record
+
+
+# --- the database -------------------------------------------------------------------------------------------------
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _create(path: str, mode: str) -> sqlite3.Connection:
+    connection = _connect(path)
+    connection.executescript(_SCHEMA)
+    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    connection.execute("INSERT INTO meta VALUES ('mode', ?)", (mode,))
+    return connection
+
+
+def _usable(connection: sqlite3.Connection, mode: str) -> bool:
+    """Whether the opened file is an index of this version for this kind of source (raises when corrupt)."""
+    if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        return False
+    row = connection.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()
+    return row is not None and row[0] == mode
+
+
+def _rebuilt(index_path: Path, mode: str) -> sqlite3.Connection | None:
+    """A new, empty index renamed over ``index_path``; None when the folder cannot be written."""
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f"{INDEX_FILE}.", suffix=".tmp", dir=index_path.parent)
+        os.close(handle)
+    except OSError:
+        return None
+    try:
+        _create(temporary, mode).close()
+        os.replace(temporary, index_path)
+        return _connect(str(index_path))
+    except (OSError, sqlite3.Error):
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return None
+
+
+def open_index(index_path: Path, mode: str) -> sqlite3.Connection | None:
+    """The index at ``index_path`` (created, or rebuilt when unusable); None when there is none and none can be made.
+
+    A read-only existing index is returned as is (its changes then cannot be saved, see :func:`sync`).
+    """
+    if index_path.is_symlink() or (index_path.exists() and not index_path.is_file()):
+        return None  # never write through a link or into something else
+    if index_path.is_file():
+        try:
+            connection = _connect(str(index_path))
+            if _usable(connection, mode):
+                return connection
+            connection.close()
+        except sqlite3.Error:
+            pass  # corrupt: rebuilt below
+        logger.info("'%s' is not a usable search index: rebuilt.", index_path)
+    return _rebuilt(index_path, mode)
+
+
+# --- freshness --------------------------------------------------------------------------------------------------
+
+
+def _stored(connection: sqlite3.Connection) -> dict[str, tuple[int, int | None, int | None, int]]:
+    rows = connection.execute("SELECT rel, id, mtime_ns, size, racy FROM files")
+    return {rel: (file_id, mtime, size, racy) for rel, file_id, mtime, size, racy in rows}
+
+
+def _diff(
+    stored: Mapping[str, tuple[int, int | None, int | None, int]], listed: list[Listed]
+) -> tuple[dict[str, int], list[Listed], list[int]]:
+    """(rel -> id of the fresh files, files to index, ids of rows to drop)."""
+    fresh: dict[str, int] = {}
+    dirty: list[Listed] = []
+    current: set[str] = set()
+    for entry in listed:
+        if entry.rel in current:
+            continue  # a catalog may link one file twice
+        current.add(entry.rel)
+        row = stored.get(entry.rel)
+        if row is not None and entry.mtime_ns is not None and row[1:] == (entry.mtime_ns, entry.size, 0):
+            fresh[entry.rel] = row[0]
+        else:
+            dirty.append(entry)
+    drop = [row[0] for rel, row in stored.items() if rel not in current or rel not in fresh]
+    return fresh, dirty, drop
+
+
+def _delete(connection: sqlite3.Connection, ids: list[int]) -> None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        boxes = [2 * i for i in chunk] + [2 * i + 1 for i in chunk]
+        connection.execute(f"DELETE FROM boxes WHERE id IN ({','.join('?' * len(boxes))})", boxes)
+        for table in (*_SIDE_TABLES, "files"):
+            column = "id" if table == "files" else "file"
+            connection.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+
+
+def _insert(connection: sqlite3.Connection, entry: Listed, record: Record, read_ns: int) -> int:
+    window = _RACY_COARSE_NS if entry.mtime_ns is not None and entry.mtime_ns % 1_000_000_000 == 0 else _RACY_NS
+    racy = int(entry.mtime_ns is None or entry.mtime_ns >= read_ns - window)
+    cursor = connection.execute(
+        "INSERT INTO files(rel, mtime_ns, size, racy, item_id, skipped, unsure, start_us, end_us, nbands) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry.rel, entry.mtime_ns, entry.size, racy, record.item_id, record.skipped, int(record.unsure),
+         record.start_us, record.end_us, len(record.bands)),
+    )  # fmt: skip
+    file_id = int(cursor.lastrowid or 0)
+    connection.executemany(
+        "INSERT INTO boxes VALUES (?, ?, ?, ?, ?)", [(2 * file_id + i, *box) for i, box in enumerate(record.boxes)]
+    )
+    connection.executemany("INSERT INTO tasks VALUES (?, ?)", [(file_id, t) for t in record.tasks])
+    connection.executemany("INSERT INTO frameworks VALUES (?, ?)", [(file_id, k) for k in record.frameworks])
+    rows = [(file_id, band, key) for band, keys in enumerate(record.bands) for key in keys]
+    connection.executemany("INSERT INTO bands VALUES (?, ?, ?)", rows)
+    connection.executemany("INSERT INTO channels VALUES (?, ?)", [(file_id, s) for s in record.channels])
+    return file_id
+
+
+Reader = Callable[[Listed], Record]
+
+
+def sync(connection: sqlite3.Connection, listed: list[Listed], reader: Reader) -> tuple[dict[str, int], list[Listed]]:
+    """Bring the index up to date with ``listed``: (rel -> row id of every indexed file, files left unindexed).
+
+    Changed and new files are read with ``reader`` and indexed, rows of removed files dropped, in one transaction
+    (another search waits for it). Files left unindexed (the index is read-only) must be read by the caller.
+    """
+    fresh, dirty, drop = _diff(_stored(connection), listed)
+    if not dirty and not drop:
+        return fresh, []
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return fresh, dirty  # read-only (or locked too long): the changed files are read at every search
+    try:
+        fresh, dirty, drop = _diff(_stored(connection), listed)  # another search may have done part of it
+        _delete(connection, drop)
+        for entry in dirty:
+            if entry.mtime_ns is None:
+                continue
+            record = reader(entry)
+            fresh[entry.rel] = _insert(connection, entry, record, time.time_ns())
+        connection.execute("COMMIT")
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        fresh, dirty, _ = _diff(_stored(connection), listed)
+    return fresh, [entry for entry in dirty if entry.rel not in fresh]
+
+
+# --- queries ----------------------------------------------------------------------------------------------------
+
+
+def _marks(values: Iterable[Any]) -> tuple[str, list[Any]]:
+    listed = list(values)
+    return ",".join("?" * len(listed)), listed
+
+
+def _bbox_condition(query: Query) -> tuple[str, list[Any]]:
+    assert query.bbox is not None
+    parts = getattr(query.bbox, "geoms", None) or [query.bbox]
+    clauses, parameters = [], []
+    for part in parts:
+        west, south, east, north = part.bounds
+        clauses.append("(west <= ? AND east >= ? AND south <= ? AND north >= ?)")
+        parameters += [east, west, north, south]
+    return f"id IN (SELECT id >> 1 FROM boxes WHERE {' OR '.join(clauses)})", parameters
+
+
+def _conditions(query: Query) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``files`` that every Item matching ``query`` meets (a superset; matching decides)."""
+    from mlm_export.stac.matching import TASK_FAMILIES, _framework_key
+
+    conditions: list[str] = []
+    parameters: list[Any] = []
+    if query.bbox is not None:
+        clause, values = _bbox_condition(query)
+        conditions.append(clause)
+        parameters += values
+    if query.interval is not None:
+        start, end = query.interval
+        conditions.append("start_us <= ? AND end_us >= ?")
+        parameters += [_micros(end or LATEST), _micros(start or EARLIEST)]
+    for task in query.tasks or ():
+        marks, values = _marks((task, *TASK_FAMILIES.get(task, ())))
+        conditions.append(f"id IN (SELECT file FROM tasks WHERE task IN ({marks}))")
+        parameters += values
+    if query.bands is not None:
+        marks, values = _marks(query.bands)
+        conditions.append(
+            f"id IN (SELECT file FROM bands WHERE key IN ({marks}) GROUP BY file "
+            "HAVING count(DISTINCT band) = (SELECT nbands FROM files AS f WHERE f.id = bands.file))"
+        )
+        parameters += values
+    if query.framework is not None:
+        conditions.append("id IN (SELECT file FROM frameworks WHERE key = ?)")
+        parameters.append(_framework_key(query.framework))
+    if query.input_channels is not None:
+        conditions.append("id IN (SELECT file FROM channels WHERE size IN (?, -1))")
+        parameters.append(query.input_channels)
+    return conditions, parameters
+
+
+def translatable(query: Query) -> bool:
+    """Whether the index can narrow ``query`` (a CQL2 filter is not translated: every file is then read)."""
+    return query.filter is None
+
+
+def candidate_rows(connection: sqlite3.Connection, query: Query) -> set[int]:
+    """Row ids of the indexed model Items that may match ``query`` (``unsure`` rows always)."""
+    conditions, parameters = _conditions(query)
+    where = " AND ".join(conditions) or "1"
+    sql = f"SELECT id FROM files WHERE item_id IS NOT NULL AND (unsure = 1 OR ({where}))"
+    return {row[0] for row in connection.execute(sql, parameters)}
+
+
+def skipped_notes(connection: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
+    """Row id -> why the file is no model Item, for the rows of ``ids`` that are not."""
+    wanted = set(ids)
+    rows = connection.execute("SELECT id, skipped FROM files WHERE skipped IS NOT NULL")
+    return {file_id: note for file_id, note in rows if file_id in wanted}
+
+
+def select(
+    index_path: Path, mode: str, listed: list[Listed], query: Query, reader: Reader
+) -> tuple[list[Listed], dict[str, str]] | None:
+    """The files of ``listed`` to read for ``query`` and (rel -> note) of those known not to be model Items.
+
+    None when there is no usable index (or the query cannot be translated): the caller reads every file.
+    """
+    if not translatable(query):
+        return None
+    connection = open_index(index_path, mode)
+    if connection is None:
+        return None
+    try:
+        try:
+            by_rel, unindexed = sync(connection, listed, reader)
+            wanted = candidate_rows(connection, query)
+            notes = skipped_notes(connection, by_rel.values())
+        except sqlite3.DatabaseError:
+            connection.close()
+            connection = _rebuilt(index_path, mode)
+            if connection is None:
+                return None
+            by_rel, unindexed = sync(connection, listed, reader)
+            wanted = candidate_rows(connection, query)
+            notes = skipped_notes(connection, by_rel.values())
+    finally:
+        if connection is not None:
+            connection.close()
+    left = {entry.rel for entry in unindexed}
+    chosen = [entry for entry in listed if entry.rel in left or by_rel.get(entry.rel) in wanted]
+    return chosen, {rel: notes[file_id] for rel, file_id in by_rel.items() if file_id in notes}
+
+
+def refresh(index_path: Path, mode: str, listed: list[Listed], reader: Reader) -> bool:
+    """Bring the index up to date without a query (as ``build_catalog`` does); whether it could be written."""
+    connection = open_index(index_path, mode)
+    if connection is None:
+        return False
+    try:
+        _, unindexed = sync(connection, listed, reader)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        connection.close()
+    return not unindexed
+
+
+def listing_rel(path: Path, root: Path) -> str:
+    """The key of ``path`` in the index of ``root`` (a relative POSIX path)."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def stat_listed(rel: str, path: Path, base: Path | None = None) -> Listed:
+    """The :class:`Listed` of ``path`` (stat followed through a symlink; not a regular file: never indexed)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return Listed(rel, path, None, -1, base)
+    regular = stat.S_ISREG(info.st_mode)
+    return Listed(rel, path, info.st_mtime_ns if regular else None, info.st_size, base)
