@@ -27,7 +27,7 @@ import pystac
 
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
-from mlm_export.stac.index import INDEX_FILE, Listed, Record, extract, listing_rel, select, stat_listed
+from mlm_export.stac.index import INDEX_FILE, Listed, Record, extract, listing_rel, refresh, select, stat_listed
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
 
@@ -343,28 +343,38 @@ def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
     return entries
 
 
+def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry], Callable[[Listed], Record]]:
+    """The Item files linked from the catalog file ``path`` with their stat, how to read one, how to index one."""
+    root = path.parent
+    targets = [(listing_rel(t, root), t, base, catalog) for t, base, catalog in catalog_targets(path, set())]
+    catalogs = {rel: catalog for rel, _, _, catalog in targets}
+
+    def read(entry: Listed) -> Entry:
+        return catalog_item(entry.path, entry.base or root, catalogs[entry.rel])
+
+    def index(entry: Listed) -> Record:
+        try:
+            return extract(read(entry).document)
+        except ConfigurationError:
+            return Record(item_id="", unsure=True)  # read at every search, which raises as without index
+
+    return [stat_listed(rel, target, base) for rel, target, base, _ in targets], read, index
+
+
 def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:
     """The Items linked from the catalog file ``path`` that may match ``query``, read through the index beside it.
 
     None when there is no usable index and none can be written.
     """
-    root = path.parent
-    targets = [
-        (listing_rel(target, root), target, base, catalog) for target, base, catalog in catalog_targets(path, set())
-    ]
-    listed = [stat_listed(rel, target, base) for rel, target, base, _ in targets]
-    catalogs = {rel: catalog for rel, _, _, catalog in targets}
+    listed, read, index = _catalog_listing(path)
+    selected = select(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, query, index)
+    return None if selected is None else [read(entry) for entry in selected[0]]
 
-    def reader(entry: Listed) -> Record:
-        try:
-            return extract(catalog_item(entry.path, entry.base or root, catalogs[entry.rel]).document)
-        except ConfigurationError:
-            return Record(item_id="", unsure=True)  # read at every search, which raises as without index
 
-    selected = select(root / INDEX_FILE, f"catalog:{path.name}", listed, query, reader)
-    if selected is None:
-        return None
-    return [catalog_item(e.path, e.base or root, catalogs[e.rel]) for e in selected[0]]
+def index_catalog(path: Path) -> bool:
+    """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written."""
+    listed, _, index = _catalog_listing(path)
+    return refresh(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, index)
 
 
 def entries_of(directory_or_collection: Any, query: Query | None = None) -> list[Entry]:
