@@ -55,6 +55,8 @@ _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
 _RACY_COARSE_NS = 2_100_000_000
 _CHANNEL_DIMS = ("bands", "channel", "channels")
+#: Seconds a search waits for another one that is updating the index before reading the changed files itself.
+LOCK_TIMEOUT_S = 30.0
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE files(id INTEGER PRIMARY KEY, rel TEXT NOT NULL UNIQUE, mtime_ns INTEGER, size INTEGER,
@@ -155,7 +157,7 @@ def extract(document: Mapping[str, Any]) -> Record:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    connection = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
 
