@@ -27,7 +27,17 @@ import pystac
 
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
-from mlm_export.stac.index import INDEX_FILE, Listed, Record, extract, listing_rel, refresh, select, stat_listed
+from mlm_export.stac.index import (
+    INDEX_FILE,
+    Listed,
+    Record,
+    extract,
+    listed_of,
+    listing_rel,
+    refresh,
+    select,
+    stat_listed,
+)
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
 
@@ -290,20 +300,22 @@ def folder_listing(directory: Path) -> list[Listed]:
     while stack:
         folder, prefix = stack.pop()
         subfolders, files = _scanned(folder)
-        real_folder = os.path.realpath(folder)
+        real_prefix = os.path.realpath(folder).rstrip(os.sep) + os.sep
         for entry in files:
-            path = Path(folder, entry.name)
-            if entry.is_symlink():
-                if not confinement.inside(path):
-                    logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
-                    continue
-                real = os.path.realpath(path)
-            else:
-                real = os.path.join(real_folder, entry.name)
-            if real in seen:
-                continue
-            seen.add(real)
-            listed.append(stat_listed(prefix + entry.name, path))
+            path = entry.path
+            try:
+                if entry.is_symlink():
+                    if not confinement.inside(Path(path)):
+                        logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
+                        continue
+                    real, info = os.path.realpath(path), os.stat(path)
+                else:
+                    real, info = real_prefix + entry.name, entry.stat(follow_symlinks=False)
+            except OSError:
+                real, info = path, None
+            if real not in seen:
+                seen.add(real)
+                listed.append(listed_of(prefix + entry.name, path, info))
         stack += [(os.path.join(folder, name), f"{prefix}{name}/") for name in reversed(subfolders)]
     return listed
 
@@ -325,7 +337,7 @@ def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
     """
     listed = folder_listing(directory)
     selected = select(directory / INDEX_FILE, "folder", listed, query,
-                      lambda e: _index_record(lambda: read_entry(e.path, copy_dict=False)))  # fmt: skip
+                      lambda e: _index_record(lambda: read_entry(Path(e.path), copy_dict=False)))  # fmt: skip
     if selected is None:
         return None
     chosen, notes = {e.rel for e in selected[0]}, selected[1]
@@ -336,9 +348,9 @@ def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
             skipped.append(f"{entry.rel} ({notes[entry.rel]})")
         elif entry.rel in chosen:
             try:
-                entries.append(read_entry(entry.path, copy_dict=False))
+                entries.append(read_entry(Path(entry.path), copy_dict=False))
             except ConfigurationError as exc:
-                skipped.append(_skip_note(entry.path, directory, exc))
+                skipped.append(_skip_note(Path(entry.path), directory, exc))
     _report_skipped(directory, skipped, len(skipped) < len(listed))
     return entries
 
@@ -350,7 +362,7 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
     catalogs = {rel: catalog for rel, _, _, catalog in targets}
 
     def read(entry: Listed) -> Entry:
-        return catalog_item(entry.path, entry.base or root, catalogs[entry.rel])
+        return catalog_item(Path(entry.path), entry.base or root, catalogs[entry.rel])
 
     def index(entry: Listed) -> Record:
         try:
@@ -358,7 +370,7 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
         except ConfigurationError:
             return Record(item_id="", unsure=True)  # read at every search, which raises as without index
 
-    return [stat_listed(rel, target, base) for rel, target, base, _ in targets], read, index
+    return [stat_listed(rel, str(target), base) for rel, target, base, _ in targets], read, index
 
 
 def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:

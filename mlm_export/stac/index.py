@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlm_export.stac.bands import band_key, definition_aliases, required_bands
 from mlm_export.stac.spacetime import EARLIEST, LATEST, item_bbox, item_interval
@@ -76,12 +76,11 @@ CREATE INDEX channels_by_size ON channels(size, file);
 _SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
 
 
-@dataclass(frozen=True)
-class Listed:
+class Listed(NamedTuple):
     """One file of the current listing: its key in the index, where to open it, and its stat."""
 
     rel: str
-    path: Path
+    path: str
     mtime_ns: int | None  # None: not a regular file, never indexed (always read, so its error shows)
     size: int
     base: Path | None = None  # a catalog Item's directory (as catalog_entries computes it)
@@ -431,11 +430,17 @@ def listing_rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def stat_listed(rel: str, path: Path, base: Path | None = None) -> Listed:
-    """The :class:`Listed` of ``path`` (stat followed through a symlink; not a regular file: never indexed)."""
+def listed_of(rel: str, path: str, info: os.stat_result | None, base: Path | None = None) -> Listed:
+    """The :class:`Listed` of ``path`` from its stat (None: gone; not a regular file: never indexed)."""
+    if info is None:
+        return Listed(rel, path, None, -1, base)
+    return Listed(rel, path, info.st_mtime_ns if stat.S_ISREG(info.st_mode) else None, info.st_size, base)
+
+
+def stat_listed(rel: str, path: str, base: Path | None = None) -> Listed:
+    """The :class:`Listed` of ``path``, its stat following a symlink."""
     try:
         info = os.stat(path)
     except OSError:
-        return Listed(rel, path, None, -1, base)
-    regular = stat.S_ISREG(info.st_mode)
-    return Listed(rel, path, info.st_mtime_ns if regular else None, info.st_size, base)
+        info = None
+    return listed_of(rel, path, info, base)
