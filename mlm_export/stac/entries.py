@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +31,18 @@ from mlm_export.errors import ConfigurationError
 from mlm_export.stac.builder import MLM_SCHEMA_URI
 from mlm_export.stac.index import (
     INDEX_FILE,
+    CatalogFile,
     Listed,
     Record,
+    cached_links,
     extract,
     listed_of,
     listing_rel,
+    racy,
     refresh,
     select,
     stat_listed,
+    store_links,
 )
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
@@ -137,12 +143,12 @@ class _Confinement:
 
 
 def catalog_targets(
-    path: Path, seen: set[Path], confinement: _Confinement | None = None
+    path: Path, seen: set[Path], confinement: _Confinement | None = None, notes: list[str] | None = None
 ) -> Iterator[tuple[Path, Path, Path]]:
     """(Item file, the directory its hrefs resolve against, the catalog file linking it) for every ``item`` link.
 
     ``child`` links are followed inside the directory of the first file; a link whose target resolves outside it is
-    skipped with a warning, never opened.
+    skipped with a warning (also appended to ``notes``), never opened.
     """
     confinement = confinement or _Confinement(path.resolve().parent)
     resolved = path.resolve()
@@ -168,13 +174,14 @@ def catalog_targets(
         absolute = os.path.isabs(href)
         target = Path(href if absolute else os.path.normpath(os.path.join(parent, href)))
         if not confinement.inside(target):
-            logger.warning(
-                "'%s' links the %s %r, which leads outside the catalog directory '%s': skipped.",
-                path, link["rel"], href, confinement.root,
-            )  # fmt: skip
+            note = (f"'{path}' links the {link['rel']} {href!r}, which leads outside the catalog directory "
+                    f"'{confinement.root}': skipped.")  # fmt: skip
+            logger.warning("%s", note)
+            if notes is not None:
+                notes.append(note)
             continue
         if link["rel"] == "child":
-            yield from catalog_targets(target, seen, confinement)
+            yield from catalog_targets(target, seen, confinement, notes)
             continue
         if not target.is_file():
             raise ConfigurationError(
@@ -355,14 +362,102 @@ def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
     return entries
 
 
+class _Links:
+    """Whether relative paths below ``root`` pass through no symlink (each folder scanned once)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._folders: dict[str, dict[str, bool]] = {}
+
+    def _real_folder(self, parent: str, name: str) -> bool:
+        found = self._folders.get(parent)
+        if found is None:
+            try:
+                with os.scandir(os.path.join(self.root, parent)) as scan:
+                    found = {e.name: e.is_dir(follow_symlinks=False) for e in scan}
+            except OSError:
+                found = {}
+            self._folders[parent] = found
+        return found.get(name, False)
+
+    def regular(self, rel: str) -> os.stat_result | None:
+        """The lstat of the regular file ``rel`` when no part of its path is a symlink, ``..`` or ``.``; else None."""
+        parts = rel.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return None
+        for depth in range(len(parts) - 1):
+            if not self._real_folder("/".join(parts[:depth]), parts[depth]):
+                return None
+        try:
+            info = os.lstat(os.path.join(self.root, rel))
+        except OSError:
+            return None
+        return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _from_cache(path: Path, mode: str) -> list[tuple[str, Path, Path, Path, os.stat_result]] | None:
+    """The links stored in the index when no catalog file changed and every path is still link-free, else None."""
+    cached = cached_links(path.parent / INDEX_FILE, mode)
+    if cached is None:
+        return None
+    files, links, notes = cached
+    root, real_root = os.fspath(path.parent), os.path.realpath(path.parent)
+    checker = _Links(root)
+    for rel, mtime_ns, size in files:
+        info = checker.regular(rel)
+        if mtime_ns is None or info is None or (info.st_mtime_ns, info.st_size) != (mtime_ns, size):
+            return None
+    targets = []
+    for rel, base, catalog in links:
+        info = checker.regular(rel)
+        if info is None:
+            return None
+        target = Path(os.path.normpath(os.path.join(root, rel)))
+        targets.append((rel, target, Path(os.path.normpath(os.path.join(real_root, base))),
+                        Path(os.path.normpath(os.path.join(root, catalog))), info))  # fmt: skip
+    for note in notes:
+        logger.warning("%s", note)
+    return targets
+
+
+def _walk_and_cache(path: Path, mode: str) -> list[tuple[str, Path, Path, Path, os.stat_result | None]]:
+    """Walk the catalog's links (reading every catalog file) and keep them in the index for the next search."""
+    root, real_root = path.parent, os.path.realpath(path.parent)
+    notes: list[str] = []
+    seen: set[Path] = set()
+    walked = [(listing_rel(t, root), t, base, catalog) for t, base, catalog in catalog_targets(path, seen, None, notes)]
+    targets = [(rel, t, base, catalog, None) for rel, t, base, catalog in walked]
+    checker, now = _Links(os.fspath(root)), time.time_ns()
+    files: list[CatalogFile] = []
+    for catalog in dict.fromkeys([path, *(c for *_, c in walked)]):
+        rel = listing_rel(catalog, root)
+        info = checker.regular(rel)
+        trusted = info is not None and not racy(info.st_mtime_ns, now)
+        files.append((rel, info.st_mtime_ns if trusted and info else None, info.st_size if info else -1))
+    links = [(rel, listing_rel(base, real_root), listing_rel(catalog, root)) for rel, _, base, catalog in walked]
+    if all(checker.regular(rel) is not None for rel, *_ in links) and not any(
+        ".." in b.split("/") for _, b, _ in links
+    ):
+        store_links(root / INDEX_FILE, mode, files, links, notes)
+    return targets  # type: ignore[return-value]
+
+
 def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry], Callable[[Listed], Record]]:
-    """The Item files linked from the catalog file ``path`` with their stat, how to read one, how to index one."""
-    root = path.parent
-    targets = [(listing_rel(t, root), t, base, catalog) for t, base, catalog in catalog_targets(path, set())]
-    catalogs = {rel: catalog for rel, _, _, catalog in targets}
+    """The Item files linked from the catalog file ``path`` with their stat, how to read one, how to index one.
+
+    The links come from the index when no catalog file changed since they were stored (see :func:`_from_cache`),
+    else from a walk of the catalog.
+    """
+    mode = f"catalog:{path.name}"
+    targets = _from_cache(path, mode)
+    if targets is None:
+        targets = _walk_and_cache(path, mode)
+    catalogs = {rel: catalog for rel, _, _, catalog, _ in targets}
+    listed = [listed_of(rel, str(t), info, base) if info is not None else stat_listed(rel, str(t), base)
+              for rel, t, base, _, info in targets]  # fmt: skip
 
     def read(entry: Listed) -> Entry:
-        return catalog_item(Path(entry.path), entry.base or root, catalogs[entry.rel])
+        return catalog_item(Path(entry.path), entry.base or path.parent, catalogs[entry.rel])
 
     def index(entry: Listed) -> Record:
         try:
@@ -370,7 +465,7 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
         except ConfigurationError:
             return Record(item_id="", unsure=True)  # read at every search, which raises as without index
 
-    return [stat_listed(rel, str(target), base) for rel, target, base, _ in targets], read, index
+    return listed, read, index
 
 
 def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:
@@ -378,6 +473,10 @@ def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:
 
     None when there is no usable index and none can be written.
     """
+    from mlm_export.stac.index import translatable
+
+    if not translatable(query):
+        return None
     listed, read, index = _catalog_listing(path)
     selected = select(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, query, index)
     return None if selected is None else [read(entry) for entry in selected[0]]

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = ".mlm-index.sqlite"
 #: Bumped whenever the tables or what is extracted into them change: an index of another version is rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: A file modified less than this before it was indexed may change again within the same mtime tick ("racy").
 _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
@@ -72,6 +72,9 @@ CREATE TABLE bands(file INTEGER NOT NULL, band INTEGER NOT NULL, key TEXT NOT NU
 CREATE INDEX bands_by_key ON bands(key, file, band);
 CREATE TABLE channels(file INTEGER NOT NULL, size NUMERIC NOT NULL, PRIMARY KEY(file, size)) WITHOUT ROWID;
 CREATE INDEX channels_by_size ON channels(size, file);
+CREATE TABLE catalog_files(rel TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER) WITHOUT ROWID;
+CREATE TABLE links(pos INTEGER PRIMARY KEY, rel TEXT NOT NULL, base TEXT NOT NULL, catalog TEXT NOT NULL);
+CREATE TABLE notes(pos INTEGER PRIMARY KEY, message TEXT NOT NULL);
 """
 _SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
 
@@ -252,13 +255,17 @@ def _delete(connection: sqlite3.Connection, ids: list[int]) -> None:
             connection.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
 
 
+def racy(mtime_ns: int, read_ns: int) -> bool:
+    """Whether a file of ``mtime_ns`` read at ``read_ns`` may change again without its mtime changing."""
+    return mtime_ns >= read_ns - (_RACY_COARSE_NS if mtime_ns % 1_000_000_000 == 0 else _RACY_NS)
+
+
 def _insert(connection: sqlite3.Connection, entry: Listed, record: Record, read_ns: int) -> int:
-    window = _RACY_COARSE_NS if entry.mtime_ns is not None and entry.mtime_ns % 1_000_000_000 == 0 else _RACY_NS
-    racy = int(entry.mtime_ns is None or entry.mtime_ns >= read_ns - window)
+    untrusted = int(entry.mtime_ns is None or racy(entry.mtime_ns, read_ns))
     cursor = connection.execute(
         "INSERT INTO files(rel, mtime_ns, size, racy, item_id, skipped, unsure, start_us, end_us, nbands) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry.rel, entry.mtime_ns, entry.size, racy, record.item_id, record.skipped, int(record.unsure),
+        (entry.rel, entry.mtime_ns, entry.size, untrusted, record.item_id, record.skipped, int(record.unsure),
          record.start_us, record.end_us, len(record.bands)),
     )  # fmt: skip
     file_id = int(cursor.lastrowid or 0)
@@ -444,3 +451,48 @@ def stat_listed(rel: str, path: str, base: Path | None = None) -> Listed:
     except OSError:
         info = None
     return listed_of(rel, path, info, base)
+
+
+# --- the links of a catalog -------------------------------------------------------------------------------------
+
+CatalogFile = tuple[str, int | None, int]  # rel, mtime_ns (None: not to be trusted), size
+Link = tuple[str, str, str]  # rel of the Item file, rel of its base (to the real root), rel of the linking catalog
+
+
+def cached_links(index_path: Path, mode: str) -> tuple[list[CatalogFile], list[Link], list[str]] | None:
+    """The catalog files, links and warnings stored by :func:`store_links`; None when none are stored."""
+    if not index_path.is_file() or index_path.is_symlink():
+        return None
+    try:
+        connection = _connect(str(index_path))
+        try:
+            if not _usable(connection, mode):
+                return None
+            files = [tuple(row) for row in connection.execute("SELECT rel, mtime_ns, size FROM catalog_files")]
+            links = [tuple(row) for row in connection.execute("SELECT rel, base, catalog FROM links ORDER BY pos")]
+            notes = [row[0] for row in connection.execute("SELECT message FROM notes ORDER BY pos")]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None
+    return (files, links, notes) if files else None  # type: ignore[return-value]
+
+
+def store_links(index_path: Path, mode: str, files: list[CatalogFile], links: list[Link], notes: list[str]) -> None:
+    """Keep what a walk of the catalog found, so that the next search need not parse the catalog files."""
+    connection = open_index(index_path, mode)
+    if connection is None:
+        return
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        for table in ("catalog_files", "links", "notes"):
+            connection.execute(f"DELETE FROM {table}")
+        connection.executemany("INSERT INTO catalog_files VALUES (?, ?, ?)", files)
+        connection.executemany("INSERT INTO links(rel, base, catalog) VALUES (?, ?, ?)", links)
+        connection.executemany("INSERT INTO notes(message) VALUES (?)", [(note,) for note in notes])
+        connection.execute("COMMIT")
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+    finally:
+        connection.close()

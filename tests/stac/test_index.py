@@ -254,3 +254,57 @@ def test_malformed_items_give_the_errors_and_warnings_of_before(
     (folder / "good.json").write_text("{}")
     with pytest.raises(ConfigurationError, match="holds no model Item"):
         search(folder, framework="onnx")
+
+
+def _settled(path: Path) -> None:
+    """Give ``path`` an mtime well in the past, so the index trusts it (as any file not written just now)."""
+    past = time.time_ns() - 60_000_000_000
+    os.utime(path, ns=(past, past))
+
+
+def test_a_catalog_unchanged_since_the_last_search_is_not_parsed_again(
+    tmp_path: Path, schema_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    items = [_item(tmp_path / "src", f"m{i}", **{"mlm:framework": "onnx" if i == 2 else "pytorch"}) for i in range(5)]
+    build_catalog(items, tmp_path / "cat", schema_dir=schema_dir)
+    top = tmp_path / "cat" / "collection.json"
+    document = json.loads(top.read_text())
+    document["links"].append({"rel": "item", "href": "../src/m0.json"})  # leaves the catalog: a warning each time
+    top.write_text(json.dumps(document))
+    _settled(top)
+    with caplog.at_level(logging.WARNING, logger="mlm_export"):
+        assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]  # walks, keeps the links
+        reads = _count_reads(monkeypatch)
+        caplog.clear()
+        assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]
+    assert [p.name for p in reads] == ["m2.json"]  # collection.json not read again
+    assert "'../src/m0.json', which leads outside the catalog directory" in caplog.text  # still said
+
+
+def test_a_cached_catalog_link_turned_symlink_is_not_followed(
+    tmp_path: Path, schema_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    items = [_item(tmp_path / "src", f"m{i}", **{"mlm:framework": "onnx"}) for i in range(3)]
+    build_catalog(items, tmp_path / "cat", schema_dir=schema_dir)
+    _settled(tmp_path / "cat" / "collection.json")
+    assert len(search(tmp_path / "cat", framework="onnx")) == 3
+    secret = _item(tmp_path / "outside", "secret", **{"mlm:framework": "onnx"})
+    (tmp_path / "cat" / "m0" / "m0.json").unlink()
+    (tmp_path / "cat" / "m0" / "m0.json").symlink_to(secret)
+    shutil.rmtree(tmp_path / "cat" / "m1")
+    (tmp_path / "cat" / "m1").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="mlm_export"):
+        assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]
+    assert caplog.text.count("leads outside the catalog directory") == 2
+
+
+def test_a_catalog_file_edited_is_walked_again(tmp_path: Path, schema_dir: Path) -> None:
+    items = [_item(tmp_path / "src", f"m{i}", **{"mlm:framework": "onnx"}) for i in range(3)]
+    build_catalog(items, tmp_path / "cat", schema_dir=schema_dir)
+    top = tmp_path / "cat" / "collection.json"
+    _settled(top)
+    assert len(search(tmp_path / "cat", framework="onnx")) == 3
+    document = json.loads(top.read_text())
+    document["links"] = [link for link in document["links"] if "m1" not in link["href"]]
+    top.write_text(json.dumps(document))
+    assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m0", "m2"]
