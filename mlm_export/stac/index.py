@@ -139,8 +139,8 @@ def _fill(record: Record, document: Mapping[str, Any]) -> None:
     record.start_us, record.end_us = _micros(start or EARLIEST), _micros(end or LATEST)
     record.tasks = {t for t in (document.get("properties") or {}).get("mlm:tasks") or [] if isinstance(t, str)}
     record.frameworks = _framework_keys(document)
-    required = required_bands(document)
-    aliases = definition_aliases(document) if required else {}
+    aliases = definition_aliases(document)
+    required = required_bands(document, aliases)
     record.bands = [aliases.get(band_key(name), set()) | {band_key(name)} for name in required]
     record.channels = _channel_sizes(document)
 
