@@ -150,6 +150,19 @@ def measure(count: int, workdir: Path, catalog: bool, baseline: bool) -> Iterato
         yield (str(count), "folder", seconds, what)
 
 
+def rare_costs(counts: list[int], workdir: Path) -> dict[int, float]:
+    """The slowest of the three rare queries (20 hits) on a folder of each size, its index built first."""
+    costs = {}
+    for count in counts:
+        folder = workdir / f"items-{count}"
+        if not folder.is_dir():
+            write_folder(folder, count)
+        _child(folder, {"framework": "no-such"})  # the index
+        rare = [name for name in QUERIES if name.startswith("rare")]
+        costs[count] = max(_child(folder, QUERIES[name])["s"] for name in rare)
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="1000,5000", help="comma-separated catalog sizes")

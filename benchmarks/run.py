@@ -18,6 +18,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 | stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
+| catalog_embedded | rare query (20 hits), folder of 50,000 Items, indexed | the same at 5,000 | <= 1.5, < 1 s |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
@@ -223,6 +224,16 @@ def stac(size_mb: int, items: int = 1000) -> list[Row]:
     ]  # fmt: skip
 
 
+def catalog_embedded(size_mb: int, small: int = 5000, large: int = 50000) -> list[Row]:
+    import bench_catalog_embedded
+
+    with tempfile.TemporaryDirectory(prefix="bench-catalog-") as workdir:
+        costs = bench_catalog_embedded.rare_costs([small, large], Path(workdir))
+    ratio = costs[large] / costs[small]
+    return [(f"embedded search, rare query (20 hits), {large} vs {small} Items (index)", f"{costs[large]:.3f} s",
+             f"{costs[small]:.3f} s", ratio, "<= 1.5, < 1 s", ratio <= 1.5 and costs[large] < 1.0)]  # fmt: skip
+
+
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -292,6 +303,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "card": card,
     "classes": validate_classes,
     "stac": stac,
+    "catalog_embedded": catalog_embedded,
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
