@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from mlm_export.stac.index import (
     select,
     stat_listed,
     store_links,
+    translatable,
 )
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.validate import read_json_object
@@ -334,32 +335,36 @@ def _index_record(read: Callable[[], Entry]) -> Record:
         return Record(skipped=_reason(exc))
 
 
-def indexed_folder_entries(directory: Path, query: Query) -> list[Entry] | None:
-    """The model Items of the folder ``directory`` that may match ``query``, read through its index.
+def indexed_folder_entries(directory: Path, query: Query) -> Iterator[Entry] | None:
+    """The model Items of the folder ``directory`` that may match ``query``, read through its index one at a time.
 
-    None when the folder has no usable index and none can be written (the caller then reads every file).
+    None when the query cannot use an index or the folder has no usable index and none can be written (the caller
+    then reads every file).
 
     Raises:
-        ConfigurationError: the folder holds no model Item.
+        ConfigurationError: the folder holds no model Item (when the iterator is exhausted).
     """
+    if not translatable(query):
+        return None
     listed = folder_listing(directory)
     selected = select(directory / INDEX_FILE, "folder", listed, query,
                       lambda e: _index_record(lambda: read_entry(Path(e.path), copy_dict=False)))  # fmt: skip
     if selected is None:
         return None
-    chosen, notes = {e.rel for e in selected[0]}, selected[1]
-    entries: list[Entry] = []
+    return _read_chosen(directory, listed, {e.rel for e in selected[0]}, selected[1])
+
+
+def _read_chosen(directory: Path, listed: list[Listed], chosen: set[str], notes: dict[str, str]) -> Iterator[Entry]:
     skipped: list[str] = []
     for entry in listed:
         if entry.rel in notes:
             skipped.append(f"{entry.rel} ({notes[entry.rel]})")
         elif entry.rel in chosen:
             try:
-                entries.append(read_entry(Path(entry.path), copy_dict=False))
+                yield read_entry(Path(entry.path), copy_dict=False)
             except ConfigurationError as exc:
                 skipped.append(_skip_note(Path(entry.path), directory, exc))
     _report_skipped(directory, skipped, len(skipped) < len(listed))
-    return entries
 
 
 class _Links:
@@ -468,18 +473,17 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
     return listed, read, index
 
 
-def indexed_catalog_entries(path: Path, query: Query) -> list[Entry] | None:
-    """The Items linked from the catalog file ``path`` that may match ``query``, read through the index beside it.
+def indexed_catalog_entries(path: Path, query: Query) -> Iterator[Entry] | None:
+    """The Items linked from the catalog file ``path`` that may match ``query``, read one at a time.
 
-    None when there is no usable index and none can be written.
+    Through the index beside it; None when the query cannot use an index or there is no usable index and none can
+    be written.
     """
-    from mlm_export.stac.index import translatable
-
     if not translatable(query):
         return None
     listed, read, index = _catalog_listing(path)
     selected = select(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, query, index)
-    return None if selected is None else [read(entry) for entry in selected[0]]
+    return None if selected is None else (read(entry) for entry in selected[0])
 
 
 def index_catalog(path: Path) -> bool:
@@ -488,11 +492,29 @@ def index_catalog(path: Path) -> bool:
     return refresh(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, index)
 
 
-def entries_of(directory_or_collection: Any, query: Query | None = None) -> list[Entry]:
-    """The model Items of a catalog directory, a folder of Items, a Collection/Catalog file or object, or a list.
+def _local_source(source: Any) -> Path | None:
+    """The catalog file, or the folder of Items, that ``source`` names; None for lists and pystac objects.
 
-    With ``query``, a folder or catalog file is read through its index (:mod:`mlm_export.stac.index`): only the
-    Items that may match are returned (matching still decides).
+    Raises:
+        ConfigurationError: ``source`` is of no known kind, or names nothing.
+    """
+    if isinstance(source, (list, tuple, pystac.Catalog)):
+        return None
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"source: expected a catalog directory, a pystac.Collection or a list of Items, "
+            f"got {type(source).__name__}."
+        )
+    path = Path(source)
+    if path.is_dir():
+        return next((path / name for name in (COLLECTION_FILE, CATALOG_FILE) if (path / name).is_file()), path)
+    if not path.exists():
+        raise ConfigurationError(f"Catalog '{path}' does not exist.", hint="Pass the directory of a built catalog.")
+    return path
+
+
+def entries_of(directory_or_collection: Any) -> list[Entry]:
+    """The model Items of a catalog directory, a folder of Items, a Collection/Catalog file or object, or a list.
 
     Raises:
         ConfigurationError: a folder with no model Item, a missing or non-STAC file, or an Item that is not a model
@@ -507,19 +529,25 @@ def entries_of(directory_or_collection: Any, query: Query | None = None) -> list
             document = item.to_dict(include_self_link=False, transform_hrefs=False)
             entries.append(Entry(document, f"item {item.id!r}", None, self_href))
         return entries
-    if not isinstance(directory_or_collection, (str, os.PathLike)):
-        raise ConfigurationError(
-            f"source: expected a catalog directory, a pystac.Collection or a list of Items, "
-            f"got {type(directory_or_collection).__name__}."
-        )
-    path = Path(directory_or_collection)
+    path = _local_source(directory_or_collection)
+    assert path is not None
+    return folder_entries(path) if path.is_dir() else list(catalog_entries(path, set()))
+
+
+def search_entries(source: Any, query: Query) -> Iterable[Entry]:
+    """The Items of ``source`` (as :func:`entries_of`) that may match ``query``, read one at a time.
+
+    A folder or catalog file is read through its index (:mod:`mlm_export.stac.index`): only the Items the index
+    cannot rule out are read, and matching decides; without a usable index (or with a ``filter``), every Item.
+
+    Raises:
+        ConfigurationError: as :func:`entries_of`.
+    """
+    path = _local_source(source)
+    if path is None:
+        return entries_of(source)
     if path.is_dir():
-        top = next((path / name for name in (COLLECTION_FILE, CATALOG_FILE) if (path / name).is_file()), None)
-        if top is None:
-            indexed = indexed_folder_entries(path, query) if query is not None else None
-            return indexed if indexed is not None else folder_entries(path)
-        path = top
-    elif not path.exists():
-        raise ConfigurationError(f"Catalog '{path}' does not exist.", hint="Pass the directory of a built catalog.")
-    indexed = indexed_catalog_entries(path, query) if query is not None else None
-    return indexed if indexed is not None else list(catalog_entries(path, set()))
+        indexed = indexed_folder_entries(path, query)
+        return indexed if indexed is not None else folder_entries(path)
+    indexed = indexed_catalog_entries(path, query)
+    return indexed if indexed is not None else catalog_entries(path, set())

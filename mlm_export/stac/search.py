@@ -19,7 +19,7 @@ from typing import Any
 import pystac
 
 from mlm_export.errors import ConfigurationError
-from mlm_export.stac.entries import Entry, entries_of, is_url
+from mlm_export.stac.entries import Entry, is_url, search_entries
 from mlm_export.stac.matching import Query, SearchHit, match, parse_query
 
 __all__ = ["SearchHit", "format_hits", "search", "search_catalog"]
@@ -131,7 +131,7 @@ def _candidates(
             "collections/headers/max_pages/max_items/max_time apply to a STAC API URL only.",
             hint="Drop them for a local catalog.",
         )
-    return entries_of(source, query)
+    return search_entries(source, query)
 
 
 def search_catalog(
