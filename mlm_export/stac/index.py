@@ -197,6 +197,11 @@ def _rebuilt(index_path: Path, mode: str) -> sqlite3.Connection | None:
         return None
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds the index (not that the file is damaged)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 def open_index(index_path: Path, mode: str) -> sqlite3.Connection | None:
     """The index at ``index_path`` (created, or rebuilt when unusable); None when there is none and none can be made.
 
@@ -210,8 +215,10 @@ def open_index(index_path: Path, mode: str) -> sqlite3.Connection | None:
             if _usable(connection, mode):
                 return connection
             connection.close()
-        except sqlite3.Error:
-            pass  # corrupt: rebuilt below
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                return None  # held by another search for longer than LOCK_TIMEOUT_S: read every file this time
+            # else corrupt: rebuilt below
         logger.info("'%s' is not a usable search index: rebuilt.", index_path)
     return _rebuilt(index_path, mode)
 
@@ -385,6 +392,24 @@ def skipped_notes(connection: sqlite3.Connection, ids: Iterable[int]) -> dict[in
     return {file_id: note for file_id, note in rows if file_id in wanted}
 
 
+_Answer = tuple[dict[str, int], list[Listed], set[int], dict[int, str]]
+
+
+def _answer(
+    connection: sqlite3.Connection | None, listed: list[Listed], query: Query, reader: Reader
+) -> _Answer | sqlite3.DatabaseError | None:
+    """Sync the index and query it (closing it): rel -> row id, files left unindexed, candidate rows, notes."""
+    if connection is None:
+        return None
+    try:
+        by_rel, unindexed = sync(connection, listed, reader)
+        return by_rel, unindexed, candidate_rows(connection, query), skipped_notes(connection, by_rel.values())
+    except sqlite3.DatabaseError as exc:
+        return exc
+    finally:
+        connection.close()
+
+
 def select(
     index_path: Path, mode: str, listed: list[Listed], query: Query, reader: Reader
 ) -> tuple[list[Listed], dict[str, str]] | None:
@@ -394,25 +419,12 @@ def select(
     """
     if not translatable(query):
         return None
-    connection = open_index(index_path, mode)
-    if connection is None:
+    answer = _answer(open_index(index_path, mode), listed, query, reader)
+    if isinstance(answer, sqlite3.DatabaseError):  # damaged while in use (a busy index is not): rebuilt, once
+        answer = None if _busy(answer) else _answer(_rebuilt(index_path, mode), listed, query, reader)
+    if answer is None or isinstance(answer, sqlite3.DatabaseError):
         return None
-    try:
-        try:
-            by_rel, unindexed = sync(connection, listed, reader)
-            wanted = candidate_rows(connection, query)
-            notes = skipped_notes(connection, by_rel.values())
-        except sqlite3.DatabaseError:
-            connection.close()
-            connection = _rebuilt(index_path, mode)
-            if connection is None:
-                return None
-            by_rel, unindexed = sync(connection, listed, reader)
-            wanted = candidate_rows(connection, query)
-            notes = skipped_notes(connection, by_rel.values())
-    finally:
-        if connection is not None:
-            connection.close()
+    by_rel, unindexed, wanted, notes = answer
     left = {entry.rel for entry in unindexed}
     chosen = [entry for entry in listed if entry.rel in left or by_rel.get(entry.rel) in wanted]
     return chosen, {rel: notes[file_id] for rel, file_id in by_rel.items() if file_id in notes}

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,26 @@ def test_a_catalog_file_edited_is_walked_again(tmp_path: Path, schema_dir: Path)
     document["links"] = [link for link in document["links"] if "m1" not in link["href"]]
     top.write_text(json.dumps(document))
     assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m0", "m2"]
+
+
+def test_concurrent_searches_agree_and_leave_one_sound_index(tmp_path: Path) -> None:
+    folder = tmp_path / "items"
+    for number in range(20):
+        _item(folder, f"m{number:02d}", **{"mlm:framework": "onnx" if number % 4 == 0 else "pytorch"})
+    expected = [f"m{number:02d}" for number in range(0, 20, 4)]
+    results: list[list[str]] = []
+
+    def run() -> None:
+        results.append([h.id for h in search(folder, framework="onnx")])
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == [expected] * 3
+    with sqlite3.connect(folder / INDEX_FILE) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("SELECT count(*), count(DISTINCT rel) FROM files").fetchone() == (20, 20)
+    connection.close()
+    assert [h.id for h in search(folder, framework="onnx")] == expected
