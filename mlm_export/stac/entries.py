@@ -45,7 +45,7 @@ from mlm_export.stac.index import (
     store_links,
     translatable,
 )
-from mlm_export.stac.io import decode_href
+from mlm_export.stac.io import decode_href, max_json_bytes
 from mlm_export.stac.validate import read_json_object
 
 if TYPE_CHECKING:
@@ -328,6 +328,11 @@ def folder_listing(directory: Path) -> list[Listed]:
     return listed
 
 
+def _mode(kind: str) -> str:
+    """What an index was built for: the kind of source and the JSON size cap its files were read under."""
+    return f"{kind} max_bytes={max_json_bytes()}"
+
+
 def _index_record(read: Callable[[], Entry]) -> Record:
     try:
         return extract(read().document)
@@ -347,7 +352,7 @@ def indexed_folder_entries(directory: Path, query: Query) -> Iterator[Entry] | N
     if not translatable(query):
         return None
     listed = folder_listing(directory)
-    selected = select(directory / INDEX_FILE, "folder", listed, query,
+    selected = select(directory / INDEX_FILE, _mode("folder"), listed, query,
                       lambda e: _index_record(lambda: read_entry(Path(e.path), copy_dict=False)))  # fmt: skip
     if selected is None:
         return None
@@ -453,7 +458,7 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
     The links come from the index when no catalog file changed since they were stored (see :func:`_from_cache`),
     else from a walk of the catalog.
     """
-    mode = f"catalog:{path.name}"
+    mode = _mode(f"catalog:{path.name}")
     targets = _from_cache(path, mode)
     if targets is None:
         targets = _walk_and_cache(path, mode)
@@ -482,14 +487,14 @@ def indexed_catalog_entries(path: Path, query: Query) -> Iterator[Entry] | None:
     if not translatable(query):
         return None
     listed, read, index = _catalog_listing(path)
-    selected = select(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, query, index)
+    selected = select(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, query, index)
     return None if selected is None else (read(entry) for entry in selected[0])
 
 
 def index_catalog(path: Path) -> bool:
     """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written."""
     listed, _, index = _catalog_listing(path)
-    return refresh(path.parent / INDEX_FILE, f"catalog:{path.name}", listed, index)
+    return refresh(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, index)
 
 
 def _local_source(source: Any) -> Path | None:

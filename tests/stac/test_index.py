@@ -167,7 +167,7 @@ def test_an_unusable_index_is_rebuilt(tmp_path: Path, damage: str) -> None:
             if damage == "old-version":
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 7}")
             else:
-                connection.execute("UPDATE meta SET value = 'catalog:collection.json'")
+                connection.execute("UPDATE meta SET value = 'catalog:collection.json max_bytes=67108864'")
         connection.close()
     assert [h.id for h in search(folder, framework="onnx")] == ["a"]
     with sqlite3.connect(index) as connection:
@@ -240,7 +240,7 @@ def test_malformed_items_give_the_errors_and_warnings_of_before(
     _item(folder, "good", **{"mlm:framework": "onnx"})
     _item(folder, "bad-bbox", bbox="nowhere", **{"mlm:framework": "pytorch"})
     (folder / "twice.json").write_text('{"type": "Feature", "type": "Feature"}')
-    (folder / "big.json").write_text("[" + " " * 100 + "]")
+    (folder / "big.json").write_text("[" + " " * 100 + "]")  # not an object (and over the cap set below)
     for _ in range(2):  # indexing, then from the index
         with caplog.at_level(logging.WARNING, logger="mlm_export"):
             caplog.clear()
@@ -332,3 +332,14 @@ def test_concurrent_searches_agree_and_leave_one_sound_index(tmp_path: Path) -> 
         assert connection.execute("SELECT count(*), count(DISTINCT rel) FROM files").fetchone() == (20, 20)
     connection.close()
     assert [h.id for h in search(folder, framework="onnx")] == expected
+
+
+def test_a_new_size_cap_reads_the_files_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "items"
+    path = _item(folder, "a", **{"mlm:framework": "onnx"})
+    monkeypatch.setenv(io.MAX_JSON_ENV, "100")
+    with pytest.raises(ConfigurationError, match="holds no model Item"):
+        search(folder, framework="onnx")  # too large: skipped, and so noted in the index
+    assert (folder / INDEX_FILE).is_file()
+    monkeypatch.setenv(io.MAX_JSON_ENV, str(path.stat().st_size))
+    assert [h.id for h in search(folder, framework="onnx")] == ["a"]
