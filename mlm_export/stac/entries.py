@@ -405,38 +405,44 @@ class _Links:
         return info if stat.S_ISREG(info.st_mode) else None
 
 
-def _from_cache(path: Path, mode: str) -> list[tuple[str, Path, Path, Path, os.stat_result]] | None:
-    """The links stored in the index when no catalog file changed and every path is still link-free, else None."""
+#: (rel, Item file, its base directory, the catalog file linking it (relative), lstat or None): strings, made paths
+#: only for the files read.
+_Target = tuple[str, str, str, str, os.stat_result | None]
+
+
+def _from_cache(path: Path, mode: str) -> list[_Target] | None:
+    """The links stored in the index when no catalog file changed and every path is still link-free, else None.
+
+    Bases are relative to the catalog directory's real path, catalog files to the directory (joined on reading).
+    """
     cached = cached_links(path.parent / INDEX_FILE, mode)
     if cached is None:
         return None
     files, links, notes = cached
-    root, real_root = os.fspath(path.parent), os.path.realpath(path.parent)
+    root = os.fspath(path.parent)
     checker = _Links(root)
     for rel, mtime_ns, size in files:
         info = checker.regular(rel)
         if mtime_ns is None or info is None or (info.st_mtime_ns, info.st_size) != (mtime_ns, size):
             return None
-    targets = []
+    targets: list[_Target] = []
+    prefix = root + os.sep
     for rel, base, catalog in links:
         info = checker.regular(rel)
         if info is None:
             return None
-        target = Path(os.path.normpath(os.path.join(root, rel)))
-        targets.append((rel, target, Path(os.path.normpath(os.path.join(real_root, base))),
-                        Path(os.path.normpath(os.path.join(root, catalog))), info))  # fmt: skip
+        targets.append((rel, prefix + rel, base, catalog, info))
     for note in notes:
         logger.warning("%s", note)
     return targets
 
 
-def _walk_and_cache(path: Path, mode: str) -> list[tuple[str, Path, Path, Path, os.stat_result | None]]:
+def _walk_and_cache(path: Path, mode: str) -> list[_Target]:
     """Walk the catalog's links (reading every catalog file) and keep them in the index for the next search."""
     root, real_root = path.parent, os.path.realpath(path.parent)
     notes: list[str] = []
     seen: set[Path] = set()
     walked = [(listing_rel(t, root), t, base, catalog) for t, base, catalog in catalog_targets(path, seen, None, notes)]
-    targets = [(rel, t, base, catalog, None) for rel, t, base, catalog in walked]
     checker, now = _Links(os.fspath(root)), time.time_ns()
     files: list[CatalogFile] = []
     for catalog in dict.fromkeys([path, *(c for *_, c in walked)]):
@@ -449,7 +455,7 @@ def _walk_and_cache(path: Path, mode: str) -> list[tuple[str, Path, Path, Path, 
         ".." in b.split("/") for _, b, _ in links
     ):
         store_links(root / INDEX_FILE, mode, files, links, notes)
-    return targets  # type: ignore[return-value]
+    return [(rel, str(t), str(base), listing_rel(catalog, root), None) for rel, t, base, catalog in walked]
 
 
 def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry], Callable[[Listed], Record]]:
@@ -463,11 +469,13 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
     if targets is None:
         targets = _walk_and_cache(path, mode)
     catalogs = {rel: catalog for rel, _, _, catalog, _ in targets}
-    listed = [listed_of(rel, str(t), info, base) if info is not None else stat_listed(rel, str(t), base)
+    listed = [listed_of(rel, t, info, base) if info is not None else stat_listed(rel, t, base)
               for rel, t, base, _, info in targets]  # fmt: skip
+    real_root = os.path.realpath(path.parent)
 
     def read(entry: Listed) -> Entry:
-        return catalog_item(Path(entry.path), entry.base or path.parent, catalogs[entry.rel])
+        base = Path(os.path.normpath(os.path.join(real_root, entry.base or ".")))
+        return catalog_item(Path(entry.path), base, path.parent / catalogs[entry.rel])
 
     def index(entry: Listed) -> Record:
         try:

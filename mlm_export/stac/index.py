@@ -86,7 +86,7 @@ class Listed(NamedTuple):
     path: str
     mtime_ns: int | None  # None: not a regular file, never indexed (always read, so its error shows)
     size: int
-    base: Path | None = None  # a catalog Item's directory (as catalog_entries computes it)
+    base: str | None = None  # a catalog Item's directory (as catalog_entries computes it; may be relative)
 
 
 @dataclass
@@ -449,14 +449,14 @@ def listing_rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def listed_of(rel: str, path: str, info: os.stat_result | None, base: Path | None = None) -> Listed:
+def listed_of(rel: str, path: str, info: os.stat_result | None, base: str | None = None) -> Listed:
     """The :class:`Listed` of ``path`` from its stat (None: gone; not a regular file: never indexed)."""
     if info is None:
         return Listed(rel, path, None, -1, base)
     return Listed(rel, path, info.st_mtime_ns if stat.S_ISREG(info.st_mode) else None, info.st_size, base)
 
 
-def stat_listed(rel: str, path: str, base: Path | None = None) -> Listed:
+def stat_listed(rel: str, path: str, base: str | None = None) -> Listed:
     """The :class:`Listed` of ``path``, its stat following a symlink."""
     try:
         info = os.stat(path)
