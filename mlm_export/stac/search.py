@@ -1,7 +1,8 @@
 """One search over model Items, two backends with the same answers: local files (embedded) or a STAC API.
 
 :func:`search` takes a catalog directory, a Collection/Catalog file or object, or a list of Item files (the
-embedded backend: no server, the Items stay JSON, read as they are) **or** the URL of a STAC API (searched with
+embedded backend: no server, the Items stay JSON, read as they are; a folder or catalog through its index,
+:mod:`mlm_export.stac.index`, so that only the Items it cannot rule out are read) **or** the URL of a STAC API (searched with
 pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and ranking code
 (:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each Item, so the
 same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated in-process with the
