@@ -46,7 +46,12 @@ QUERIES: dict[str, dict[str, Any]] = {
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process: VmHWM (ru_maxrss would include the parent's peak, kept across fork + exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def one(source: str, query: dict[str, Any], baseline: bool) -> dict[str, Any]:
