@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import sqlite3
@@ -77,6 +78,7 @@ CREATE TABLE links(pos INTEGER PRIMARY KEY, rel TEXT NOT NULL, base TEXT NOT NUL
 CREATE TABLE notes(pos INTEGER PRIMARY KEY, message TEXT NOT NULL);
 """
 _SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
+_SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
 class Listed(NamedTuple):
@@ -190,6 +192,9 @@ def _rebuilt(index_path: Path, mode: str) -> sqlite3.Connection | None:
     try:
         _create(temporary, mode).close()
         os.replace(temporary, index_path)
+        for suffix in ("-wal", "-shm"):  # left by a file that claimed WAL mode (never this index's)
+            with contextlib.suppress(OSError):
+                os.unlink(f"{index_path}{suffix}")
         return _connect(str(index_path))
     except (OSError, sqlite3.Error):
         with contextlib.suppress(OSError):
@@ -202,14 +207,33 @@ def _busy(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
+def _safe_place(index_path: Path) -> bool:
+    """Whether the index and SQLite's files beside it are absent or regular files (never written through a link)."""
+    for suffix in ("", *_SQLITE_SIDE_FILES):
+        path = Path(f"{index_path}{suffix}")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            return False
+    return True
+
+
+def _plain_header(index_path: Path) -> bool:
+    """Whether the file starts as a SQLite database in rollback-journal mode (the only mode this index uses)."""
+    try:
+        with open(index_path, "rb") as stream:
+            head = stream.read(100)
+    except OSError:
+        return False
+    return len(head) == 100 and head.startswith(b"SQLite format 3\x00") and head[18] == 1 and head[19] == 1
+
+
 def open_index(index_path: Path, mode: str) -> sqlite3.Connection | None:
     """The index at ``index_path`` (created, or rebuilt when unusable); None when there is none and none can be made.
 
     A read-only existing index is returned as is (its changes then cannot be saved, see :func:`sync`).
     """
-    if index_path.is_symlink() or (index_path.exists() and not index_path.is_file()):
+    if not _safe_place(index_path):
         return None  # never write through a link or into something else
-    if index_path.is_file():
+    if index_path.is_file() and _plain_header(index_path):
         try:
             connection = _connect(str(index_path))
             if _usable(connection, mode):
@@ -290,33 +314,56 @@ def _insert(connection: sqlite3.Connection, entry: Listed, record: Record, read_
 Reader = Callable[[Listed], Record]
 
 
-def sync(connection: sqlite3.Connection, listed: list[Listed], reader: Reader) -> tuple[dict[str, int], list[Listed]]:
-    """Bring the index up to date with ``listed``: (rel -> row id of every indexed file, files left unindexed).
+def signature(listed: list[Listed]) -> str:
+    """A digest of the listing (paths, mtimes, sizes): equal to the stored one, the index is known to be fresh."""
+    text = "\n".join(f"{e.rel}\0{e.mtime_ns}\0{e.size}" for e in listed)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
-    Changed and new files are read with ``reader`` and indexed, rows of removed files dropped, in one transaction
-    (another search waits for it). Files left unindexed (the index is read-only) must be read by the caller.
+
+def _stored_signature(connection: sqlite3.Connection) -> str | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'signature'").fetchone()
+    return None if row is None else row[0]
+
+
+def _seal(connection: sqlite3.Connection, listed: list[Listed], digest: str) -> None:
+    """Inside the transaction: keep the listing's digest when every file is indexed and trusted, else none."""
+    trusted = (
+        all(e.mtime_ns is not None for e in listed)
+        and connection.execute("SELECT 1 FROM files WHERE racy = 1 LIMIT 1").fetchone() is None
+    )
+    connection.execute("DELETE FROM meta WHERE key = 'signature'")
+    if trusted:
+        connection.execute("INSERT INTO meta VALUES ('signature', ?)", (digest,))
+
+
+def sync(connection: sqlite3.Connection, listed: list[Listed], reader: Reader) -> list[Listed]:
+    """Bring the index up to date with ``listed``; the files left unindexed (to be read by the caller).
+
+    When the listing's :func:`signature` is the one stored, nothing is compared. Else changed and new files are
+    read with ``reader`` and indexed, rows of removed files dropped, in one transaction (another search waits for
+    it). Files are left unindexed when the index cannot be written (read-only) or are not regular files.
     """
-    fresh, dirty, drop = _diff(_stored(connection), listed)
-    if not dirty and not drop:
-        return fresh, []
+    digest = signature(listed)
+    if _stored_signature(connection) == digest:
+        return []
+    _, dirty, drop = _diff(_stored(connection), listed)
     try:
         connection.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError:
-        return fresh, dirty  # read-only (or locked too long): the changed files are read at every search
+        return dirty  # read-only (or locked too long): the changed files are read at every search
     try:
         fresh, dirty, drop = _diff(_stored(connection), listed)  # another search may have done part of it
         _delete(connection, drop)
         for entry in dirty:
-            if entry.mtime_ns is None:
-                continue
-            record = reader(entry)
-            fresh[entry.rel] = _insert(connection, entry, record, time.time_ns())
+            if entry.mtime_ns is not None:
+                _insert(connection, entry, reader(entry), time.time_ns())
+        _seal(connection, listed, digest)
         connection.execute("COMMIT")
+        return [entry for entry in dirty if entry.mtime_ns is None]
     except sqlite3.Error:
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
-        fresh, dirty, _ = _diff(_stored(connection), listed)
-    return fresh, [entry for entry in dirty if entry.rel not in fresh]
+        return _diff(_stored(connection), listed)[1]
 
 
 # --- queries ----------------------------------------------------------------------------------------------------
@@ -377,33 +424,31 @@ def translatable(query: Query) -> bool:
     return query.filter is None
 
 
-def candidate_rows(connection: sqlite3.Connection, query: Query) -> set[int]:
-    """Row ids of the indexed model Items that may match ``query`` (``unsure`` rows always)."""
+def candidate_rows(connection: sqlite3.Connection, query: Query) -> set[str]:
+    """Paths of the indexed model Items that may match ``query`` (``unsure`` rows always)."""
     conditions, parameters = _conditions(query)
     where = " AND ".join(conditions) or "1"
-    sql = f"SELECT id FROM files WHERE item_id IS NOT NULL AND (unsure = 1 OR ({where}))"
+    sql = f"SELECT rel FROM files WHERE item_id IS NOT NULL AND (unsure = 1 OR ({where}))"
     return {row[0] for row in connection.execute(sql, parameters)}
 
 
-def skipped_notes(connection: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
-    """Row id -> why the file is no model Item, for the rows of ``ids`` that are not."""
-    wanted = set(ids)
-    rows = connection.execute("SELECT id, skipped FROM files WHERE skipped IS NOT NULL")
-    return {file_id: note for file_id, note in rows if file_id in wanted}
+def skipped_notes(connection: sqlite3.Connection) -> dict[str, str]:
+    """Path -> why the file is no model Item, for every indexed file that is not."""
+    return dict(connection.execute("SELECT rel, skipped FROM files WHERE skipped IS NOT NULL"))
 
 
-_Answer = tuple[dict[str, int], list[Listed], set[int], dict[int, str]]
+_Answer = tuple[list[Listed], set[str], dict[str, str]]
 
 
 def _answer(
     connection: sqlite3.Connection | None, listed: list[Listed], query: Query, reader: Reader
 ) -> _Answer | sqlite3.DatabaseError | None:
-    """Sync the index and query it (closing it): rel -> row id, files left unindexed, candidate rows, notes."""
+    """Sync the index and query it (closing it): files left unindexed, candidate paths, notes."""
     if connection is None:
         return None
     try:
-        by_rel, unindexed = sync(connection, listed, reader)
-        return by_rel, unindexed, candidate_rows(connection, query), skipped_notes(connection, by_rel.values())
+        unindexed = sync(connection, listed, reader)
+        return unindexed, candidate_rows(connection, query), skipped_notes(connection)
     except sqlite3.DatabaseError as exc:
         return exc
     finally:
@@ -415,7 +460,8 @@ def select(
 ) -> tuple[list[Listed], dict[str, str]] | None:
     """The files of ``listed`` to read for ``query`` and (rel -> note) of those known not to be model Items.
 
-    None when there is no usable index (or the query cannot be translated): the caller reads every file.
+    None when there is no usable index (or the query cannot be translated): the caller reads every file. Rows of
+    files no longer listed are never chosen; files left unindexed are always read, and their old notes dropped.
     """
     if not translatable(query):
         return None
@@ -424,10 +470,10 @@ def select(
         answer = None if _busy(answer) else _answer(_rebuilt(index_path, mode), listed, query, reader)
     if answer is None or isinstance(answer, sqlite3.DatabaseError):
         return None
-    by_rel, unindexed, wanted, notes = answer
+    unindexed, wanted, notes = answer
     left = {entry.rel for entry in unindexed}
-    chosen = [entry for entry in listed if entry.rel in left or by_rel.get(entry.rel) in wanted]
-    return chosen, {rel: notes[file_id] for rel, file_id in by_rel.items() if file_id in notes}
+    chosen = [entry for entry in listed if entry.rel in wanted or entry.rel in left]
+    return chosen, {rel: note for rel, note in notes.items() if rel not in left}
 
 
 def refresh(index_path: Path, mode: str, listed: list[Listed], reader: Reader) -> bool:
@@ -436,7 +482,7 @@ def refresh(index_path: Path, mode: str, listed: list[Listed], reader: Reader) -
     if connection is None:
         return False
     try:
-        _, unindexed = sync(connection, listed, reader)
+        unindexed = sync(connection, listed, reader)
     except sqlite3.DatabaseError:
         return False
     finally:
@@ -473,7 +519,7 @@ Link = tuple[str, str, str]  # rel of the Item file, rel of its base (to the rea
 
 def cached_links(index_path: Path, mode: str) -> tuple[list[CatalogFile], list[Link], list[str]] | None:
     """The catalog files, links and warnings stored by :func:`store_links`; None when none are stored."""
-    if not index_path.is_file() or index_path.is_symlink():
+    if not index_path.is_file() or not _safe_place(index_path) or not _plain_header(index_path):
         return None
     try:
         connection = _connect(str(index_path))

@@ -2,12 +2,12 @@
 
 :func:`search` takes a catalog directory, a Collection/Catalog file or object, or a list of Item files (the
 embedded backend: no server, the Items stay JSON, read as they are; a folder or catalog through its index,
-:mod:`mlm_export.stac.index`, so that only the Items it cannot rule out are read) **or** the URL of a STAC API (searched with
-pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and ranking code
-(:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each Item, so the
-same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated in-process with the
-``cql2`` package on the whole Item (``"mlm:input.0.input.shape.1" = 13`` reaches into arrays of objects); an Item
-that lacks a property the filter reads does not match.
+:mod:`mlm_export.stac.index`, so that only the Items it cannot rule out are read) **or** the URL of a STAC API
+(searched with pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and
+ranking code (:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each
+Item, so the same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated
+in-process with the ``cql2`` package on the whole Item (``"mlm:input.0.input.shape.1" = 13`` reaches into arrays of
+objects); an Item that lacks a property the filter reads does not match.
 """
 
 from __future__ import annotations

@@ -152,13 +152,15 @@ def test_a_file_rewritten_within_its_mtime_tick_is_read_again(tmp_path: Path) ->
     assert [h.id for h in search(folder, framework="onnx")] == ["a"]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "empty", "old-version", "other-mode"])
+@pytest.mark.parametrize("damage", ["garbage", "wal", "empty", "old-version", "other-mode"])
 def test_an_unusable_index_is_rebuilt(tmp_path: Path, damage: str) -> None:
     folder = tmp_path / "items"
     _item(folder, "a", **{"mlm:framework": "onnx"})
     index = folder / INDEX_FILE
     if damage == "garbage":
         index.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    elif damage == "wal":  # a header claiming WAL mode: SQLite would make -wal/-shm files beside it
+        index.write_bytes(b"SQLite format 3\x00\x10\x00\x02\x02" + bytes(4076))
     elif damage == "empty":
         index.write_bytes(b"")
     else:
@@ -185,12 +187,13 @@ def test_a_folder_whose_index_cannot_be_written_is_read_whole(tmp_path: Path) ->
     assert list((folder / INDEX_FILE).iterdir()) == []
 
 
-def test_an_index_link_is_never_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", ["", "-journal", "-wal"])
+def test_an_index_link_is_never_followed(tmp_path: Path, suffix: str) -> None:
     outside = tmp_path / "outside.sqlite"
     outside.write_bytes(b"mine")
     folder = tmp_path / "items"
     _item(folder, "a", **{"mlm:framework": "onnx"})
-    (folder / INDEX_FILE).symlink_to(outside)
+    (folder / f"{INDEX_FILE}{suffix}").symlink_to(outside)
     assert [h.id for h in search(folder, framework="onnx")] == ["a"]
     assert outside.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["items", "outside.sqlite"]
 
