@@ -283,32 +283,41 @@ def _scanned(folder: str) -> tuple[list[str], list[os.DirEntry[str]]]:
         return [], []
     folders, files = [], []
     for entry in found:
+        name = entry.name
+        if name.startswith("."):
+            continue
         try:
             is_dir = entry.is_dir()
         except OSError:
             is_dir = False
         if is_dir:
-            if not entry.name.startswith(".") and not entry.is_symlink():
-                folders.append(entry.name)
-        elif entry.name.endswith(".json") and not entry.name.startswith("."):
+            if not entry.is_symlink():
+                folders.append(name)
+        elif name.endswith(".json"):
             files.append(entry)
-    return sorted(folders), sorted(files, key=lambda e: e.name)
+    files.sort(key=_by_name)
+    return sorted(folders), files
+
+
+def _by_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def folder_listing(directory: Path) -> list[Listed]:
     """The ``*.json`` files :func:`folder_entries` would read, in its order, with their stat (no file opened).
 
     One ``os.scandir`` per folder and one ``stat`` per file; a symlinked file is checked against the folder (and
-    skipped with a warning when it leads outside), as :func:`folder_entries` does.
+    skipped with a warning when it leads outside), and a file reached twice (through a symlink) is listed once, as
+    :func:`folder_entries` does.
     """
     confinement = _Confinement(directory)
     listed: list[Listed] = []
-    seen: set[str] = set()
+    reals: dict[int, str] = {}  # position -> real path, for symlinked files (their targets may be listed too)
     stack = [(os.fspath(directory), "")]
+    is_regular = stat.S_ISREG
     while stack:
         folder, prefix = stack.pop()
         subfolders, files = _scanned(folder)
-        real_prefix = os.path.realpath(folder).rstrip(os.sep) + os.sep
         for entry in files:
             path = entry.path
             try:
@@ -316,16 +325,29 @@ def folder_listing(directory: Path) -> list[Listed]:
                     if not confinement.inside(Path(path)):
                         logger.warning("'%s' leads outside the folder '%s': skipped.", path, confinement.root)
                         continue
-                    real, info = os.path.realpath(path), os.stat(path)
+                    reals[len(listed)] = os.path.realpath(path)
+                    info = os.stat(path)
                 else:
-                    real, info = real_prefix + entry.name, entry.stat(follow_symlinks=False)
+                    info = entry.stat(follow_symlinks=False)
             except OSError:
-                real, info = path, None
-            if real not in seen:
-                seen.add(real)
-                listed.append(listed_of(prefix + entry.name, path, info))
+                listed.append(Listed(prefix + entry.name, path, None, -1))
+                continue
+            mtime = info.st_mtime_ns if is_regular(info.st_mode) else None
+            listed.append(Listed(prefix + entry.name, path, mtime, info.st_size))
         stack += [(os.path.join(folder, name), f"{prefix}{name}/") for name in reversed(subfolders)]
-    return listed
+    return _once(listed, reals) if reals else listed
+
+
+def _once(listed: list[Listed], reals: dict[int, str]) -> list[Listed]:
+    """``listed`` with every file reached a second time (by its real path) left out."""
+    seen: set[str] = set()
+    kept = []
+    for position, entry in enumerate(listed):
+        real = reals.get(position) or os.path.realpath(entry.path)
+        if real not in seen:
+            seen.add(real)
+            kept.append(entry)
+    return kept
 
 
 def _mode(kind: str) -> str:

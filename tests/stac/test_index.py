@@ -346,3 +346,12 @@ def test_a_new_size_cap_reads_the_files_again(tmp_path: Path, monkeypatch: pytes
     assert (folder / INDEX_FILE).is_file()
     monkeypatch.setenv(io.MAX_JSON_ENV, str(path.stat().st_size))
     assert [h.id for h in search(folder, framework="onnx")] == ["a"]
+
+
+def test_a_file_reached_twice_through_a_symlink_is_listed_once(tmp_path: Path) -> None:
+    folder = tmp_path / "items"
+    _item(folder / "real", "b", **{"mlm:framework": "onnx"})
+    (folder / "a-link.json").symlink_to(folder / "real" / "b.json")  # listed first: it is the one kept
+    query = {"framework": "onnx"}
+    assert _with_index(folder, query) == _without_index(folder, query)
+    assert [h.href for h in search(folder, **query)] == [str(folder / "a-link.json")]
