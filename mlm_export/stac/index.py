@@ -15,13 +15,17 @@ size cap, duplicate keys...) and :func:`~mlm_export.stac.matching.match` decides
 search without index. A file whose fields could not be extracted is always a candidate. A query with a CQL2
 ``filter`` is not translated: every file is read, as without index. A query with no criterion reads every Item.
 
-**Freshness.** Every search lists the folder (or walks the catalog's links) and stats each file: a file whose
-``mtime_ns`` or size differs from the index, or that was written too close to its indexing to trust its mtime
-("racy", as git calls it), is indexed again; removed files are dropped. A file of another schema version, a
-corrupt file or any doubt rebuilds the index from scratch in a temporary file renamed over it. When the index
-cannot be written (a read-only folder), changed files are simply read at every search, and without any usable
-index the search reads every file, as before; neither is an error. Paths from the index are never opened: only
-the paths of the current listing, already confined to the folder by :mod:`mlm_export.stac.entries`, are.
+**Freshness.** Every search lists the folder (``os.scandir`` and one ``stat`` per file; for a catalog, the links
+kept from its last walk while no catalog file changed) and compares: a digest of the whole listing equal to the
+stored one means nothing changed; else a file whose ``mtime_ns`` or size differs, or that was written too close
+to its indexing to trust its mtime ("racy", as git calls it), is indexed again and removed files are dropped, in
+one transaction. Another schema version, another JSON size cap, a corrupt file or a header in another journal
+mode rebuilds the index from scratch in a temporary file renamed over it. When the index cannot be written (a
+read-only folder, or another search holds it longer than :data:`LOCK_TIMEOUT_S`), changed files are simply read
+at that search, and without any usable index the search reads every file, as before; neither is an error. The
+index and SQLite's files beside it (``-journal``, ``-wal``, ``-shm``) are never used through a symlink. Paths from
+the index are never opened: only the paths of the current listing, confined to the folder by
+:mod:`mlm_export.stac.entries`, are.
 """
 
 from __future__ import annotations
