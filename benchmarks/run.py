@@ -18,6 +18,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 | stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
+| catalog_embedded | rare query (20 hits), 50 x ``--items`` Items, indexed | the same at 5 x | <= 1.5, < 1 s |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
@@ -223,6 +224,18 @@ def stac(size_mb: int, items: int = 1000) -> list[Row]:
     ]  # fmt: skip
 
 
+def catalog_embedded(size_mb: int, items: int = 1000) -> list[Row]:
+    import bench_catalog_embedded
+
+    small, large = 5 * items, 50 * items  # 5,000 and 50,000 at the default --items
+
+    with tempfile.TemporaryDirectory(prefix="bench-catalog-") as workdir:
+        costs = bench_catalog_embedded.rare_costs([small, large], Path(workdir))
+    ratio = costs[large] / costs[small]
+    return [(f"embedded search, rare query (20 hits), {large} vs {small} Items (index)", f"{costs[large]:.3f} s",
+             f"{costs[small]:.3f} s", ratio, "<= 1.5, < 1 s", ratio <= 1.5 and costs[large] < 1.0)]  # fmt: skip
+
+
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -292,6 +305,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "card": card,
     "classes": validate_classes,
     "stac": stac,
+    "catalog_embedded": catalog_embedded,
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
@@ -306,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     args = parser.parse_args(argv)
     rows: list[Row] = []
-    benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items)}
+    benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items),
+                  "catalog_embedded": functools.partial(catalog_embedded, items=args.items)}  # fmt: skip
     for name, bench in benchmarks.items():
         if args.only and name not in args.only:
             continue

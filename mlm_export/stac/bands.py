@@ -9,6 +9,7 @@ finds a model of Sentinel-2 ``B02 B03 B04 B08`` and ``B04`` finds a model whose 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -34,17 +35,22 @@ SENSOR_BANDS: dict[str, dict[str, str]] = {
     },
 }  # fmt: skip
 _ZERO_PADDED = re.compile(r"^B0\d$", re.IGNORECASE)
+_LEADING_ZEROS = re.compile(r"(?<=[A-Z])0+(?=\d)")
 
 
+@functools.lru_cache(maxsize=4096)
 def band_key(name: str) -> str:
     """Comparison key of a band name: case-insensitive, ``B04`` = ``B4``."""
-    return re.sub(r"(?<=[A-Z])0+(?=\d)", "", name.strip().upper())
+    return _LEADING_ZEROS.sub("", name.strip().upper())
 
 
+@functools.cache
 def _keyed(sensor: str) -> dict[str, str]:
+    """Band key -> common name of one sensor (computed once; never modified by callers)."""
     return {band_key(name): common for name, common in SENSOR_BANDS[sensor].items()}
 
 
+@functools.cache
 def _unanimous() -> dict[str, str]:
     """Band keys every sensor that has them names with the same common name (B1-B4: coastal, blue, green, red)."""
     found: dict[str, set[str]] = {}
@@ -143,9 +149,12 @@ def input_band_names(document: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def required_bands(document: Mapping[str, Any]) -> list[str]:
-    """Bands the model reads: listed input bands, with a computed band replaced by the bands its expression uses."""
-    aliases = definition_aliases(document)
+def required_bands(document: Mapping[str, Any], aliases: dict[str, set[str]] | None = None) -> list[str]:
+    """Bands the model reads: listed input bands, with a computed band replaced by the bands its expression uses.
+
+    ``aliases``: the document's :func:`definition_aliases`, when the caller has them already.
+    """
+    aliases = definition_aliases(document) if aliases is None else aliases
     listed = {band_key(n) for n in input_band_names(document)}
     known = set(aliases) | listed
     required: list[str] = []

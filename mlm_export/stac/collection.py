@@ -4,6 +4,7 @@ Layout written by :func:`build_catalog`::
 
     DIR/collection.json            the Collection: extent, summaries, one ``item`` link per model
     DIR/<item id>/<item id>.json   one Item per model (the pystac "best practices" layout)
+    DIR/.mlm-index.sqlite          the search index (:mod:`mlm_export.stac.index`), refreshed by every search
 
 Every href between these files is relative (``catalog_type=SELF_CONTAINED``: no ``self`` links), so the directory
 can be moved or published as is. Local asset hrefs are rewritten relative to the Item's new location; URLs stay.
@@ -38,7 +39,7 @@ from mlm_export.errors import ConfigurationError, ItemValidationError, OutputErr
 from mlm_export.provenance.revisions import VERSION_RELS
 from mlm_export.stac.bands import input_band_names
 from mlm_export.stac.builder import MLM_SCHEMA_URI
-from mlm_export.stac.entries import COLLECTION_FILE, Entry, ItemSource, is_url, read_entry
+from mlm_export.stac.entries import COLLECTION_FILE, Entry, ItemSource, index_catalog, is_url, read_entry
 from mlm_export.stac.io import decode_href
 from mlm_export.stac.placement import (
     Artifact,
@@ -318,7 +319,8 @@ def build_catalog(
     URLs are kept. Files are first written to a temporary directory inside ``directory``; artifacts are published
     without ever replacing an existing file (a different file of the same name sends the item's artifacts to a
     ``<12 hex>/`` subdirectory), then Items, ``collection.json`` last, so that no reader sees a collection linking
-    a missing item. Items and artifacts of an earlier catalog in ``directory`` stay on disk.
+    a missing item. Items and artifacts of an earlier catalog in ``directory`` stay on disk. Last, the search index
+    ``directory/.mlm-index.sqlite`` is written (see :mod:`mlm_export.stac.index`; skipped when it cannot be).
 
     Args:
         items: model Items as ``pystac.Item`` objects, dicts or paths of Item JSON files. Relative hrefs in a dict
@@ -364,6 +366,7 @@ def build_catalog(
     collection_path = root / COLLECTION_FILE
     _prepare_directory(root, [collection_path, *targets.values()], overwrite)
     _write_catalog(root, placements, finals, targets, collection)
+    index_catalog(collection_path)  # the search index beside collection.json (a read-only place: searches read all)
     return pystac.Collection.from_file(str(collection_path))
 
 

@@ -198,10 +198,10 @@ def parse_query(
 
 def _match_bands(document: Mapping[str, Any], query: Query) -> tuple[float, str] | None:
     assert query.bands is not None
-    required = required_bands(document)
+    aliases = definition_aliases(document)
+    required = required_bands(document, aliases)
     if not required:
         return None  # a model without band names cannot be shown to fit the bands
-    aliases = definition_aliases(document)
     used: dict[str, str] = {}
     for name in required:
         keys = aliases.get(band_key(name), set()) | {band_key(name)}

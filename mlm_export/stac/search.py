@@ -1,12 +1,13 @@
 """One search over model Items, two backends with the same answers: local files (embedded) or a STAC API.
 
 :func:`search` takes a catalog directory, a Collection/Catalog file or object, or a list of Item files (the
-embedded backend: no server, the Items stay JSON, read as they are) **or** the URL of a STAC API (searched with
-pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and ranking code
-(:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each Item, so the
-same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated in-process with the
-``cql2`` package on the whole Item (``"mlm:input.0.input.shape.1" = 13`` reaches into arrays of objects); an Item
-that lacks a property the filter reads does not match.
+embedded backend: no server, the Items stay JSON, read as they are; a folder or catalog through its index,
+:mod:`mlm_export.stac.index`, so that only the Items it cannot rule out are read) **or** the URL of a STAC API
+(searched with pystac-client, see :mod:`mlm_export.stac.search_api`). Both backends run the same matching and
+ranking code (:mod:`mlm_export.stac.matching`, whose docstring gives the rules and the specificity score) on each
+Item, so the same Items give the same hits in the same order. ``filter=`` is CQL2 (text or JSON) evaluated
+in-process with the ``cql2`` package on the whole Item (``"mlm:input.0.input.shape.1" = 13`` reaches into arrays of
+objects); an Item that lacks a property the filter reads does not match.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pystac
 
 from mlm_export.errors import ConfigurationError
-from mlm_export.stac.entries import Entry, entries_of, is_url
+from mlm_export.stac.entries import Entry, is_url, search_entries
 from mlm_export.stac.matching import Query, SearchHit, match, parse_query
 
 __all__ = ["SearchHit", "format_hits", "search", "search_catalog"]
@@ -131,7 +132,7 @@ def _candidates(
             "collections/headers/max_pages/max_items/max_time apply to a STAC API URL only.",
             hint="Drop them for a local catalog.",
         )
-    return entries_of(source)
+    return search_entries(source, query)
 
 
 def search_catalog(

@@ -135,7 +135,7 @@ def test_layout_and_every_file_validates(built: tuple[Path, pystac.Collection], 
     expected_ids = [*SPECS, *(json.loads(p.read_text())["id"] for p in EXAMPLES), ALL_BANDS_ID]
     expected = {cat / "collection.json", *(cat / i / f"{i}.json" for i in expected_ids)}
     artifacts = {cat / name / "weights.safetensors" for name in SPECS}  # each factory item's file, placed
-    assert set(written_files(cat)) == expected | artifacts
+    assert set(written_files(cat)) == expected | artifacts | {cat / ".mlm-index.sqlite"}  # and the search index
     for path in expected:
         report = validate_item(path, schema_dir, check_files=True)  # self-contained: no allow_outside needed
         assert report.valid, (path, [str(p) for p in report.problems])
