@@ -18,6 +18,7 @@ from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
 from mlm_export.adapters.torch.rebuild import _listing
 from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
+from mlm_export.adapters.torch.safetensors_writer import write_hashed
 from mlm_export.adapters.torch.sources import _Loaded
 from mlm_export.description import Artifact, ModelDescription
 from mlm_export.errors import (
@@ -25,6 +26,7 @@ from mlm_export.errors import (
     ProbeError,
 )
 from mlm_export.files import artifact_name, write_error, write_failed_for_space
+from mlm_export.hashing import FileDigest, remember
 from mlm_export.probing import ProbeResult
 from mlm_export.publishing import ArtifactWriter, artifact_directory
 
@@ -105,8 +107,12 @@ def _embedded_text(options: ExportOptions, description: ModelDescription) -> str
 
 def _safetensors_saver(
     module: Any, options: ExportOptions, description: ModelDescription
-) -> tuple[Callable[[Path], None], list[str]]:
-    """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
+) -> tuple[Callable[[Path], FileDigest | None], list[str]]:
+    """What ``safetensors.torch.save_model`` writes (tied weights stored once), hashed while written.
+
+    A CPU copy for other devices or extra state. The saver returns the file's digest, or None when it fell back to
+    ``save_model``/``save_file`` (a dtype :mod:`.safetensors_writer` does not know): then the file is hashed.
+    """
     metadata = {"format": "pt"}
     if options.artifact.embed_metadata:
         metadata[embedded.KEY] = _embedded_text(options, description)
@@ -114,16 +120,44 @@ def _safetensors_saver(
     state = module.state_dict()
     plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
     if plain:
-        return lambda path: save_model(module, str(path), metadata=dict(metadata)), []
+        return lambda path: _save_model(module, path, dict(metadata)), []
     tensors, dropped = _plain_state_dict(module)
-    return lambda path: save_file(tensors, str(path), metadata=metadata), dropped
+    return lambda path: _save_tensors(tensors, path, metadata), dropped
 
 
-def _write(save: Callable[[Path], None], path: Path, fmt: str) -> None:
-    """Serialize into the staging directory; write failures (full disk...) become OutputError naming the file."""
+def _save_model(module: Any, path: Path, metadata: dict[str, str]) -> FileDigest | None:
+    """``safetensors.torch.save_model(module, path, metadata)``, written by :func:`write_hashed` when it can."""
+    try:
+        from safetensors.torch import _remove_duplicate_names
+    except ImportError:  # a safetensors without it: its own save_model
+        return save_model(module, str(path), metadata=metadata)
+    state = module.state_dict()
+    for kept, removed in _remove_duplicate_names(state).items():  # as save_model does
+        for name in removed:
+            metadata.setdefault(name, kept)
+            del state[name]
+    return _save_tensors({k: v.contiguous() for k, v in state.items()}, path, metadata)
+
+
+def _save_tensors(tensors: dict[str, Any], path: Path, metadata: dict[str, str]) -> FileDigest | None:
+    """:func:`write_hashed` (its digest), or ``save_file`` for what it leaves to safetensors (None: not hashed)."""
+    digest = write_hashed(tensors, path, metadata)
+    if digest is None:
+        save_file(tensors, str(path), metadata=metadata)
+    return digest
+
+
+def _write(save: Callable[[Path], object], path: Path, fmt: str) -> None:
+    """Serialize into the staging directory; write failures (full disk...) become OutputError naming the file.
+
+    A saver that hashed the file while writing it returns its digest: :func:`mlm_export.hashing.remember` keeps it
+    for ``export_item``, which then does not read the file again.
+    """
     try:
         with _quiet_torch():
-            save(path)
+            digest = save(path)
+        if isinstance(digest, FileDigest):
+            remember(digest)
     except (OSError, RuntimeError, SafetensorError, TypeError, ValueError, AttributeError, NotImplementedError) as exc:
         if isinstance(exc, OSError) or write_failed_for_space(exc, path):
             raise write_error(path, exc) from exc
