@@ -143,12 +143,11 @@ def test_export_item_does_not_read_the_written_file_back(tmp_path: Path) -> None
     Writing it with save_file and then hashing it read all 32 MiB back.
     """
     model = nn.Linear(2048, 4096)  # 32 MiB of float32 weights
-    export_item(model, input_shape=[-1, 2048], artifact_dir=tmp_path / "warm", bbox=[0, 0, 1, 1],
-                datetime="2024-01-01T00:00:00Z")  # fmt: skip - imports done, caches warm
+    arguments = {"input_shape": [-1, 2048], "bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
+    export_item(model, artifact_dir=tmp_path / "warm", **arguments)  # imports done, caches warm
     before = _bytes_read()
 
-    item = export_item(model, input_shape=[-1, 2048], artifact_dir=tmp_path / "out", bbox=[0, 0, 1, 1],
-                       datetime="2024-01-01T00:00:00Z")  # fmt: skip
+    item = export_item(model, artifact_dir=tmp_path / "out", **arguments)
 
     read = _bytes_read() - before
     written = tmp_path / "out" / "Linear.safetensors"
