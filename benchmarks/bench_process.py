@@ -17,6 +17,17 @@ written as safetensors and hashed).
 
 The floor of each file format, each its own process: max(A, B), A = ``sha256`` of the file, B = ``import torch`` +
 load (``torch.load(mmap=True)`` / safetensors ``load_file``) into the class built on the meta device + one forward.
+That is the floor of the CLI cases: their process starts hashing the file before it imports torch.
+
+A script runs its own code first, so no hash can start before the line that calls ``export_item``: ``notebook``
+calls it after ``import torch`` (and its class), ``in-memory`` after loading the weights too (and only then do the
+bytes to hash exist: the module becomes a safetensors file, written while it is hashed, ``os.write`` on one core and
+sha256 on the other). B's process marks those two points (``imported``, ``loaded``), A's the hashing alone
+(``hash_only_s``, without the interpreter's start). A script case's floor is what is left from its call on, the
+hash beside the rest of B: max(B, mark + hash) (:func:`case_floor`; for the CLI cases it is max(A, B)). It counts
+no time to write the file, and none after the hash for the interpreter's exit, so it is a lower bound. The table
+also gives every case's ratio to max(A, B).
+
 Target: every case <= 1.15 x its floor (medians, interleaved rounds), peak RSS <= 1.2 x floor B's. The worst case is
 the figure. ``--before DIR`` also times the CLI of another checkout (plain folder, ``.pt``) in the same run.
 
