@@ -274,11 +274,11 @@ def _runs(tmp: Path, layers: int, width: int, before: str | None) -> dict[str, t
     return runs
 
 
-def _check_source_code(tmp: Path) -> None:
+def _check_source_code(tmp: Path, cases: list[str]) -> None:
     """Each CLI case's Item records its class where it lives (so the lookup being timed really ran)."""
     package = "https://github.com/example/mlmbench-nets"
     expected = {"installed": package, "editable": package, "git-remote": "https://raw.githubusercontent.com/example/x/"}
-    for case in CLI_CASES:
+    for case in cases:
         item = json.loads((tmp / f"{case}.json").read_text())
         href = item["assets"].get("mlm:source_code", {}).get("href", "")
         commit = item["properties"].get("mlm:hyperparameters", {}).get("source_code.commit")
@@ -305,15 +305,22 @@ def _floor_format(case: str) -> str:
     return "safetensors" if case == "safetensors" else "pt"
 
 
-def measure(repeats: int = 3, before: str | None = None, size_mb: int = 1024) -> dict:
-    """Medians of ``repeats`` interleaved rounds of every process; each case's ratios to its format's floor."""
+def measure(
+    repeats: int = 3, before: str | None = None, size_mb: int = 1024, cases: tuple[str, ...] | None = None
+) -> dict:
+    """Medians of ``repeats`` interleaved rounds of every process; each case's ratios to its format's floor.
+
+    ``cases``: only these cases (and every floor); all by default.
+    """
     layers, width = shape_for(size_mb)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         runs = _runs(tmp, layers, width, before)
+        if cases:
+            runs = {name: run for name, run in runs.items() if name.startswith("floor") or name in cases}
         for kind, target, args, env in runs.values():  # bytecode written, page cache warm (see the docstring)
             _timed(kind, target, args, env, tmp_name)
-        _check_source_code(tmp)
+        _check_source_code(tmp, [case for case in CLI_CASES if case in runs])
         timings: dict[str, list[tuple[float, int, dict]]] = {name: [] for name in runs}
         for _ in range(repeats):
             for name, (kind, target, args, env) in runs.items():
@@ -368,8 +375,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the MLP's weights (default 1024)")
     parser.add_argument("--before", help="another checkout whose CLI is timed too (e.g. /work/main)")
+    parser.add_argument("--cases", nargs="+", help="only these cases (e.g. notebook in-memory); every floor runs")
     args = parser.parse_args()
-    result = measure(args.repeats, args.before, args.size_mb)
+    result = measure(args.repeats, args.before, args.size_mb, tuple(args.cases or ()))
     print(table(result))
     print(f"worst: {result['worst']} {result['worst_time_ratio']:.3f} x floor; peak RSS worst {result['worst_rss']} "
           f"{result['worst_rss_ratio']:.3f} x; load {result['load']:.1f}")  # fmt: skip
