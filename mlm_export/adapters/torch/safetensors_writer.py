@@ -59,7 +59,7 @@ def header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None) -> tu
     """The first bytes of the file (length + padded JSON header) and the tensors in file order.
 
     None for what :func:`write_hashed` leaves to ``save_file``: a dtype outside :data:`DTYPES`, a tensor that is not
-    a dense, contiguous CPU tensor (``save_file`` says what is wrong with it).
+    a dense, contiguous CPU ``torch.Tensor`` (not a subclass); ``save_file`` writes it or says what is wrong.
     """
     entries = []
     for name, tensor in tensors.items():
@@ -87,9 +87,9 @@ def header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None) -> tu
 def _plain(tensor: Any) -> bool:
     import torch
 
-    return (
-        isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided and tensor.device.type == "cpu"
-        and tensor.is_contiguous()
+    return (  # tensor subclasses (quantized, distributed...) are left to save_file
+        type(tensor) in (torch.Tensor, torch.nn.Parameter) and tensor.layout == torch.strided
+        and tensor.device.type == "cpu" and tensor.is_contiguous()
     )  # fmt: skip
 
 

@@ -90,10 +90,15 @@ def test_several_metadata_keys_are_written_sorted_so_the_checksum_is_stable(tmp_
     assert list(header["__metadata__"]) == sorted(metadata)
 
 
+class _Subclass(torch.Tensor):
+    """A tensor subclass (quantized and distributed tensors are some): its memory may not be its values."""
+
+
 def test_what_it_does_not_know_is_left_to_save_file_and_nothing_is_written(tmp_path: Path) -> None:
     strided = torch.randn(4, 4).t()  # not contiguous: save_file's own error says so
     assert write_hashed({"w": strided}, tmp_path / "x.safetensors", None) is None
     assert write_hashed({"w": torch.randn(4).to_sparse()}, tmp_path / "x.safetensors", None) is None
+    assert write_hashed({"w": torch.ones(3).as_subclass(_Subclass)}, tmp_path / "x.safetensors", None) is None
     assert not (tmp_path / "x.safetensors").exists()
 
 
