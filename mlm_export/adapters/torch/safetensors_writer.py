@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,8 +53,13 @@ DTYPES: dict[str, tuple[str, int]] = {
     "int64": ("I64", 20),
     "uint64": ("U64", 21),
 }
-#: Bytes per write and per hash update: large enough that the GIL is rarely taken, small enough to overlap well.
-CHUNK = 16 * 1024 * 1024
+#: Bytes per write and per hash update: large enough that the GIL is rarely taken (a thread waits up to the switch
+#: interval for it while the main thread runs Python), small enough that writing and hashing overlap.
+CHUNK = 32 * 1024 * 1024
+
+
+class Cancelled(Exception):
+    """An :class:`EarlyWrite` was discarded while it ran."""
 
 
 def header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None) -> tuple[bytes, list[Any]] | None:
@@ -100,12 +107,15 @@ def _bytes_of(tensor: Any) -> memoryview:
     return memoryview(tensor.detach().reshape(-1).view(torch.uint8).numpy()).cast("B")
 
 
-def write_hashed(tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, str] | None) -> FileDigest | None:
+def write_hashed(
+    tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, str] | None, *, stop: threading.Event | None = None
+) -> FileDigest | None:
     """Write ``tensors`` to ``path`` (a new file) as safetensors and return its digest; None: unknown dtype.
 
     Raises:
         OSError: the file could not be written (nothing is left at ``path``).
         FileExistsError: ``path`` exists.
+        Cancelled: ``stop`` was set (nothing is left at ``path``).
     """
     prepared = header(tensors, metadata)
     if prepared is None:
@@ -115,7 +125,7 @@ def write_hashed(tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, 
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         try:
-            size = _write_and_hash(descriptor, _chunks(first, ordered), digest)
+            size = _write_and_hash(descriptor, _chunks(first, ordered, stop), digest)
         finally:
             os.close(descriptor)
     except BaseException:
@@ -145,13 +155,15 @@ def _write_and_hash(descriptor: int, chunks: Iterator[memoryview], digest: Any) 
     return size
 
 
-def _chunks(first: bytes, ordered: list[Any]) -> Iterator[memoryview]:
+def _chunks(first: bytes, ordered: list[Any], stop: threading.Event | None = None) -> Iterator[memoryview]:
     yield memoryview(first)
     for tensor in ordered:
         if not tensor.numel():
             continue
         data = _bytes_of(tensor)
         for start in range(0, len(data), CHUNK):
+            if stop is not None and stop.is_set():
+                raise Cancelled("The early safetensors write was cancelled.")
             yield data[start : start + CHUNK]
 
 
@@ -166,3 +178,54 @@ def _remove(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _snapshot(state: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """What identifies each tensor's values: its memory, layout and version (bumped by every in-place change)."""
+    return {
+        name: (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t._version)
+        for name, t in state.items()
+    }
+
+
+class EarlyWrite:
+    """Write and hash a module's safetensors file in a thread while the dry-run runs; use it if nothing changed.
+
+    The file is written under a temporary name in ``directory`` (the staging directory, removed with it) from the
+    module's state at :meth:`start`. :meth:`take` keeps it only if every state tensor still has the same memory,
+    layout and version counter (in-place changes bump it: a forward that updates a buffer, a move to a device) and
+    the metadata is the same; otherwise the file is dropped and the caller writes it again.
+    """
+
+    def __init__(self, state: Mapping[str, Any], tensors: Mapping[str, Any], directory: Path, metadata: dict) -> None:
+        self._snapshot = _snapshot(state)
+        self._metadata = dict(metadata)
+        self._path = directory / f".early-{uuid.uuid4().hex}.safetensors"
+        self._stop = threading.Event()
+        self._result: FileDigest | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(tensors,), name="mlm-export-early-write", daemon=True)
+        self._thread.start()
+
+    def _run(self, tensors: Mapping[str, Any]) -> None:
+        try:
+            self._result = write_hashed(tensors, self._path, self._metadata, stop=self._stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to take(), which then writes the file itself
+            self._result = exc
+
+    def take(self, state: Mapping[str, Any], metadata: Mapping[str, str], path: Path) -> FileDigest | None:
+        """The digest of the file, renamed to ``path``, if it is still what the module holds; else None."""
+        self._thread.join()
+        result = self._result
+        if not isinstance(result, FileDigest):
+            return None
+        if _snapshot(state) != self._snapshot or dict(metadata) != self._metadata:
+            _remove(self._path)
+            return None
+        os.rename(self._path, path)
+        return FileDigest(path, result.size, result.checksum)
+
+    def discard(self) -> None:
+        """Stop the write and remove its file (an export that failed)."""
+        self._stop.set()
+        self._thread.join()
+        _remove(self._path)

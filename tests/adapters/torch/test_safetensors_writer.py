@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,61 @@ def test_export_item_does_not_read_the_written_file_back(tmp_path: Path) -> None
     reference = tmp_path / "reference.safetensors"
     safetensors.torch.save_model(model, str(reference), metadata={"format": "pt"})
     assert written.read_bytes() == reference.read_bytes()
+
+
+class _Counting(nn.Module):
+    """A forward that changes a buffer in place: the file must hold the state after the dry-run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x)
+
+
+class _Watching(nn.Module):
+    """A forward that waits (at most 10 s) until the weights file appears in the staging directory beside it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+        self.directory = directory
+        self.seen: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deadline = time.monotonic() + 10
+        while not self.seen and time.monotonic() < deadline:
+            self.seen = [p.name for p in self.directory.rglob(".early-*.safetensors")]
+            time.sleep(0.01)
+        return self.linear(x)
+
+
+ARGUMENTS = {"input_shape": [-1, 8], "bbox": [0, 0, 1, 1], "datetime": "2024-01-01T00:00:00Z"}
+
+
+def test_the_file_is_written_while_the_dry_run_runs(tmp_path: Path) -> None:
+    model = _Watching(tmp_path)
+    item = export_item(model, artifact_dir=tmp_path, model_kwargs={}, **ARGUMENTS)
+
+    assert model.seen, "no early file appeared during the forward"
+    written = tmp_path / "_Watching.safetensors"
+    assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
+    reference = tmp_path / "reference.safetensors"
+    safetensors.torch.save_model(model, str(reference), metadata={"format": "pt"})
+    assert written.read_bytes() == reference.read_bytes()
+    assert not list(tmp_path.rglob(".early-*"))
+
+
+def test_a_dry_run_that_changes_the_weights_gets_them_written_again(tmp_path: Path) -> None:
+    """The early file holds the buffer before the forwards: it is dropped, the file holds the state after them."""
+    model = _Counting()
+    item = export_item(model, artifact_dir=tmp_path, model_kwargs={}, **ARGUMENTS)
+
+    assert model.calls.item() > 0
+    written = tmp_path / "_Counting.safetensors"
+    assert safetensors.torch.load_file(str(written))["calls"].item() == model.calls.item()
+    assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
+    assert not list(tmp_path.rglob(".early-*"))
