@@ -133,7 +133,10 @@ def start_early(loaded: _Loaded, module: Any, options: ExportOptions, fmt: str |
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     if header(tensors, metadata) is None:
         return None
-    return EarlyWrite(state, tensors, options.scratch(), metadata)
+    try:
+        return EarlyWrite(state, tensors, options.scratch(), metadata)
+    except RuntimeError:  # inference tensors: no version counter tells whether the dry-run changed them
+        return None
 
 
 def _safetensors_saver(

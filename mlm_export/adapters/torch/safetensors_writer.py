@@ -180,8 +180,14 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _snapshot(state: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
-    """What identifies each tensor's values: its memory, layout and version (bumped by every in-place change)."""
+def snapshot(state: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """What identifies each tensor's values: its memory, layout and version (bumped by every in-place change).
+
+    Raises:
+        RuntimeError: an inference tensor (made under ``torch.inference_mode``): it has no version counter.
+    """
+    if any(t.is_inference() for t in state.values()):  # their version stays 0 whatever changes them
+        raise RuntimeError("Inference tensors have no version counter.")
     return {
         name: (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t._version)
         for name, t in state.items()
@@ -192,13 +198,14 @@ class EarlyWrite:
     """Write and hash a module's safetensors file in a thread while the dry-run runs; use it if nothing changed.
 
     The file is written under a temporary name in ``directory`` (the staging directory, removed with it) from the
-    module's state at :meth:`start`. :meth:`take` keeps it only if every state tensor still has the same memory,
-    layout and version counter (in-place changes bump it: a forward that updates a buffer, a move to a device) and
-    the metadata is the same; otherwise the file is dropped and the caller writes it again.
+    module's state when it is made (:func:`snapshot` raises ``RuntimeError`` for inference tensors, which have no
+    version counter: the caller then writes no early file). :meth:`take` keeps it only if every state tensor still
+    has the same memory, layout and version counter (in-place changes bump it: a forward that updates a buffer, a
+    move to a device) and the metadata is the same; otherwise the file is dropped and the caller writes it again.
     """
 
     def __init__(self, state: Mapping[str, Any], tensors: Mapping[str, Any], directory: Path, metadata: dict) -> None:
-        self._snapshot = _snapshot(state)
+        self._snapshot = snapshot(state)
         self._metadata = dict(metadata)
         self._path = directory / f".early-{uuid.uuid4().hex}.safetensors"
         self._stop = threading.Event()
@@ -218,7 +225,11 @@ class EarlyWrite:
         result = self._result
         if not isinstance(result, FileDigest):
             return None
-        if _snapshot(state) != self._snapshot or dict(metadata) != self._metadata:
+        try:
+            same = snapshot(state) == self._snapshot and dict(metadata) == self._metadata
+        except RuntimeError:  # a tensor became an inference tensor
+            same = False
+        if not same:
             _remove(self._path)
             return None
         os.rename(self._path, path)

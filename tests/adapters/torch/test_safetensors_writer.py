@@ -221,3 +221,15 @@ def test_a_dry_run_that_changes_the_weights_gets_them_written_again(tmp_path: Pa
     assert safetensors.torch.load_file(str(written))["calls"].item() == model.calls.item()
     assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
     assert not list(tmp_path.rglob(".early-*"))
+
+
+def test_a_model_made_under_inference_mode_is_written_after_the_dry_run(tmp_path: Path) -> None:
+    """Inference tensors keep version 0 whatever changes them: no early file, the state after the dry-run."""
+    with torch.inference_mode():
+        model = _Counting()
+    item = export_item(model, artifact_dir=tmp_path, model_kwargs={}, **ARGUMENTS)
+
+    assert model.calls.item() > 0
+    written = tmp_path / "_Counting.safetensors"
+    assert safetensors.torch.load_file(str(written))["calls"].item() == model.calls.item()
+    assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
