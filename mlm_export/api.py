@@ -319,7 +319,7 @@ def _export(
             measured = measure(model, options.updated(scratch=lambda: staging.path))
             refuse_taken(measured, overwrite=options.artifact.overwrite)
             staged = write_staged(measured, staging)
-            digests = {final: hash_file(path, progress=build.progress) for final, path in staged.items()}
+            digests = {final: _staged_digest(path, build.progress) for final, path in staged.items()}
             # The checksum's digits do not change validity: the item is built and validated with a placeholder
             # for the model file's checksum while its hash is still running, then the real one is filled in.
             digests.update({p: FileDigest(Path(p), Path(p).stat().st_size, PLACEHOLDER_CHECKSUM) for p in pending})
@@ -353,6 +353,12 @@ def _export(
             for future in pending.values():
                 future.cancel()
             raise
+
+
+def _staged_digest(path: Path, progress: bool | None) -> FileDigest:
+    """The digest of a written file: kept by a writer that hashed it while writing it, else read and hashed."""
+    known = take_background(path)
+    return known.result() if known is not None else hash_file(path, progress=progress)
 
 
 def entrypoint_of(model_class: Any) -> str | None:

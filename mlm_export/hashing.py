@@ -181,8 +181,26 @@ def start_background(path: str | os.PathLike[str], *, progress: bool | None = No
     return future
 
 
+def remember(digest: FileDigest) -> None:
+    """Record the digest of a file hashed while it was written, so that :func:`take_background` hands it out.
+
+    The file is then not read again, as long as it keeps its size and modification time.
+    """
+    key = _stat_key(digest.path)
+    if key is None or key[1] != digest.size:
+        return
+    future: Future[FileDigest] = Future()
+    future.set_running_or_notify_cancel()
+    future.set_result(digest)
+    with _BACKGROUND_LOCK:
+        _BACKGROUND[key[0]] = (key[1], key[2], future)
+
+
 def take_background(path: str | os.PathLike[str]) -> Future[FileDigest] | None:
-    """The hash :func:`start_background` started for ``path``, if the file is unchanged since (size, mtime)."""
+    """The hash :func:`start_background` started (or :func:`remember` kept) for ``path``, if the file is unchanged.
+
+    Unchanged: the same size and modification time as when the hash started (or was kept).
+    """
     key = _stat_key(Path(path))
     if key is None:
         return None

@@ -18,6 +18,7 @@ from mlm_export.adapters.torch.formats import _FORMATS
 from mlm_export.adapters.torch.inputs import _base_shapes, _call_structure, _forward_parameters
 from mlm_export.adapters.torch.rebuild import _listing
 from mlm_export.adapters.torch.runner import _eval_mode, _Runner, _single_device
+from mlm_export.adapters.torch.safetensors_writer import EarlyWrite, header, write_hashed
 from mlm_export.adapters.torch.sources import _Loaded
 from mlm_export.description import Artifact, ModelDescription
 from mlm_export.errors import (
@@ -25,6 +26,7 @@ from mlm_export.errors import (
     ProbeError,
 )
 from mlm_export.files import artifact_name, write_error, write_failed_for_space
+from mlm_export.hashing import FileDigest, remember
 from mlm_export.probing import ProbeResult
 from mlm_export.publishing import ArtifactWriter, artifact_directory
 
@@ -58,11 +60,12 @@ def plan_artifact(
     options: ExportOptions,
     fmt: str | None,
     description: ModelDescription,
+    early: EarlyWrite | None = None,
 ) -> tuple[Artifact, list[str], ArtifactWriter]:
     """The artifact an in-memory model becomes, the notes of compiling it, and the writer of its file.
 
     Compiling (TorchScript, torch.export) happens here, since its notes belong to the description; only
-    serializing is left to the writer.
+    serializing is left to the writer. ``early``: the safetensors file :func:`start_early` began writing.
     """
     fmt = fmt or _default_format(loaded)
     info = _FORMATS[fmt]
@@ -70,7 +73,7 @@ def plan_artifact(
     name = artifact_name(loaded.name, info.suffix)
     notes: list[str] = []
     if fmt == "safetensors":
-        save, dropped = _safetensors_saver(module, options, description)
+        save, dropped = _safetensors_saver(module, options, description, early)
         if dropped:
             notes.append(f"Non-tensor state_dict entries {_listing(dropped, 4)} are not in the safetensors file.")
     elif fmt == "torch.save":
@@ -103,10 +106,47 @@ def _embedded_text(options: ExportOptions, description: ModelDescription) -> str
     return embedded.encode(payload)
 
 
+def start_early(loaded: _Loaded, module: Any, options: ExportOptions, fmt: str | None) -> EarlyWrite | None:
+    """Begin writing (and hashing) the safetensors file before the dry-run, when its bytes cannot depend on it.
+
+    That is: the artifact is safetensors without embedded metadata (the description is not in the file), every
+    state tensor is a plain CPU tensor of a dtype :mod:`.safetensors_writer` knows, and a staging directory is at
+    hand. :meth:`EarlyWrite.take` keeps the file only if the dry-run changed no tensor.
+    """
+    if options.scratch is None or options.artifact.embed_metadata or (loaded.artifact is not None and fmt is None):
+        return None
+    if (fmt or _default_format(loaded)) != "safetensors":
+        return None
+    state = module.state_dict()
+    if not all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values()):
+        return None
+    try:
+        from safetensors.torch import _remove_duplicate_names
+    except ImportError:
+        return None
+    metadata = {"format": "pt"}
+    tensors = dict(state)
+    for kept, removed in _remove_duplicate_names(tensors).items():  # as save_model does
+        for name in removed:
+            metadata.setdefault(name, kept)
+            del tensors[name]
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    if header(tensors, metadata) is None:
+        return None
+    try:
+        return EarlyWrite(state, tensors, options.scratch(), metadata)
+    except RuntimeError:  # inference tensors: no version counter tells whether the dry-run changed them
+        return None
+
+
 def _safetensors_saver(
-    module: Any, options: ExportOptions, description: ModelDescription
-) -> tuple[Callable[[Path], None], list[str]]:
-    """``safetensors.torch.save_model`` (tied weights stored once); a CPU copy for other devices or extra state."""
+    module: Any, options: ExportOptions, description: ModelDescription, early: EarlyWrite | None = None
+) -> tuple[Callable[[Path], FileDigest | None], list[str]]:
+    """What ``safetensors.torch.save_model`` writes (tied weights stored once), hashed while written.
+
+    A CPU copy for other devices or extra state. The saver returns the file's digest, or None when it fell back to
+    ``save_model``/``save_file`` (a dtype :mod:`.safetensors_writer` does not know): then the file is hashed.
+    """
     metadata = {"format": "pt"}
     if options.artifact.embed_metadata:
         metadata[embedded.KEY] = _embedded_text(options, description)
@@ -114,16 +154,58 @@ def _safetensors_saver(
     state = module.state_dict()
     plain = all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
     if plain:
-        return lambda path: save_model(module, str(path), metadata=dict(metadata)), []
+        return lambda path: _save_model(module, path, dict(metadata), early), []
     tensors, dropped = _plain_state_dict(module)
-    return lambda path: save_file(tensors, str(path), metadata=metadata), dropped
+    return lambda path: _save_tensors(tensors, path, metadata), dropped
 
 
-def _write(save: Callable[[Path], None], path: Path, fmt: str) -> None:
-    """Serialize into the staging directory; write failures (full disk...) become OutputError naming the file."""
+def _save_model(module: Any, path: Path, metadata: dict[str, str], early: EarlyWrite | None) -> FileDigest | None:
+    """``safetensors.torch.save_model(module, path, metadata)``, written by :func:`write_hashed` when it can.
+
+    The file ``early`` wrote, when it is still the module's state.
+    """
+    try:
+        from safetensors.torch import _remove_duplicate_names
+    except ImportError:  # a safetensors without it: its own save_model
+        return save_model(module, str(path), metadata=metadata)
+    state = module.state_dict()
+    if early is not None:
+        written = early.take(state, {**metadata, **_duplicates(state)}, path)
+        if written is not None:
+            return written
+    for kept, removed in _remove_duplicate_names(state).items():  # as save_model does
+        for name in removed:
+            metadata.setdefault(name, kept)
+            del state[name]
+    return _save_tensors({k: v.contiguous() for k, v in state.items()}, path, metadata)
+
+
+def _duplicates(state: dict[str, Any]) -> dict[str, str]:
+    """The metadata ``save_model`` adds for tied weights: each name stored once -> the name it is stored under."""
+    from safetensors.torch import _remove_duplicate_names
+
+    return {name: kept for kept, removed in _remove_duplicate_names(dict(state)).items() for name in removed}
+
+
+def _save_tensors(tensors: dict[str, Any], path: Path, metadata: dict[str, str]) -> FileDigest | None:
+    """:func:`write_hashed` (its digest), or ``save_file`` for what it leaves to safetensors (None: not hashed)."""
+    digest = write_hashed(tensors, path, metadata)
+    if digest is None:
+        save_file(tensors, str(path), metadata=metadata)
+    return digest
+
+
+def _write(save: Callable[[Path], object], path: Path, fmt: str) -> None:
+    """Serialize into the staging directory; write failures (full disk...) become OutputError naming the file.
+
+    A saver that hashed the file while writing it returns its digest: :func:`mlm_export.hashing.remember` keeps it
+    for ``export_item``, which then does not read the file again.
+    """
     try:
         with _quiet_torch():
-            save(path)
+            digest = save(path)
+        if isinstance(digest, FileDigest):
+            remember(digest)
     except (OSError, RuntimeError, SafetensorError, TypeError, ValueError, AttributeError, NotImplementedError) as exc:
         if isinstance(exc, OSError) or write_failed_for_space(exc, path):
             raise write_error(path, exc) from exc

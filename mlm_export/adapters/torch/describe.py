@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlm_export.adapters.torch.artifacts import _check_combination, plan_artifact
+from mlm_export.adapters.torch.artifacts import _check_combination, plan_artifact, start_early
 from mlm_export.adapters.torch.formats import _check_format
 from mlm_export.adapters.torch.inputs import (
     _base_shapes,
@@ -191,9 +191,23 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
     module, can_eval = _runnable(loaded, device)
     inputs = _plan_inputs(loaded, module, options)
     runner = _Runner(module, inputs, device)
-    notes = list(loaded.notes)
 
     baseline = _cuda_baseline(module, device)
+    early = start_early(loaded, module, options, fmt)  # the weights file, written and hashed beside the dry-run
+    try:
+        return _describe_run(loaded, options, fmt, (module, can_eval, inputs, runner, counts, baseline), device, early)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
+
+
+def _describe_run(
+    loaded: _Loaded, options: ExportOptions, fmt: str | None, run: tuple, device: torch.device, early: Any
+) -> Measured:
+    """The dry-run and the description of :func:`_describe_loaded`."""
+    module, can_eval, inputs, runner, counts, baseline = run
+    notes = list(loaded.notes)
     result = _probe_loaded(loaded, module, runner, inputs, counts, options, device, can_eval=can_eval)
     notes.extend(inputs.notes)
     notes.extend(result.notes)
@@ -226,7 +240,7 @@ def _describe_loaded(loaded: _Loaded, options: ExportOptions, device: torch.devi
         sources = [loaded.artifact, *loaded.more_artifacts]  # a sharded checkpoint: every shard and the index
         return Measured(description.replace(artifacts=tuple(with_parallel_digests(sources) if loaded.more_artifacts
                                                              else sources)))  # fmt: skip
-    artifact, write_notes, writer = plan_artifact(loaded, module, runner, result, options, fmt, description)
+    artifact, write_notes, writer = plan_artifact(loaded, module, runner, result, options, fmt, description, early)
     return Measured(description.replace(artifacts=(artifact,), notes=(*notes, *write_notes)), writer)
 
 
