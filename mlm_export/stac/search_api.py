@@ -234,7 +234,8 @@ def api_entries(
     pages = items = 0
     try:
         client = Client.open(url, stac_io=stac_io)
-        computed = has_computed_filters(stac_io.session, url)
+        inside = query.bands is not None or query.input_channels is not None or query.framework is not None
+        computed = inside and has_computed_filters(stac_io.session, url)
         parameters = server_parameters(query, computed)
         if not computed and query.filter is None and client.conforms_to("FIELDS"):
             parameters["fields"] = [f"-{name}" for name in UNREAD_FIELDS]
