@@ -187,8 +187,8 @@ def test_the_foreign_server_gives_the_same_answers_on_tricky_items(foreign: Loca
 def test_the_filters_use_their_gin_index(loaded: LocalSTACAPI) -> None:
     password = loaded.password_file.read_text().strip()
     filters = {
-        "mlm_export_band_words": api_index.band_filter(["B4"])["args"][0],
-        "mlm_export_plain_bands": api_index.band_filter(["B4"])["args"][1],
+        "mlm_export_bands_scan(content, false)": api_index.band_filter(["B4"])["args"][0],  # band_words, inlined
+        "mlm_export_bands_scan(content, true)": api_index.band_filter(["B4"])["args"][1],  # plain_bands
         "mlm_export_input_channels": api_index.channels_filter(5),
         "mlm_export_framework_keys": api_index.framework_filter("onnx"),
     }
