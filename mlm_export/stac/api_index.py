@@ -16,12 +16,17 @@ computed fields:
 - ``mlm_export:plain_bands`` (``<@``): the keys of the plain (not computed) input bands whose aliases all stay
   within the sensor tables (:data:`~mlm_export.stac.bands.SENSOR_BANDS`); a band a definition names otherwise is
   left out (so being contained in the user's bands, expanded by those tables, is necessary for a match).
+- ``mlm_export:plain_band_set`` (``= ANY``, btree): the same keys sorted and joined, compared with every subset of
+  the expanded user bands when they are at most :data:`MAX_SUBSET_BANDS`: exact in the index, where ``<@`` on a GIN
+  index rechecks (recomputes) every candidate row.
 - ``mlm_export:input_channels`` (``&&``): the size of every ``bands``/``channel(s)`` dimension of every input.
 - ``mlm_export:framework_keys`` (``&&``): ``mlm:framework`` of the Item and of its assets, lower-case without
   punctuation (:func:`~mlm_export.stac.matching.framework_key`; ``*`` when not ASCII).
 
 :func:`band_filter`, :func:`channels_filter` and :func:`framework_filter` build the cql2-json clauses; each admits a
-superset of what :mod:`mlm_export.stac.matching` accepts (the in-process match still decides). A marker queryable
+superset of what :mod:`mlm_export.stac.matching` accepts. The functions declare a high COST, so the planner reads
+the index rather than computing them row by row (measured at 5,000 Items: a 500-Item page of a broad bands query
+2.8 s, as without a filter, against 9.7 s before); loading an Item computes them once (about 1 ms) (the in-process match still decides). A marker queryable
 of each name (title "... (mlm-export, computed ...)") tells a client that the server has them. Register them on
 another pgstac database with ``python -m mlm_export.stac.api_index | psql DSN`` (the local API does it at start-up).
 Caveat: pgstac strips from an Item's content what equals its Collection's ``item_assets``; the functions do not see
@@ -30,6 +35,7 @@ those asset fields (mlm-export's ``publish`` writes no ``item_assets``).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -41,7 +47,13 @@ BAND_WORDS = "mlm_export:band_words"
 PLAIN_BANDS = "mlm_export:plain_bands"
 INPUT_CHANNELS = "mlm_export:input_channels"
 FRAMEWORK_KEYS = "mlm_export:framework_keys"
-QUERYABLES = (BAND_WORDS, PLAIN_BANDS, INPUT_CHANNELS, FRAMEWORK_KEYS)
+PLAIN_BAND_SET = "mlm_export:plain_band_set"
+QUERYABLES = (BAND_WORDS, PLAIN_BANDS, PLAIN_BAND_SET, INPUT_CHANNELS, FRAMEWORK_KEYS)
+#: Up to this many (expanded) user bands, the plain band set is compared as one of the subsets of the user's
+#: bands (an exact btree lookup, ``2**n`` values); beyond, with ``<@`` on the GIN index (which rechecks each row).
+MAX_SUBSET_BANDS = 10
+#: Joins the sorted keys of a plain band set (a band key holds no control character: such names are left out).
+SEPARATOR = "\x1f"
 #: The element every Item holds whose value cannot be computed in SQL like in Python: such an Item always passes.
 WILDCARD = "*"
 
@@ -68,13 +80,12 @@ def expand_bands(keys: Iterable[str]) -> list[str]:
 def band_filter(keys: Iterable[str]) -> dict[str, Any]:
     """cql2-json: the Items whose bands may all be among ``keys`` (band keys of the user's bands)."""
     expanded = expand_bands(keys)
-    return {
-        "op": "and",
-        "args": [
-            {"op": operator(BAND_WORDS), "args": [[*expanded, WILDCARD]]},
-            {"op": operator(PLAIN_BANDS), "args": [expanded]},
-        ],
-    }
+    if len(expanded) <= MAX_SUBSET_BANDS:
+        subsets = [SEPARATOR.join(c) for n in range(len(expanded) + 1) for c in itertools.combinations(expanded, n)]
+        contained = {"op": operator(PLAIN_BAND_SET), "args": [subsets]}
+    else:
+        contained = {"op": operator(PLAIN_BANDS), "args": [expanded]}
+    return {"op": "and", "args": [{"op": operator(BAND_WORDS), "args": [[*expanded, WILDCARD]]}, contained]}
 
 
 def channels_filter(channels: int) -> dict[str, Any]:
@@ -103,7 +114,7 @@ $f$;
 -- every band key it can be matched through ('*' for an odd name or an input whose bands is not a list); plain = true:
 -- the keys of its plain input bands whose definition groups stay within the sensor relations ([] if a name is odd).
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_bands_scan(content jsonb, plain boolean) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE COST 100000 AS $f$
 DECLARE
     props jsonb := content->'properties';
     sources jsonb[] := ARRAY[props->'bands', props->'eo:bands'];
@@ -178,8 +189,14 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT pgstac.mlm_export_band
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_plain_bands(content jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT pgstac.mlm_export_bands_scan(content, true) $f$;
 
+-- The plain band keys, sorted (bands_scan sorts them), joined by chr(31): compared to the subsets of the user's bands.
+CREATE OR REPLACE FUNCTION pgstac.mlm_export_plain_band_set(content jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+    SELECT array_to_string(pgstac.to_text_array(pgstac.mlm_export_bands_scan(content, true)), chr(31))
+$f$;
+
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_input_channels(content jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET jit = off AS $f$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE COST 10000 SET jit = off AS $f$
     SELECT COALESCE(jsonb_agg(DISTINCT CASE jsonb_typeof(size)
                                            WHEN 'number' THEN trim_scale((size#>>'{}')::numeric)::text
                                            WHEN 'boolean' THEN CASE WHEN size = 'true' THEN '1' ELSE '0' END
@@ -195,7 +212,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET jit = off AS $f$
 $f$;
 
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_framework_keys(content jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET jit = off AS $f$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE COST 10000 SET jit = off AS $f$
     SELECT COALESCE(jsonb_agg(DISTINCT CASE WHEN octet_length(f) <> char_length(f) THEN '*'
                                             ELSE regexp_replace(lower(f), '[^0-9a-z]+', '', 'g') END), '[]')
     FROM (
@@ -212,6 +229,7 @@ $f$;
 _DEFINITIONS = {
     BAND_WORDS: ("Band keys an Item can be matched through", "mlm_export_band_words", "&&"),
     PLAIN_BANDS: ("Plain input band keys whose aliases are in the sensor tables", "mlm_export_plain_bands", "<@"),
+    PLAIN_BAND_SET: ("Those keys, sorted and joined by the unit separator", "mlm_export_plain_band_set", "= ANY"),
     INPUT_CHANNELS: ("Channel counts of the inputs", "mlm_export_input_channels", "&&"),
     FRAMEWORK_KEYS: ("Framework keys of the Item and of its assets", "mlm_export_framework_keys", "&&"),
 }
@@ -232,8 +250,12 @@ def index_sql() -> str:
         _FUNCTIONS,
     ]
     for name, (title, function, sql_operator) in _DEFINITIONS.items():
-        computed = f"pgstac.to_text_array(pgstac.{function}(content))"
-        template = f"{computed} {sql_operator} pgstac.to_text_array((%s)::jsonb)"
+        if sql_operator == "= ANY":  # a text, in a btree: exact, no recheck
+            computed, method = f"pgstac.{function}(content)", "btree"
+            template = f"{computed} = ANY(pgstac.to_text_array((%s)::jsonb))"
+        else:
+            computed, method = f"pgstac.to_text_array(pgstac.{function}(content))", "gin"
+            template = f"{computed} {sql_operator} pgstac.to_text_array((%s)::jsonb)"
         definition = {
             "title": f"{title} (mlm-export, computed: filter with the operator {operator(name)})",
             "type": "array",
@@ -244,7 +266,7 @@ def index_sql() -> str:
             "ON CONFLICT (op) DO UPDATE SET template = EXCLUDED.template;",
             f"DELETE FROM pgstac.queryables WHERE name = '{name}';",
             f"INSERT INTO pgstac.queryables (name, definition) VALUES ('{name}', '{json.dumps(definition)}');",
-            f"CREATE INDEX IF NOT EXISTS {function}_idx ON pgstac.items USING gin ({computed});",
+            f"CREATE INDEX IF NOT EXISTS {function}_idx ON pgstac.items USING {method} ({computed});",
         ]
     return "\n".join(statements) + "\n"
 
