@@ -24,11 +24,12 @@ computed fields:
   punctuation (:func:`~mlm_export.stac.matching.framework_key`; ``*`` when not ASCII).
 
 :func:`band_filter`, :func:`channels_filter` and :func:`framework_filter` build the cql2-json clauses; each admits a
-superset of what :mod:`mlm_export.stac.matching` accepts. The functions declare a high COST, so the planner reads
-the index rather than computing them row by row (measured at 5,000 Items: a 500-Item page of a broad bands query
-2.8 s, as without a filter, against 9.7 s before); loading an Item computes them once (about 1 ms) (the in-process match still decides). A marker queryable
-of each name (title "... (mlm-export, computed ...)") tells a client that the server has them. Register them on
-another pgstac database with ``python -m mlm_export.stac.api_index | psql DSN`` (the local API does it at start-up).
+superset of what :mod:`mlm_export.stac.matching` accepts (the in-process match still decides). The functions
+declare a high COST, so the planner reads the index rather than computing them row by row (measured at 5,000 Items:
+a 500-Item page of a broad bands query 2.8 s, as without a filter, against 9.7 s before); loading an Item computes
+them once (about 1 ms). A marker queryable of each name (title "... (mlm-export, computed ...)") tells a client that
+the server has them. Register them on another pgstac database with ``python -m mlm_export.stac.api_index | psql
+DSN`` (the local API does it at start-up).
 Caveat: pgstac strips from an Item's content what equals its Collection's ``item_assets``; the functions do not see
 those asset fields (mlm-export's ``publish`` writes no ``item_assets``).
 """
