@@ -177,7 +177,8 @@ def test_only_the_hits_are_transferred(loaded: LocalSTACAPI, foreign: LocalSTACA
     assert not has_computed_filters(__import__("requests").Session(), foreign.url)
     streamed = _transferred(foreign.url, GENERATED, **query)
     assert len(streamed) > len(transferred) and all("mlm:output" not in d["properties"] for d in streamed)
-    assert _ranked(search(foreign.url, collections=[GENERATED], **query)) == _ranked(embedded)
+    hits = search(foreign.url, collections=[GENERATED], **query)
+    assert _ranked(hits) == _ranked(embedded) and all(h.href and h.href.startswith(foreign.url) for h in hits)
 
 
 @LOOPBACK
