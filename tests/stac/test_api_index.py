@@ -193,7 +193,6 @@ def test_the_filters_use_their_index(loaded: LocalSTACAPI) -> None:
     filters = {
         "mlm_export_bands_scan(content, false)": api_index.band_filter(["B4"])["args"][0],  # band_words, inlined
         "mlm_export_plain_band_set": api_index.band_filter(["B4"])["args"][1],
-        "to_text_array(mlm_export_bands_scan(content, true))": api_index.band_filter(S2_ALL)["args"][1],  # <@
         "mlm_export_input_channels": api_index.channels_filter(5),
         "mlm_export_framework_keys": api_index.framework_filter("onnx"),
     }
