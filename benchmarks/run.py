@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
 | catalog_embedded | rare query (20 hits), 50 x ``--items`` Items, indexed | the same at 5 x | <= 1.5, < 1 s |
+| catalog_api | API search, 20 hits, at 5x ``--items`` Items | at ``--items`` | <= 1.5, < 1 s |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
@@ -237,6 +238,23 @@ def catalog_embedded(size_mb: int, items: int = 1000) -> list[Row]:
              f"{costs[small]:.3f} s", ratio, "<= 1.5, < 1 s", ratio <= 1.5 and costs[large] < 1.0)]  # fmt: skip
 
 
+def catalog_api(size_mb: int, items: int = 1000) -> list[Row]:
+    import bench_catalog_api
+
+    default = f"{items},{5 * items}"  # e.g. MLM_EXPORT_BENCH_CATALOG_COUNTS=5000,50000 for the figures
+    counts = [int(c) for c in os.environ.get("MLM_EXPORT_BENCH_CATALOG_COUNTS", default).split(",")]
+    rows = bench_catalog_api.measure(counts, queries=["rare-bands", "rare-framework", "rare-channels"])
+    small, large = min(counts), max(counts)
+    result: list[Row] = []
+    for name in ("rare-bands", "rare-framework", "rare-channels"):
+        at = {r["count"]: r for r in rows if r["query"] == name}
+        ratio = at[large]["seconds"] / at[small]["seconds"]
+        result.append((f"API search {name} ({at[large]['hits']} hits) at {large} vs {small} Items",
+                       f"{at[large]['seconds']:.2f} s", f"{at[small]['seconds']:.2f} s", ratio, "<= 1.5 and < 1 s",
+                       ratio <= 1.5 and at[large]["seconds"] < 1))  # fmt: skip
+    return result
+
+
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -307,6 +325,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "classes": validate_classes,
     "stac": stac,
     "catalog_embedded": catalog_embedded,
+    "catalog_api": catalog_api,
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
@@ -322,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows: list[Row] = []
     benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items),
-                  "catalog_embedded": functools.partial(catalog_embedded, items=args.items)}  # fmt: skip
+                  "catalog_embedded": functools.partial(catalog_embedded, items=args.items),
+                  "catalog_api": functools.partial(catalog_api, items=args.items)}  # fmt: skip
     for name, bench in benchmarks.items():
         if args.only and name not in args.only:
             continue

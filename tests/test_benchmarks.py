@@ -24,6 +24,7 @@ def test_benchmark_table_has_every_row() -> None:
                   "mlm-export export (process)", "all probes, in real forwards",
                   "predicted vs measured dry-run peak",
                   "batch-size search", "sharded describe", "dry-run peak RSS vs", "predict peak RSS",
-                  "predict on LocalCluster", "predict graph over a 40000^2 raster"):  # fmt: skip
+                  "predict on LocalCluster", "predict graph over a 40000^2 raster",
+                  "API search rare-bands"):  # fmt: skip
         assert words in result.stdout, result.stdout
     assert "embedded search, rare query (20 hits), 1000 vs 100 Items" in result.stdout, result.stdout

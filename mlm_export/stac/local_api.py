@@ -13,7 +13,9 @@
    :data:`INDEXED_QUERYABLES`), so ``/queryables`` lists them with their types (STAC Browser and pystac-client offer
    them) and a filter compares ``mlm:total_parameters`` as a number. stac-fastapi-pgstac has no HTTP endpoint that
    registers queryables, so :func:`~mlm_export.stac.publish.publish` cannot do it on another server: there, run
-   ``pypgstac load_queryables <QUERYABLES_FILE> --dsn <DSN>`` once;
+   ``pypgstac load_queryables <QUERYABLES_FILE> --dsn <DSN>`` once; then the computed queryables of
+   :mod:`mlm_export.stac.api_index` (band names, channel counts, frameworks: SQL functions of the Item with GIN
+   indexes) unless ``computed_queryables=False``;
 3. ``uvicorn stac_fastapi.pgstac.app:create_app --factory`` with the Transactions extension on another free
    127.0.0.1 port, polled until ``GET /`` answers.
 
@@ -45,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mlm_export.errors import MissingDependencyError, MLMExportError
+from mlm_export.stac.api_index import index_sql
 
 #: Seconds each start-up step may take before it is reported as failed.
 STEP_TIMEOUT_S = 60.0
@@ -54,6 +57,8 @@ _DATABASE = "postgres"
 PASSWORD_FILE = "postgres-password"
 #: pgstac queryables of the model-level MLM fields (a JSON schema; package data).
 QUERYABLES_FILE = Path(__file__).resolve().with_name("mlm_queryables.json")
+#: Runs the SQL read from stdin on the database argv[1] (pypgstac's psycopg; PGPASSWORD from the environment).
+_EXECUTE_SQL = "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute(sys.stdin.read())"
 #: Queryables pgstac indexes (BTREE, GIN for the tasks array): the fields model searches filter on most.
 INDEXED_QUERYABLES = ("mlm:framework", "mlm:tasks", "mlm:architecture")
 
@@ -98,10 +103,17 @@ def _as_postgres(command: list[str]) -> list[str]:
     return command
 
 
-def _run(command: list[str], what: str, env: dict[str, str], cwd: Path) -> None:
+def _run(command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: str | None = None) -> None:
     try:
         done = subprocess.run(  # fixed argument lists, no shell
-            command, env=env, cwd=cwd, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
+            command,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S,
+            check=False,
+            input=stdin,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LocalAPIError(f"{what} failed: {exc}.", hint="See the PostgreSQL log in the data directory.") from exc
@@ -241,7 +253,11 @@ def _start_server(api: LocalSTACAPI, python: str, port: int) -> None:
 
 
 def start_local_api(
-    data_dir: str | os.PathLike[str] | None = None, *, port: int | None = None, python: str | None = None
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    port: int | None = None,
+    python: str | None = None,
+    computed_queryables: bool = True,
 ) -> LocalSTACAPI:
     """Start PostgreSQL + pgstac + stac-fastapi-pgstac on 127.0.0.1 and return the running :class:`LocalSTACAPI`.
 
@@ -249,6 +265,9 @@ def start_local_api(
         data_dir: keep the database here (reused when it exists); default: a temporary directory removed on stop.
         port: the API port; default: a free port.
         python: the interpreter that has stac-fastapi-pgstac, uvicorn and pypgstac; default: this one.
+        computed_queryables: register the computed queryables of :mod:`mlm_export.stac.api_index` (band names,
+            channel counts and frameworks of the models, GIN-indexed) so searches filter them in the server;
+            ``False`` gives a plain pgstac server, like a foreign STAC API.
 
     Raises:
         MissingDependencyError: PostgreSQL or the server packages are not installed.
@@ -286,6 +305,9 @@ def start_local_api(
         _run(migrate, "pypgstac migrate", env, directory)
         queryables = [python, "-m", "pypgstac.pypgstac", "load_queryables", str(QUERYABLES_FILE), "--dsn", dsn]
         _run([*queryables, f"--index_fields={list(INDEXED_QUERYABLES)!r}"], "pypgstac load_queryables", env, directory)
+        if computed_queryables:
+            _run([python, "-c", _EXECUTE_SQL, dsn], "computed queryables (mlm_export.stac.api_index)", env, directory,
+                 stdin=index_sql())  # fmt: skip
         for attempt in range(3):  # a free port found earlier may have been taken meanwhile by another process
             try:
                 _start_server(api, python, api_port)

@@ -124,7 +124,8 @@ class Query:
     filter_text: str = ""
 
 
-def _framework_key(name: str) -> str:
+def framework_key(name: str) -> str:
+    """Comparison key of a framework name: lower case, without spaces or punctuation (``"Py-Torch"`` = pytorch)."""
     return re.sub(r"[^0-9a-z]+", "", name.lower())
 
 
@@ -184,7 +185,7 @@ def parse_query(
         if not names or (not isinstance(bands, str) and len(names) != len(list(bands))):
             raise ConfigurationError(f"bands: expected a list of band names, got {bands!r}.")
         band_map = {band_key(n): n.strip() for n in names}
-    if framework is not None and (not isinstance(framework, str) or not _framework_key(framework)):
+    if framework is not None and (not isinstance(framework, str) or not framework_key(framework)):
         raise ConfigurationError(f"framework: expected a framework name such as 'PyTorch', got {framework!r}.")
     if input_channels is not None and (
         isinstance(input_channels, bool) or not isinstance(input_channels, int) or input_channels < 1
@@ -287,8 +288,8 @@ def _frameworks(document: Mapping[str, Any]) -> list[str]:
 
 def _match_framework(document: Mapping[str, Any], query: Query) -> str | None:
     assert query.framework is not None
-    wanted = _framework_key(query.framework)
-    found = next((f for f in _frameworks(document) if _framework_key(f) == wanted), None)
+    wanted = framework_key(query.framework)
+    found = next((f for f in _frameworks(document) if framework_key(f) == wanted), None)
     return None if found is None else f"framework: {found}"
 
 

@@ -2,11 +2,15 @@
 
 What the server can filter is sent as cql2-json through pystac-client (``POST /search``): the bbox (unless it
 crosses the antimeridian), the datetime interval, each asked task as ``a_overlaps("mlm:tasks", [task, its specific
-forms])``, and the user's ``filter`` when it names only top-level properties. Each of these is a superset of our
-rule (the server's bbox test counts edge contact, our matching does not), so the hits are then checked again by the
-same :func:`~mlm_export.stac.matching.match` the embedded backend uses, which also applies what pgstac cannot
-filter: band names and channel counts inside ``mlm:input`` (arrays of objects), the framework compared without
-case or punctuation and on assets, and nested filter paths.
+forms])``, and the user's ``filter`` when it names only top-level properties. When the server has the computed
+filters of :mod:`mlm_export.stac.api_index` (its ``/queryables`` lists their marker queryables, read once per
+search: the local API registers them), the band names, channel counts and framework go too, each a GIN-indexed
+superset of the in-process rule, so a search reads about as many Items as it has hits. Each of these is a superset
+of our rule (the server's bbox test counts edge contact, our matching does not), so the hits are then checked again
+by the same :func:`~mlm_export.stac.matching.match` the embedded backend uses, which also applies what was not sent
+(on a foreign server: band names and channel counts inside ``mlm:input``, the framework compared without case or
+punctuation and on assets, nested filter paths). There, when the server has the Fields extension, the pages leave
+out what matching never reads (:data:`UNREAD_FIELDS`). Pages are matched as they come: only hits are kept.
 
 Against a hostile server (see :class:`BoundedSession`): the caller's ``headers`` go only to the origin (scheme,
 host, port) of ``url``; a ``search`` or ``next`` link or a redirect to another origin gets none of them. Pages are
@@ -24,8 +28,9 @@ from urllib.parse import urlsplit
 from pystac.utils import datetime_to_str
 
 from mlm_export.errors import AuthenticationError, MissingDependencyError, SearchLimitError, STACAPIError
+from mlm_export.stac import api_index
 from mlm_export.stac.entries import Entry
-from mlm_export.stac.matching import TASK_FAMILIES, Query
+from mlm_export.stac.matching import TASK_FAMILIES, Query, framework_key
 
 #: Items per page asked from the server.
 PAGE_SIZE = 500
@@ -36,6 +41,9 @@ MAX_TIME_S = 300.0
 #: Seconds one request may wait to connect or between two reads; bytes one answer may hold.
 REQUEST_TIMEOUT_S = 60.0
 MAX_ANSWER_BYTES = 64 * 2**20
+#: Item fields that matching and :class:`~mlm_export.stac.matching.SearchHit` never read, left out of the pages of
+#: a server with the Fields extension when the query has no ``filter`` (which may read any field).
+UNREAD_FIELDS = ("properties.mlm:output", "properties.mlm:hyperparameters", "stac_extensions")
 
 
 def _properties(node: Any) -> Iterator[str]:
@@ -50,9 +58,19 @@ def _properties(node: Any) -> Iterator[str]:
             yield from _properties(value)
 
 
-def server_filter(query: Query) -> dict[str, Any] | None:
-    """The part of ``query`` a pgstac server can filter, as cql2-json (bbox and datetime go as parameters)."""
+def server_filter(query: Query, computed: bool = False) -> dict[str, Any] | None:
+    """The part of ``query`` a pgstac server can filter, as cql2-json (bbox and datetime go as parameters).
+
+    ``computed``: the server has the computed filters of :mod:`mlm_export.stac.api_index` (bands, channels,
+    framework).
+    """
     clauses: list[dict[str, Any]] = []
+    if computed and query.bands is not None:
+        clauses.append(api_index.band_filter(query.bands))
+    if computed and query.input_channels is not None:
+        clauses.append(api_index.channels_filter(query.input_channels))
+    if computed and query.framework is not None:
+        clauses.append(api_index.framework_filter(framework_key(query.framework)))
     for task in query.tasks or ():
         clauses.append({"op": "a_overlaps", "args": [{"property": "mlm:tasks"}, [task, *TASK_FAMILIES.get(task, ())]]})
     if query.filter is not None:
@@ -64,7 +82,7 @@ def server_filter(query: Query) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
 
 
-def server_parameters(query: Query) -> dict[str, Any]:
+def server_parameters(query: Query, computed: bool = False) -> dict[str, Any]:
     """``bbox``, ``datetime`` and ``filter`` arguments of ``pystac_client.Client.search`` for ``query``."""
     parameters: dict[str, Any] = {}
     if query.bbox is not None and query.bbox.geom_type != "MultiPolygon":  # across the antimeridian: in-process
@@ -72,7 +90,7 @@ def server_parameters(query: Query) -> dict[str, Any]:
     if query.interval is not None and any(v is not None for v in query.interval):
         start, end = query.interval
         parameters["datetime"] = "/".join(datetime_to_str(v) if v is not None else ".." for v in (start, end))
-    expression = server_filter(query)
+    expression = server_filter(query, computed)
     if expression is not None:
         parameters["filter"] = expression
         parameters["filter_lang"] = "cql2-json"
@@ -216,9 +234,12 @@ def api_entries(
     pages = items = 0
     try:
         client = Client.open(url, stac_io=stac_io)
-        search = client.search(
-            collections=list(collections) if collections else None, limit=PAGE_SIZE, **server_parameters(query)
-        )
+        inside = query.bands is not None or query.input_channels is not None or query.framework is not None
+        computed = inside and has_computed_filters(stac_io.session, url)
+        parameters = server_parameters(query, computed)
+        if not computed and query.filter is None and client.conforms_to("FIELDS"):
+            parameters["fields"] = [f"-{name}" for name in UNREAD_FIELDS]
+        search = client.search(collections=list(collections) if collections else None, limit=PAGE_SIZE, **parameters)
         for page in search.pages_as_dicts():
             pages += 1
             features = page.get("features") or []
@@ -235,6 +256,26 @@ def api_entries(
         if bounds.remaining() <= 0:
             raise bounds.out_of_time() from None
         raise _error(url, exc) from None
+
+
+def has_computed_filters(session: Any, url: str) -> bool:
+    """Whether the STAC API at ``url`` lists the marker queryables of :mod:`mlm_export.stac.api_index`.
+
+    One ``GET /queryables`` (through the bounded ``session``); an error or another answer means no.
+    """
+    import requests
+
+    try:
+        answer = session.get(url.rstrip("/") + "/queryables", headers={"Accept": "application/schema+json"})
+        properties = answer.json().get("properties") if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
+    if not isinstance(properties, Mapping):
+        return False
+    return all(
+        isinstance(properties.get(name), Mapping) and "mlm-export" in str(properties[name].get("title"))
+        for name in api_index.QUERYABLES
+    )
 
 
 def _entry(document: Mapping[str, Any], url: str) -> Entry:
