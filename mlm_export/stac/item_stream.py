@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 #: Skipped files named in a folder's warning.
 _SHOWN_SKIPPED = 5
 _CATALOG_TYPES = ("Collection", "Catalog")
+_CACHED_FOLDERS = 256
 
 
 def item_entries(items: Iterable[ItemSource] | ItemSource) -> Iterator[Entry]:
@@ -46,6 +47,7 @@ def item_entries(items: Iterable[ItemSource] | ItemSource) -> Iterator[Entry]:
         ConfigurationError: a missing file, a file or object that is not a model Item, a folder without any, a
             catalog that links a missing Item.
     """
+    bases: dict[str, Path] = {}
     for item in [items] if is_item_source(items) else items:  # type: ignore[list-item,union-attr]
         if not isinstance(item, (str, os.PathLike)):
             yield read_entry(item, copy_dict=False)  # never modified
@@ -60,13 +62,15 @@ def item_entries(items: Iterable[ItemSource] | ItemSource) -> Iterator[Entry]:
             yield from _catalog(path)
             continue
         check_model_item(document, f"'{path}'")
-        yield Entry(document, f"'{path}'", path.resolve().parent, str(path))
+        yield Entry(document, f"'{path}'", _real_folder(path, bases), str(path))
 
 
 def _catalog(path: Path) -> Iterator[Entry]:
+    """The catalog's Items, each with the real path of its directory as ``base`` (what validation resolves)."""
+    bases: dict[str, Path] = {}
     for entry in catalog_entries(path, set()):
         check_model_item(entry.document, entry.source)
-        yield entry
+        yield Entry(entry.document, entry.source, _real_folder(str(entry.href), bases), entry.href)
 
 
 def folder_entries(directory: Path) -> Iterator[Entry]:
@@ -82,8 +86,7 @@ def folder_entries(directory: Path) -> Iterator[Entry]:
     for path in _json_files(directory, confinement):
         if _links_inside(path, confinement.root):
             continue  # read as the file it points at
-        folder = os.path.dirname(path)
-        base = bases.get(folder) or bases.setdefault(folder, Path(os.path.realpath(folder)))
+        base = _real_folder(path, bases)
         try:
             document = read_json_object(path, "Item file", ConfigurationError)
             check_model_item(document, f"'{path}'")
@@ -104,6 +107,19 @@ def folder_entries(directory: Path) -> Iterator[Entry]:
             f"{count} JSON file(s) is a STAC Item that declares MLM.",
             hint="Pass a folder of Item files written by mlm-export export, or a catalog built by mlm-export catalog.",
         )
+
+
+def _real_folder(path: str | os.PathLike[str], bases: dict[str, Path]) -> Path:
+    """The real directory of ``path`` (symlinks resolved, a symlinked file's target's), cached in ``bases``.
+
+    The cache is bounded (a catalog has one folder per Item): memory stays flat.
+    """
+    if os.path.islink(path):
+        return Path(os.path.realpath(path)).parent
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in bases and len(bases) >= _CACHED_FOLDERS:
+        bases.clear()
+    return bases.get(folder) or bases.setdefault(folder, Path(os.path.realpath(folder)))
 
 
 def _links_inside(path: Path, root: Path) -> bool:

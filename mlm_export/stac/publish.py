@@ -43,7 +43,7 @@ from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.api_http import api_headers, check_api_url
 from mlm_export.stac.api_load import CollectionSummary, Loader, collection_exists, save_collection
 from mlm_export.stac.collection import raise_invalid
-from mlm_export.stac.entries import Entry, ItemSource
+from mlm_export.stac.entries import Entry, ItemSource, is_url
 from mlm_export.stac.io import decode_href, encode_href
 from mlm_export.stac.item_stream import is_item_source, item_entries
 from mlm_export.stac.writer import check_href
@@ -177,11 +177,16 @@ def _prepared(
     schema_dir: Any,
 ) -> tuple[list[Entry], list[dict[str, Any]]]:
     """Validate ``entries``, then upload their artifacts (``upload_to``) and rewrite them as sent to the API."""
-    from mlm_export.stac.validate import validate_item
+    from mlm_export.stac.compiled import shared_store
+    from mlm_export.stac.validate import validate_item, validate_read
 
+    store = shared_store(schema_dir)
     for entry in entries:  # once per Item: the rewriting below only puts URL strings in hrefs and one link
-        original = entry.href if entry.href and entry.base is not None else entry.document
-        raise_invalid(validate_item(original, schema_dir, check_files=True), entry.source, _NOTHING_SENT)
+        if entry.href and entry.base is not None and not is_url(entry.href):  # read from its file: not read again
+            report = validate_read(entry.document, entry.base, entry.href, store)
+        else:
+            report = validate_item(entry.document, schema_dir, check_files=True)
+        raise_invalid(report, entry.source, _NOTHING_SENT)
     if upload_to is not None:
         entries = [_uploaded(entry, upload_to, href_base) for entry in entries]
     return entries, [_api_document(entry, collection_id, href_base, api_url) for entry in entries]
