@@ -406,10 +406,18 @@ def _known_count(items: Any) -> int | None:
 
 
 def _progress_bar(total: int | None, desc: str, progress: bool | None) -> Any:
-    """A tqdm bar counting Items and Items/s (default: shown on a terminal only)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar on stderr counting Items and Items/s (default: shown when stderr is a terminal).
 
-    return tqdm(total=total, unit="Item", desc=desc, disable=None if progress is None else not progress)
+    Sized like :mod:`mlm_export.hashing`'s: tqdm draws nothing on a terminal that reports a size of 0 x 0.
+    """
+    import shutil
+    import sys
+
+    from tqdm import tqdm
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    size = shutil.get_terminal_size()
+    return tqdm(total=total, unit="Item", desc=desc, disable=not show, ncols=size.columns, nrows=size.lines)
 
 
 __all__ = ["IF_EXISTS_CHOICES", "PublishResult", "prepare_items", "publish"]
