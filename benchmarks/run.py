@@ -18,6 +18,8 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | classes | ``validate_item`` with 10,000 classes | stock jsonschema ``uniqueItems`` on 500 classes | <= 1 s CPU |
 | stac | ``publish`` of ``--items`` Items to a local stac-fastapi-pgstac | same bulk POSTs, bare httpx | <= 1.2 |
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
+| catalog_publish | ``mlm-export publish FOLDER`` of 5 x ``--items`` generated Items | - | >= 1000 Items/s (50k) |
+| catalog_publish | its peak RSS at 5 x ``--items`` | at ``--items`` | <= 1.2 |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
@@ -223,6 +225,21 @@ def stac(size_mb: int, items: int = 1000) -> list[Row]:
     ]  # fmt: skip
 
 
+def catalog_publish(size_mb: int, items: int = 1000) -> list[Row]:
+    import bench_catalog_publish
+
+    rows = bench_catalog_publish.measure([items, 5 * items], ["cli"])
+    small, large = rows
+    return [
+        (f"mlm-export publish FOLDER of {large['count']} generated Items, Items/s (process, start-up included)",
+         f"{large['items_per_s']} Items/s", "-", large["items_per_s"] / 1000, ">= 1000 Items/s at 50k",
+         large["items_per_s"] >= 1000),
+        (f"publish client peak RSS at {large['count']} vs at {small['count']} Items", f"{large['rss_mib']} MiB",
+         f"{small['rss_mib']} MiB", large["rss_mib"] / small["rss_mib"], "<= 1.2",
+         large["rss_mib"] <= 1.2 * small["rss_mib"]),
+    ]  # fmt: skip
+
+
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -292,6 +309,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "card": card,
     "classes": validate_classes,
     "stac": stac,
+    "catalog_publish": catalog_publish,
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
@@ -307,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows: list[Row] = []
     benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items)}
+    benchmarks["catalog_publish"] = functools.partial(catalog_publish, items=args.items)
     for name, bench in benchmarks.items():
         if args.only and name not in args.only:
             continue
