@@ -46,7 +46,7 @@ def _popen_rss(command: list[str], code: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(code))
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True, cwd=code)  # code first
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
