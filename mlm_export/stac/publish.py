@@ -43,7 +43,7 @@ from mlm_export.provenance.container import is_registry_reference
 from mlm_export.stac.api_http import api_headers, check_api_url
 from mlm_export.stac.api_load import CollectionSummary, Loader, collection_exists, save_collection
 from mlm_export.stac.collection import raise_invalid
-from mlm_export.stac.entries import Entry, ItemSource, is_url
+from mlm_export.stac.entries import CATALOG_FILE, COLLECTION_FILE, Entry, ItemSource, is_url
 from mlm_export.stac.io import decode_href, encode_href
 from mlm_export.stac.item_stream import is_item_source, item_entries
 from mlm_export.stac.writer import check_href
@@ -295,7 +295,7 @@ class _Publication:
 
     def _settle(self, pending: tuple[Future[None], int] | None, error: BaseException) -> None:
         """After ``error``: wait for the chunk in flight, then say in the error what landed before it."""
-        if pending is not None and pending[0] is not error:
+        if pending is not None:
             try:
                 pending[0].result()
             except Exception:  # noqa: BLE001 - ``error`` is the one reported; this chunk's is not lost: not landed
@@ -398,10 +398,10 @@ def _known_count(items: Any) -> int | None:
         return None if isinstance(items, (str, os.PathLike)) else 1  # a path may be a folder or catalog
     if not isinstance(items, (list, tuple)):
         return None
-    for item in items:
-        if isinstance(item, (str, os.PathLike)) and (os.path.isdir(item) or Path(item).name.endswith("catalog.json")
-                                                     or Path(item).name == "collection.json"):  # fmt: skip
-            return None
+    for item in items:  # by name only: no file is touched
+        name = os.path.basename(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else None
+        if name is not None and (not name.endswith(".json") or name in (COLLECTION_FILE, CATALOG_FILE)):
+            return None  # a folder or a catalog
     return len(items)
 
 
