@@ -8,7 +8,9 @@ local hrefs to public URLs (``href_base=``) or uploads the artifacts first (``up
 :mod:`mlm_export.transfer`), refusing an Item that would still point at a local file, then (4) sends the chunk
 through ``POST /collections/{id}/bulk_items`` when the server offers it, else one ``POST`` (or ``PUT`` to replace)
 per Item. The chunk is sent by a second thread while the next one is read and validated; nothing of a chunk is kept
-once it landed but its ids. Client memory is therefore flat in the number of Items.
+once it landed but its ids. Client memory is therefore flat in the number of Items. One chunk is in flight at a time:
+pgstac answered two concurrent ``bulk_items`` into one new Collection with 500 (its partition checks), and the order
+keeps the contract below.
 
 Contract: a chunk is sent only once all of its Items passed; an error in chunk *k* leaves chunks 1..k-1 stored
 (``error.published`` lists them) and sends nothing from chunk *k* on. A problem in the first chunk sends nothing.
