@@ -161,4 +161,6 @@ def test_memory_stays_flat_in_the_number_of_items(stac_api: LocalSTACAPI) -> Non
     publish(small_items(1, "warm-up"), stac_api.url, "warm-up", progress=False)  # imports and schemas, once
     small = _peak_bytes(200, stac_api.url, "flat-200")
     large = _peak_bytes(2000, stac_api.url, "flat-2000")
-    assert large <= 1.2 * small, (small, large)
+    # what grows is the ids (result.published and the ids seen, ~150 bytes an Item); a kept Item would be ~7 KB
+    assert (large - small) / 1800 < 300, (small, large)
+    assert large <= 1.3 * small, (small, large)
