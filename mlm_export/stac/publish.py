@@ -259,9 +259,13 @@ class _Publication:
                     pending = (sender.submit(self.loader.load, documents), len(chunk))
                 self._wait(pending, bar)
                 pending = None
+                self._finish()
             except BaseException as exc:
                 self._settle(pending, exc)
                 raise
+
+    def _finish(self) -> None:
+        """Refuse an empty stream; bring a Collection made from the first chunk up to every Item sent."""
         if not self.seen:
             raise ConfigurationError("items: nothing to publish; pass at least one model Item.")
         if self.created and self.summary.count > self.created_with:  # extent and summaries of every Item sent
