@@ -79,6 +79,9 @@ def _variant(template: dict[str, Any], index: int, rng: random.Random, rare: boo
     model_input["bands"] = list(bands)
     model_input["input"]["shape"] = [-1, len(bands), 64, 64]
     model_input["value_scaling"] = [{"type": "z-score", "mean": 1000.0 + b, "stddev": 500.0} for b in range(len(bands))]
+    defined = item["assets"]["weights"]["eo:bands"]  # the model asset defines every band the input names
+    known = {b.get("name") for b in defined} | {b.get("common_name") for b in defined}
+    defined += [{"name": band} for band in bands if band not in known]
     return item
 
 

@@ -20,6 +20,8 @@ Run: ``.venv/bin/python benchmarks/run.py [--size-mb 1024] [--items 1000] [--onl
 | stac | embedded ``search`` over ``--items`` Items | ``json.load`` of the Item files | < 0.5 s |
 | catalog_embedded | rare query (20 hits), 50 x ``--items`` Items, indexed | the same at 5 x | <= 1.5, < 1 s |
 | catalog_api | API search, 20 hits, at 5x ``--items`` Items | at ``--items`` | <= 1.5, < 1 s |
+| catalog_publish | ``mlm-export publish FOLDER`` of 5 x ``--items`` generated Items | - | >= 1000 Items/s (50k) |
+| catalog_publish | its peak RSS at 5 x ``--items`` | at ``--items`` | <= 1.2 |
 | batch_size | the batch-size search (stopping rule) | one forward at the suggested batch | <= 20 |
 | sharded | 8 shards: index checks + parallel hashing | ``hashlib.file_digest`` of each shard in turn | <= 0.7 |
 | memcap | dry-run peak RSS (safetensors, TorchScript, ONNX, probes, check_item) | the cap | <= 1 or refused |
@@ -255,6 +257,21 @@ def catalog_api(size_mb: int, items: int = 1000) -> list[Row]:
     return result
 
 
+def catalog_publish(size_mb: int, items: int = 1000) -> list[Row]:
+    import bench_catalog_publish
+
+    rows = bench_catalog_publish.measure([items, 5 * items], ["cli"])
+    small, large = rows
+    return [
+        (f"mlm-export publish FOLDER of {large['count']} generated Items, Items/s (process, start-up included)",
+         f"{large['items_per_s']} Items/s", "-", large["items_per_s"] / 1000, ">= 1000 Items/s at 50k",
+         large["items_per_s"] >= 1000),
+        (f"publish client peak RSS at {large['count']} vs at {small['count']} Items", f"{large['rss_mib']} MiB",
+         f"{small['rss_mib']} MiB", large["rss_mib"] / small["rss_mib"], "<= 1.2",
+         large["rss_mib"] <= 1.2 * small["rss_mib"]),
+    ]  # fmt: skip
+
+
 def batch_size(size_mb: int) -> list[Row]:
     import bench_batch_size
 
@@ -326,6 +343,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "stac": stac,
     "catalog_embedded": catalog_embedded,
     "catalog_api": catalog_api,
+    "catalog_publish": catalog_publish,
     "batch_size": batch_size,
     "sharded": sharded,
     "memcap": memcap,
@@ -343,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = {**BENCHMARKS, "stac": functools.partial(stac, items=args.items),
                   "catalog_embedded": functools.partial(catalog_embedded, items=args.items),
                   "catalog_api": functools.partial(catalog_api, items=args.items)}  # fmt: skip
+    benchmarks["catalog_publish"] = functools.partial(catalog_publish, items=args.items)
     for name, bench in benchmarks.items():
         if args.only and name not in args.only:
             continue

@@ -27,6 +27,7 @@ class GatedProxy:
         token: the bearer token it accepts (``None``: no auth needed).
         fail_bulk_after: answer 500 to every bulk request after this many have passed (``None``: never).
         bulk_requests: bulk requests seen, failed ones included.
+        requests: ``"METHOD /path"`` of every request seen, in order.
     """
 
     def __init__(self, upstream: str, *, token: str | None = None, fail_bulk_after: int | None = None) -> None:
@@ -36,6 +37,7 @@ class GatedProxy:
         import httpx
 
         self.token, self.fail_bulk_after, self.bulk_requests = token, fail_bulk_after, 0
+        self.requests: list[str] = []
         proxy = self
         client = httpx.Client(base_url=upstream, timeout=60)
 
@@ -51,6 +53,7 @@ class GatedProxy:
                 self.wfile.write(body)
 
             def _forward(self) -> None:
+                proxy.requests.append(f"{self.command} {self.path}")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 given = self.headers.get("Authorization")

@@ -13,6 +13,8 @@ from typing import Any
 from mlm_export.errors import ConfigurationError
 
 EXIT_OK = 0
+#: Skipped ids printed by ``publish``.
+_SHOWN_SKIPPED = 20
 
 
 def _headers(values: list[str] | None) -> dict[str, str]:
@@ -75,7 +77,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     created = " (created)" if result.collection_created else ""
     print(f"published {len(result.published)} item(s) to {result.url}/collections/{result.collection_id}{created}")
     if result.skipped:
-        print(f"  skipped {len(result.skipped)} already there: {', '.join(result.skipped)}")
+        shown = ", ".join(result.skipped[:_SHOWN_SKIPPED])
+        more = f" and {len(result.skipped) - _SHOWN_SKIPPED} more" if len(result.skipped) > _SHOWN_SKIPPED else ""
+        print(f"  skipped {len(result.skipped)} already there: {shown}{more}")
     return EXIT_OK
 
 
@@ -133,10 +137,16 @@ def _add_publish(commands: Any) -> None:
     publish = commands.add_parser(
         "publish",
         help="publish model Items to a STAC API (Transactions extension)",
-        description="Validate the Items, create the Collection when missing (extent and MLM summaries), and load "
-        "the Items in bulk. Local artifact hrefs need --href-base (their public URL) or --upload-to.",
+        description="Stream the Items to the API 100 at a time: check their ids, validate them, and load them in "
+        "bulk; the Collection is created when missing (extent and MLM summaries). A chunk is sent only once all its "
+        "Items passed; an error leaves the chunks before it stored. Local artifact hrefs need --href-base (their "
+        "public URL) or --upload-to.",
     )
-    publish.add_argument("items", nargs="+", metavar="ITEM", help="model Item JSON file(s)")
+    publish.add_argument(
+        "items", nargs="+", metavar="DIR|catalog.json|ITEM",
+        help="folder of Item files (walked; other JSON skipped), catalog (collection.json/catalog.json or its "
+        "folder) or model Item JSON file(s)",
+    )  # fmt: skip
     publish.add_argument("--to", required=True, metavar="URL", help="root URL of the STAC API")
     publish.add_argument("--collection", required=True, metavar="ID", help="Collection id (created when missing)")
     publish.add_argument("--if-exists", choices=("error", "skip", "replace"), default="error",
@@ -152,7 +162,8 @@ def _add_publish(commands: Any) -> None:
     )
     publish.add_argument("--upload-to", metavar="URL", help="copy the artifacts to s3://bucket/prefix or file:///dir")
     publish.add_argument("--schema-dir", help="offline schema directory")
-    publish.add_argument("--no-progress", action="store_true", help="no progress bar")
+    publish.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
+                         help="no progress bar (shown on a terminal: Items and Items/s)")  # fmt: skip
     publish.set_defaults(handler=_cmd_publish)
 
 

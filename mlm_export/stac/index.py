@@ -116,9 +116,9 @@ def _micros(value: dt.datetime) -> int:
 
 
 def _framework_keys(document: Mapping[str, Any]) -> set[str]:
-    from mlm_export.stac.matching import _framework_key, _frameworks
+    from mlm_export.stac.matching import _frameworks, framework_key
 
-    return {_framework_key(name) for name in _frameworks(document)}
+    return {framework_key(name) for name in _frameworks(document)}
 
 
 def _channel_sizes(document: Mapping[str, Any]) -> set[float]:
@@ -391,7 +391,7 @@ def _bbox_condition(query: Query) -> tuple[str, list[Any]]:
 
 def _conditions(query: Query) -> tuple[list[str], list[Any]]:
     """SQL conditions on ``files`` that every Item matching ``query`` meets (a superset; matching decides)."""
-    from mlm_export.stac.matching import TASK_FAMILIES, _framework_key
+    from mlm_export.stac.matching import TASK_FAMILIES, framework_key
 
     conditions: list[str] = []
     parameters: list[Any] = []
@@ -416,7 +416,7 @@ def _conditions(query: Query) -> tuple[list[str], list[Any]]:
         parameters += values
     if query.framework is not None:
         conditions.append("id IN (SELECT file FROM frameworks WHERE key = ?)")
-        parameters.append(_framework_key(query.framework))
+        parameters.append(framework_key(query.framework))
     if query.input_channels is not None:
         conditions.append("id IN (SELECT file FROM channels WHERE size IN (?, -1))")
         parameters.append(query.input_channels)

@@ -1,15 +1,25 @@
 """Publish model Items to a STAC API with the Transactions extension (stac-fastapi-pgstac and the like).
 
-:func:`publish` checks everything before it sends anything: every Item is validated (local artifacts against their
-``file:size``/``file:checksum``), local hrefs are rewritten to public URLs (``href_base=``) or the artifacts are
-uploaded first (``upload_to=``, see :mod:`mlm_export.transfer`), and an Item that would still point at a local file
-is refused, naming the asset. Then it creates the Collection when it is missing (extent and MLM summaries of the
-Items, validated like :func:`~mlm_export.stac.collection.build_catalog`'s) and loads the Items in chunks through
-``POST /collections/{id}/bulk_items`` when the server offers it, else one ``POST`` (or ``PUT`` to replace) per Item.
+:func:`publish` streams: it reads the Items (files, folders, catalogs, dicts, pystac Items; any iterable, consumed
+lazily, see :mod:`mlm_export.stac.item_stream`) :data:`CHUNK_SIZE` at a time and, for each chunk, (1) refuses an id
+seen earlier in the stream, (2) asks the server which of the chunk's ids it already holds (one ``POST /search``, under
+``if_exists``), (3) validates every Item (local artifacts against their ``file:size``/``file:checksum``), rewrites
+local hrefs to public URLs (``href_base=``) or uploads the artifacts first (``upload_to=``, see
+:mod:`mlm_export.transfer`), refusing an Item that would still point at a local file, then (4) sends the chunk
+through ``POST /collections/{id}/bulk_items`` when the server offers it, else one ``POST`` (or ``PUT`` to replace)
+per Item. The chunk is sent by a second thread while the next one is read and validated; nothing of a chunk is kept
+once it landed but its ids. Client memory is therefore flat in the number of Items. One chunk is in flight at a time:
+pgstac answered two concurrent ``bulk_items`` into one new Collection with 500 (its partition checks), and the order
+keeps the contract below.
+
+Contract: a chunk is sent only once all of its Items passed; an error in chunk *k* leaves chunks 1..k-1 stored
+(``error.published`` lists them) and sends nothing from chunk *k* on. A problem in the first chunk sends nothing.
+The Collection, when missing, is created from the first chunk (extent and MLM summaries, validated like
+:func:`~mlm_export.stac.collection.build_catalog`'s) and updated once at the end (``PUT``) to cover every Item sent.
 
 Connection errors and 5xx answers are retried with exponential backoff (bounded, see
-:mod:`mlm_export.stac.api_http`); a 4xx answer is a typed error quoting the server. Every error says how many Items
-had already landed (``error.published``). Header values (tokens) are never printed.
+:mod:`mlm_export.stac.api_http`); a 4xx answer is a typed error quoting the server. Header values (tokens) are never
+printed.
 
 Queryables: STAC API Transactions has no request that registers queryables (stac-fastapi-pgstac keeps them in
 pgstac's ``queryables`` table only), so a created Collection offers the MLM fields in ``/queryables`` only where the
@@ -19,8 +29,10 @@ pgstac server run once ``pypgstac load_queryables <mlm_export/stac/mlm_queryable
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,18 +40,21 @@ from urllib.parse import quote, urlparse
 
 import httpx
 
-from mlm_export.errors import ConfigurationError, ItemExistsError, MissingDependencyError
+from mlm_export.errors import ConfigurationError, MissingDependencyError, MLMExportError
 from mlm_export.provenance.container import is_registry_reference
-from mlm_export.stac.api_http import api_error, api_headers, check_api_url, send
-from mlm_export.stac.collection import collection_document, raise_invalid
-from mlm_export.stac.entries import Entry, ItemSource, read_entry
+from mlm_export.stac.api_http import api_headers, check_api_url
+from mlm_export.stac.api_load import CollectionSummary, Loader, collection_exists, save_collection
+from mlm_export.stac.collection import raise_invalid
+from mlm_export.stac.entries import CATALOG_FILE, COLLECTION_FILE, Entry, ItemSource, is_url
 from mlm_export.stac.io import decode_href, encode_href
+from mlm_export.stac.item_stream import is_item_source, item_entries
 from mlm_export.stac.writer import check_href
 
 IfExists = Literal["error", "skip", "replace"]
 IF_EXISTS_CHOICES = ("error", "skip", "replace")
-#: Items per bulk request.
+#: Items per chunk: per bulk request, per id query, per validation step.
 CHUNK_SIZE = 100
+_NOTHING_SENT = "Nothing was sent."
 _STRUCTURAL_RELS = {"self", "root", "parent", "collection", "item", "items"}
 
 
@@ -155,6 +170,43 @@ def _uploaded(entry: Entry, upload_to: str, href_base: str | None) -> Entry:
     return Entry(document, entry.source, entry.base, entry.href)
 
 
+def _prepared(
+    entries: list[Entry],
+    api_url: str,
+    collection_id: str,
+    href_base: str | None,
+    upload_to: str | None,
+    schema_dir: Any,
+) -> tuple[list[Entry], list[dict[str, Any]]]:
+    """Validate ``entries``, then upload their artifacts (``upload_to``) and rewrite them as sent to the API."""
+    from mlm_export.stac.compiled import shared_store
+    from mlm_export.stac.validate import validate_item, validate_read
+
+    store = shared_store(schema_dir)
+    for entry in entries:  # once per Item: the rewriting below only puts URL strings in hrefs and one link
+        if entry.href and entry.base is not None and not is_url(entry.href):  # read from its file: not read again
+            report = validate_read(entry.document, entry.base, entry.href, store)
+        else:
+            report = validate_item(entry.document, schema_dir, check_files=True)
+        raise_invalid(report, entry.source, _NOTHING_SENT)
+    if upload_to is not None:
+        entries = [_uploaded(entry, upload_to, href_base) for entry in entries]
+    return entries, [_api_document(entry, collection_id, href_base, api_url) for entry in entries]
+
+
+def _check_unique(entries: list[Entry], seen: set[str]) -> None:
+    """Add the ids of ``entries`` to ``seen``, refusing one already there."""
+    for entry in entries:
+        item_id = entry.document["id"]
+        if item_id in seen:
+            raise ConfigurationError(
+                f"items: {entry.source} has the id {item_id!r} of an Item before it; ids must be unique. "
+                f"{_NOTHING_SENT}",
+                hint="Give one of them another id, or leave one out.",
+            )
+        seen.add(item_id)
+
+
 def prepare_items(
     items: Iterable[ItemSource] | ItemSource,
     api_url: str,
@@ -164,134 +216,105 @@ def prepare_items(
     upload_to: str | None = None,
     schema_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Entry], list[dict[str, Any]]]:
-    """Read, validate and rewrite ``items`` for a STAC API; nothing is sent. See :func:`publish`.
+    """Read, validate and rewrite ``items`` for a STAC API, all at once; nothing is sent. See :func:`publish`.
 
     Raises:
         ConfigurationError: no items, duplicate ids, a local href without ``href_base``/``upload_to``, credentials.
         ItemValidationError: an Item does not validate.
     """
-    from mlm_export.stac.validate import validate_item
-
-    if isinstance(items, (str, os.PathLike, Mapping)) or hasattr(items, "to_dict"):
-        items = [items]  # type: ignore[list-item]
-    entries = [read_entry(item, copy_dict=False) for item in items]  # type: ignore[union-attr] # never modified
+    entries = list(item_entries(items))
     if not entries:
         raise ConfigurationError("items: nothing to publish; pass at least one model Item.")
-    seen: dict[str, str] = {}
-    for entry in entries:
-        item_id = entry.document["id"]
-        if item_id in seen:
-            raise ConfigurationError(f"items: {seen[item_id]} and {entry.source} have the same id {item_id!r}.")
-        seen[item_id] = entry.source
-    for entry in entries:  # once per Item: the rewriting below only puts URL strings in hrefs and one link
-        original = entry.href if entry.href and entry.base is not None else entry.document
-        raise_invalid(validate_item(original, schema_dir, check_files=True), entry.source, "Nothing was sent.")
-    if upload_to is not None:
-        entries = [_uploaded(entry, upload_to, href_base) for entry in entries]
-    documents = [_api_document(entry, collection_id, href_base, api_url) for entry in entries]
-    return entries, documents
+    _check_unique(entries, set())
+    return _prepared(entries, api_url, collection_id, href_base, upload_to, schema_dir)
 
 
-def _ensure_collection(
-    client: httpx.Client, collection_id: str, entries: list[Entry], documents: list[dict[str, Any]], schema_dir: Any
-) -> bool:
-    """Create the Collection when it is missing; returns whether it was created."""
-    from mlm_export.stac.validate import validate_item
-
-    path = f"/collections/{quote(collection_id)}"
-    response = send(client, "GET", path, f"GET {client.base_url}{path}")
-    if response.status_code == 200:
-        return False
-    if response.status_code != 404:
-        raise api_error(response, f"GET {client.base_url}{path}", client.headers)
-    api_entries = [Entry(d, e.source, e.base, e.href) for e, d in zip(entries, documents, strict=True)]
-    collection = collection_document(api_entries, collection_id, None, None)
-    collection["links"] = []
-    raise_invalid(validate_item(collection, schema_dir), f"The collection {collection_id!r}", "Nothing was sent.")
-    response = send(client, "POST", "/collections", f"POST {client.base_url}/collections", json=collection)
-    if response.status_code not in (200, 201, 409):  # 409: created meanwhile by someone else
-        raise api_error(response, f"POST {client.base_url}/collections ({collection_id!r})", client.headers)
-    return response.status_code != 409
+def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    while chunk := list(itertools.islice(entries, size)):
+        yield chunk
 
 
-def _existing_ids(client: httpx.Client, collection_id: str, ids: list[str]) -> set[str]:
-    body = {"collections": [collection_id], "ids": ids, "limit": len(ids), "fields": {"include": ["id"]}}
-    response = send(client, "POST", "/search", f"POST {client.base_url}/search", json=body)
-    if response.status_code != 200:
-        raise api_error(response, f"POST {client.base_url}/search (ids already there)", client.headers)
-    return {str(f.get("id")) for f in response.json().get("features") or []}
+class _Publication:
+    """One :func:`publish` call: the chunk loop, the Collection, and what landed."""
 
+    def __init__(
+        self, client: httpx.Client, url: str, collection_id: str, if_exists: str, options: dict[str, Any]
+    ) -> None:
+        self.url, self.collection_id, self.if_exists, self.options = url, collection_id, if_exists, options
+        self.loader = Loader(client, collection_id, if_exists, options["total"])
+        self.summary = CollectionSummary(collection_id)
+        self.exists = collection_exists(client, collection_id)
+        self.created = False
+        self.created_with = 0  # Items the created Collection covers
+        self.seen: set[str] = set()
 
-class _Loader:
-    """Sends chunks of Items, in bulk while the server offers it, and keeps count of what landed."""
+    def run(self, entries: Iterator[Entry], bar: Any) -> None:
+        """Read, check and send ``entries`` chunk by chunk, the sending of chunk k overlapping the reading of k+1."""
+        pending: tuple[Future[None], int] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="mlm-export-publish") as sender:
+            try:
+                for chunk in _chunks(entries, CHUNK_SIZE):
+                    documents = self._prepare(chunk, pending)
+                    self._wait(pending, bar)
+                    pending = (sender.submit(self.loader.load, documents), len(chunk))
+                self._wait(pending, bar)
+                pending = None
+                self._finish()
+            except BaseException as exc:
+                self._settle(pending, exc)
+                raise
 
-    def __init__(self, client: httpx.Client, collection_id: str, if_exists: str, total: int) -> None:
-        self.client, self.collection_id, self.if_exists = client, collection_id, if_exists
-        self.items_path = f"/collections/{quote(collection_id)}/items"
-        self.bulk = True
-        self.published: list[str] = []
-        self.skipped: list[str] = []
-        self.total = total
+    def _finish(self) -> None:
+        """Refuse an empty stream; bring a Collection made from the first chunk up to every Item sent."""
+        if not self.seen:
+            raise ConfigurationError("items: nothing to publish; pass at least one model Item.")
+        if self.created and self.summary.count > self.created_with:  # extent and summaries of every Item sent
+            assert self.summary.document is not None
+            save_collection(self.loader.client, self.summary.document, self.options["schema_dir"], create=False)
 
-    def _extra(self) -> dict[str, Any]:
-        return {"published": list(self.published)}
+    def _prepare(self, chunk: list[Entry], pending: tuple[Future[None], int] | None) -> list[dict[str, Any]]:
+        """The chunk's documents as sent, once its ids passed ``if_exists`` and its Items validated."""
+        _check_unique(chunk, self.seen)
+        if self.exists and not self.created and self.if_exists != "replace":  # a Collection we made held no id
+            existing = self.loader.existing([e.document["id"] for e in chunk])
+            if existing and self.if_exists == "error":
+                self._wait(pending, None)
+                raise self.loader.conflict(sorted(existing))
+            self.loader.skipped += [e.document["id"] for e in chunk if e.document["id"] in existing]
+            chunk = [e for e in chunk if e.document["id"] not in existing]
+        options = self.options
+        entries, documents = _prepared(chunk, self.url, self.collection_id, options["href_base"],
+                                       options["upload_to"], options["schema_dir"])  # fmt: skip
+        if not self.exists or self.created:
+            self.summary.add([Entry(d, e.source, e.base, e.href) for e, d in zip(entries, documents, strict=True)])
+        if not self.exists and self.summary.document is not None:
+            self.created = save_collection(self.loader.client, self.summary.document, options["schema_dir"],
+                                           create=True)  # fmt: skip
+            self.exists, self.created_with = True, self.summary.count
+        return documents
 
-    def _landed(self) -> str:
-        return f"{len(self.published)} of {self.total} Items landed"
+    def _wait(self, pending: tuple[Future[None], int] | None, bar: Any) -> None:
+        if pending is not None:
+            pending[0].result()
+            if bar is not None:
+                bar.update(pending[1])
 
-    def _conflict(self, ids: list[str]) -> ItemExistsError:
-        existing = sorted(_existing_ids(self.client, self.collection_id, ids)) or ids
-        shown = ", ".join(repr(i) for i in existing[:5]) + (" ..." if len(existing) > 5 else "")
-        return ItemExistsError(
-            f"{self.client.base_url}{self.items_path}: the collection {self.collection_id!r} already holds item(s) "
-            f"{shown} (409); {self._landed()}.",
-            status=409,
-            published=list(self.published),
-            hint="Pass if_exists='skip' (--if-exists skip) to keep them or 'replace' to overwrite them "
-            "(choices: error, skip, replace).",
-        )
-
-    def load(self, chunk: list[dict[str, Any]]) -> None:
-        """Store ``chunk`` according to ``if_exists``."""
-        if self.if_exists == "skip":
-            existing = _existing_ids(self.client, self.collection_id, [d["id"] for d in chunk])
-            self.skipped += [d["id"] for d in chunk if d["id"] in existing]
-            chunk = [d for d in chunk if d["id"] not in existing]
-        if not chunk:
+    def _settle(self, pending: tuple[Future[None], int] | None, error: BaseException) -> None:
+        """After ``error``: wait for the chunk in flight, then say in the error what landed before it."""
+        if pending is not None:
+            try:
+                pending[0].result()
+            except Exception:  # noqa: BLE001 - ``error`` is the one reported; this chunk's is not lost: not landed
+                pass
+        if not isinstance(error, MLMExportError):
             return
-        if self.bulk and self._load_bulk(chunk):
-            return
-        for document in chunk:
-            self._load_one(document)
-
-    def _load_bulk(self, chunk: list[dict[str, Any]]) -> bool:
-        path = f"/collections/{quote(self.collection_id)}/bulk_items"
-        method = "upsert" if self.if_exists == "replace" else "insert"
-        what = f"POST {self.client.base_url}{path} ({len(chunk)} Items from {chunk[0]['id']!r}; {self._landed()})"
-        body = {"items": {d["id"]: d for d in chunk}, "method": method}
-        response = send(self.client, "POST", path, what, json=body, **self._extra())
-        if response.status_code in (404, 405):
-            self.bulk = False  # the server has no bulk endpoint
-            return False
-        if response.status_code == 409:
-            raise self._conflict([d["id"] for d in chunk])
-        if response.status_code >= 300:
-            raise api_error(response, what, self.client.headers, **self._extra())
-        self.published += [d["id"] for d in chunk]
-        return True
-
-    def _load_one(self, document: dict[str, Any]) -> None:
-        what = f"POST {self.client.base_url}{self.items_path} (item {document['id']!r}; {self._landed()})"
-        response = send(self.client, "POST", self.items_path, what, json=document, **self._extra())
-        if response.status_code == 409 and self.if_exists == "replace":
-            path = f"{self.items_path}/{quote(document['id'])}"
-            what = f"PUT {self.client.base_url}{path} ({self._landed()})"
-            response = send(self.client, "PUT", path, what, json=document, **self._extra())
-        elif response.status_code == 409:
-            raise self._conflict([document["id"]])
-        if response.status_code >= 300:
-            raise api_error(response, what, self.client.headers, **self._extra())
-        self.published.append(document["id"])
+        published = list(self.loader.published)
+        error.published = published  # type: ignore[attr-defined]
+        if published and _NOTHING_SENT in error.message:
+            landed = (f"The {len(published)} Items before its chunk landed (error.published lists them); nothing "
+                      "from its chunk on was sent.")  # fmt: skip
+            error.message = error.message.replace(_NOTHING_SENT, landed)
+            error.args = (error.message, *error.args[1:])
 
 
 def publish(
@@ -310,7 +333,9 @@ def publish(
     """Publish model Items to the STAC API at ``api_url`` in the Collection ``collection_id``.
 
     Args:
-        items: model Items (paths of Item JSON files, dicts or ``pystac.Item`` objects).
+        items: model Items: paths of Item JSON files, of folders of them or of catalogs (``collection.json``,
+            ``catalog.json`` or their directory), dicts or ``pystac.Item`` objects; one or any iterable of them,
+            consumed lazily (a generator is read one chunk ahead of what was sent).
         api_url: root URL of a STAC API with the Transactions extension (``http(s)://``).
         collection_id: the Collection; created from the Items (extent, MLM summaries) when missing.
         if_exists: what to do with an Item id the Collection already holds: ``"error"`` (raise
@@ -329,26 +354,28 @@ def publish(
         A :class:`PublishResult` with the ids published and skipped.
 
     Raises:
-        ConfigurationError: a bad argument, a local href without ``href_base``/``upload_to``, credentials in an
-            href (nothing is sent).
-        ItemValidationError: an Item or the Collection does not validate (nothing is sent).
+        ConfigurationError: a bad argument, a duplicate id, a local href without ``href_base``/``upload_to``,
+            credentials in an href.
+        ItemValidationError: an Item or the Collection does not validate.
         ItemExistsError: ``if_exists="error"`` and the Collection holds one of the ids (409).
         AuthenticationError: the server answered 401/403.
-        STACAPIError: the server is unreachable, kept answering 5xx after the retries, or refused a request
-            (``error.published`` lists what landed before).
+        STACAPIError: the server is unreachable, kept answering 5xx after the retries, or refused a request.
+
+        Every error raised once reading began has ``error.published``: the ids stored before it (the chunks before
+        the one that failed; none when it was the first chunk, and then nothing was sent at all).
 
     .. versionadded:: 0.2
     """
     url = check_api_url(api_url)
     _check_arguments(if_exists, collection_id, href_base)
-    entries, documents = prepare_items(
-        items, url, collection_id, href_base=href_base, upload_to=upload_to, schema_dir=schema_dir
-    )
+    total = _known_count(items)
+    options = {"href_base": href_base, "upload_to": upload_to, "schema_dir": schema_dir, "total": total}
     with httpx.Client(base_url=url, headers=api_headers(headers), timeout=timeout) as client:
-        created = _ensure_collection(client, collection_id, entries, documents, schema_dir)
-        loader = _Loader(client, collection_id, if_exists, len(documents))
-        _load_in_chunks(loader, documents, f"publish to {collection_id}", progress)
-    return PublishResult(url, collection_id, created, tuple(loader.published), tuple(loader.skipped))
+        publication = _Publication(client, url, collection_id, if_exists, options)
+        with _progress_bar(total, f"publish to {collection_id}", progress) as bar:
+            publication.run(item_entries(items), bar)
+    loader = publication.loader
+    return PublishResult(url, collection_id, publication.created, tuple(loader.published), tuple(loader.skipped))
 
 
 def _check_arguments(if_exists: Any, collection_id: Any, href_base: Any) -> None:
@@ -371,16 +398,32 @@ def _check_arguments(if_exists: Any, collection_id: Any, href_base: Any) -> None
         check_href(href_base, "href_base")
 
 
-def _load_in_chunks(loader: _Loader, documents: list[dict[str, Any]], desc: str, progress: bool | None) -> None:
-    """Send ``documents`` through ``loader``, :data:`CHUNK_SIZE` at a time, with a progress bar."""
-    from tqdm.auto import tqdm
+def _known_count(items: Any) -> int | None:
+    """How many Items ``items`` holds when that is known without reading them (a list of files or objects)."""
+    if is_item_source(items):
+        return None if isinstance(items, (str, os.PathLike)) else 1  # a path may be a folder or catalog
+    if not isinstance(items, (list, tuple)):
+        return None
+    for item in items:  # by name only: no file is touched
+        name = os.path.basename(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else None
+        if name is not None and (not name.endswith(".json") or name in (COLLECTION_FILE, CATALOG_FILE)):
+            return None  # a folder or a catalog
+    return len(items)
 
-    disable = None if progress is None else not progress
-    with tqdm(total=len(documents), unit="item", desc=desc, disable=disable) as bar:
-        for start in range(0, len(documents), CHUNK_SIZE):
-            chunk = documents[start : start + CHUNK_SIZE]
-            loader.load(chunk)
-            bar.update(len(chunk))
+
+def _progress_bar(total: int | None, desc: str, progress: bool | None) -> Any:
+    """A tqdm bar on stderr counting Items and Items/s (default: shown when stderr is a terminal).
+
+    Sized like :mod:`mlm_export.hashing`'s: tqdm draws nothing on a terminal that reports a size of 0 x 0.
+    """
+    import shutil
+    import sys
+
+    from tqdm import tqdm
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    size = shutil.get_terminal_size()
+    return tqdm(total=total, unit="Item", desc=desc, disable=not show, ncols=size.columns, nrows=size.lines)
 
 
 __all__ = ["IF_EXISTS_CHOICES", "PublishResult", "prepare_items", "publish"]

@@ -482,6 +482,22 @@ def validate_item(
     .. versionadded:: 0.1
     """
     document, base, location = read_item_document(item, max_bytes=max_bytes)
+    return validate_read(document, base, location, shared_store(schema_dir), check_files, allow_outside)
+
+
+def validate_read(
+    document: dict[str, Any],
+    base: Path | None,
+    location: str | None,
+    store: SchemaStore,
+    check_files: bool = True,
+    allow_outside: Sequence[str | os.PathLike[str]] = (),
+) -> ValidationReport:
+    """:func:`validate_item` of a document already read strictly (``read_json_object``), not read again.
+
+    ``base`` is the resolved directory of its file and ``location`` the file's path; ``store`` from
+    :func:`shared_store`. For callers that validate many Items they read themselves (publishing).
+    """
     problems: list[Problem] = []
     kind = _KINDS.get(str(document.get("type")))
     version = document.get("stac_version")
@@ -497,7 +513,7 @@ def validate_item(
     urls = [CORE_SCHEMA.format(version=version, kind=kind)]
     urls += [u for u in (extensions if isinstance(extensions, list) else []) if isinstance(u, str) and u not in urls]
     problems = structural + [
-        p for p in _extension_problems(document, urls, shared_store(schema_dir))
+        p for p in _extension_problems(document, urls, store)
         if not any(p.path.startswith(s.path) for s in structural)
     ]  # fmt: skip
     if not structural:

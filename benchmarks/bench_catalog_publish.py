@@ -1,0 +1,118 @@
+"""Publishing a generated catalog folder to the local STAC API: Items/s and the client's peak RSS, by size.
+
+Run: ``.venv/bin/python benchmarks/bench_catalog_publish.py [--counts 1000,5000] [--paths cli,library]``.
+
+For each count, ``count`` Items from :func:`catalog_items.write_folder` are written to a folder once, then each
+path publishes them into a fresh Collection of one local stac-fastapi-pgstac, in its own process (its peak RSS is
+that process's ``ru_maxrss``):
+
+- ``cli``: ``mlm-export publish FOLDER --to URL --collection ID --quiet`` (the folder walked; wall time of the
+  process, start-up included).
+- ``library``: :func:`mlm_export.stac.publish.publish` of a generator of the folder's paths (time of the call).
+
+Targets (issue 25): >= 1,000 Items/s at 50k, and peak RSS at any count <= 1.2 x the RSS at the smallest count.
+``--code DIR`` imports mlm_export from another checkout (a baseline); ``--files`` gives the CLI the Item files as
+arguments instead of the folder (what an older CLI needs; beware the argument-list limit beyond ~30k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+_LIBRARY = """
+import json, os, sys, time
+from mlm_export.stac.publish import publish
+folder, url, collection = sys.argv[1:4]
+start = time.perf_counter()
+result = publish((entry.path for entry in os.scandir(folder) if entry.name.endswith(".json")), url, collection,
+                 progress=False)
+print(json.dumps({"seconds": time.perf_counter() - start, "published": len(result.published)}))
+"""
+
+
+def _popen_rss(command: list[str], code: Path) -> dict[str, Any]:
+    """Run ``command``: its wall time, its own peak RSS (MiB, ``os.wait4``) and the JSON it printed last."""
+    env = dict(os.environ, PYTHONPATH=str(code))
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True, cwd=code)  # code first
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        text, error = out.read(), err.read()
+    if process.returncode:
+        raise RuntimeError(f"{command[:5]} failed ({process.returncode}): {error[-2000:]}")
+    result: dict[str, Any] = {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if lines:
+        result.update(json.loads(lines[-1]))
+    return result
+
+
+def measure(counts: list[int], paths: list[str], code: Path = REPO, files: bool = False) -> list[dict[str, Any]]:
+    """One row per (count, path): Items/s and peak RSS of the publishing process."""
+    sys.path.insert(0, str(HERE))
+    from catalog_items import write_folder
+
+    from mlm_export.stac.local_api import start_local_api
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp, start_local_api() as api:
+        for count in counts:
+            folder = write_folder(Path(tmp) / f"items-{count}", count)
+            for path in paths:
+                collection = f"{path}-{count}"
+                if path == "cli":
+                    targets = sorted(str(p) for p in folder.glob("*.json")) if files else [str(folder)]
+                    command = [sys.executable, "-m", "mlm_export", "publish", *targets, "--to", api.url,
+                               "--collection", collection, "--no-progress"]  # fmt: skip
+                    result = _popen_rss(command, code)
+                    seconds = result["wall_s"]
+                else:
+                    command = [sys.executable, "-c", _LIBRARY, str(folder), api.url, collection]
+                    result = _popen_rss(command, code)
+                    seconds = result["seconds"]
+                rows.append({"count": count, "path": path, "seconds": round(seconds, 2),
+                             "items_per_s": round(count / seconds), "rss_mib": round(result["rss_mib"])})  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows``, with each path's RSS relative to its smallest count."""
+    first = {}
+    for row in rows:
+        first.setdefault(row["path"], row["rss_mib"])
+    lines = ["| path | Items | seconds | Items/s | peak RSS MiB | RSS vs smallest |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['path']} | {r['count']} | {r['seconds']} | {r['items_per_s']} | {r['rss_mib']} | "
+              f"{r['rss_mib'] / first[r['path']]:.2f} |" for r in rows]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="1000,5000", help="comma-separated catalog sizes")
+    parser.add_argument("--paths", default="cli,library", help="comma-separated: cli, library")
+    parser.add_argument("--code", type=Path, default=REPO, help="checkout whose mlm_export is imported")
+    parser.add_argument("--files", action="store_true", help="give the CLI the files instead of the folder")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    rows = measure(counts, args.paths.split(","), args.code.resolve(), args.files)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
