@@ -35,6 +35,8 @@ from mlm_export.prediction.spec import InputSpec, OutputSpec
 DEFAULT_CHUNKS = 512
 #: Batches in flight per worker (local: per process) while results stream to the writer.
 IN_FLIGHT_PER_WORKER = 2
+#: Batches read and pre-processed ahead (in a thread) while the forward of the current one runs, in-process.
+READ_AHEAD = 1
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOADS: dict[tuple[str, str], int] = {}
@@ -135,27 +137,29 @@ def canonical(out: OutputSpec, result: np.ndarray) -> np.ndarray:
     return result.reshape(result.shape[0], -1, *result.shape[-2:])
 
 
-def _pad(part: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
-    if part.shape[-2:] == tile:
-        return part
-    padded = np.zeros((*part.shape[:-2], *tile), dtype=part.dtype)
-    padded[..., : part.shape[-2], : part.shape[-1]] = part
-    return padded
-
-
-def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarray],
-              valids: Sequence[np.ndarray]) -> list[Piece]:  # fmt: skip
-    """Pre-process, forward and cut one batch of windows (``parts``: their raw bands, clipped to the scene)."""
+def prepare_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarray],
+                  valids: Sequence[np.ndarray]) -> tuple[list[int], Any]:  # fmt: skip
+    """The windows of ``group`` that hold data, and the model's arguments for them (pre-processed, in dim_order)."""
     kept = [i for i, valid in enumerate(valids) if valid.any()]
+    if not kept:
+        return kept, None
+    batch = preprocess.batch(job.spec, job.names, [parts[i] for i in kept], [valids[i] for i in kept], job.tile,
+                             trust_code=job.trust_code)  # fmt: skip
+    main = np.transpose(batch, list(np.argsort(job.spec.order)))
+    return kept, _feed(job, [group[i] for i in kept], [parts[i] for i in kept], [valids[i] for i in kept], main)
+
+
+def run_batch(job: Job, group: Sequence[tiling.Window], parts: Sequence[np.ndarray], valids: Sequence[np.ndarray],
+              prepared: tuple[list[int], Any] | None = None) -> list[Piece]:  # fmt: skip
+    """Pre-process (unless ``prepared`` by :func:`prepare_batch`), forward and cut one batch of windows.
+
+    ``parts``: the windows' raw bands, clipped to the scene; ``valids``: their valid masks.
+    """
+    kept, fed = prepared if prepared is not None else prepare_batch(job, group, parts, valids)
     pieces = [Piece(w, None) for w in group]
     if not kept:
         return pieces
-    planes = [preprocess.model_space(job.spec, job.names, np.asarray(parts[i]), np.asarray(valids[i]),
-                                     trust_code=job.trust_code) for i in kept]  # fmt: skip
-    batch = preprocess.finish_batch(job.spec, np.stack([_pad(p, job.tile) for p in planes]), trust_code=job.trust_code)
     model = cached_model(job.source)
-    main = np.transpose(batch, list(np.argsort(job.spec.order)))
-    fed = _feed(job, [group[i] for i in kept], [parts[i] for i in kept], [valids[i] for i in kept], main)
     result = post_process(job.out, forward.run(model, fed, job.source.device), job.trust_code)
     if not job.out.dense:
         for i, one in zip(kept, result, strict=True):
@@ -190,9 +194,7 @@ def _feed(job: Job, windows: Sequence[tiling.Window], parts: Sequence[np.ndarray
         if planes is not None:  # an input without bands: the same windows of its planes, clipped like the bands'
             cuts = [planes[:, rows, cols] for rows, cols in (_slices(w, planes.shape[1:]) for w in windows)]
         names = () if planes is not None else job.names
-        spaced = [preprocess.model_space(spec, names, cut, np.asarray(valid), trust_code=job.trust_code)
-                  for cut, valid in zip(cuts, valids, strict=True)]  # fmt: skip
-        batch = preprocess.finish_batch(spec, np.stack([_pad(p, job.tile) for p in spaced]), trust_code=job.trust_code)
+        batch = preprocess.batch(spec, names, cuts, valids, job.tile, trust_code=job.trust_code)
         batches.append(np.transpose(batch, list(np.argsort(spec.order))))
     return batches
 
@@ -202,17 +204,34 @@ def _slices(window: tiling.Window, shape: tuple[int, int]) -> tuple[slice, slice
             slice(window.col, min(window.col + window.width, shape[1])))  # fmt: skip
 
 
-def _run_blocks(job: Job, group: Sequence[tiling.Window], parts: Sequence[Any], valids: Sequence[Any]) -> list[Piece]:
-    """:func:`run_batch` on the windows' dask blocks (nested lists of numpy chunks), each joined into one array."""
+def _prepare_blocks(job: Job, group: Sequence[tiling.Window], parts: Sequence[Any],
+                    valids: Sequence[Any]) -> tuple[list[np.ndarray], tuple[list[int], Any]]:  # fmt: skip
+    """:func:`prepare_batch` on the windows' dask blocks (nested lists of numpy chunks), each joined into one array."""
     from dask.array.core import concatenate3
 
-    return run_batch(job, group, [concatenate3(p) for p in parts], [concatenate3(v) for v in valids])
+    joined = [concatenate3(v) for v in valids]
+    return joined, prepare_batch(job, group, [concatenate3(p) for p in parts], joined)
 
 
-def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], batch: int) -> list[Any]:
-    """The lazy graph: one task per batch of ``windows``, over the windows' slices of the lazy ``data``/``valid``.
+def _run_prepared(job: Job, group: Sequence[tiling.Window], prepared: tuple[list[np.ndarray], Any]) -> list[Piece]:
+    valids, ready = prepared
+    return run_batch(job, group, (), valids, ready)
 
-    Each task is a :class:`dask.delayed.Delayed` whose graph holds only the slices' layers (no per-chunk graph is
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of windows as two lazy steps: read + pre-process (``prepared``), then forward + cut (``result``)."""
+
+    job: Job
+    group: list[tiling.Window]
+    prepared: Any  # dask.delayed.Delayed -> (valid masks, prepare_batch's result)
+    result: Any  # dask.delayed.Delayed -> list[Piece]
+
+
+def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], batch: int) -> list[Batch]:
+    """The lazy graph: two tasks per batch of ``windows``, over the windows' slices of the lazy ``data``/``valid``.
+
+    Each step is a :class:`dask.delayed.Delayed` whose graph holds only the slices' layers (no per-chunk graph is
     built here, so planning a scene of any size takes milliseconds per window).
     """
     from dask.base import tokenize
@@ -225,33 +244,50 @@ def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], bat
         cuts = [_slices(w, shape) for w in group]
         parts = [data[:, rows, cols] for rows, cols in cuts]
         valids = [valid[rows, cols] for rows, cols in cuts]
-        name = f"predict-batch-{tokenize(job.source.key, group, [p.name for p in parts], [v.name for v in valids])}"
-        task = (_run_blocks, job, group, [p.__dask_keys__() for p in parts], [v.__dask_keys__() for v in valids])
-        layers = HighLevelGraph.from_collections(name, {name: task}, dependencies=[*parts, *valids])
-        graph.append(Delayed(name, layers))
+        token = tokenize(job.source.key, group, [p.name for p in parts], [v.name for v in valids])
+        name = f"predict-prepare-{token}"
+        task = (_prepare_blocks, job, group, [p.__dask_keys__() for p in parts], [v.__dask_keys__() for v in valids])
+        prepared = Delayed(name, HighLevelGraph.from_collections(name, {name: task}, dependencies=[*parts, *valids]))
+        run = f"predict-batch-{token}"
+        layers = HighLevelGraph.from_collections(run, {run: (_run_prepared, job, group, name)}, dependencies=[prepared])
+        graph.append(Batch(job, group, prepared, Delayed(run, layers)))
     return graph
 
 
-def _local(graph: Sequence[Any]) -> Iterator[list[Piece]]:
+def _local(graph: Sequence[Batch]) -> Iterator[list[Piece]]:
+    """The batches in order; a thread reads and pre-processes the next one while this one runs the forward."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import dask
 
-    for task in graph:
-        (pieces,) = dask.compute(task, scheduler="sync", optimize_graph=True)
-        yield pieces
+    def read(batch: Batch) -> Any:
+        (prepared,) = dask.compute(batch.prepared, scheduler="sync", optimize_graph=True)
+        return prepared
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
+    try:
+        ahead = [pool.submit(read, b) for b in graph[:READ_AHEAD]]
+        for index, batch in enumerate(graph):
+            prepared = ahead.pop(0).result()
+            if index + READ_AHEAD < len(graph):
+                ahead.append(pool.submit(read, graph[index + READ_AHEAD]))
+            yield _run_prepared(batch.job, batch.group, prepared)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _distributed(graph: Sequence[Any], client: Any) -> Iterator[list[Piece]]:
+def _distributed(graph: Sequence[Batch], client: Any) -> Iterator[list[Piece]]:
     from distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     pending = iter(graph)
-    first = [client.compute(t) for t in _take(pending, workers * IN_FLIGHT_PER_WORKER)]
+    first = [client.compute(b.result) for b in _take(pending, workers * IN_FLIGHT_PER_WORKER)]
     done = as_completed(first)
     for future in done:
         pieces = future.result()
         future.release()
-        for task in _take(pending, 1):
-            done.add(client.compute(task))
+        for batch in _take(pending, 1):
+            done.add(client.compute(batch.result))
         yield pieces
 
 
@@ -265,10 +301,27 @@ def _take(items: Iterator[Any], count: int) -> list[Any]:
     return out
 
 
-def execute(graph: Sequence[Any], client: Any, consume: Callable[[list[Piece]], None]) -> None:
-    """Run the graph (on ``client``'s workers, else dask's local scheduler), handing each batch's pieces on."""
-    for pieces in _distributed(graph, client) if client is not None else _local(graph):
-        consume(pieces)
+def execute(graph: Sequence[Batch], client: Any, consume: Callable[[list[Piece]], None]) -> None:
+    """Run the graph (on ``client``'s workers, else dask's local scheduler), handing each batch's pieces on.
+
+    ``consume`` runs in a writer thread, one batch at a time and in the order the batches come back, while the next
+    batch runs; its error is raised here.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
+    pending: Future[None] | None = None
+    results = _distributed(graph, client) if client is not None else _local(graph)
+    try:
+        for pieces in results:
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(consume, pieces)
+        if pending is not None:
+            pending.result()
+    finally:
+        results.close()  # the reader thread stops before this returns or raises
+        writer.shutdown(wait=True, cancel_futures=True)
 
 
 def forget(source: ModelSource) -> None:
