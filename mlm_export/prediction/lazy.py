@@ -327,3 +327,9 @@ def execute(graph: Sequence[Batch], client: Any, consume: Callable[[list[Piece]]
 def forget(source: ModelSource) -> None:
     """Drop a model :func:`remember` put in this process's cache (the caller's, once ``predict`` is done)."""
     _MODELS.pop((source.key, source.device), None)
+
+
+def forget_all() -> None:
+    """Empty this process's model cache and its load counts (benchmarks: each measured run loads the model again)."""
+    _MODELS.clear()
+    _LOADS.clear()
