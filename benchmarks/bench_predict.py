@@ -10,8 +10,8 @@ predict's default 16 px overlap. Times are the best of ``--repeat`` runs, interl
   (predict's batch size) with the model loaded beforehand. Target <= 1.15.
 * peak RSS: a child process (``tests/predict_child.py``) at ``size`` vs one at ``size / 2``. Target <= +10 %.
 * dask: ``predict(client=...)`` on a ``LocalCluster`` of 2 single-threaded worker processes vs the in-process run
-  (torch uses every core in-process: this bounds dask's overhead). The workers have imported what the in-process
-  run has (its warm-up), and each measured run loads the model on each worker (counted: 1 each). Target <= 1.15.
+  (torch uses every core in-process: this bounds dask's overhead). The cluster is warmed by a run on the warm-up
+  raster as the process is, and each measured run loads the model on each worker (counted: 1 each). Target <= 1.15.
 * planning: ``predict``'s lazy graph over a sparse 40,000 x 40,000 4-band GeoTIFF (nothing read). Target < 10 s.
 """
 
@@ -64,15 +64,6 @@ def _floor(item: Path, raster: Path, batch: int) -> float:
             with torch.inference_mode():
                 model(torch.from_numpy(np.stack(reads).astype(np.float32)))
     return time.perf_counter() - start
-
-
-def _warm_worker() -> None:
-    """What the in-process run has imported by its warm-up run (the model itself is loaded in the measured run)."""
-    import torch  # noqa: F401
-
-    import mlm_export.loading
-    import mlm_export.prediction.lazy
-    import mlm_export.prediction.run  # noqa: F401
 
 
 def _predict(item: Path, raster: Path, out: Path, client: Any = None) -> tuple[float, Any]:
@@ -139,7 +130,7 @@ def measure(size: int = 4096, *, width: int = 16, repeat: int = 1, parts: tuple[
         warmup = write_scene(directory / "warmup.tif", 256)
         _predict(item, warmup, directory / "warm.tif")
         if "time" in parts or "dask" in parts:
-            r.update(_times(item, raster, directory, repeat, "dask" in parts))
+            r.update(_times(item, raster, warmup, directory, repeat, "dask" in parts))
         if "rss" in parts:
             half = write_scene(directory / "half.tif", size // 2)
             r["peak_large"] = _child(item, raster, directory / "rss-large.tif", warmup)["peak"]
@@ -150,7 +141,8 @@ def measure(size: int = 4096, *, width: int = 16, repeat: int = 1, parts: tuple[
     return r
 
 
-def _times(item: Path, raster: Path, directory: Path, repeat: int, cluster: bool) -> dict[str, Any]:
+def _times(item: Path, raster: Path, warmup: Path, directory: Path, repeat: int,
+           cluster: bool) -> dict[str, Any]:  # fmt: skip
     """Best of ``repeat`` of: predict in-process, the floor, predict on a 2 x 1-thread LocalCluster, interleaved."""
     from distributed import Client, LocalCluster
 
@@ -161,7 +153,7 @@ def _times(item: Path, raster: Path, directory: Path, repeat: int, cluster: bool
     options = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
                "dashboard_address": None}  # fmt: skip
     with LocalCluster(**options) as local, Client(local) as client:
-        client.run(_warm_worker)  # workers import what the in-process run has imported before the clock starts
+        _predict(item, warmup, directory / "cluster-warm.tif", client)  # warmed as the in-process run is (imports)
         for _ in range(repeat):
             start = _cpu()
             seconds, result = _predict(item, raster, directory / "ours.tif")

@@ -1,13 +1,15 @@
-"""``predict`` as a lazy dask computation: one task per batch of windows, run locally or on a ``distributed.Client``.
+"""``predict`` as a lazy dask computation: two tasks per batch of windows, run locally or on a ``distributed.Client``.
 
 The scene is read lazily (rioxarray / odc-stac with ``chunks``: dask arrays), so nothing holds it whole. The graph
-(:func:`build`) has one ``dask.delayed`` task per batch of windows (:func:`mlm_export.prediction.tiling.batches`,
-the same batches whatever runs them); its inputs are the windows' slices of the lazy bands and valid mask (dask
-reads only those pixels). A task pre-processes its windows (:mod:`.preprocess`), skips the all-nodata ones, runs the
+(:func:`build`) has, per batch of windows (:func:`mlm_export.prediction.tiling.batches`, the same batches whatever
+runs them), a ``prepared`` task that reads the windows' slices of the lazy bands and valid mask (dask reads only
+those pixels, with its synchronous scheduler inside the task: a cluster's scheduler sees no chunk tasks) and
+pre-processes them (:mod:`.preprocess`), skipping the all-nodata windows, and a ``result`` task that runs the
 forward and returns each window's core (dense outputs: the centre-crop rule of :mod:`.tiling`) or vector.
-:func:`execute` runs the tasks a few at a time, on dask's local scheduler or on the client's workers, and hands each
-result to the writer as it comes (:mod:`.outputs` writes a staged tiled GeoTIFF window by window, then the COG):
-peak memory depends on the tile and batch size, never on the scene's size.
+:func:`execute` runs them a few at a time and hands each result to the writer, in a writer thread, as it comes
+(:mod:`.outputs` writes a staged tiled GeoTIFF window by window, then the COG). In-process a reader thread reads and
+pre-processes the next batch while the forward of this one runs (torch and numpy release the GIL); on a client the
+workers run both tasks of a batch. Peak memory depends on the tile and batch size, never on the scene's size.
 
 The model is loaded and verified once per process and device (:func:`cached_model`, keyed by the Item's model
 checksum): the caller's process reuses the model ``predict`` loaded; each dask worker loads it on its first task.
@@ -204,13 +206,33 @@ def _slices(window: tiling.Window, shape: tuple[int, int]) -> tuple[slice, slice
             slice(window.col, min(window.col + window.width, shape[1])))  # fmt: skip
 
 
-def _prepare_blocks(job: Job, group: Sequence[tiling.Window], parts: Sequence[Any],
-                    valids: Sequence[Any]) -> tuple[list[np.ndarray], tuple[list[int], Any]]:  # fmt: skip
-    """:func:`prepare_batch` on the windows' dask blocks (nested lists of numpy chunks), each joined into one array."""
-    from dask.array.core import concatenate3
+class _Reads:
+    """The lazy window slices of one batch (bands, then valid masks), read where the batch runs, in that one task.
 
-    joined = [concatenate3(v) for v in valids]
-    return joined, prepare_batch(job, group, [concatenate3(p) for p in parts], joined)
+    Read there with dask's synchronous scheduler, so a cluster's scheduler sees one task per batch step, not the
+    hundreds of chunk tasks of its slices; pickled (for a worker) with the slices' graph culled to their chunks.
+    """
+
+    def __init__(self, arrays: Sequence[Any]) -> None:
+        self.arrays = list(arrays)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import dask
+
+        return _Reads, (list(dask.optimize(*self.arrays)),)
+
+    def load(self) -> list[np.ndarray]:
+        import dask
+
+        return [np.asarray(a) for a in dask.compute(*self.arrays, scheduler="sync", optimize_graph=True)]
+
+
+def _prepare_reads(job: Job, group: Sequence[tiling.Window],
+                   reads: _Reads) -> tuple[list[np.ndarray], tuple[list[int], Any]]:  # fmt: skip
+    """Read the batch's windows, then :func:`prepare_batch` (the valid masks are kept for the cut)."""
+    arrays = reads.load()
+    parts, valids = arrays[: len(group)], arrays[len(group) :]
+    return valids, prepare_batch(job, group, parts, valids)
 
 
 def _run_prepared(job: Job, group: Sequence[tiling.Window], prepared: tuple[list[np.ndarray], Any]) -> list[Piece]:
@@ -246,8 +268,8 @@ def build(job: Job, data: Any, valid: Any, windows: Sequence[tiling.Window], bat
         valids = [valid[rows, cols] for rows, cols in cuts]
         token = tokenize(job.source.key, group, [p.name for p in parts], [v.name for v in valids])
         name = f"predict-prepare-{token}"
-        task = (_prepare_blocks, job, group, [p.__dask_keys__() for p in parts], [v.__dask_keys__() for v in valids])
-        prepared = Delayed(name, HighLevelGraph.from_collections(name, {name: task}, dependencies=[*parts, *valids]))
+        task = (_prepare_reads, job, group, _Reads([*parts, *valids]))
+        prepared = Delayed(name, HighLevelGraph.from_collections(name, {name: task}, dependencies=[]))
         run = f"predict-batch-{token}"
         layers = HighLevelGraph.from_collections(run, {run: (_run_prepared, job, group, name)}, dependencies=[prepared])
         graph.append(Batch(job, group, prepared, Delayed(run, layers)))
