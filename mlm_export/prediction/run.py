@@ -156,10 +156,25 @@ def _class_core(out: OutputSpec, piece: lazy.Piece) -> np.ndarray:
     dtype, nodata = outputs.class_dtype(out.classes)
     values = np.array([int(c["value"]) for c in out.classes])
     assert piece.values is not None and piece.valid is not None
-    index = np.argmax(np.nan_to_num(piece.values, nan=-np.inf), axis=0)
+    index = _argmax(piece.values)
     if index.max() >= len(values):
         raise DataError(f"Output {out.name!r} has {piece.values.shape[0]} channels for {len(values)} classes.")
-    return np.where(piece.valid, values[index], nodata).astype(dtype)[None]
+    classes = np.take(values.astype(dtype), index)
+    np.copyto(classes, dtype.type(nodata), where=~piece.valid)
+    return classes[None]
+
+
+def _argmax(scores: np.ndarray) -> np.ndarray:
+    """``argmax(scores, axis=0)`` with NaN as -inf (the first highest wins), in one pass per channel."""
+    if scores.dtype.kind != "f" or np.isnan(scores).any() or len(scores) > 255:
+        return np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=0)
+    index = np.zeros(scores.shape[1:], dtype=np.uint8)
+    best = scores[0].copy()
+    for channel in range(1, len(scores)):
+        higher = scores[channel] > best
+        index[higher] = channel
+        np.copyto(best, scores[channel], where=higher)
+    return index
 
 
 def _dense_writes(stage: Path, target: Path, scene: Scene, out: OutputSpec, graph: list[Any], client: Any,
