@@ -10,8 +10,9 @@ predict's default 16 px overlap. Times are the best of ``--repeat`` runs, interl
   (predict's batch size) with the model loaded beforehand. Target <= 1.15.
 * peak RSS: a child process (``tests/predict_child.py``) at ``size`` vs one at ``size / 2``. Target <= +10 %.
 * dask: ``predict(client=...)`` on a ``LocalCluster`` of 2 single-threaded worker processes vs the in-process run
-  (torch uses every core in-process: this bounds dask's overhead). The cluster is warmed by a run on the warm-up
-  raster as the process is, and each measured run loads the model on each worker (counted: 1 each). Target <= 1.15.
+  (torch uses every core in-process: this bounds dask's overhead). The cluster is warmed as the process is (a run
+  on the warm-up raster; every worker imports the modules the caller has), and each measured run loads the model on
+  each worker (counted: 1 each). Target <= 1.15.
 * planning: ``predict``'s lazy graph over a sparse 40,000 x 40,000 4-band GeoTIFF (nothing read). Target < 10 s.
 """
 
@@ -153,7 +154,8 @@ def _times(item: Path, raster: Path, warmup: Path, directory: Path, repeat: int,
     options = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
                "dashboard_address": None}  # fmt: skip
     with LocalCluster(**options) as local, Client(local) as client:
-        _predict(item, warmup, directory / "cluster-warm.tif", client)  # warmed as the in-process run is (imports)
+        _predict(item, warmup, directory / "cluster-warm.tif", client)  # warmed as the in-process run is
+        client.run(_import, sorted(n for n in sys.modules if "." not in n or n.startswith(("torch", "mlm_export"))))
         for _ in range(repeat):
             start = _cpu()
             seconds, result = _predict(item, raster, directory / "ours.tif")
@@ -177,6 +179,17 @@ def _times(item: Path, raster: Path, warmup: Path, directory: Path, repeat: int,
     if cluster:
         r.update(cluster_s=min(distributed), cluster_cpu_s=min(cpu["cluster"]), loads=loads)
     return r
+
+
+def _import(names: list[str]) -> None:
+    """Import what the caller has imported (a warm-up run on one window warms one worker only)."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S112 - what a worker cannot import, the run does not need there
+            continue
 
 
 def _cpu() -> float:
