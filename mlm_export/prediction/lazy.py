@@ -39,6 +39,9 @@ DEFAULT_CHUNKS = 512
 IN_FLIGHT_PER_WORKER = 2
 #: Batches read and pre-processed ahead (in a thread) while the forward of the current one runs, in-process.
 READ_AHEAD = 1
+#: Bytes of GDAL's block cache while this process reads and writes windows: the chunks neighbouring batches share
+#: stay decoded, and memory does not grow with the scene.
+READ_CACHE = 64 * 2**20
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOADS: dict[tuple[str, str], int] = {}
@@ -331,19 +334,22 @@ def execute(graph: Sequence[Batch], client: Any, consume: Callable[[list[Piece]]
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    import rasterio
+
     writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
     pending: Future[None] | None = None
     results = _distributed(graph, client) if client is not None else _local(graph)
-    try:
-        for pieces in results:
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE):  # GDAL's default (5 % of RAM) would keep the whole scene's blocks
+        try:
+            for pieces in results:
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(consume, pieces)
             if pending is not None:
                 pending.result()
-            pending = writer.submit(consume, pieces)
-        if pending is not None:
-            pending.result()
-    finally:
-        results.close()  # the reader thread stops before this returns or raises
-        writer.shutdown(wait=True, cancel_futures=True)
+        finally:
+            results.close()  # the reader thread stops before this returns or raises
+            writer.shutdown(wait=True, cancel_futures=True)
 
 
 def forget(source: ModelSource) -> None:
