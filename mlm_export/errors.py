@@ -54,6 +54,23 @@ class MLMExportError(Exception):
             return f"{self.message} Hint: {self.hint}"
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by state, not by calling ``__init__`` again (subclasses take required keyword arguments).
+
+        An error a dask worker raises reaches the caller with its type, ``hint`` and every attribute.
+        """
+        return _restore, (type(self), self.args), dict(self.__dict__)
+
+
+def _restore(cls: type[MLMExportError], args: tuple[Any, ...]) -> MLMExportError:
+    """An unpickled :class:`MLMExportError` before its state (``message``, ``hint``...) is set back."""
+    try:  # the builtin base's __new__ that cls(...) would use: Exception's, or OSError's for the file errors
+        error = Exception.__new__(cls)
+    except TypeError:
+        error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class ConfigurationError(MLMExportError, ValueError):
     """A function argument or CLI option is invalid."""

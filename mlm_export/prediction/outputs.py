@@ -105,7 +105,7 @@ class StagedRaster:
         from rasterio.shutil import copy
 
         self._dst.close()
-        copy(self.part, self.path, driver="COG", compress="deflate")
+        copy(self.part, self.path, driver="COG", compress="deflate", num_threads="ALL_CPUS")  # same bytes, sooner
         self.part.unlink()
 
     def close(self) -> None:

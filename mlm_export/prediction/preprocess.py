@@ -9,7 +9,10 @@
    (an array of expressions applied in order) on each batch;
 5. the cast to the input's ``data_type`` (the dtype *after* pre-processing): values outside its range are refused.
 
-Steps 1-3 work on the whole scene in float64 (per-pixel operations), 4-5 on each batch.
+Steps 1-3 compute in float64 (per-pixel operations), 4-5 on each batch. :func:`batch` runs them all for a batch of
+windows; for a float ``data_type`` without ``pre_processing_function`` it works one channel plane at a time in one
+float64 buffer, in place, and casts each plane once into the batch (the same values as the whole-array steps, bit
+for bit, without the float64 copies of the batch).
 """
 
 from __future__ import annotations
@@ -52,42 +55,59 @@ def channels(spec: InputSpec, names: Sequence[str], data: np.ndarray, *, trust_c
 
 
 def _scale_one(x: np.ndarray, rule: Mapping[str, Any], where: str, trust_code: bool) -> np.ndarray:
+    """``x`` (float64) scaled by ``rule``, in place: the same operations as ``(x - mean) / stddev`` etc."""
     kind = rule.get("type")
     if kind == "min-max":
-        return (x - rule["minimum"]) / (rule["maximum"] - rule["minimum"])
-    if kind == "z-score":
-        return (x - rule["mean"]) / rule["stddev"]
-    if kind == "clip":
-        return np.clip(x, rule["minimum"], rule["maximum"])
-    if kind == "clip-min":
-        return np.maximum(x, rule["minimum"])
-    if kind == "clip-max":
-        return np.minimum(x, rule["maximum"])
-    if kind == "offset":
-        return x - rule["value"]
-    if kind == "scale":
-        return x / rule["value"]
-    if kind == "processing":
-        return np.asarray(evaluate(rule, {"x": x, "A": x}, trust_code=trust_code, where=where), dtype=np.float64)
-    raise ItemValidationError(f"{where} has value_scaling type {kind!r}, which MLM does not define.")
+        np.subtract(x, rule["minimum"], out=x)
+        np.divide(x, rule["maximum"] - rule["minimum"], out=x)
+    elif kind == "z-score":
+        np.subtract(x, rule["mean"], out=x)
+        np.divide(x, rule["stddev"], out=x)
+    elif kind == "clip":
+        np.clip(x, rule["minimum"], rule["maximum"], out=x)
+    elif kind == "clip-min":
+        np.maximum(x, rule["minimum"], out=x)
+    elif kind == "clip-max":
+        np.minimum(x, rule["maximum"], out=x)
+    elif kind == "offset":
+        np.subtract(x, rule["value"], out=x)
+    elif kind == "scale":
+        np.divide(x, rule["value"], out=x)
+    elif kind == "processing":
+        value = np.asarray(evaluate(rule, {"x": x, "A": x}, trust_code=trust_code, where=where), dtype=np.float64)
+        np.copyto(x, np.broadcast_to(value, x.shape))
+    else:
+        raise ItemValidationError(f"{where} has value_scaling type {kind!r}, which MLM does not define.")
+    return x
+
+
+def _rules(spec: InputSpec, count: int) -> tuple[Mapping[str, Any], ...] | None:
+    """The ``value_scaling`` rules of ``count`` channels (None: none, with one notice)."""
+    rules = spec.value_scaling
+    if not rules:
+        logger.warning("Input %r declares no value_scaling: the bands are fed unscaled.", spec.name)
+        return None
+    if len(rules) not in (1, count):
+        raise ItemValidationError(
+            f"Input {spec.name!r} has {len(rules)} value_scaling entries for {count} bands.",
+            hint="Give one entry per band, or one for all.",
+        )
+    return rules
+
+
+def _rule_of(spec: InputSpec, rules: Sequence[Mapping[str, Any]], index: int) -> tuple[Mapping[str, Any], str]:
+    band = repr(spec.bands[index].name) if spec.bands else f"{index + 1} of input {spec.name!r}"
+    return (rules[index] if len(rules) > 1 else rules[0]), f"value_scaling of band {band}"
 
 
 def scale(spec: InputSpec, planes: np.ndarray, *, trust_code: bool) -> np.ndarray:
     """``value_scaling`` applied per channel (float64); none when the Item omits it (one notice)."""
-    rules = spec.value_scaling
-    if not rules:
-        logger.warning("Input %r declares no value_scaling: the bands are fed unscaled.", spec.name)
+    rules = _rules(spec, len(planes))
+    if rules is None:
         return planes
-    if len(rules) not in (1, len(planes)):
-        raise ItemValidationError(
-            f"Input {spec.name!r} has {len(rules)} value_scaling entries for {len(planes)} bands.",
-            hint="Give one entry per band, or one for all.",
-        )
-    out = np.empty_like(planes)
-    for index, plane in enumerate(planes):
-        rule = rules[index] if len(rules) > 1 else rules[0]
-        band = repr(spec.bands[index].name) if spec.bands else f"{index + 1} of input {spec.name!r}"
-        out[index] = _scale_one(plane, rule, f"value_scaling of band {band}", trust_code)
+    out = np.array(planes, dtype=np.float64)
+    for index in range(len(out)):
+        _scale_one(out[index], *_rule_of(spec, rules, index), trust_code)
     return out
 
 
@@ -97,6 +117,57 @@ def model_space(
     """Steps 1-3: the scene as the model's channels, scaled, nodata set to 0 ([C, H, W] float64)."""
     planes = scale(spec, channels(spec, names, data, trust_code=trust_code), trust_code=trust_code)
     return np.where(valid[None], planes, 0.0)
+
+
+def batch(spec: InputSpec, names: Sequence[str], parts: Sequence[np.ndarray], valids: Sequence[np.ndarray],
+          tile: tuple[int, int], *, trust_code: bool) -> np.ndarray:  # fmt: skip
+    """Steps 1-5 for windows' raw bands ``parts`` [C, h, w] (and valid masks): [B, C, *tile], padded with 0.
+
+    The same values as :func:`model_space` + padding + :func:`finish_batch`, bit for bit.
+    """
+    dtype = numpy_type(spec.data_type)
+    if spec.pre_processing or dtype.kind != "f":
+        planes = [model_space(spec, names, np.asarray(p), np.asarray(v), trust_code=trust_code)
+                  for p, v in zip(parts, valids, strict=True)]  # fmt: skip
+        return finish_batch(spec, np.stack([pad(p, tile) for p in planes]), trust_code=trust_code)
+    count = len(spec.bands) if spec.bands else int(np.asarray(parts[0]).shape[0])
+    rules = _rules(spec, count)
+    out = np.zeros((len(parts), count, *tile), dtype=dtype)
+    for slot, part, valid in zip(out, parts, valids, strict=True):
+        _fill(spec, names, np.asarray(part), ~np.asarray(valid), rules, slot, trust_code)
+    return out
+
+
+def _fill(spec: InputSpec, names: Sequence[str], part: np.ndarray, invalid: np.ndarray,
+          rules: Sequence[Mapping[str, Any]] | None, slot: np.ndarray, trust_code: bool) -> None:  # fmt: skip
+    """One window's channels into ``slot`` [C, *tile]: each plane read, scaled and zeroed at nodata in one buffer."""
+    height, width = part.shape[1:]
+    plane = np.empty((height, width), dtype=np.float64)
+    where = {name: i for i, name in enumerate(names)}
+    bands: dict[str, np.ndarray] | None = None
+    for index in range(len(slot)):
+        band = spec.bands[index] if spec.bands else None
+        if band is None or band.expression is None:
+            np.copyto(plane, part[index if band is None else where[band.name]])
+        else:
+            if bands is None:
+                bands = {name: part[i].astype(np.float64) for i, name in enumerate(names)}
+            expression = {"format": band.format, "expression": band.expression}
+            value = evaluate(expression, bands, trust_code=trust_code, where=f"Band {band.name!r}")
+            np.copyto(plane, np.broadcast_to(np.asarray(value, dtype=np.float64), plane.shape))
+        if rules is not None:
+            _scale_one(plane, *_rule_of(spec, rules, index), trust_code)
+        np.copyto(plane, 0.0, where=invalid)
+        _check_float(plane, slot.dtype, spec.name)
+        slot[index, :height, :width] = plane
+
+
+def pad(part: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    if part.shape[-2:] == tile:
+        return part
+    padded = np.zeros((*part.shape[:-2], *tile), dtype=part.dtype)
+    padded[..., : part.shape[-2], : part.shape[-1]] = part
+    return padded
 
 
 def numpy_type(data_type: str) -> np.dtype:
@@ -134,12 +205,19 @@ def cast(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
                 hint="Check the data (units, scale) against the Item's value_scaling.",
             )
     elif dtype.kind == "f":
-        finite = values[np.isfinite(values)]
-        limit = np.finfo(dtype).max
-        if finite.size and (finite.min() < -limit or finite.max() > limit):
-            raise DataError(
-                f"Input {name!r}: after pre-processing values reach {np.abs(finite).max()}, beyond {dtype.name}'s "
-                f"range (±{limit}).",
-                hint="Check the data (units, scale) against the Item's value_scaling.",
-            )
+        _check_float(values, dtype, name)
     return values.astype(dtype)
+
+
+def _check_float(values: np.ndarray, dtype: np.dtype, name: str) -> None:
+    """Refuse finite values beyond ``dtype``'s range (NaN and infinities pass, as the model may take them)."""
+    limit = np.finfo(dtype).max
+    if not values.size or (-limit <= values.min() and values.max() <= limit):  # NaN fails both: look closer
+        return
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite.min() < -limit or finite.max() > limit):
+        raise DataError(
+            f"Input {name!r}: after pre-processing values reach {np.abs(finite).max()}, beyond {dtype.name}'s "
+            f"range (±{limit}).",
+            hint="Check the data (units, scale) against the Item's value_scaling.",
+        )

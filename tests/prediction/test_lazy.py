@@ -15,6 +15,7 @@ import rasterio
 from scenes import Seg, export_seg, scene  # noqa: F401 - scene is a fixture
 
 from mlm_export import predict
+from mlm_export.errors import DataError
 from mlm_export.prediction import lazy, run
 from mlm_export.prediction.sources import read_scene
 from mlm_export.prediction.spec import input_spec, output_spec
@@ -79,6 +80,27 @@ def test_distributed_equals_local_bit_for_bit_and_loads_once_per_worker(tmp_path
     batches = -(-(local.windows + local.skipped) // 16)
     counts = [n for per_worker in loads.values() for n in per_worker.values()]
     assert len(loads) == 2 and counts and all(n == 1 for n in counts) and batches > len(counts)
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_an_error_raised_on_a_worker_reaches_the_caller_typed_with_its_hint(tmp_path: Path, scene: dict) -> None:
+    distributed = pytest.importorskip("distributed")
+    document = json.loads(export_seg(tmp_path / "model").read_text())
+    document["properties"]["mlm:input"][0]["input"]["data_type"] = "uint8"  # reflectance into uint8, unscaled: refused
+    document["properties"]["mlm:input"][0].pop("value_scaling")
+    item = tmp_path / "model" / "uint8.json"
+    item.write_text(json.dumps(document))
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        pytest.raises(DataError, match=r"outside uint8's range") as caught,
+    ):
+        predict(item, scene["files"], tmp_path / "map.tif", model_class=Seg, tile_size=16, overlap=2, client=client)
+    assert caught.value.hint == "Check the data (units, scale) against the Item's value_scaling."
+    assert str(caught.value).endswith("Hint: " + caught.value.hint)
+    assert not (tmp_path / "map.tif").exists()
 
 
 def test_a_large_raster_is_planned_without_reading_it(tmp_path: Path) -> None:
