@@ -183,7 +183,9 @@ def _time(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: Text fields passed as they are (stripped; left out when empty).
-TEXT_ARGUMENTS = ("name", "description", "license", "doi", "citation", "container", "collection", "pretrained_source")
+TEXT_ARGUMENTS = (
+    "name", "description", "license", "doi", "citation", "container", "source_code", "collection", "pretrained_source",
+)  # fmt: skip
 
 
 def export_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,6 +236,7 @@ POINTER_FIELDS: tuple[tuple[str, str], ...] = (
     ("/properties/mlm:pretrained_source", "pretrained_source"),
     ("/properties/mlm:output", "classes"),
     ("/assets/mlm:container", "container"),
+    ("/assets/mlm:source_code", "source_code"),
     ("/links", "derived_from"),
     ("/collection", "collection"),
 )

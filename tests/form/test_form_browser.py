@@ -27,6 +27,7 @@ from mlm_export.hashing import hash_file
 
 pytestmark = LOOPBACK
 DATETIME = "2024-05-01T00:00:00Z"
+SOURCE_URL = "https://github.com/org/tiny/blob/0123456789abcdef0123456789abcdef01234567/torch_models.py"
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,10 @@ def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -
             page.locator(".class-name").last.fill(name)
         checked(page)
         assert problem(page, "classes") == ""  # cleared once the count fits
+        page.fill("#source_code", "github.com/org/repo")  # no scheme: refused, next to its field
+        assert checked(page).startswith("not valid")
+        assert "source_code='github.com/org/repo' is not an http(s) URL" in problem(page, "source_code")
+        page.fill("#source_code", SOURCE_URL)
         for side, value in zip("wsen", ("170", "-20", "-170", "-10"), strict=True):  # across the antimeridian
             page.fill(f"#bbox-{side}", value)
         page.fill("#datetime", DATETIME)
@@ -227,9 +232,12 @@ def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -
         path, tmp_path / "expected", model_class="torch_models:TinyConvNet",
         model_kwargs={"in_channels": 4, "num_classes": 5}, bands=["red", "green", "blue", "nir"],
         classes=[{"value": i, "name": n} for i, n in enumerate(("water", "trees", "crops", "built", "bare"))],
-        bbox=[170.0, -20.0, -170.0, -10.0], datetime=DATETIME,
+        bbox=[170.0, -20.0, -170.0, -10.0], datetime=DATETIME, source_code=SOURCE_URL,
     )  # fmt: skip
-    assert without_timestamps(json.loads(item_file.read_text())) == without_timestamps(expected)
+    document = json.loads(item_file.read_text())
+    assert document["assets"]["mlm:source_code"]["href"] == SOURCE_URL
+    assert document["assets"]["mlm:source_code"]["mlm:entrypoint"] == "torch_models:TinyConvNet"
+    assert without_timestamps(document) == without_timestamps(expected)
 
 
 def test_torchscript_by_path_bad_bbox_card_and_publish(browser, tmp_path: Path, stac_api) -> None:

@@ -302,7 +302,8 @@ function formValues() {
     classes: classesValue(), bbox: bbox.every((v) => v === "") ? null : bbox,
     datetime: $("#datetime").value, start_datetime: $("#start_datetime").value,
     end_datetime: $("#end_datetime").value, license: $("#license").value, doi: $("#doi").value,
-    citation: $("#citation").value, container: $("#container").value, collection: $("#collection").value,
+    citation: $("#citation").value, container: $("#container").value,
+    source_code: $("#source_code").value, collection: $("#collection").value,
     pretrained: pretrained === "" ? null : pretrained === "true", pretrained_source: $("#pretrained_source").value,
     artifact_format: $("#artifact_format").value, derived_from: derivedValue(),
   };
