@@ -170,7 +170,7 @@ def test_an_unchanged_file_is_read_once_and_any_change_is_hashed_again(tmp_path:
     size = 4_000_000
     names = ("same", "content", "size", "mtime", "inode")
     files = {name: tmp_path / f"{name}.bin" for name in names}
-    for name, path in files.items():
+    for path in files.values():
         path.write_bytes(os.urandom(size))
     (tmp_path / "other.bin").write_bytes(os.urandom(size))
     import time
