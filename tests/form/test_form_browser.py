@@ -17,7 +17,7 @@ import pytest
 import torch
 from card.chromium import launch
 from local_stac import LOOPBACK
-from onnx_models import conv_model, initializer_elements
+from onnx_models import conv_model, initializer_elements, two_image_model
 from safetensors.torch import save_file
 from torch_models import TinyConvNet
 
@@ -191,6 +191,46 @@ def test_onnx_upload_filled_like_a_person_gives_export_items_item(browser, tmp_p
     )  # fmt: skip
     assert without_timestamps(json.loads(item_file.read_text())) == without_timestamps(expected)
     assert (tmp_path / "form" / "conv.onnx").read_bytes() == path.read_bytes()
+
+
+def test_two_image_inputs_get_a_bands_and_scaling_section_each(browser, tmp_path: Path) -> None:
+    path = tmp_path / "two.onnx"
+    onnx.save(two_image_model(), str(path))
+    sar = 'fieldset[data-input="sar"]'
+    with opened(browser) as (_server, page):
+        page.set_input_files("#model-file", str(path))
+        assert measure(page) == "measured"
+        assert page.locator("#more-inputs fieldset").count() == 1  # optical keeps the fields above; sar gets one
+        assert page.inner_text("#bands-legend") == "Bands of input 'optical', in channel order"
+        page.check("#task-semantic-segmentation")
+        page.select_option("#band-preset", "RGB")
+        page.click("#add-scaling")
+        page.select_option("#scaling .scaling-type", "z-score")
+        page.fill('#scaling input[data-key="mean"]', "0.5")
+        page.fill('#scaling input[data-key="stddev"]', "0.25")
+        page.fill(f"{sar} .bands", "VV")  # one name for two channels
+        assert checked(page).startswith("not valid")
+        assert "sar" in problem(page, "bands")
+        page.fill(f"{sar} .bands", "VV\nVH")
+        page.click(f"{sar} .add-scaling")
+        page.select_option(f"{sar} .scaling-type", "scale")
+        page.fill(f'{sar} input[data-key="value"]', "0.01")
+        page.fill("#datetime", DATETIME)
+        assert checked(page).startswith("valid")
+        assert problem(page, "bands") == ""
+        make_item(page)
+        item_file = download(page, "#download-item", tmp_path)
+    expected = expected_item(
+        path, tmp_path / "expected", tasks=["semantic-segmentation"], datetime=DATETIME,
+        bands={"optical": ["red", "green", "blue"], "sar": ["VV", "VH"]},
+        value_scaling={"optical": [{"type": "z-score", "mean": 0.5, "stddev": 0.25}],
+                       "sar": [{"type": "scale", "value": 0.01}]},
+    )  # fmt: skip
+    document = json.loads(item_file.read_text())
+    assert without_timestamps(document) == without_timestamps(expected)
+    inputs = {i["name"]: i for i in document["properties"]["mlm:input"]}
+    assert inputs["sar"]["bands"] == ["VV", "VH"]
+    assert inputs["sar"]["value_scaling"] == [{"type": "scale", "value": 0.01}]
 
 
 def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -> None:
