@@ -292,16 +292,16 @@ def given_source_code(value: Any, model: Any = None, *, model_class: Any = None)
             f"source_code={href!r} is not an http(s) URL.",
             hint="Give the URL of the code, e.g. https://github.com/org/repo/tree/<commit>/path.",
         )
-    if entrypoint is None and isinstance(model_class, str):
-        entrypoint = model_class  # not imported here: the rebuild recipe checks it
-    elif entrypoint is None:
-        target = _model_target(model, model_class)
-        entrypoint = entrypoint_of(target) if target is not None else None
     if entrypoint is not None and not (isinstance(entrypoint, str) and _ENTRYPOINT.match(entrypoint)):
         raise ConfigurationError(
             f"source_code entrypoint {entrypoint!r} is not 'package.module:Class'.",
             hint="Write the entrypoint as package.module:Class (or :factory).",
         )
+    if entrypoint is None and isinstance(model_class, str):
+        entrypoint = model_class  # as given (``pkg.mod:Class`` or ``pkg.mod.Class``), as mlm:hyperparameters has it
+    elif entrypoint is None:
+        target = _model_target(model, model_class)
+        entrypoint = entrypoint_of(target) if target is not None else None
     python = parsed.path.endswith(".py")
     return SourceCode(entrypoint, href, PYTHON_MEDIA_TYPE if python else HTML_MEDIA_TYPE, "Given by the publisher.")
 
