@@ -103,6 +103,7 @@ def export_item(
     validate: bool = True,
     schema_dir: str | os.PathLike[str] | None = None,
     container: str | None = None,
+    source_code: str | Mapping[str, str] | None = None,
     version: str | None = None,
     previous: Any = None,
     doi: str | None = None,
@@ -176,6 +177,9 @@ def export_item(
         schema_dir: offline schema directory (see :func:`mlm_export.validate_item`).
         container: OCI image reference that runs the model (``registry/name:tag`` or ``@sha256:...``): the
             ``mlm:container`` asset. Checked for shape, never pulled.
+        source_code: http(s) URL of the model's code (a repository at a commit, or a file), or
+            ``{"href": URL, "entrypoint": "pkg.module:Class"}``: the ``mlm:source_code`` asset, with
+            ``model_class``'s entrypoint by default. Given, it replaces the detected one (no detection runs).
         version: ``version`` of this Item (Version extension).
         previous: the Item this one supersedes (JSON path, URL or saved ``pystac.Item``): a
             ``predecessor-version`` link, and its collection is shared; :func:`mlm_export.save_item` then links
@@ -205,7 +209,7 @@ def export_item(
     # Provenance arguments are checked (and the source code found) before any dry-run.
     provenance = provenance_from(
         model, model_class=model_class, container=container, version=version, previous=previous, doi=doi,
-        citation=citation, publications=publications, links=links,
+        citation=citation, publications=publications, links=links, source_code=source_code,
     )  # fmt: skip
     hyperparameters = _with_rebuild_recipe(hyperparameters, model, model_class, model_kwargs)
     if known_answer and artifact_dir is None and isinstance(model, (str, os.PathLike)):

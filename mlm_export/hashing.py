@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,10 @@ def hash_file(path: str | os.PathLike[str], *, progress: bool | None = None) -> 
         raise ArtifactNotFoundError(f"Cannot hash '{file_path}': no such file.", hint="Check the path.")
     if not file_path.is_file():
         raise SourceError(f"Cannot hash '{file_path}': it is not a regular file.", hint="Pass a file, not a directory.")
+    before, started = _digest_key(file_path), time.time_ns()
+    known = cached_digest(file_path, key=before)
+    if known is not None:
+        return FileDigest(file_path, known.size, known.checksum)
     size = file_path.stat().st_size
     show = progress if progress is not None else (size > PROGRESS_THRESHOLD and sys.stderr.isatty())
     digest = hashlib.sha256()
@@ -85,7 +91,9 @@ def hash_file(path: str | os.PathLike[str], *, progress: bool | None = None) -> 
                     bar.close()
     except OSError as exc:
         raise SourceError(f"Cannot read '{file_path}' to hash it: {exc.strerror}.", hint="Check permissions.") from exc
-    return FileDigest(file_path, size, multihash_sha256(digest.digest()))
+    result = FileDigest(file_path, size, multihash_sha256(digest.digest()))
+    _keep_digest(before, started, result)
+    return result
 
 
 def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is optional at type-check time
@@ -164,6 +172,14 @@ def start_background(path: str | os.PathLike[str], *, progress: bool | None = No
     if running is not None and running[:2] == key[1:]:
         return running[2]  # already started (the CLI starts it before export_item)
     future: Future[FileDigest] = Future()
+    before, started = _digest_key(Path(key[0])), time.time_ns()
+    known = cached_digest(key[0], key=before)
+    if known is not None:  # hashed before and unchanged since (a form's live checks): not read again
+        future.set_running_or_notify_cancel()
+        future.set_result(known)
+        with _BACKGROUND_LOCK:
+            _BACKGROUND[key[0]] = (key[1], key[2], future)
+        return future
 
     def work() -> None:
         if not future.set_running_or_notify_cancel():
@@ -171,6 +187,8 @@ def start_background(path: str | os.PathLike[str], *, progress: bool | None = No
         try:
             show = progress if progress is not None else (key[1] > PROGRESS_THRESHOLD and sys.stderr.isatty())
             digest = None if show else _hash_in_child(key[0], key[1])
+            if digest is not None:
+                _keep_digest(before, started, digest)
             future.set_result(digest or hash_file(key[0], progress=progress))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the digest
             future.set_exception(exc)
@@ -209,3 +227,62 @@ def take_background(path: str | os.PathLike[str]) -> Future[FileDigest] | None:
     if entry is None or entry[:2] != key[1:]:
         return None
     return entry[2]
+
+
+# --- digests of unchanged files ----------------------------------------------------------------------------------
+
+#: How much older than the start of its hash a file's last change (ctime) must be for its digest to be kept: a
+#: write in the same timestamp tick as the hash could otherwise leave size and times unchanged (the "racy git"
+#: problem). 2 s covers the coarsest file-system clocks (FAT); a file changed later gets a ctime past it.
+RACY_MARGIN_NS = 2_000_000_000
+#: Digests kept per process (the least recently used are dropped first).
+MAX_KEPT_DIGESTS = 256
+#: Resolved path -> ((size, mtime_ns, ctime_ns, inode, device), digest).
+_DIGESTS: OrderedDict[str, tuple[tuple[int, int, int, int, int], FileDigest]] = OrderedDict()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _digest_key(path: Path) -> tuple[str, tuple[int, int, int, int, int]] | None:
+    """(resolved path, (size, mtime_ns, ctime_ns, inode, device)) of a regular file, or None."""
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    if not resolved.is_file():
+        return None
+    return str(resolved), (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+
+
+def cached_digest(
+    path: str | os.PathLike[str], *, key: tuple[str, tuple[int, int, int, int, int]] | None = None
+) -> FileDigest | None:
+    """The digest this process computed for ``path``, if the file is unchanged since: None otherwise.
+
+    Unchanged: the same resolved path, size, modification and change times (ns) and inode; any write, rename over
+    it, ``touch`` or ``chmod`` changes one of them, and the file is hashed again. Repeated exports of one file (the
+    form's live checks) read it once.
+    """
+    key = key if key is not None else _digest_key(Path(path))
+    if key is None:
+        return None
+    with _DIGESTS_LOCK:
+        entry = _DIGESTS.get(key[0])
+        if entry is None or entry[0] != key[1]:
+            return None
+        _DIGESTS.move_to_end(key[0])
+    return FileDigest(Path(path), entry[1].size, entry[1].checksum)
+
+
+def _keep_digest(before: tuple[str, tuple[int, int, int, int, int]] | None, started: int, digest: FileDigest) -> None:
+    """Keep ``digest`` if the file did not change while it was hashed and its last change is not racy."""
+    if before is None or before[1][0] != digest.size or before[1][2] >= started - RACY_MARGIN_NS:
+        return
+    after = _digest_key(Path(before[0]))
+    if after != before:
+        return  # changed while it was read
+    with _DIGESTS_LOCK:
+        _DIGESTS[before[0]] = (before[1], FileDigest(Path(before[0]), digest.size, digest.checksum))
+        _DIGESTS.move_to_end(before[0])
+        while len(_DIGESTS) > MAX_KEPT_DIGESTS:
+            _DIGESTS.popitem(last=False)

@@ -195,3 +195,17 @@ def allocating_model(base_width: int = 64) -> onnx.ModelProto:
         helper.make_node("Add", ["image_sum", "buffer_sum"], ["total"]),
     ]
     return _model(helper.make_graph(nodes, "allocating", [x], [y], constants))
+
+
+def two_image_model(classes: int = 4) -> onnx.ModelProto:
+    """Two image inputs, ``optical`` [batch, 3, H, W] and ``sar`` [batch, 2, H, W], stacked and classified per pixel."""
+    rng = np.random.default_rng(3)
+    optical = helper.make_tensor_value_info("optical", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    sar = helper.make_tensor_value_info("sar", TensorProto.FLOAT, ["batch", 2, "height", "width"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes, "height", "width"])
+    weight = numpy_helper.from_array(rng.standard_normal((classes, 5, 1, 1)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Concat", ["optical", "sar"], ["stacked"], axis=1),
+        helper.make_node("Conv", ["stacked", "w"], ["logits"]),
+    ]
+    return _model(helper.make_graph(nodes, "two_images", [optical, sar], [y], [weight]))

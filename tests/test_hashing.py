@@ -150,3 +150,65 @@ print("size", digest.size)
     assert code == 0, output
     assert f"size {3 << 20}" in output
     assert "sha256 big.bin" in output and "/3.00M" in output  # the bar was drawn (and erased when done)
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read so far (``rchar`` of /proc/self/io: every read, page cache included)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+def _sha(path: Path) -> str:
+    return "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts reads with /proc/self/io (Linux)")
+def test_an_unchanged_file_is_read_once_and_any_change_is_hashed_again(tmp_path: Path) -> None:
+    """Second hash (and background hash, as export_item starts it) of an unchanged file reads nothing."""
+    size = 4_000_000
+    names = ("same", "content", "size", "mtime", "inode")
+    files = {name: tmp_path / f"{name}.bin" for name in names}
+    for path in files.values():
+        path.write_bytes(os.urandom(size))
+    (tmp_path / "other.bin").write_bytes(os.urandom(size))
+    import time
+
+    time.sleep(hashing.RACY_MARGIN_NS / 1e9 + 0.2)  # their last change is no longer racy: digests are kept
+    first = {name: hash_file(path) for name, path in files.items()}
+    assert all(first[n].checksum == _sha(files[n]) for n in names)
+    read = _bytes_read()
+    assert hash_file(files["same"]).checksum == first["same"].checksum
+    future = hashing.start_background(files["same"])
+    assert future is not None and future.done() and future.result().checksum == first["same"].checksum
+    assert hashing.take_background(files["same"]) is future
+    assert _bytes_read() - read < size // 10  # neither read the file again
+
+    stat = files["content"].stat()
+    files["content"].write_bytes(os.urandom(size))  # same size, same mtime (restored): the ctime says it changed
+    os.utime(files["content"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with open(files["size"], "ab") as handle:
+        handle.write(b"!")
+    os.utime(files["mtime"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: same bytes
+    replaced = files["inode"].stat()
+    os.utime(tmp_path / "other.bin", ns=(replaced.st_atime_ns, replaced.st_mtime_ns))
+    os.replace(tmp_path / "other.bin", files["inode"])  # same size and mtime, another inode
+    for name in ("content", "size", "mtime", "inode"):
+        assert hashing.cached_digest(files[name]) is None, name
+        read = _bytes_read()
+        assert hash_file(files[name]).checksum == _sha(files[name]), name
+        assert _bytes_read() - read >= 2 * files[name].stat().st_size  # read again (hash_file, then _sha)
+    assert hash_file(files["content"]).checksum != first["content"].checksum
+    assert hash_file(files["mtime"]).checksum == first["mtime"].checksum
+
+
+def test_a_just_written_file_is_not_kept(tmp_path: Path) -> None:
+    """A file changed within the racy margin before its hash is hashed every time (no digest is kept)."""
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"x" * 1000)
+    assert hash_file(path).checksum == _sha(path)
+    assert hashing.cached_digest(path) is None
+    future = hashing.start_background(path)
+    assert future is not None and future.result().checksum == _sha(path)
+    assert hashing.cached_digest(path) is None

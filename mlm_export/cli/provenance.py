@@ -31,11 +31,15 @@ def memory_size(text: str) -> int:
 def add_provenance_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the provenance and runtime flags to the ``export`` parser.
 
-    ``--container``, ``--version``, ``--previous``, ``--doi``, ``--citation``, ``--publication``,
+    ``--container``, ``--source-code``, ``--version``, ``--previous``, ``--doi``, ``--citation``, ``--publication``,
     ``--suggest-batch-size`` and ``--memory-budget``.
     """
     group = parser.add_argument_group("provenance and runtime")
     group.add_argument("--container", metavar="IMAGE", help="inference image, registry/name:tag or @sha256:digest")
+    group.add_argument(
+        "--source-code", metavar="URL",
+        help="http(s) URL of the model's code (repository at a commit, or file); replaces the detected one",
+    )  # fmt: skip
     group.add_argument("--version", dest="item_version", metavar="VERSION", help="version of this Item")
     group.add_argument("--previous", metavar="ITEM_JSON", help="the Item this one supersedes (linked both ways)")
     group.add_argument("--doi", help="DOI of the model (sci:doi)")
@@ -55,6 +59,7 @@ def provenance_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``export_item`` keyword arguments of those flags (only the ones given)."""
     options = {
         "container": args.container,
+        "source_code": args.source_code,
         "version": args.item_version,
         "previous": args.previous,
         "doi": args.doi,

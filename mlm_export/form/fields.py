@@ -128,9 +128,34 @@ def _value_scaling(values: Mapping[str, Any]) -> Any:
         return None
     if scaling == "none":
         return "none"
+    if isinstance(scaling, Mapping):  # by input name (several image inputs)
+        by_input = {}
+        for name, entries in scaling.items():
+            if not isinstance(entries, list):
+                raise FieldError(
+                    "value_scaling", f"value_scaling of input {name!r}: expected rows.",
+                    hint="With several inputs, give rows for each input whose scaling is known.",
+                )  # fmt: skip
+            by_input[str(name)] = [_scaling_entry(entry) for entry in entries]
+        return by_input or None
     if not isinstance(scaling, list):
         raise FieldError("value_scaling", "value_scaling: expected a list.", hint="Add one row per band or one.")
     return [_scaling_entry(entry) for entry in scaling]
+
+
+def _band_list(names: Any) -> list[str]:
+    if not isinstance(names, list):
+        raise FieldError("bands", "bands: expected a list of band names.", hint="Type one band name per line.")
+    return [str(b).strip() for b in names if str(b).strip()]
+
+
+def _bands(values: Mapping[str, Any]) -> list[str] | dict[str, list[str]] | None:
+    """Band names of the first image input (a list), or by input name (several image inputs)."""
+    bands = values.get("bands")
+    if isinstance(bands, Mapping):
+        by_input = {str(name): _band_list(names) for name, names in bands.items()}
+        return {name: names for name, names in by_input.items() if names} or None
+    return _band_list(bands or []) or None
 
 
 def _classes(values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -183,7 +208,9 @@ def _time(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: Text fields passed as they are (stripped; left out when empty).
-TEXT_ARGUMENTS = ("name", "description", "license", "doi", "citation", "container", "collection", "pretrained_source")
+TEXT_ARGUMENTS = (
+    "name", "description", "license", "doi", "citation", "container", "source_code", "collection", "pretrained_source",
+)  # fmt: skip
 
 
 def export_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,10 +227,8 @@ def export_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
     tasks = [t for t in values.get("tasks") or [] if t]
     if tasks:
         arguments["tasks"] = tasks
-    bands = [str(b).strip() for b in values.get("bands") or [] if str(b).strip()]
-    if bands:
-        arguments["bands"] = bands
     optional = {
+        "bands": _bands(values),
         "value_scaling": _value_scaling(values),
         "classes": _classes(values),
         "bbox": _bbox(values),
@@ -234,6 +259,7 @@ POINTER_FIELDS: tuple[tuple[str, str], ...] = (
     ("/properties/mlm:pretrained_source", "pretrained_source"),
     ("/properties/mlm:output", "classes"),
     ("/assets/mlm:container", "container"),
+    ("/assets/mlm:source_code", "source_code"),
     ("/links", "derived_from"),
     ("/collection", "collection"),
 )

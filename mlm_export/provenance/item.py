@@ -12,7 +12,7 @@ from typing import Any
 from mlm_export.provenance.container import CONTAINER_KEY, ContainerReference, parse_container
 from mlm_export.provenance.revisions import Revision, apply_revision, check_version, previous_revision
 from mlm_export.provenance.science import Science, science_from
-from mlm_export.provenance.source_code import SOURCE_CODE_KEY, SourceCode, describe_source_code
+from mlm_export.provenance.source_code import SOURCE_CODE_KEY, SourceCode, describe_source_code, given_source_code
 
 #: Link relations whose arXiv hrefs add the paper's DOI to ``sci:publications``.
 CITATION_RELS = ("cite-as",)
@@ -63,14 +63,19 @@ def provenance_from(
     citation: str | None = None,
     publications: Sequence[str | Mapping[str, Any]] | None = None,
     links: Sequence[Any] | None = None,
+    source_code: Any = None,
 ) -> Provenance:
     """Check the provenance arguments of :func:`mlm_export.export_item` and find the model's source code.
 
     Raises:
-        ConfigurationError: a malformed container reference, version, DOI or predecessor.
+        ConfigurationError: a malformed source-code URL, container reference, version, DOI or predecessor.
     """
+    if source_code is not None:  # given: wins, and nothing is detected
+        code = given_source_code(source_code, model, model_class=model_class)
+    else:
+        code = describe_source_code(model, model_class=model_class)
     return Provenance(
-        source_code=describe_source_code(model, model_class=model_class),
+        source_code=code,
         container=parse_container(container) if container is not None else None,
         version=check_version(version) if version is not None else None,
         previous=previous_revision(previous) if previous is not None else None,

@@ -53,7 +53,9 @@ _SCP_REMOTE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 class SourceCode:
     """What the source-code asset says: entrypoint, href, media type and how the href was found."""
 
-    entrypoint: str
+    #: None only for code given by URL (``source_code=``) with no entrypoint: the asset then has no
+    #: ``mlm:entrypoint`` (MLM requires the ``code`` role with one, not one with the role).
+    entrypoint: str | None
     #: None when there is no public URL (a repository without remote): then no asset is written.
     href: str | None
     media_type: str
@@ -72,14 +74,15 @@ class SourceCode:
 
     def asset_dict(self) -> dict[str, Any]:
         """The STAC asset object (key :data:`SOURCE_CODE_KEY`)."""
-        return {
+        asset = {
             "href": self.href,
             "type": self.media_type,
-            "title": f"Source code of {self.entrypoint}",
+            "title": f"Source code of {self.entrypoint}" if self.entrypoint else "Source code of the model",
             "description": self.description,
             "roles": list(SOURCE_CODE_ROLES),
             "mlm:entrypoint": self.entrypoint,
         }
+        return {k: v for k, v in asset.items() if v is not None}
 
 
 def entrypoint_of(target: Any) -> str | None:
@@ -268,6 +271,41 @@ def git_source(source: Path, entrypoint: str) -> SourceCode | None:
     return SourceCode(entrypoint, href, media_type, ". ".join(notes) + ".", commit, dirty=dirty, path=relative)
 
 
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def given_source_code(value: Any, model: Any = None, *, model_class: Any = None) -> SourceCode:
+    """The source-code asset of ``export_item(source_code=...)``: a URL given by the publisher (no detection runs).
+
+    ``value`` is the http(s) URL of the code (a repository at a commit, or one file), or a mapping
+    ``{"href": URL, "entrypoint": "pkg.module:Class"}``. The entrypoint defaults to ``model_class``'s (or the
+    in-memory model's class, as :func:`describe_source_code` finds it); the media
+    type is ``text/x-python`` for a ``.py`` file, else ``text/html``.
+
+    Raises:
+        ConfigurationError: not an http(s) URL, or a malformed entrypoint.
+    """
+    href, entrypoint = (value.get("href"), value.get("entrypoint")) if isinstance(value, Mapping) else (value, None)
+    parsed = urlparse(href) if isinstance(href, str) and not any(c.isspace() for c in href) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigurationError(
+            f"source_code={href!r} is not an http(s) URL.",
+            hint="Give the URL of the code, e.g. https://github.com/org/repo/tree/<commit>/path.",
+        )
+    if entrypoint is not None and not (isinstance(entrypoint, str) and _ENTRYPOINT.match(entrypoint)):
+        raise ConfigurationError(
+            f"source_code entrypoint {entrypoint!r} is not 'package.module:Class'.",
+            hint="Write the entrypoint as package.module:Class (or :factory).",
+        )
+    if entrypoint is None and isinstance(model_class, str):
+        entrypoint = model_class  # as given (``pkg.mod:Class`` or ``pkg.mod.Class``), as mlm:hyperparameters has it
+    elif entrypoint is None:
+        target = _model_target(model, model_class)
+        entrypoint = entrypoint_of(target) if target is not None else None
+    python = parsed.path.endswith(".py")
+    return SourceCode(entrypoint, href, PYTHON_MEDIA_TYPE if python else HTML_MEDIA_TYPE, "Given by the publisher.")
+
+
 def entrypoint_of_item(document: Mapping[str, Any]) -> str | None:
     """The recorded entrypoint of an Item dict (None when there is none).
 
@@ -450,6 +488,7 @@ __all__ = [
     "entrypoint_of",
     "entrypoint_of_item",
     "git_source",
+    "given_source_code",
     "https_remote",
     "package_source",
     "raw_file_url",

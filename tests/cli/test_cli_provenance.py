@@ -60,3 +60,18 @@ def test_bad_memory_budget_is_a_usage_error(scripted: Path, tmp_path: Path) -> N
     with pytest.raises(SystemExit) as excinfo:
         main(["export", str(scripted), "-o", str(tmp_path / "i.json"), "--memory-budget", "lots"])
     assert excinfo.value.code == 2
+
+
+def test_source_code_flag_writes_the_asset_and_a_bad_one_is_reported(
+    scripted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "https://github.com/org/net/tree/0123456789abcdef0123456789abcdef01234567/net"
+    base = ["export", str(scripted), "--input-shape=-1,6", "--tasks", "regression"]
+    assert main([*base, "-o", str(tmp_path / "i.json"), "--source-code", url]) == 0
+    asset = json.loads((tmp_path / "i.json").read_text())["assets"]["mlm:source_code"]
+    assert asset["href"] == url and asset["type"] == "text/html" and "code" in asset["roles"]
+    capsys.readouterr()
+    assert main([*base, "-o", str(tmp_path / "j.json"), "--source-code", "github.com/org/net"]) == 1
+    err = capsys.readouterr().err
+    assert "--source-code 'github.com/org/net' is not an http(s) URL" in err and "hint:" in err
+    assert not (tmp_path / "j.json").exists()

@@ -46,9 +46,23 @@ def test_every_field_becomes_its_argument() -> None:
     }  # fmt: skip
 
 
+def test_several_image_inputs_give_mappings_by_input_name() -> None:
+    values = {
+        "bands": {"optical": ["red", " green ", "blue"], "sar": ["VV", "VH"], "empty": [" "]},
+        "value_scaling": {"optical": [{"type": "scale", "value": "0.5"}], "sar": []},
+        "source_code": " https://github.com/org/repo ",
+    }  # fmt: skip
+    assert export_arguments(values) == {
+        "source_code": "https://github.com/org/repo",
+        "bands": {"optical": ["red", "green", "blue"], "sar": ["VV", "VH"]},
+        "value_scaling": {"optical": [{"type": "scale", "value": 0.5}], "sar": []},
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
-    [({"model_kwargs": "{nope"}, "model_kwargs"), ({"model_kwargs": "[1]"}, "model_kwargs"),
+    [({"model_kwargs": "{nope"}, "model_kwargs"), ({"value_scaling": {"sar": "none"}}, "value_scaling"),
+     ({"bands": {"sar": "VV"}}, "bands"), ({"model_kwargs": "[1]"}, "model_kwargs"),
      ({"input_shape": "a,b"}, "input_shape"), ({"bbox": ["1", "x", "3", "4"]}, "bbox"), ({"bbox": ["1"]}, "bbox"),
      ({"value_scaling": [{"type": "bogus"}]}, "value_scaling"), ({"classes": [{"value": "one"}]}, "classes")],
 )  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 import torch
 from card.chromium import launch
 from local_stac import LOOPBACK
-from onnx_models import conv_model, initializer_elements
+from onnx_models import conv_model, initializer_elements, two_image_model
 from safetensors.torch import save_file
 from torch_models import TinyConvNet
 
@@ -27,6 +27,7 @@ from mlm_export.hashing import hash_file
 
 pytestmark = LOOPBACK
 DATETIME = "2024-05-01T00:00:00Z"
+SOURCE_URL = "https://github.com/org/tiny/blob/0123456789abcdef0123456789abcdef01234567/torch_models.py"
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +193,46 @@ def test_onnx_upload_filled_like_a_person_gives_export_items_item(browser, tmp_p
     assert (tmp_path / "form" / "conv.onnx").read_bytes() == path.read_bytes()
 
 
+def test_two_image_inputs_get_a_bands_and_scaling_section_each(browser, tmp_path: Path) -> None:
+    path = tmp_path / "two.onnx"
+    onnx.save(two_image_model(), str(path))
+    sar = 'fieldset[data-input="sar"]'
+    with opened(browser) as (_server, page):
+        page.set_input_files("#model-file", str(path))
+        assert measure(page) == "measured"
+        assert page.locator("#more-inputs fieldset").count() == 1  # optical keeps the fields above; sar gets one
+        assert page.inner_text("#bands-legend") == "Bands of input 'optical', in channel order"
+        page.check("#task-semantic-segmentation")
+        page.select_option("#band-preset", "RGB")
+        page.click("#add-scaling")
+        page.select_option("#scaling .scaling-type", "z-score")
+        page.fill('#scaling input[data-key="mean"]', "0.5")
+        page.fill('#scaling input[data-key="stddev"]', "0.25")
+        page.fill(f"{sar} .bands", "VV")  # one name for two channels
+        assert checked(page).startswith("not valid")
+        assert "sar" in problem(page, "bands")
+        page.fill(f"{sar} .bands", "VV\nVH")
+        page.click(f"{sar} .add-scaling")
+        page.select_option(f"{sar} .scaling-type", "scale")
+        page.fill(f'{sar} input[data-key="value"]', "0.01")
+        page.fill("#datetime", DATETIME)
+        assert checked(page).startswith("valid")
+        assert problem(page, "bands") == ""
+        make_item(page)
+        item_file = download(page, "#download-item", tmp_path)
+    expected = expected_item(
+        path, tmp_path / "expected", tasks=["semantic-segmentation"], datetime=DATETIME,
+        bands={"optical": ["red", "green", "blue"], "sar": ["VV", "VH"]},
+        value_scaling={"optical": [{"type": "z-score", "mean": 0.5, "stddev": 0.25}],
+                       "sar": [{"type": "scale", "value": 0.01}]},
+    )  # fmt: skip
+    document = json.loads(item_file.read_text())
+    assert without_timestamps(document) == without_timestamps(expected)
+    inputs = {i["name"]: i for i in document["properties"]["mlm:input"]}
+    assert inputs["sar"]["bands"] == ["VV", "VH"]
+    assert inputs["sar"]["value_scaling"] == [{"type": "scale", "value": 0.01}]
+
+
 def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "weights.safetensors"
@@ -215,6 +256,10 @@ def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -
             page.locator(".class-name").last.fill(name)
         checked(page)
         assert problem(page, "classes") == ""  # cleared once the count fits
+        page.fill("#source_code", "github.com/org/repo")  # no scheme: refused, next to its field
+        assert checked(page).startswith("not valid")
+        assert "source_code='github.com/org/repo' is not an http(s) URL" in problem(page, "source_code")
+        page.fill("#source_code", SOURCE_URL)
         for side, value in zip("wsen", ("170", "-20", "-170", "-10"), strict=True):  # across the antimeridian
             page.fill(f"#bbox-{side}", value)
         page.fill("#datetime", DATETIME)
@@ -227,9 +272,12 @@ def test_safetensors_with_a_class_and_live_validation(browser, tmp_path: Path) -
         path, tmp_path / "expected", model_class="torch_models:TinyConvNet",
         model_kwargs={"in_channels": 4, "num_classes": 5}, bands=["red", "green", "blue", "nir"],
         classes=[{"value": i, "name": n} for i, n in enumerate(("water", "trees", "crops", "built", "bare"))],
-        bbox=[170.0, -20.0, -170.0, -10.0], datetime=DATETIME,
+        bbox=[170.0, -20.0, -170.0, -10.0], datetime=DATETIME, source_code=SOURCE_URL,
     )  # fmt: skip
-    assert without_timestamps(json.loads(item_file.read_text())) == without_timestamps(expected)
+    document = json.loads(item_file.read_text())
+    assert document["assets"]["mlm:source_code"]["href"] == SOURCE_URL
+    assert document["assets"]["mlm:source_code"]["mlm:entrypoint"] == "torch_models:TinyConvNet"
+    assert without_timestamps(document) == without_timestamps(expected)
 
 
 def test_torchscript_by_path_bad_bbox_card_and_publish(browser, tmp_path: Path, stac_api) -> None:

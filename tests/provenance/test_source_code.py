@@ -176,3 +176,51 @@ def test_compiled_models_and_files_have_no_class_of_their_own() -> None:
     traced = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     for source in (scripted, traced, "weights.safetensors", object()):
         assert describe_source_code(source) is None
+
+
+REPO_TREE = "https://github.com/org/repo/tree/0123456789abcdef0123456789abcdef01234567/models"
+
+
+def test_given_source_code_wins_over_detection_and_runs_none(make_repo, tmp_path: Path) -> None:
+    repo = make_repo(GITHUB)  # a work tree with a remote: detection would link its raw file
+    path = repo.root / repo.relative_path
+    path.write_text(path.read_text() + "\n# an edit\n")  # detection would warn about it: none runs, none warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        item = export_item(
+            repo.module.Net(), input_shape=[-1, 3, 8, 8], tasks=["classification"], artifact_dir=tmp_path,
+            source_code=REPO_TREE,
+        )  # fmt: skip
+    asset = item.assets[SOURCE_CODE_KEY].to_dict()
+    assert asset == {
+        "href": REPO_TREE, "type": "text/html", "title": f"Source code of {repo.package}.models:Net",
+        "description": "Given by the publisher.", "roles": ["mlm:source_code", "code", "metadata"],
+        "mlm:entrypoint": f"{repo.package}.models:Net",
+    }  # fmt: skip
+    assert "source_code.commit" not in item.properties.get("mlm:hyperparameters", {})
+
+
+def test_given_source_code_of_a_file_without_class_has_no_entrypoint(tmp_path: Path) -> None:
+    model = tmp_path / "net.pt"
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(model))
+    raw = "https://raw.githubusercontent.com/org/repo/0123abc/net.py"
+    item = export_item(model, input_shape=[-1, 3], tasks=["regression"], source_code=raw)
+    asset = item.assets[SOURCE_CODE_KEY].to_dict()
+    assert asset["href"] == raw and asset["type"] == "text/x-python" and "mlm:entrypoint" not in asset
+    assert asset["roles"] == ["mlm:source_code", "code", "metadata"]
+    given = {"href": REPO_TREE, "entrypoint": "models.net:build"}
+    item = export_item(model, input_shape=[-1, 3], tasks=["regression"], source_code=given)
+    assert item.assets[SOURCE_CODE_KEY].extra_fields["mlm:entrypoint"] == "models.net:build"
+
+
+@pytest.mark.parametrize(
+    "value", ["github.com/org/repo", "ftp://example.org/code", "file:///home/me/net.py", "https:// x", 42,
+              {"href": REPO_TREE, "entrypoint": "not an entrypoint"}],
+)  # fmt: skip
+def test_source_code_that_is_no_http_url_is_refused_before_measuring(value: object, tmp_path: Path) -> None:
+    from mlm_export.errors import ConfigurationError
+
+    missing = tmp_path / "never-read.pt"  # the check comes first: the file is never opened
+    with pytest.raises(ConfigurationError, match="source_code") as excinfo:
+        export_item(missing, source_code=value)
+    assert excinfo.value.hint

@@ -91,6 +91,7 @@ function showFacts(answer) {
       body.append(row);
     }
   }
+  showInputSections(facts.inputs);
   const notes = $("#notes");
   notes.replaceChildren();
   for (const note of answer.notes || []) notes.append(el("li", {class: "note"}, `note: ${note}`));
@@ -127,10 +128,81 @@ async function measure() {
 
 // --- step 2: the fields -----------------------------------------------------------------------------------------
 function bandNames() {
-  return $("#bands").value.split(/[\n,]+/).map((b) => b.trim()).filter((b) => b);
+  return splitBands($("#bands").value);
 }
 
-function scalingRow(entry = {type: "scale"}) {
+function splitBands(text) {
+  return text.split(/[\n,]+/).map((b) => b.trim()).filter((b) => b);
+}
+
+// Several image inputs (with a channel axis): the first keeps the fields above, each other one gets a section.
+let imageInputs = [];
+
+function showInputSections(inputs) {
+  imageInputs = inputs.filter((spec) => (spec.input || spec).dim_order.includes("channel")).map((spec) => spec.name);
+  $("#bands-legend").textContent = imageInputs.length > 1
+    ? `Bands of input '${imageInputs[0]}', in channel order` : "Bands of the input, in channel order";
+  const more = $("#more-inputs");
+  const kept = new Set(imageInputs.slice(1));
+  more.querySelectorAll("fieldset").forEach((section) => { if (!kept.has(section.dataset.input)) section.remove(); });
+  for (const name of imageInputs.slice(1)) {
+    if (more.querySelector(`fieldset[data-input="${CSS.escape(name)}"]`)) continue;
+    more.append(inputSection(name));
+  }
+}
+
+function inputSection(name) {
+  const section = el("fieldset", {class: "input-section", "data-input": name});
+  section.append(el("legend", {}, `Bands and value scaling of input '${name}'`));
+  const preset = el("select", {class: "band-preset"});
+  preset.append(el("option", {value: ""}, "choose a preset..."));
+  for (const key of Object.keys(OPTIONS.band_presets)) preset.append(el("option", {value: key}, key));
+  const bands = el("textarea", {class: "bands", rows: "2"});
+  preset.addEventListener("change", () => {
+    const names = OPTIONS.band_presets[preset.value];
+    if (names) { bands.value = names.join("\n"); scheduleCheck(); }
+  });
+  const mode = el("select", {class: "scaling-mode"});
+  for (const [value, text] of [["", "unknown (left out, with a warning)"], ["rows", "as below"]]) {
+    mode.append(el("option", {value}, text));
+  }
+  const table = el("table", {class: "scaling"});
+  const body = el("tbody");
+  table.append(body);
+  const add = el("button", {type: "button", class: "add-scaling"}, "Add a scaling row");
+  add.addEventListener("click", () => { scalingRow(undefined, body); mode.value = "rows"; scheduleCheck(); });
+  const labelled = (text, node) => { const label = el("label", {}, text); label.append(node); return label; };
+  section.append(labelled("Preset ", preset), labelled("Band names (one per line or comma separated) ", bands),
+    labelled("Scaling ", mode), table, add);
+  return section;
+}
+
+function rowsScaling(rows) {
+  return [...rows].map((row) => {
+    const entry = {type: row.querySelector(".scaling-type").value};
+    row.querySelectorAll("input[data-key]").forEach((input) => { entry[input.dataset.key] = input.value; });
+    return entry;
+  });
+}
+
+// bands and value_scaling: lists for the first image input, or mappings by input name once another one is filled.
+function bandsAndScaling() {
+  const values = {bands: bandNames(), value_scaling: scalingValue()};
+  const sections = [...document.querySelectorAll("#more-inputs fieldset")].map((section) => ({
+    name: section.dataset.input, bands: splitBands(section.querySelector(".bands").value),
+    scaling: section.querySelector(".scaling-mode").value === "rows"
+      ? rowsScaling(section.querySelectorAll(".scaling-row")) : null,
+  }));
+  if (!sections.some((s) => s.bands.length || s.scaling)) return values;
+  const bands = {}, scaling = {};
+  for (const s of [{name: imageInputs[0], bands: values.bands, scaling: values.value_scaling}, ...sections]) {
+    if (s.bands.length) bands[s.name] = s.bands;
+    if (s.scaling !== null) scaling[s.name] = s.scaling;
+  }
+  return {bands: Object.keys(bands).length ? bands : null, value_scaling: Object.keys(scaling).length ? scaling : null};
+}
+
+function scalingRow(entry = {type: "scale"}, body = $("#scaling tbody")) {
   const row = el("tr", {class: "scaling-row"});
   const type = el("select", {class: "scaling-type"});
   for (const kind of Object.keys(OPTIONS.value_scaling)) type.append(el("option", {value: kind}, kind));
@@ -153,18 +225,14 @@ function scalingRow(entry = {type: "scale"}) {
   const last = el("td");
   last.append(remove);
   row.append(cell, keys, last);
-  $("#scaling tbody").append(row);
+  body.append(row);
   return row;
 }
 
 function scalingValue() {
   const mode = $("#scaling-mode").value;
   if (mode !== "rows") return mode || null;
-  return [...document.querySelectorAll(".scaling-row")].map((row) => {
-    const entry = {type: row.querySelector(".scaling-type").value};
-    row.querySelectorAll("input[data-key]").forEach((input) => { entry[input.dataset.key] = input.value; });
-    return entry;
-  });
+  return rowsScaling(document.querySelectorAll("#scaling .scaling-row"));
 }
 
 function classRow(entry = {}) {
@@ -298,11 +366,12 @@ function formValues() {
     ...measureValues(),
     name: $("#name").value, description: $("#description").value,
     tasks: [...document.querySelectorAll("#task-list input:checked")].map((i) => i.value),
-    bands: bandNames(), value_scaling: scalingValue(), resize_type: $("#resize_type").value,
+    ...bandsAndScaling(), resize_type: $("#resize_type").value,
     classes: classesValue(), bbox: bbox.every((v) => v === "") ? null : bbox,
     datetime: $("#datetime").value, start_datetime: $("#start_datetime").value,
     end_datetime: $("#end_datetime").value, license: $("#license").value, doi: $("#doi").value,
-    citation: $("#citation").value, container: $("#container").value, collection: $("#collection").value,
+    citation: $("#citation").value, container: $("#container").value,
+    source_code: $("#source_code").value, collection: $("#collection").value,
     pretrained: pretrained === "" ? null : pretrained === "true", pretrained_source: $("#pretrained_source").value,
     artifact_format: $("#artifact_format").value, derived_from: derivedValue(),
   };
