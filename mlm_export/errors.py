@@ -235,6 +235,6 @@ class UploadTooLargeError(OutputError):
 class FieldError(ConfigurationError):
     """``mlm-export form``: a form value cannot become an ``export_item`` argument; ``.field`` is the form field."""
 
-    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.field = field

@@ -15,6 +15,7 @@ EXTRA = {
     errors.MissingBandError: {"missing": ["B8A"], "available": ["B02", "B03"]},
     errors.STACAPIError: {"status": 502, "published": ["a"]},
     errors.ItemValidationError: {"problems": ["mlm:name is missing"]},
+    errors.FieldError: {"field": "bbox"},
 }
 CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.MLMExportError)]
 

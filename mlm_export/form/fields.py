@@ -41,7 +41,9 @@ def _text(values: Mapping[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise FieldError(key, f"{key}: expected text, got {type(value).__name__}.", hint="Type text in the field.")
+        raise FieldError(
+            f"{key}: expected text, got {type(value).__name__}.", hint="Type text in the field.", field=key
+        )
     return value.strip() or None
 
 
@@ -52,9 +54,9 @@ def _json(values: Mapping[str, Any], key: str, kind: type) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FieldError(key, f"{key}: not JSON ({exc.msg}).", hint='Write e.g. {"num_classes": 10}.') from None
+        raise FieldError(f"{key}: not JSON ({exc.msg}).", hint='Write e.g. {"num_classes": 10}.', field=key) from None
     if not isinstance(value, kind):
-        raise FieldError(key, f"{key}: expected a JSON {kind.__name__}.", hint='Write e.g. {"num_classes": 10}.')
+        raise FieldError(f"{key}: expected a JSON {kind.__name__}.", hint='Write e.g. {"num_classes": 10}.', field=key)
     return value
 
 
@@ -68,7 +70,9 @@ def _shape(values: Mapping[str, Any]) -> list[int] | None:
     except ValueError:
         shape = []
     if not shape or any(s < -1 for s in shape):
-        raise FieldError("input_shape", f"input_shape: {text!r} is not a list of sizes.", hint="Write e.g. -1,4,64,64.")
+        raise FieldError(
+            f"input_shape: {text!r} is not a list of sizes.", hint="Write e.g. -1,4,64,64.", field="input_shape"
+        )
     return shape
 
 
@@ -96,7 +100,7 @@ def _number(field: str, value: Any) -> float:
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise FieldError(field, f"{field}: {value!r} is not a number.", hint="Type a number.")
+        raise FieldError(f"{field}: {value!r} is not a number.", hint="Type a number.", field=field)
     return float(value)
 
 
@@ -105,13 +109,15 @@ def _bbox(values: Mapping[str, Any]) -> list[float] | None:
     if bbox in (None, "", []) or (isinstance(bbox, list) and all(v in (None, "") for v in bbox)):
         return None
     if not isinstance(bbox, list) or len(bbox) != 4:
-        raise FieldError("bbox", "bbox: give four numbers W S E N.", hint="Draw a box on the map or type W S E N.")
+        raise FieldError(
+            "bbox: give four numbers W S E N.", hint="Draw a box on the map or type W S E N.", field="bbox"
+        )
     return [_number("bbox", v) for v in bbox]
 
 
 def _scaling_entry(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, Mapping) or entry.get("type") not in VALUE_SCALING_KEYS:
-        raise FieldError("value_scaling", f"value_scaling: unknown type in {entry!r}.", hint="Choose a type.")
+        raise FieldError(f"value_scaling: unknown type in {entry!r}.", hint="Choose a type.", field="value_scaling")
     scaling: dict[str, Any] = {"type": entry["type"]}
     for key in VALUE_SCALING_KEYS[entry["type"]]:
         value = entry.get(key)
@@ -133,19 +139,20 @@ def _value_scaling(values: Mapping[str, Any]) -> Any:
         for name, entries in scaling.items():
             if not isinstance(entries, list):
                 raise FieldError(
-                    "value_scaling", f"value_scaling of input {name!r}: expected rows.",
+                    f"value_scaling of input {name!r}: expected rows.",
                     hint="With several inputs, give rows for each input whose scaling is known.",
-                )  # fmt: skip
+                    field="value_scaling",
+                )
             by_input[str(name)] = [_scaling_entry(entry) for entry in entries]
         return by_input or None
     if not isinstance(scaling, list):
-        raise FieldError("value_scaling", "value_scaling: expected a list.", hint="Add one row per band or one.")
+        raise FieldError("value_scaling: expected a list.", hint="Add one row per band or one.", field="value_scaling")
     return [_scaling_entry(entry) for entry in scaling]
 
 
 def _band_list(names: Any) -> list[str]:
     if not isinstance(names, list):
-        raise FieldError("bands", "bands: expected a list of band names.", hint="Type one band name per line.")
+        raise FieldError("bands: expected a list of band names.", hint="Type one band name per line.", field="bands")
     return [str(b).strip() for b in names if str(b).strip()]
 
 
@@ -165,7 +172,7 @@ def _classes(values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     classes = []
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise FieldError("classes", f"classes: row {index + 1} is not a class.", hint="Fill the table.")
+            raise FieldError(f"classes: row {index + 1} is not a class.", hint="Fill the table.", field="classes")
         value = row.get("value")
         entry: dict[str, Any] = {
             "value": index if value in (None, "") else value,
@@ -175,7 +182,7 @@ def _classes(values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             try:
                 entry["value"] = int(entry["value"])
             except ValueError:
-                raise FieldError("classes", f"classes: value {entry['value']!r} is not an integer.") from None
+                raise FieldError(f"classes: value {entry['value']!r} is not an integer.", field="classes") from None
         if row.get("description"):
             entry["description"] = str(row["description"])
         colour = str(row.get("color_hint") or "").lstrip("#")

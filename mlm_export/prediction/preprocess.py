@@ -163,6 +163,7 @@ def _fill(spec: InputSpec, names: Sequence[str], part: np.ndarray, invalid: np.n
 
 
 def pad(part: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """``part`` [C, h, w] padded with 0 at its end to ``tile`` (h, w)."""
     if part.shape[-2:] == tile:
         return part
     padded = np.zeros((*part.shape[:-2], *tile), dtype=part.dtype)
