@@ -548,10 +548,22 @@ def indexed_catalog_entries(path: Path, query: Query) -> Iterator[Entry] | None:
     return None if selected is None else (read(entry) for entry in selected[0])
 
 
-def index_catalog(path: Path) -> bool:
-    """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written."""
+def index_catalog(path: Path, known: Mapping[str, tuple[dict[str, Any], int, int]] | None = None) -> bool:
+    """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written.
+
+    ``known``: rel -> (document, mtime_ns, size) of files just written (``build_catalog``): a file whose stat is
+    still that one is indexed from its document, not read again.
+    """
     listed, _, index = _catalog_listing(path)
-    return refresh(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, index)
+    known = known or {}
+
+    def indexed(entry: Listed) -> Record:
+        document, mtime_ns, size = known.get(entry.rel, (None, None, None))
+        if document is not None and (entry.mtime_ns, entry.size) == (mtime_ns, size):
+            return extract(document)
+        return index(entry)
+
+    return refresh(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, indexed)
 
 
 def _local_source(source: Any) -> Path | None:

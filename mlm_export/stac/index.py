@@ -168,9 +168,13 @@ def extract(document: Mapping[str, Any]) -> Record:
 def _connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
     connection.execute("PRAGMA synchronous=NORMAL")
-    with contextlib.suppress(sqlite3.Error):  # the journal stays: a write changes no folder's mtime (see folders)
-        connection.execute("PRAGMA journal_mode=PERSIST")
     return connection
+
+
+def keep_journal(connection: sqlite3.Connection) -> None:
+    """Keep the ``-journal`` file between transactions, so that a write changes no folder's mtime (index_folders)."""
+    with contextlib.suppress(sqlite3.Error):
+        connection.execute("PRAGMA journal_mode=PERSIST")
 
 
 def _create(path: str, mode: str) -> sqlite3.Connection:
@@ -463,6 +467,8 @@ def _answer(
     if connection is None:
         return None
     try:
+        if on_sync is not None:
+            keep_journal(connection)
         unindexed = sync(connection, listed, reader)
         if on_sync is not None:
             on_sync(connection, listed)

@@ -12,7 +12,8 @@ window of :func:`~mlm_export.stac.index.racy` is not kept). A search with ``fres
 folders only; when none changed, it asks the index for the candidates and stats each candidate before reading it
 (a candidate edited in place is indexed again and read, so matching decides on its current content). Any
 changed, missing or new folder, a vanished candidate, or a folder with a symlinked file falls back to the full
-listing (which then keeps the folders again). Cost: one stat per folder plus one per candidate.
+listing (which then keeps the folders again). Cost: one stat per folder plus one per candidate. These searches
+keep the index's ``-journal`` file (SQLite's ``journal_mode=PERSIST``): writing the index changes no folder's mtime.
 
 **The blind spot**, why it is opt-in: a file *edited in place* (``open(path, "w")``, an editor that truncates and
 rewrites) changes no folder's mtime; if that file was not a candidate of the query, a change that makes it match
@@ -43,6 +44,7 @@ from mlm_export.stac.index import (
     _safe_place,
     _stored_signature,
     _usable,
+    keep_journal,
     listed_of,
     racy,
     signature,
@@ -159,6 +161,7 @@ def select_by_folders(
     except sqlite3.Error:
         return None
     try:
+        keep_journal(connection)
         return _checked(connection, root, query, reader) if _usable(connection, mode) else None
     except sqlite3.Error:
         return None

@@ -176,8 +176,7 @@ def test_an_unusable_index_is_rebuilt(tmp_path: Path, damage: str) -> None:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert connection.execute("SELECT item_id FROM files").fetchall() == [("a",)]
     connection.close()
-    names = sorted(p.name for p in folder.iterdir() if p.name != f"{INDEX_FILE}-journal")  # kept (PERSIST)
-    assert names == [INDEX_FILE, "a.json", "weights.safetensors"]  # no temporary
+    assert sorted(p.name for p in folder.iterdir()) == [INDEX_FILE, "a.json", "weights.safetensors"]  # no temporary
 
 
 def test_a_folder_whose_index_cannot_be_written_is_read_whole(tmp_path: Path) -> None:
