@@ -355,3 +355,24 @@ def test_a_file_reached_twice_through_a_symlink_is_listed_once(tmp_path: Path) -
     query = {"framework": "onnx"}
     assert _with_index(folder, query) == _without_index(folder, query)
     assert [h.href for h in search(folder, **query)] == [str(folder / "a-link.json")]
+
+
+def test_build_catalog_indexes_what_reading_its_files_would(sources: tuple[Path, Path], tmp_path: Path) -> None:
+    """build_catalog indexes the documents it has just written without reading them again: the same rows."""
+    catalog = tmp_path / "cat"
+    shutil.copytree(sources[0], catalog)
+    (catalog / INDEX_FILE).unlink()
+    search(catalog, framework="none")  # indexed by reading every file
+
+    def rows(path: Path) -> list[list[tuple[Any, ...]]]:
+        with sqlite3.connect(path) as connection:
+            columns = "rel, item_id, skipped, unsure, start_us, end_us, nbands"
+            tables = [f"SELECT {columns} FROM files ORDER BY rel", "SELECT * FROM boxes ORDER BY id",
+                      "SELECT * FROM tasks ORDER BY 1, 2", "SELECT * FROM frameworks ORDER BY 1, 2",
+                      "SELECT * FROM bands ORDER BY 1, 2, 3", "SELECT * FROM channels ORDER BY 1, 2"]  # fmt: skip
+            found = [connection.execute(sql).fetchall() for sql in tables]
+        connection.close()
+        return found
+
+    assert rows(sources[0] / INDEX_FILE) == rows(catalog / INDEX_FILE)
+    assert len(rows(catalog / INDEX_FILE)[0]) == len(list(sources[1].glob("*.json")))
