@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = ".mlm-index.sqlite"
 #: Bumped whenever the tables or what is extracted into them change: an index of another version is rebuilt.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: A file modified less than this before it was indexed may change again within the same mtime tick ("racy").
 _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
@@ -67,6 +67,8 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE files(id INTEGER PRIMARY KEY, rel TEXT NOT NULL UNIQUE, mtime_ns INTEGER, size INTEGER,
                    racy INTEGER NOT NULL, item_id TEXT, skipped TEXT, unsure INTEGER NOT NULL,
                    start_us INTEGER, end_us INTEGER, nbands INTEGER NOT NULL);
+CREATE INDEX files_unsure ON files(unsure) WHERE unsure = 1;
+CREATE INDEX files_skipped ON files(skipped) WHERE skipped IS NOT NULL;
 CREATE VIRTUAL TABLE boxes USING rtree(id, west, east, south, north);
 CREATE TABLE tasks(file INTEGER NOT NULL, task TEXT NOT NULL, PRIMARY KEY(file, task)) WITHOUT ROWID;
 CREATE INDEX tasks_by_task ON tasks(task, file);
@@ -438,9 +440,14 @@ def translatable(query: Query) -> bool:
 
 
 def _candidates(connection: sqlite3.Connection, query: Query, columns: str) -> sqlite3.Cursor:
+    """The rows of the candidates: ``unsure`` rows, then those meeting the conditions (no scan of every row).
+
+    The ``unsure`` rows come from their partial index, the others from one ``id IN (...)`` of the conditions.
+    """
     conditions, parameters = _conditions(query)
     where = " AND ".join(conditions) or "1"
-    sql = f"SELECT {columns} FROM files WHERE item_id IS NOT NULL AND (unsure = 1 OR ({where}))"
+    sql = (f"SELECT {columns} FROM files WHERE unsure = 1 AND item_id IS NOT NULL UNION ALL "
+           f"SELECT {columns} FROM files WHERE {where} AND unsure = 0 AND item_id IS NOT NULL")  # fmt: skip
     return connection.execute(sql, parameters)
 
 

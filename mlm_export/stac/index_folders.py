@@ -143,15 +143,17 @@ def _checked(
         chosen.append(entry)
     if changed:
         _reindex(connection, changed, ids, reader)
-    count = connection.execute("SELECT count(*) FROM files").fetchone()[0]
-    return sorted(chosen, key=lambda e: walk_key(e.rel)), skipped_notes(connection), count
+    notes = skipped_notes(connection)
+    some = connection.execute("SELECT 1 FROM files WHERE skipped IS NULL LIMIT 1").fetchone() is not None
+    return sorted(chosen, key=lambda e: walk_key(e.rel)), notes, len(notes) + some  # "some": not all skipped
 
 
 def select_by_folders(
     index_path: Path, mode: str, root: str, query: Query, reader: Reader
 ) -> tuple[list[Listed], dict[str, str], int] | None:
-    """(candidates to read in listing order, rel -> note of the non-Items, number of files) when no folder changed.
+    """(candidates to read in listing order, rel -> note of the non-Items, a count of files) when no folder changed.
 
+    The count exceeds the number of notes only when some file is an Item (what the caller's warning needs).
     None when the folders cannot vouch for the index (see the module docstring): the caller lists in full.
     """
     if not index_path.is_file() or not _safe_place(index_path) or not _plain_header(index_path):
