@@ -52,6 +52,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         max_pages=args.max_pages,
         max_items=args.max_items,
         max_time=args.max_time,
+        freshness=args.freshness,
     )
     if args.json:
         print(json.dumps([hit.to_dict() for hit in hits], indent=2))
@@ -129,6 +130,9 @@ def _add_search(commands: Any) -> None:
     search.add_argument("--max-pages", type=int, metavar="N", help="STAC API: read at most N pages (default 200)")
     search.add_argument("--max-items", type=int, metavar="N", help="STAC API: read at most N Items (default 20000)")
     search.add_argument("--max-time", type=float, metavar="S", help="STAC API: give up after S seconds (default 300)")
+    search.add_argument("--freshness", choices=("full", "folders"), default="full",
+                        help="folder of Items: stat every file (default) or only its folders and the candidates "
+                        "(faster on big folders; misses in-place edits of other files)")  # fmt: skip
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=_cmd_search)
 

@@ -51,7 +51,7 @@ from mlm_export.stac.placement import (
     stage,
 )
 from mlm_export.stac.spacetime import footprint_of, item_bbox, item_interval
-from mlm_export.stac.writer import item_to_json_dict, write_json_atomic
+from mlm_export.stac.writer import item_to_json_dict, json_text
 
 if TYPE_CHECKING:
     from mlm_export.stac.validate import ValidationReport
@@ -365,8 +365,9 @@ def build_catalog(
     finals = {document["id"]: item_to_json_dict(document, targets[document["id"]]) for document, _ in prepared}
     collection_path = root / COLLECTION_FILE
     _prepare_directory(root, [collection_path, *targets.values()], overwrite)
-    _write_catalog(root, placements, finals, targets, collection)
-    index_catalog(collection_path)  # the search index beside collection.json (a read-only place: searches read all)
+    written = _write_catalog(root, placements, finals, targets, collection)
+    known = {f"{i}/{i}.json": (finals[i], *stat) for i, stat in written.items()}  # indexed without reading them
+    index_catalog(collection_path, known)  # the search index (in a read-only place: searches read every file)
     return pystac.Collection.from_file(str(collection_path))
 
 
@@ -421,8 +422,10 @@ def _write_catalog(
     finals: dict[str, dict[str, Any]],
     targets: dict[str, Path],
     collection: dict[str, Any],
-) -> None:
+) -> dict[str, tuple[int, int]]:
     """Stage everything in a temporary directory of ``root``, then publish: artifacts, Items, ``collection.json``.
+
+    Returns: item id -> (mtime_ns, size) of its file as written (a rename keeps both).
 
     Artifacts are published without replacing anything; Items and the Collection replace theirs (``overwrite``
     was checked). A failure before the first Item is in place removes every artifact this call published.
@@ -435,17 +438,17 @@ def _write_catalog(
     items_written = False
     try:
         staged = _stage_artifacts(root, staging, placements)
-        for item_id, document in finals.items():
-            (staging / item_id).mkdir()
-            write_json_atomic(document, staging / item_id / f"{item_id}.json")
-        write_json_atomic(collection, staging / COLLECTION_FILE)
+        written = {}
+        for position, (item_id, document) in enumerate(finals.items()):  # staging is private: no temporary files
+            written[item_id] = _write_new(staging / f"{position}.json", json_text(document, targets[item_id]))
+        _write_new(staging / COLLECTION_FILE, json_text(collection, root / COLLECTION_FILE))
         for staged_path, final, artifact in staged:
             done.make_parents(final, root)
             publish_file(staged_path, final, artifact, done)
-        for item_id, target in targets.items():
-            done.make_parents(target, root)
+        for position, item_id in enumerate(finals):
+            done.make_parents(targets[item_id], root)
             items_written = True
-            os.replace(staging / item_id / f"{item_id}.json", target)
+            os.replace(staging / f"{position}.json", targets[item_id])
         os.replace(staging / COLLECTION_FILE, root / COLLECTION_FILE)
     except BaseException as exc:
         if not items_written:
@@ -455,3 +458,12 @@ def _write_catalog(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def _write_new(path: Path, text: str) -> tuple[int, int]:
+    """Write ``text`` to the new file ``path`` (in the private staging directory); its (mtime_ns, size)."""
+    with open(path, "x", encoding="utf-8") as stream:
+        stream.write(text)
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size

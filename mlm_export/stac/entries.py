@@ -45,6 +45,7 @@ from mlm_export.stac.index import (
     store_links,
     translatable,
 )
+from mlm_export.stac.index_folders import Folder, folder_mtime, keeper, select_by_folders, walk_key
 from mlm_export.stac.io import decode_href, max_json_bytes
 from mlm_export.stac.validate import read_json_object
 
@@ -274,8 +275,15 @@ def folder_entries(directory: Path) -> list[Entry]:
     return entries
 
 
-def _scanned(folder: str) -> tuple[list[str], list[os.DirEntry[str]]]:
-    """(sorted names of the subfolders to enter, sorted ``*.json`` file entries) of ``folder``, as os.walk sorts."""
+def _scanned(
+    folder: str, mtimes: list[Folder] | None = None, rel: str = ""
+) -> tuple[list[str], list[os.DirEntry[str]]]:
+    """(sorted names of the subfolders to enter, sorted ``*.json`` file entries) of ``folder``, as os.walk sorts.
+
+    ``mtimes`` (when given) gets the folder's mtime, taken before it is listed.
+    """
+    if mtimes is not None:
+        mtimes.append((rel, folder_mtime(folder) or -1))
     try:
         with os.scandir(folder) as scan:
             found = list(scan)
@@ -303,12 +311,13 @@ def _by_name(entry: os.DirEntry[str]) -> str:
     return entry.name
 
 
-def folder_listing(directory: Path) -> list[Listed]:
+def folder_listing(directory: Path, mtimes: list[Folder] | None = None) -> list[Listed]:
     """The ``*.json`` files :func:`folder_entries` would read, in its order, with their stat (no file opened).
 
     One ``os.scandir`` per folder and one ``stat`` per file; a symlinked file is checked against the folder (and
     skipped with a warning when it leads outside), and a file reached twice (through a symlink) is listed once, as
-    :func:`folder_entries` does.
+    :func:`folder_entries` does. ``mtimes`` (when given) gets each folder's mtime (:mod:`.index_folders`), and is
+    emptied when a file is a symlink or a folder cannot be read (those folders cannot vouch for their files).
     """
     confinement = _Confinement(directory)
     listed: list[Listed] = []
@@ -317,7 +326,7 @@ def folder_listing(directory: Path) -> list[Listed]:
     is_regular = stat.S_ISREG
     while stack:
         folder, prefix = stack.pop()
-        subfolders, files = _scanned(folder)
+        subfolders, files = _scanned(folder, mtimes, prefix.rstrip("/"))
         for entry in files:
             path = entry.path
             try:
@@ -335,6 +344,8 @@ def folder_listing(directory: Path) -> list[Listed]:
             mtime = info.st_mtime_ns if is_regular(info.st_mode) else None
             listed.append(Listed(prefix + entry.name, path, mtime, info.st_size))
         stack += [(os.path.join(folder, name), f"{prefix}{name}/") for name in reversed(subfolders)]
+    if mtimes is not None and (reals or any(m < 0 for _, m in mtimes)):
+        mtimes.clear()
     return _once(listed, reals) if reals else listed
 
 
@@ -362,26 +373,42 @@ def _index_record(read: Callable[[], Entry]) -> Record:
         return Record(skipped=_reason(exc))
 
 
-def indexed_folder_entries(directory: Path, query: Query) -> Iterator[Entry] | None:
+def indexed_folder_entries(directory: Path, query: Query, freshness: str = "full") -> Iterator[Entry] | None:
     """The model Items of the folder ``directory`` that may match ``query``, read through its index one at a time.
 
     None when the query cannot use an index or the folder has no usable index and none can be written (the caller
-    then reads every file).
+    then reads every file). ``freshness="folders"``: see :mod:`mlm_export.stac.index_folders`.
 
     Raises:
         ConfigurationError: the folder holds no model Item (when the iterator is exhausted).
     """
     if not translatable(query):
         return None
-    listed = folder_listing(directory)
-    selected = select(directory / INDEX_FILE, _mode("folder"), listed, query,
-                      lambda e: _index_record(lambda: read_entry(Path(e.path), copy_dict=False)))  # fmt: skip
+    mode = _mode("folder")
+
+    def reader(entry: Listed) -> Record:
+        return _index_record(lambda: read_entry(Path(entry.path), copy_dict=False))
+
+    if freshness == "folders":
+        fast = select_by_folders(directory / INDEX_FILE, mode, os.fspath(directory), query, reader)
+        if fast is not None:
+            chosen, notes, count = fast
+            root = os.fspath(directory)
+            noted = [Listed(rel, os.path.join(root, rel), None, -1) for rel in notes]
+            listed = sorted([*chosen, *noted], key=lambda e: walk_key(e.rel))
+            return _read_chosen(directory, listed, {e.rel for e in chosen}, notes, count)
+    mtimes: list[Folder] | None = [] if freshness == "folders" else None
+    listed = folder_listing(directory, mtimes)
+    selected = select(directory / INDEX_FILE, mode, listed, query, reader,
+                      keeper(mtimes) if mtimes is not None else None)  # fmt: skip
     if selected is None:
         return None
-    return _read_chosen(directory, listed, {e.rel for e in selected[0]}, selected[1])
+    return _read_chosen(directory, listed, {e.rel for e in selected[0]}, selected[1], len(listed))
 
 
-def _read_chosen(directory: Path, listed: list[Listed], chosen: set[str], notes: dict[str, str]) -> Iterator[Entry]:
+def _read_chosen(
+    directory: Path, listed: list[Listed], chosen: set[str], notes: dict[str, str], total: int
+) -> Iterator[Entry]:
     skipped: list[str] = []
     for entry in listed:
         if entry.rel in notes:
@@ -391,7 +418,7 @@ def _read_chosen(directory: Path, listed: list[Listed], chosen: set[str], notes:
                 yield read_entry(Path(entry.path), copy_dict=False)
             except ConfigurationError as exc:
                 skipped.append(_skip_note(Path(entry.path), directory, exc))
-    _report_skipped(directory, skipped, len(skipped) < len(listed))
+    _report_skipped(directory, skipped, len(skipped) < total)
 
 
 class _Links:
@@ -521,10 +548,22 @@ def indexed_catalog_entries(path: Path, query: Query) -> Iterator[Entry] | None:
     return None if selected is None else (read(entry) for entry in selected[0])
 
 
-def index_catalog(path: Path) -> bool:
-    """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written."""
+def index_catalog(path: Path, known: Mapping[str, tuple[dict[str, Any], int, int]] | None = None) -> bool:
+    """Write or bring up to date the search index beside the catalog file ``path``; whether it could be written.
+
+    ``known``: rel -> (document, mtime_ns, size) of files just written (``build_catalog``): a file whose stat is
+    still that one is indexed from its document, not read again.
+    """
     listed, _, index = _catalog_listing(path)
-    return refresh(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, index)
+    known = known or {}
+
+    def indexed(entry: Listed) -> Record:
+        document, mtime_ns, size = known.get(entry.rel, (None, None, None))
+        if document is not None and (entry.mtime_ns, entry.size) == (mtime_ns, size):
+            return extract(document)
+        return index(entry)
+
+    return refresh(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, indexed)
 
 
 def _local_source(source: Any) -> Path | None:
@@ -569,11 +608,12 @@ def entries_of(directory_or_collection: Any) -> list[Entry]:
     return folder_entries(path) if path.is_dir() else list(catalog_entries(path, set()))
 
 
-def search_entries(source: Any, query: Query) -> Iterable[Entry]:
+def search_entries(source: Any, query: Query, freshness: str = "full") -> Iterable[Entry]:
     """The Items of ``source`` (as :func:`entries_of`) that may match ``query``, read one at a time.
 
     A folder or catalog file is read through its index (:mod:`mlm_export.stac.index`): only the Items the index
     cannot rule out are read, and matching decides; without a usable index (or with a ``filter``), every Item.
+    ``freshness``: how a folder's index is checked (see :mod:`mlm_export.stac.index_folders`).
 
     Raises:
         ConfigurationError: as :func:`entries_of`.
@@ -582,7 +622,7 @@ def search_entries(source: Any, query: Query) -> Iterable[Entry]:
     if path is None:
         return entries_of(source)
     if path.is_dir():
-        indexed = indexed_folder_entries(path, query)
+        indexed = indexed_folder_entries(path, query, freshness)
         return indexed if indexed is not None else folder_entries(path)
     indexed = indexed_catalog_entries(path, query)
     return indexed if indexed is not None else catalog_entries(path, set())

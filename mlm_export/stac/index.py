@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = ".mlm-index.sqlite"
 #: Bumped whenever the tables or what is extracted into them change: an index of another version is rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 #: A file modified less than this before it was indexed may change again within the same mtime tick ("racy").
 _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
@@ -67,6 +67,8 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE files(id INTEGER PRIMARY KEY, rel TEXT NOT NULL UNIQUE, mtime_ns INTEGER, size INTEGER,
                    racy INTEGER NOT NULL, item_id TEXT, skipped TEXT, unsure INTEGER NOT NULL,
                    start_us INTEGER, end_us INTEGER, nbands INTEGER NOT NULL);
+CREATE INDEX files_unsure ON files(unsure) WHERE unsure = 1;
+CREATE INDEX files_skipped ON files(skipped) WHERE skipped IS NOT NULL;
 CREATE VIRTUAL TABLE boxes USING rtree(id, west, east, south, north);
 CREATE TABLE tasks(file INTEGER NOT NULL, task TEXT NOT NULL, PRIMARY KEY(file, task)) WITHOUT ROWID;
 CREATE INDEX tasks_by_task ON tasks(task, file);
@@ -80,6 +82,7 @@ CREATE INDEX channels_by_size ON channels(size, file);
 CREATE TABLE catalog_files(rel TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER) WITHOUT ROWID;
 CREATE TABLE links(pos INTEGER PRIMARY KEY, rel TEXT NOT NULL, base TEXT NOT NULL, catalog TEXT NOT NULL);
 CREATE TABLE notes(pos INTEGER PRIMARY KEY, message TEXT NOT NULL);
+CREATE TABLE folders(rel TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) WITHOUT ROWID;
 """
 _SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
 _SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
@@ -170,6 +173,12 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def keep_journal(connection: sqlite3.Connection) -> None:
+    """Keep the ``-journal`` file between transactions, so that a write changes no folder's mtime (index_folders)."""
+    with contextlib.suppress(sqlite3.Error):
+        connection.execute("PRAGMA journal_mode=PERSIST")
+
+
 def _create(path: str, mode: str) -> sqlite3.Connection:
     connection = _connect(path)
     connection.executescript(_SCHEMA)
@@ -195,6 +204,8 @@ def _rebuilt(index_path: Path, mode: str) -> sqlite3.Connection | None:
         return None
     try:
         _create(temporary, mode).close()
+        with contextlib.suppress(OSError):
+            os.unlink(f"{temporary}-journal")  # kept by journal_mode=PERSIST
         os.replace(temporary, index_path)
         for suffix in ("-wal", "-shm"):  # left by a file that claimed WAL mode (never this index's)
             with contextlib.suppress(OSError):
@@ -428,12 +439,21 @@ def translatable(query: Query) -> bool:
     return query.filter is None
 
 
-def candidate_rows(connection: sqlite3.Connection, query: Query) -> set[str]:
-    """Paths of the indexed model Items that may match ``query`` (``unsure`` rows always)."""
+def _candidates(connection: sqlite3.Connection, query: Query, columns: str) -> sqlite3.Cursor:
+    """The rows of the candidates: ``unsure`` rows, then those meeting the conditions (no scan of every row).
+
+    The ``unsure`` rows come from their partial index, the others from one ``id IN (...)`` of the conditions.
+    """
     conditions, parameters = _conditions(query)
     where = " AND ".join(conditions) or "1"
-    sql = f"SELECT rel FROM files WHERE item_id IS NOT NULL AND (unsure = 1 OR ({where}))"
-    return {row[0] for row in connection.execute(sql, parameters)}
+    sql = (f"SELECT {columns} FROM files WHERE unsure = 1 AND item_id IS NOT NULL UNION ALL "
+           f"SELECT {columns} FROM files WHERE {where} AND unsure = 0 AND item_id IS NOT NULL")  # fmt: skip
+    return connection.execute(sql, parameters)
+
+
+def candidate_rows(connection: sqlite3.Connection, query: Query) -> set[str]:
+    """Paths of the indexed model Items that may match ``query`` (``unsure`` rows always)."""
+    return {row[0] for row in _candidates(connection, query, "rel")}
 
 
 def skipped_notes(connection: sqlite3.Connection) -> dict[str, str]:
@@ -444,14 +464,21 @@ def skipped_notes(connection: sqlite3.Connection) -> dict[str, str]:
 _Answer = tuple[list[Listed], set[str], dict[str, str]]
 
 
+OnSync = Callable[[sqlite3.Connection, list[Listed]], None]
+
+
 def _answer(
-    connection: sqlite3.Connection | None, listed: list[Listed], query: Query, reader: Reader
+    connection: sqlite3.Connection | None, listed: list[Listed], query: Query, reader: Reader, on_sync: OnSync | None
 ) -> _Answer | sqlite3.DatabaseError | None:
     """Sync the index and query it (closing it): files left unindexed, candidate paths, notes."""
     if connection is None:
         return None
     try:
+        if on_sync is not None:
+            keep_journal(connection)
         unindexed = sync(connection, listed, reader)
+        if on_sync is not None:
+            on_sync(connection, listed)
         return unindexed, candidate_rows(connection, query), skipped_notes(connection)
     except sqlite3.DatabaseError as exc:
         return exc
@@ -460,18 +487,19 @@ def _answer(
 
 
 def select(
-    index_path: Path, mode: str, listed: list[Listed], query: Query, reader: Reader
+    index_path: Path, mode: str, listed: list[Listed], query: Query, reader: Reader, on_sync: OnSync | None = None
 ) -> tuple[list[Listed], dict[str, str]] | None:
     """The files of ``listed`` to read for ``query`` and (rel -> note) of those known not to be model Items.
 
     None when there is no usable index (or the query cannot be translated): the caller reads every file. Rows of
     files no longer listed are never chosen; files left unindexed are always read, and their old notes dropped.
+    ``on_sync`` is called with the index once it is up to date with ``listed`` (to keep what the listing saw).
     """
     if not translatable(query):
         return None
-    answer = _answer(open_index(index_path, mode), listed, query, reader)
+    answer = _answer(open_index(index_path, mode), listed, query, reader, on_sync)
     if isinstance(answer, sqlite3.DatabaseError):  # damaged while in use (a busy index is not): rebuilt, once
-        answer = None if _busy(answer) else _answer(_rebuilt(index_path, mode), listed, query, reader)
+        answer = None if _busy(answer) else _answer(_rebuilt(index_path, mode), listed, query, reader, on_sync)
     if answer is None or isinstance(answer, sqlite3.DatabaseError):
         return None
     unindexed, wanted, notes = answer

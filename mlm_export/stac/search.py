@@ -21,6 +21,7 @@ import pystac
 
 from mlm_export.errors import ConfigurationError
 from mlm_export.stac.entries import Entry, is_url, search_entries
+from mlm_export.stac.index_folders import FRESHNESS
 from mlm_export.stac.matching import Query, SearchHit, match, parse_query
 
 __all__ = ["SearchHit", "format_hits", "search", "search_catalog"]
@@ -56,6 +57,7 @@ def search(
     max_pages: int | None = None,
     max_items: int | None = None,
     max_time: float | None = None,
+    freshness: str = "full",
 ) -> list[SearchHit]:
     """Find the models that fit the query, most specific first.
 
@@ -89,6 +91,9 @@ def search(
         max_items: STAC API only: read at most this many Items (default 20,000).
         max_time: STAC API only: seconds the whole search may take (default 300; each request also times out
             after 60 s without an answer).
+        freshness: a folder of Items only: how its index is checked against the files. ``"full"`` (default) stats
+            every file; ``"folders"`` stats its folders and the candidates only (cost independent of the folder's
+            size), missing in-place edits of non-candidate files (see :mod:`mlm_export.stac.index_folders`).
 
     Returns:
         The matching models, highest score first, then by id.
@@ -106,8 +111,11 @@ def search(
     bounds = {"max_pages": max_pages, "max_items": max_items, "max_time": max_time}
     for name, value in bounds.items():
         _check_limit(value, name, (int, float) if name == "max_time" else int)
+    if freshness not in FRESHNESS:
+        raise ConfigurationError(f"freshness: expected one of {FRESHNESS}, got {freshness!r}.", hint="Use 'full'.")
     query = parse_query(bbox, datetime, tasks, bands, framework, input_channels, filter)
-    entries = _candidates(source, query, collections, headers, {k: v for k, v in bounds.items() if v is not None})
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    entries = _candidates(source, query, collections, headers, bounds, freshness)
     return rank([hit for entry in entries if (hit := match(entry, query)) is not None], limit)
 
 
@@ -117,6 +125,7 @@ def _candidates(
     collections: Sequence[str] | None,
     headers: Mapping[str, str] | None,
     bounds: dict[str, Any],
+    freshness: str = "full",
 ) -> Iterable[Entry]:
     """The Items to match: the STAC API's hits for ``query`` (streamed page by page), else every Item of ``source``.
 
@@ -132,7 +141,7 @@ def _candidates(
             "collections/headers/max_pages/max_items/max_time apply to a STAC API URL only.",
             hint="Drop them for a local catalog.",
         )
-    return search_entries(source, query)
+    return search_entries(source, query, freshness)
 
 
 def search_catalog(

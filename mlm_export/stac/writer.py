@@ -103,14 +103,22 @@ def write_json_atomic(document: Any, path: str | os.PathLike[str], *, overwrite:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         OutputError: the directory does not exist or is not writable, or the disk is full.
     """
+    return write_text_atomic(json_text(document, path), path, overwrite=overwrite)
+
+
+def json_text(document: Any, path: str | os.PathLike[str]) -> str:
+    """``document`` as the JSON text mlm-export writes (2-space indent, UTF-8, final newline).
+
+    Raises:
+        OutputError: ``document`` is not JSON data (the message names ``path``).
+    """
     try:
-        text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise OutputError(
             f"Cannot write '{path}': the document is not JSON data ({exc}).",
             hint="Pass JSON-safe values (numbers, strings, lists, dicts) in the item's fields.",
         ) from exc
-    return write_text_atomic(text, path, overwrite=overwrite)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -104,7 +104,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def test_only_the_candidate_files_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "items"
     for number in range(30):
-        _item(folder, f"m{number:02d}", **{"mlm:framework": "onnx" if number % 10 == 3 else "pytorch"})
+        _settled(_item(folder, f"m{number:02d}", **{"mlm:framework": "onnx" if number % 10 == 3 else "pytorch"}))
     reads = _count_reads(monkeypatch)
     assert len(search(folder, framework="onnx")) == 3
     assert len(reads) == 30 + 3  # indexed (every file once), then the 3 candidates
@@ -119,9 +119,16 @@ def test_a_catalog_reads_its_catalog_file_and_the_candidates(tmp_path: Path, sch
                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     items = [_item(tmp_path / "src", f"m{i}", **{"mlm:framework": "onnx" if i == 2 else "pytorch"}) for i in range(5)]
     build_catalog(items, tmp_path / "cat", schema_dir=schema_dir)
+    with sqlite3.connect(tmp_path / "cat" / INDEX_FILE) as connection:  # written too recently to trust: read again
+        racy = sorted(Path(rel).name for (rel,) in connection.execute("SELECT rel FROM files WHERE racy = 1"))
+    connection.close()
+    time.sleep(0.1)  # past the racy window: read once more, then trusted
     reads = _count_reads(monkeypatch)
     assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]
-    assert [p.name for p in reads if p.name != "collection.json"] == ["m2.json"]  # read when written just now
+    assert {p.name for p in reads if p.name != "collection.json"} == {"m2.json", *racy}
+    reads.clear()
+    assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]
+    assert [p.name for p in reads] == ["m2.json"]
 
 
 def test_edited_added_and_removed_items_are_seen_on_the_next_search(tmp_path: Path) -> None:
@@ -276,6 +283,7 @@ def test_a_catalog_unchanged_since_the_last_search_is_not_parsed_again(
     document["links"].append({"rel": "item", "href": "../src/m0.json"})  # leaves the catalog: a warning each time
     top.write_text(json.dumps(document))
     _settled(top)
+    time.sleep(0.1)  # the Items just written are read once more by the first search, then trusted
     with caplog.at_level(logging.WARNING, logger="mlm_export"):
         assert [h.id for h in search(tmp_path / "cat", framework="onnx")] == ["m2"]  # walks, keeps the links
         reads = _count_reads(monkeypatch)
@@ -355,3 +363,24 @@ def test_a_file_reached_twice_through_a_symlink_is_listed_once(tmp_path: Path) -
     query = {"framework": "onnx"}
     assert _with_index(folder, query) == _without_index(folder, query)
     assert [h.href for h in search(folder, **query)] == [str(folder / "a-link.json")]
+
+
+def test_build_catalog_indexes_what_reading_its_files_would(sources: tuple[Path, Path], tmp_path: Path) -> None:
+    """build_catalog indexes the documents it has just written without reading them again: the same rows."""
+    catalog = tmp_path / "cat"
+    shutil.copytree(sources[0], catalog)
+    (catalog / INDEX_FILE).unlink()
+    search(catalog, framework="none")  # indexed by reading every file
+
+    def rows(path: Path) -> list[list[tuple[Any, ...]]]:
+        with sqlite3.connect(path) as connection:
+            columns = "rel, item_id, skipped, unsure, start_us, end_us, nbands"
+            tables = [f"SELECT {columns} FROM files ORDER BY rel", "SELECT * FROM boxes ORDER BY id",
+                      "SELECT * FROM tasks ORDER BY 1, 2", "SELECT * FROM frameworks ORDER BY 1, 2",
+                      "SELECT * FROM bands ORDER BY 1, 2, 3", "SELECT * FROM channels ORDER BY 1, 2"]  # fmt: skip
+            found = [connection.execute(sql).fetchall() for sql in tables]
+        connection.close()
+        return found
+
+    assert rows(sources[0] / INDEX_FILE) == rows(catalog / INDEX_FILE)
+    assert len(rows(catalog / INDEX_FILE)[0]) == len(list(sources[1].glob("*.json")))

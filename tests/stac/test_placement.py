@@ -45,9 +45,10 @@ def sha256_of(path: Path) -> str:
 
 
 def catalog_files(directory: Path) -> list[Path]:
-    """The catalog's files; the search index (a cache of them, rewritten by every build) is not one."""
-    files = directory.rglob("*") if directory.exists() else []
-    return sorted(p for p in files if p.is_file() and not p.name.startswith(".mlm-index.sqlite"))
+    """The files of the catalog, its search index left out (rewritten by every build)."""
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".mlm-index.sqlite"))
 
 
 def test_catalog_of_exported_items_validates_without_allow_outside(tmp_path: Path, schema_dir: Path) -> None:
