@@ -243,7 +243,7 @@ class _Publication:
         self.url, self.collection_id, self.if_exists, self.options = url, collection_id, if_exists, options
         self.loader = Loader(client, collection_id, if_exists, options["total"])
         self.summary = CollectionSummary(collection_id)
-        self.exists = collection_exists(client, collection_id)
+        self.exists: bool | None = None  # asked with the first chunk, after the checks that need no server
         self.created = False
         self.created_with = 0  # Items the created Collection covers
         self.seen: set[str] = set()
@@ -275,6 +275,11 @@ class _Publication:
     def _prepare(self, chunk: list[Entry], pending: tuple[Future[None], int] | None) -> list[dict[str, Any]]:
         """The chunk's documents as sent, once its ids passed ``if_exists`` and its Items validated."""
         _check_unique(chunk, self.seen)
+        if self.options["upload_to"] is None:  # a local href without href_base: said before asking the server
+            for entry in chunk:
+                _api_document(entry, self.collection_id, self.options["href_base"], self.url)
+        if self.exists is None:
+            self.exists = collection_exists(self.loader.client, self.collection_id)
         if self.exists and not self.created and self.if_exists != "replace":  # a Collection we made held no id
             existing = self.loader.existing([e.document["id"] for e in chunk])
             if existing and self.if_exists == "error":
@@ -367,7 +372,7 @@ def publish(
     .. versionadded:: 0.2
     """
     url = check_api_url(api_url)
-    _check_arguments(if_exists, collection_id, href_base)
+    _check_arguments(if_exists, collection_id, href_base, upload_to)
     total = _known_count(items)
     options = {"href_base": href_base, "upload_to": upload_to, "schema_dir": schema_dir, "total": total}
     with httpx.Client(base_url=url, headers=api_headers(headers), timeout=timeout) as client:
@@ -378,13 +383,15 @@ def publish(
     return PublishResult(url, collection_id, publication.created, tuple(loader.published), tuple(loader.skipped))
 
 
-def _check_arguments(if_exists: Any, collection_id: Any, href_base: Any) -> None:
+def _check_arguments(if_exists: Any, collection_id: Any, href_base: Any, upload_to: Any = None) -> None:
     """Check :func:`publish`'s arguments that need no request.
 
     Raises:
-        ConfigurationError: an unknown ``if_exists``, a ``collection_id`` that is no name, or an ``href_base`` that
-            is no URL (or carries credentials).
+        ConfigurationError: an unknown ``if_exists``, a ``collection_id`` that is no name, an ``href_base`` that
+            is no URL (or carries credentials), an ``upload_to`` that is not s3:// or file://.
     """
+    if upload_to is not None and (not isinstance(upload_to, str) or urlparse(upload_to).scheme not in ("s3", "file")):
+        raise ConfigurationError(f"upload_to {upload_to!r} is not s3:// or file://.", hint="e.g. s3://bucket/models")
     if if_exists not in IF_EXISTS_CHOICES:
         raise ConfigurationError(f"if_exists: expected one of {', '.join(IF_EXISTS_CHOICES)}, got {if_exists!r}.")
     if not isinstance(collection_id, str) or not collection_id or "/" in collection_id:
