@@ -121,8 +121,8 @@ DECLARE
     props jsonb := content->'properties';
     sources jsonb[] := ARRAY[props->'bands', props->'eo:bands'];
     asset jsonb; src jsonb; d jsonb; e jsonb; b jsonb; k text; n text; w text;
-    words text[] := '{}'; groups text[] := '{}'; grp text[]; keys text[] := '{}'; odd boolean := false;
-    relations jsonb; x text;
+    words text[] := '{}'; grp text[]; keys text[] := '{}'; odd boolean := false; bad text[] := '{}';
+    relations jsonb := CASE WHEN plain THEN pgstac.mlm_export_sensor_relations() END; x text;
 BEGIN
     IF jsonb_typeof(content->'assets') = 'object' THEN
         FOR asset IN SELECT value FROM jsonb_each(content->'assets') LOOP
@@ -145,7 +145,16 @@ BEGIN
                            || pgstac.mlm_export_band_key((regexp_split_to_array(btrim(n), ' +'))[1]);
             END LOOP;
             words := words || grp;
-            IF plain AND cardinality(grp) > 0 THEN groups := groups || array_to_string(grp, chr(1)); END IF;
+            IF plain THEN  -- a key is not plain if its group names another key that is no alias of it
+                FOREACH k IN ARRAY grp LOOP
+                    FOREACH x IN ARRAY grp LOOP
+                        IF x <> k AND NOT jsonb_exists(COALESCE(relations->k, '[]'), x) THEN
+                            bad := bad || k;
+                            EXIT;
+                        END IF;
+                    END LOOP;
+                END LOOP;
+            END IF;
         END LOOP;
     END LOOP;
     IF jsonb_typeof(props->'mlm:input') = 'array' THEN
@@ -174,14 +183,7 @@ BEGIN
         RETURN to_jsonb(ARRAY(SELECT DISTINCT unnest(words) ORDER BY 1));
     END IF;
     IF odd THEN RETURN '[]'; END IF;
-    relations := pgstac.mlm_export_sensor_relations();
-    RETURN to_jsonb(ARRAY(
-        SELECT DISTINCT k2 FROM unnest(keys) k2
-        WHERE NOT EXISTS (
-            SELECT 1 FROM unnest(groups) g, unnest(string_to_array(g, chr(1))) x2
-            WHERE k2 = ANY(string_to_array(g, chr(1))) AND x2 <> k2
-              AND NOT jsonb_exists(COALESCE(relations->k2, '[]'), x2))
-        ORDER BY 1));
+    RETURN to_jsonb(ARRAY(SELECT DISTINCT k2 FROM unnest(keys) k2 WHERE NOT k2 = ANY(bad) ORDER BY 1));
 END;
 $f$;
 
