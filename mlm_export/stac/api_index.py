@@ -101,6 +101,12 @@ def framework_filter(key: str) -> dict[str, Any]:
 
 
 _FUNCTIONS = r"""
+-- The strings of a JSON array (or of one value), each behind a prefix: the literals compared with mlm_export_tokens.
+CREATE OR REPLACE FUNCTION pgstac.mlm_export_prefixed(prefix text, j jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+    SELECT ARRAY(SELECT prefix || x FROM unnest(pgstac.to_text_array(j)) x)
+$f$;
+
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_band_key(name text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
     SELECT regexp_replace(upper(btrim(name)), '([A-Z])0+([0-9])', '\1\2', 'g')
@@ -115,14 +121,14 @@ $f$;
 -- One pass over the band names of an Item (plpgsql: 3x faster than the same in set-returning SQL). plain = false:
 -- every band key it can be matched through ('*' for an odd name or an input whose bands is not a list); plain = true:
 -- the keys of its plain input bands whose definition groups stay within the sensor relations ([] if a name is odd).
-CREATE OR REPLACE FUNCTION pgstac.mlm_export_bands_scan(content jsonb, plain boolean) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pgstac.mlm_export_bands(content jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE COST 100000 AS $f$
 DECLARE
     props jsonb := content->'properties';
     sources jsonb[] := ARRAY[props->'bands', props->'eo:bands'];
     asset jsonb; src jsonb; d jsonb; e jsonb; b jsonb; k text; n text; w text;
     words text[] := '{}'; grp text[]; keys text[] := '{}'; odd boolean := false; bad text[] := '{}';
-    relations jsonb := CASE WHEN plain THEN pgstac.mlm_export_sensor_relations() END; x text;
+    relations jsonb := pgstac.mlm_export_sensor_relations(); x text; plain boolean := true;
 BEGIN
     IF jsonb_typeof(content->'assets') = 'object' THEN
         FOR asset IN SELECT value FROM jsonb_each(content->'assets') LOOP
@@ -179,12 +185,16 @@ BEGIN
             END LOOP;
         END LOOP;
     END IF;
-    IF NOT plain THEN
-        RETURN to_jsonb(ARRAY(SELECT DISTINCT unnest(words) ORDER BY 1));
-    END IF;
-    IF odd THEN RETURN '[]'; END IF;
-    RETURN to_jsonb(ARRAY(SELECT DISTINCT k2 FROM unnest(keys) k2 WHERE NOT k2 = ANY(bad) ORDER BY 1));
+    RETURN jsonb_build_object(
+        'words', to_jsonb(ARRAY(SELECT DISTINCT unnest(words) ORDER BY 1)),
+        'plain', CASE WHEN odd THEN '[]'::jsonb
+                      ELSE to_jsonb(ARRAY(SELECT DISTINCT k2 FROM unnest(keys) k2 WHERE NOT k2 = ANY(bad) ORDER BY 1)) END);
 END;
+$f$;
+
+CREATE OR REPLACE FUNCTION pgstac.mlm_export_bands_scan(content jsonb, plain boolean) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+    SELECT pgstac.mlm_export_bands(content)->(CASE WHEN plain THEN 'plain' ELSE 'words' END)
 $f$;
 
 CREATE OR REPLACE FUNCTION pgstac.mlm_export_band_words(content jsonb) RETURNS jsonb
@@ -228,15 +238,35 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE COST 10000 SET jit = off AS $f$
         WHERE jsonb_typeof(a.value->'mlm:framework') = 'string'
     ) frameworks
 $f$;
+
+-- Every computed field of an Item in one array, for one GIN index: band words 'w...', the plain band set chr(30)...,
+-- channel counts 'c...', framework keys 'f...' (one scan of the bands instead of one per field).
+CREATE OR REPLACE FUNCTION pgstac.mlm_export_tokens(content jsonb) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE COST 100000 AS $f$
+DECLARE
+    b jsonb := pgstac.mlm_export_bands(content);
+BEGIN
+    RETURN pgstac.mlm_export_prefixed('w', b->'words')
+        || (chr(30) || array_to_string(pgstac.to_text_array(b->'plain'), chr(31)))
+        || pgstac.mlm_export_prefixed('c', pgstac.mlm_export_input_channels(content))
+        || pgstac.mlm_export_prefixed('f', pgstac.mlm_export_framework_keys(content));
+END;
+$f$;
 """
 
+#: name -> (title, function, SQL operator, prefix of its values in ``mlm_export_tokens``; None: not indexed).
 _DEFINITIONS = {
-    BAND_WORDS: ("Band keys an Item can be matched through", "mlm_export_band_words", "&&"),
-    PLAIN_BANDS: ("Plain input band keys whose aliases are in the sensor tables", "mlm_export_plain_bands", "<@"),
-    PLAIN_BAND_SET: ("Those keys, sorted and joined by the unit separator", "mlm_export_plain_band_set", "= ANY"),
-    INPUT_CHANNELS: ("Channel counts of the inputs", "mlm_export_input_channels", "&&"),
-    FRAMEWORK_KEYS: ("Framework keys of the Item and of its assets", "mlm_export_framework_keys", "&&"),
+    BAND_WORDS: ("Band keys an Item can be matched through", "mlm_export_band_words", "&&", "w"),
+    PLAIN_BANDS: ("Plain input band keys whose aliases are in the sensor tables", "mlm_export_plain_bands", "<@", None),
+    PLAIN_BAND_SET: ("Those keys, sorted and joined by the unit separator", "mlm_export_plain_band_set", "= ANY",
+                     "\x1e"),  # fmt: skip
+    INPUT_CHANNELS: ("Channel counts of the inputs", "mlm_export_input_channels", "&&", "c"),
+    FRAMEWORK_KEYS: ("Framework keys of the Item and of its assets", "mlm_export_framework_keys", "&&", "f"),
 }
+#: The one index of the computed fields (a GIN index of ``mlm_export_tokens``), and those it replaced.
+TOKENS_INDEX = "mlm_export_tokens_idx"
+_FORMER_INDEXES = ("mlm_export_band_words_idx", "mlm_export_plain_bands_idx", "mlm_export_plain_band_set_idx",
+                   "mlm_export_input_channels_idx", "mlm_export_framework_keys_idx")  # fmt: skip
 
 
 def operator(name: str) -> str:
@@ -253,13 +283,12 @@ def index_sql() -> str:
         f"LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$ SELECT '{relations}'::jsonb $f$;",
         _FUNCTIONS,
     ]
-    for name, (title, function, sql_operator) in _DEFINITIONS.items():
-        if sql_operator == "= ANY":  # a text, in a btree: exact, no recheck
-            computed, method = f"pgstac.{function}(content)", "btree"
-            template = f"{computed} = ANY(pgstac.to_text_array((%s)::jsonb))"
-        else:
-            computed, method = f"pgstac.to_text_array(pgstac.{function}(content))", "gin"
-            template = f"{computed} {sql_operator} pgstac.to_text_array((%s)::jsonb)"
+    for name, (title, function, sql_operator, prefix) in _DEFINITIONS.items():
+        if prefix is None:  # only for more than MAX_SUBSET_BANDS bands, after band_words' index: not indexed
+            template = f"pgstac.to_text_array(pgstac.{function}(content)) {sql_operator} pgstac.to_text_array((%s)::jsonb)"
+        else:  # the prefixed values, overlapping the Item's tokens: one lookup per value in the GIN index
+            literal = "chr(30)" if prefix == "\x1e" else f"''{prefix}''"  # quoted inside the INSERT's literal
+            template = f"pgstac.mlm_export_tokens(content) && pgstac.mlm_export_prefixed({literal}, (%s)::jsonb)"
         definition = {
             "title": f"{title} (mlm-export, computed: filter with the operator {operator(name)})",
             "type": "array",
@@ -271,10 +300,9 @@ def index_sql() -> str:
             f"DELETE FROM pgstac.queryables WHERE name = '{name}';",
             f"INSERT INTO pgstac.queryables (name, definition) VALUES ('{name}', '{json.dumps(definition)}');",
         ]
-        if name == PLAIN_BANDS:  # only for more than MAX_SUBSET_BANDS bands, after band_words' index: not indexed
-            statements.append(f"DROP INDEX IF EXISTS pgstac.{function}_idx;")  # each index costs ~1 ms per load
-        else:
-            statements.append(f"CREATE INDEX IF NOT EXISTS {function}_idx ON pgstac.items USING {method} ({computed});")
+    statements += [f"DROP INDEX IF EXISTS pgstac.{index};" for index in _FORMER_INDEXES]
+    statements.append(f"CREATE INDEX IF NOT EXISTS {TOKENS_INDEX} ON pgstac.items USING gin "
+                      "(pgstac.mlm_export_tokens(content));")  # fmt: skip
     return "\n".join(statements) + "\n"
 
 
