@@ -74,7 +74,9 @@ def tuning_sql() -> str:
 
 
 def server_options(*, temporary: bool) -> list[str]:
-    """``postgres`` options (``-c name=value`` pairs): :data:`SETTINGS`, plus ``fsync=off`` for a ``temporary``
-    database (it is removed on stop: a machine crash loses nothing anyone keeps)."""
+    """``postgres`` options (``-c name=value`` pairs): :data:`SETTINGS`, plus ``fsync=off`` if ``temporary``.
+
+    A temporary database is removed on stop: a machine crash loses nothing anyone keeps.
+    """
     settings = dict(SETTINGS, **({"fsync": "off"} if temporary else {}))
     return [part for name, value in settings.items() for part in ("-c", f"{name}={value}")]
