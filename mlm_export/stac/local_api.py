@@ -55,6 +55,9 @@ from mlm_export.stac.pgstac_tuning import server_options, tuning_sql
 
 #: Seconds each start-up step may take before it is reported as failed.
 STEP_TIMEOUT_S = 60.0
+#: Seconds for registering the computed filters: a kept database indexed by an older mlm-export builds its index of
+#: ``mlm_export_tokens`` once, about 0.5 ms per Item (100,000 Items: about a minute).
+INDEX_TIMEOUT_S = 900.0
 _PG_USER = "postgres"
 _DATABASE = "postgres"
 #: The superuser's password, in the working directory (0600; owned by postgres when run as root).
@@ -107,7 +110,10 @@ def _as_postgres(command: list[str]) -> list[str]:
     return command
 
 
-def _run(command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: str | None = None) -> None:
+def _run(
+    command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: str | None = None,
+    timeout: float = STEP_TIMEOUT_S,
+) -> None:  # fmt: skip
     try:
         done = subprocess.run(  # fixed argument lists, no shell
             command,
@@ -115,7 +121,7 @@ def _run(command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: s
             cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=STEP_TIMEOUT_S,
+            timeout=timeout,
             check=False,
             input=stdin,
         )
@@ -315,7 +321,7 @@ def start_local_api(
              stdin=tuning_sql())  # fmt: skip
         if computed_queryables:
             _run([python, "-c", _EXECUTE_SQL, dsn], "computed queryables (mlm_export.stac.api_index)", env, directory,
-                 stdin=index_sql())  # fmt: skip
+                 stdin=index_sql(), timeout=INDEX_TIMEOUT_S)  # fmt: skip
         for attempt in range(3):  # a free port found earlier may have been taken meanwhile by another process
             try:
                 _start_server(api, python, api_port)
