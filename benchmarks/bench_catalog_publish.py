@@ -10,6 +10,9 @@ that process's ``ru_maxrss``):
   process, start-up included).
 - ``library``: :func:`mlm_export.stac.publish.publish` of a generator of the folder's paths (time of the call).
 
+Each row also gives the CPU time per Item of the publishing process, of the API server (uvicorn) and of PostgreSQL
+(all its processes, from /proc): on 2 cores, their sum bounds the rate (1,000 Items/s needs it under 2 ms).
+
 Targets (issue 25): >= 1,000 Items/s at 50k, and peak RSS at any count <= 1.2 x the RSS at the smallest count.
 ``--code DIR`` imports mlm_export from another checkout (a baseline); ``--files`` gives the CLI the Item files as
 arguments instead of the folder (what an older CLI needs; beware the argument-list limit beyond ~30k).
@@ -41,6 +44,26 @@ print(json.dumps({"seconds": time.perf_counter() - start, "published": len(resul
 """
 
 
+def _proc_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) of process ``pid`` from /proc, with its reaped children's when ``children``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(api: Any) -> tuple[float, float]:
+    """CPU seconds so far of the API server (uvicorn) and of PostgreSQL (postmaster, its live and reaped children)."""
+    postmaster = int((api.pgdata / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    postgres = _proc_cpu(postmaster, children=True)
+    for child in children:
+        try:
+            postgres += _proc_cpu(int(child))
+        except OSError:  # exited meanwhile (then counted in the postmaster's children's time)
+            pass
+    return _proc_cpu(api.server.pid), postgres
+
+
 def _popen_rss(command: list[str], code: Path) -> dict[str, Any]:
     """Run ``command``: its wall time, its own peak RSS (MiB, ``os.wait4``) and the JSON it printed last."""
     env = dict(os.environ, PYTHONPATH=str(code))
@@ -54,14 +77,17 @@ def _popen_rss(command: list[str], code: Path) -> dict[str, Any]:
         text, error = out.read(), err.read()
     if process.returncode:
         raise RuntimeError(f"{command[:5]} failed ({process.returncode}): {error[-2000:]}")
-    result: dict[str, Any] = {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime
+    result: dict[str, Any] = {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, "cpu_s": cpu}
     lines = [line for line in text.splitlines() if line.startswith("{")]
     if lines:
         result.update(json.loads(lines[-1]))
     return result
 
 
-def measure(counts: list[int], paths: list[str], code: Path = REPO, files: bool = False) -> list[dict[str, Any]]:
+def measure(
+    counts: list[int], paths: list[str], code: Path = REPO, files: bool = False, computed: bool = True
+) -> list[dict[str, Any]]:
     """One row per (count, path): Items/s and peak RSS of the publishing process."""
     sys.path.insert(0, str(HERE))
     from catalog_items import write_folder
@@ -69,11 +95,15 @@ def measure(counts: list[int], paths: list[str], code: Path = REPO, files: bool 
     from mlm_export.stac.local_api import start_local_api
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp, start_local_api() as api:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp,
+        start_local_api(computed_queryables=computed) as api,
+    ):
         for count in counts:
             folder = write_folder(Path(tmp) / f"items-{count}", count)
             for path in paths:
                 collection = f"{path}-{count}"
+                before = server_cpu(api)
                 if path == "cli":
                     targets = sorted(str(p) for p in folder.glob("*.json")) if files else [str(folder)]
                     command = [sys.executable, "-m", "mlm_export", "publish", *targets, "--to", api.url,
@@ -84,8 +114,12 @@ def measure(counts: list[int], paths: list[str], code: Path = REPO, files: bool 
                     command = [sys.executable, "-c", _LIBRARY, str(folder), api.url, collection]
                     result = _popen_rss(command, code)
                     seconds = result["seconds"]
+                api_cpu, pg_cpu = (after - first for after, first in zip(server_cpu(api), before, strict=True))
                 rows.append({"count": count, "path": path, "seconds": round(seconds, 2),
-                             "items_per_s": round(count / seconds), "rss_mib": round(result["rss_mib"])})  # fmt: skip
+                             "items_per_s": round(count / seconds), "rss_mib": round(result["rss_mib"]),
+                             "cpu_ms_per_item": {"client": round(result["cpu_s"] * 1000 / count, 2),
+                                                 "api": round(api_cpu * 1000 / count, 2),
+                                                 "postgres": round(pg_cpu * 1000 / count, 2)}})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -95,9 +129,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     first = {}
     for row in rows:
         first.setdefault(row["path"], row["rss_mib"])
-    lines = ["| path | Items | seconds | Items/s | peak RSS MiB | RSS vs smallest |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| path | Items | seconds | Items/s | peak RSS MiB | RSS vs smallest | CPU ms/Item: client, API, PostgreSQL |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
     lines += [f"| {r['path']} | {r['count']} | {r['seconds']} | {r['items_per_s']} | {r['rss_mib']} | "
-              f"{r['rss_mib'] / first[r['path']]:.2f} |" for r in rows]  # fmt: skip
+              f"{r['rss_mib'] / first[r['path']]:.2f} | {', '.join(map(str, r['cpu_ms_per_item'].values()))} |"
+              for r in rows]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -107,9 +145,10 @@ def main() -> None:
     parser.add_argument("--paths", default="cli,library", help="comma-separated: cli, library")
     parser.add_argument("--code", type=Path, default=REPO, help="checkout whose mlm_export is imported")
     parser.add_argument("--files", action="store_true", help="give the CLI the files instead of the folder")
+    parser.add_argument("--no-computed", action="store_true", help="a server without mlm-export's computed filters")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    rows = measure(counts, args.paths.split(","), args.code.resolve(), args.files)
+    rows = measure(counts, args.paths.split(","), args.code.resolve(), args.files, not args.no_computed)
     print(table(rows))
 
 

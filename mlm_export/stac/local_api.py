@@ -15,12 +15,15 @@
    registers queryables, so :func:`~mlm_export.stac.publish.publish` cannot do it on another server: there, run
    ``pypgstac load_queryables <QUERYABLES_FILE> --dsn <DSN>`` once; then the computed queryables of
    :mod:`mlm_export.stac.api_index` (band names, channel counts, frameworks: SQL functions of the Item with GIN
-   indexes) unless ``computed_queryables=False``;
+   indexes) unless ``computed_queryables=False``; and the loading speed-up of :mod:`mlm_export.stac.pgstac_tuning`
+   (PostgreSQL runs with its :func:`~mlm_export.stac.pgstac_tuning.server_options`: ``synchronous_commit=off``,
+   ``fsync=off`` only for a temporary directory);
 3. ``uvicorn stac_fastapi.pgstac.app:create_app --factory`` with the Transactions extension on another free
    127.0.0.1 port, polled until ``GET /`` answers.
 
 :meth:`LocalSTACAPI.stop` (or leaving the ``with`` block) stops the server, then PostgreSQL
-(``pg_ctl -m immediate stop``), and removes the temporary directory. Every child process gets its own temporary
+(``pg_ctl -m fast stop`` for a kept ``data_dir``, ``-m immediate`` for a temporary one), and removes the temporary
+directory. Every child process gets its own temporary
 working directory and an explicit environment, so a stray ``.env`` file cannot change its settings.
 
 The server runs under ``python=`` (default: this interpreter; the ``api`` extra installs stac-fastapi-pgstac,
@@ -48,9 +51,13 @@ from types import TracebackType
 
 from mlm_export.errors import MissingDependencyError, MLMExportError
 from mlm_export.stac.api_index import index_sql
+from mlm_export.stac.pgstac_tuning import server_options, tuning_sql
 
 #: Seconds each start-up step may take before it is reported as failed.
 STEP_TIMEOUT_S = 60.0
+#: Seconds for registering the computed filters: a kept database indexed by an older mlm-export builds its index of
+#: ``mlm_export_tokens`` once, about 0.5 ms per Item (100,000 Items: about a minute).
+INDEX_TIMEOUT_S = 900.0
 _PG_USER = "postgres"
 _DATABASE = "postgres"
 #: The superuser's password, in the working directory (0600; owned by postgres when run as root).
@@ -103,7 +110,10 @@ def _as_postgres(command: list[str]) -> list[str]:
     return command
 
 
-def _run(command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: str | None = None) -> None:
+def _run(
+    command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: str | None = None,
+    timeout: float = STEP_TIMEOUT_S,
+) -> None:  # fmt: skip
     try:
         done = subprocess.run(  # fixed argument lists, no shell
             command,
@@ -111,7 +121,7 @@ def _run(command: list[str], what: str, env: dict[str, str], cwd: Path, stdin: s
             cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=STEP_TIMEOUT_S,
+            timeout=timeout,
             check=False,
             input=stdin,
         )
@@ -171,7 +181,8 @@ class LocalSTACAPI:
                 self.server.wait(timeout=10)
             self.server = None
         if self.postgres_running:
-            stop = [str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"]
+            mode = "fast" if self.keep else "immediate"  # fast: a checkpoint writes what synchronous_commit=off held
+            stop = [str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"]
             with contextlib.suppress(LocalAPIError):
                 _run(_as_postgres(stop), "pg_ctl stop", self.env, self.directory)
             self.postgres_running = False
@@ -220,7 +231,8 @@ def _start_postgres(api: LocalSTACAPI, port: int) -> None:
         initdb = [str(api.pg_bin / "initdb"), "-D", str(pgdata), "-U", _PG_USER, "-E", "UTF8"]
         initdb += ["--auth=scram-sha-256", f"--pwfile={api.password_file}"]  # socket and TCP: password only
         _run(_as_postgres([*initdb, "--no-sync"]), "initdb", api.env, api.directory)
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {api.directory} -c fsync=off"
+    options = " ".join([f"-p {port} -c listen_addresses=127.0.0.1 -k {api.directory}",
+                        *server_options(temporary=not api.keep)])  # fmt: skip
     start = [str(api.pg_bin / "pg_ctl"), "-D", str(pgdata), "-l", str(api.directory / "postgres.log")]
     _run(_as_postgres([*start, "-o", options, "-w", "-t", str(int(STEP_TIMEOUT_S)), "start"]), "pg_ctl start",
          api.env, api.directory)  # fmt: skip
@@ -305,9 +317,11 @@ def start_local_api(
         _run(migrate, "pypgstac migrate", env, directory)
         queryables = [python, "-m", "pypgstac.pypgstac", "load_queryables", str(QUERYABLES_FILE), "--dsn", dsn]
         _run([*queryables, f"--index_fields={list(INDEXED_QUERYABLES)!r}"], "pypgstac load_queryables", env, directory)
+        _run([python, "-c", _EXECUTE_SQL, dsn], "pgstac tuning (mlm_export.stac.pgstac_tuning)", env, directory,
+             stdin=tuning_sql())  # fmt: skip
         if computed_queryables:
             _run([python, "-c", _EXECUTE_SQL, dsn], "computed queryables (mlm_export.stac.api_index)", env, directory,
-                 stdin=index_sql())  # fmt: skip
+                 stdin=index_sql(), timeout=INDEX_TIMEOUT_S)  # fmt: skip
         for attempt in range(3):  # a free port found earlier may have been taken meanwhile by another process
             try:
                 _start_server(api, python, api_port)

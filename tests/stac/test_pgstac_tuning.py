@@ -1,0 +1,101 @@
+"""The local API's pgstac tuning: the PL/pgSQL ``strip_jsonb`` gives what pgstac's SQL one gives; the settings."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from local_stac import LOOPBACK
+
+from mlm_export.stac.local_api import LocalSTACAPI
+from mlm_export.stac.pgstac_tuning import PGSTAC_VERSION, SETTINGS, server_options
+
+pytestmark = LOOPBACK
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from catalog_items import generate_items  # noqa: E402
+
+#: (a, b) pairs reaching every branch of strip_jsonb: nulls (SQL and JSON), equal and different scalars, objects
+#: with missing, extra and nested null keys, arrays of equal and of different lengths.
+EDGE_CASES: list[tuple[Any, Any]] = [
+    (None, {"x": 1}),
+    (None, None),
+    ({"x": 1}, None),
+    ("null", {"x": 1}),
+    ({"x": None}, {"x": 1}),
+    ({"x": 1}, {"x": 1}),
+    (1, 1),
+    ("a", "b"),
+    ({"a": 1, "b": {"c": None, "d": 2}, "e": None}, {"a": 1, "b": {"d": 2}, "f": 3}),
+    ({"a": [1, {"b": 2, "c": None}], "d": [1]}, {"a": [1, {"b": 2}], "d": [1, 2]}),
+    ([1, 2, 3], [1, 5, 3]),
+    ([1, 2], [1, 2, 3]),
+    ({"assets": {"m": {"href": "x", "type": "t"}}}, {"assets": {"m": {"type": "t"}, "n": {"href": "y"}}}),
+    ({"assets": {"m": {"href": "x"}}}, {"assets": None, "type": "Feature", "stac_version": "1.0.0"}),
+    ({"k": [None, {"z": None}]}, {"k": [None, {"z": 1}]}),
+]
+
+
+def _original_strip_jsonb() -> str:
+    """pgstac's own ``strip_jsonb`` from its migration, renamed to ``pg_temp.strip_jsonb_original``."""
+    migration = importlib.resources.files("pypgstac") / "migrations" / f"pgstac.{PGSTAC_VERSION}.sql"
+    found = re.search(r"CREATE OR REPLACE FUNCTION strip_jsonb\(.*?\$\$ LANGUAGE SQL IMMUTABLE;", migration.read_text(),
+                      re.DOTALL)  # fmt: skip
+    assert found is not None
+    return found.group(0).replace("strip_jsonb(", "pg_temp.strip_jsonb_original(")
+
+
+@pytest.fixture
+def connection(stac_api: LocalSTACAPI) -> Iterator[psycopg.Connection]:
+    password = stac_api.password_file.read_text().strip()
+    with psycopg.connect(stac_api.dsn, password=password, autocommit=True) as connection:
+        yield connection
+
+
+def test_the_plpgsql_strip_jsonb_is_installed_and_equals_pgstacs(connection: psycopg.Connection) -> None:
+    assert connection.execute("SELECT pgstac.get_version()").fetchone() == (PGSTAC_VERSION,)
+    language = connection.execute(
+        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = "
+        "'pgstac.strip_jsonb(jsonb, jsonb)'::regprocedure"
+    ).fetchone()
+    assert language == ("plpgsql",)
+    connection.execute(_original_strip_jsonb())
+    bases = [{"type": "Feature", "stac_version": "1.0.0", "assets": None, "collection": "c"}]
+    items = list(generate_items(30, seed=3))
+    bases.append({**bases[0], "assets": {"weights": {k: v for k, v in items[0]["assets"]["weights"].items()
+                                                      if k != "href"}}})  # fmt: skip
+    pairs = EDGE_CASES + [(item, base) for item in items for base in bases]
+    compare = (
+        "SELECT pgstac.strip_jsonb(a, b), pg_temp.strip_jsonb_original(a, b), "
+        "pgstac.strip_jsonb(a, b) IS NOT DISTINCT FROM pg_temp.strip_jsonb_original(a, b) "
+        "FROM (SELECT %s::jsonb AS a, %s::jsonb AS b) pair"
+    )
+    stripped_somewhere = 0
+    for a, b in pairs:
+        sql_a = json.dumps(a) if a is not None else None
+        sql_b = json.dumps(b) if b is not None else None
+        if a == "null":
+            sql_a = "null"
+        ours, theirs, same = connection.execute(compare, [sql_a, sql_b]).fetchone()
+        assert same, (a, b, ours, theirs)
+        stripped_somewhere += ours != a
+    assert stripped_somewhere >= len(pairs) // 2  # the pairs do strip something, not only pass through
+
+
+def test_the_server_runs_with_the_documented_settings(connection: psycopg.Connection) -> None:
+    for name, value in SETTINGS.items():
+        shown = connection.execute(f"SHOW {name}").fetchone()[0]
+        assert shown.lower() == value.lower(), (name, shown)
+    assert connection.execute("SHOW fsync").fetchone() == ("off",)  # the session fixture's database is temporary
+
+
+def test_a_kept_database_keeps_fsync() -> None:
+    kept = server_options(temporary=False)
+    assert "fsync=off" not in kept and "synchronous_commit=off" in kept
+    assert "fsync=off" in server_options(temporary=True)
