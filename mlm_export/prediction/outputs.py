@@ -101,11 +101,15 @@ class StagedRaster:
         self._dst.write(values.astype(self.dtype, copy=False), window=Window(c0, r0, c1 - c0, r1 - r0))
 
     def finish(self) -> None:
-        """Close the GeoTIFF and copy it to the COG (deflate, overviews as GDAL's COG driver makes them)."""
+        """Close the GeoTIFF and copy it to the COG, overviews as GDAL's COG driver makes them.
+
+        Deflate level 1: 2-4x faster than GDAL's default 6 for about 15 % more bytes on a noisy map (a class map
+        of real data compresses well at any level); ``num_threads`` compresses blocks on every core, same bytes.
+        """
         from rasterio.shutil import copy
 
         self._dst.close()
-        copy(self.part, self.path, driver="COG", compress="deflate", num_threads="ALL_CPUS")  # same bytes, sooner
+        copy(self.part, self.path, driver="COG", compress="deflate", level=1, num_threads="ALL_CPUS")
         self.part.unlink()
 
     def close(self) -> None:
