@@ -59,7 +59,6 @@ SCHEMA_VERSION = 4
 _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
 _RACY_COARSE_NS = 2_100_000_000
-_CHANNEL_DIMS = ("bands", "channel", "channels")
 #: Seconds a search waits for another one that is updating the index before reading the changed files itself.
 LOCK_TIMEOUT_S = 30.0
 _SCHEMA = """
@@ -126,16 +125,9 @@ def _framework_keys(document: Mapping[str, Any]) -> set[str]:
 
 def _channel_sizes(document: Mapping[str, Any]) -> set[float]:
     """Sizes of the channel dimensions of every input, walked as ``matching._match_channels`` walks them."""
-    sizes: set[float] = set()
-    for entry in (document.get("properties") or {}).get("mlm:input") or []:
-        tensor = entry.get("input") if isinstance(entry, Mapping) else None
-        if not isinstance(tensor, Mapping):
-            continue
-        shape, order = tensor.get("shape") or [], tensor.get("dim_order") or []
-        for dim, size in zip(order, shape, strict=False):
-            if dim in _CHANNEL_DIMS and isinstance(size, (int, float)):
-                sizes.add(size)
-    return sizes
+    from mlm_export.stac.matching import channel_dims
+
+    return {size for _, _, size in channel_dims(document) if isinstance(size, (int, float))}
 
 
 def _fill(record: Record, document: Mapping[str, Any]) -> None:

@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,20 +293,25 @@ def _match_framework(document: Mapping[str, Any], query: Query) -> str | None:
     return None if found is None else f"framework: {found}"
 
 
-def _match_channels(document: Mapping[str, Any], query: Query) -> tuple[float, str] | None:
-    best: tuple[float, str] | None = None
+def channel_dims(document: Mapping[str, Any]) -> Iterator[tuple[Any, str, Any]]:
+    """``(input name, dim name, size)`` of every channel dimension of every input, as the Item gives them."""
     for entry in (document.get("properties") or {}).get("mlm:input") or []:
         tensor = entry.get("input") if isinstance(entry, Mapping) else None
         if not isinstance(tensor, Mapping):
             continue
         shape, order = tensor.get("shape") or [], tensor.get("dim_order") or []
         for dim, size in zip(order, shape, strict=False):
-            if dim not in _CHANNEL_DIMS:
-                continue
-            if size == query.input_channels:
-                return 1.0, f"input_channels: input {entry.get('name')!r} has {size} {dim}"
-            if size == -1 and best is None:
-                best = DYNAMIC_CHANNELS_FACTOR, f"input_channels: input {entry.get('name')!r} takes any number of {dim}"
+            if dim in _CHANNEL_DIMS:
+                yield entry.get("name"), dim, size
+
+
+def _match_channels(document: Mapping[str, Any], query: Query) -> tuple[float, str] | None:
+    best: tuple[float, str] | None = None
+    for name, dim, size in channel_dims(document):
+        if size == query.input_channels:
+            return 1.0, f"input_channels: input {name!r} has {size} {dim}"
+        if size == -1 and best is None:
+            best = DYNAMIC_CHANNELS_FACTOR, f"input_channels: input {name!r} takes any number of {dim}"
     return best
 
 

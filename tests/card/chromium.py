@@ -24,6 +24,16 @@ def launch(playwright):
     )
 
 
+def browser_session():
+    """For a module-scoped fixture (``yield from browser_session()``): the system Chromium, closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
 @dataclass
 class Seen:
     """What the page showed."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from card_items import EXAMPLES, HOSTILE, hostile_item, names
-from chromium import is_footprint, launch, look
+from chromium import browser_session, is_footprint, look
 from conftest import EXAMPLES_DIR
 from factories import item_dict
 from markdown_it import MarkdownIt
@@ -19,12 +19,7 @@ from mlm_export.card import write_card
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
+    yield from browser_session()
 
 
 @pytest.fixture(scope="module")

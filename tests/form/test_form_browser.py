@@ -15,7 +15,7 @@ import httpx
 import onnx
 import pytest
 import torch
-from card.chromium import launch
+from card.chromium import browser_session
 from local_stac import LOOPBACK
 from onnx_models import conv_model, initializer_elements, two_image_model
 from safetensors.torch import save_file
@@ -32,12 +32,7 @@ SOURCE_URL = "https://github.com/org/tiny/blob/0123456789abcdef0123456789abcdef0
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
+    yield from browser_session()
 
 
 def refused(text: str) -> bool:
