@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,12 @@ class GatedProxy:
         self.server.server_close()
         self.thread.join(timeout=10)
         self.client.close()
+
+
+def without_nulls(value: Any) -> Any:
+    """``value`` as pgstac stores it: ``null`` members of objects dropped (at every depth)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value

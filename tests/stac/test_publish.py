@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import torch_models as tm
 from conftest import EXAMPLES_DIR
-from local_stac import LOOPBACK, GatedProxy
+from local_stac import LOOPBACK, GatedProxy, without_nulls
 from test_collection import EXAMPLES, all_bands_example, factory_items
 
 from mlm_export.errors import (
@@ -28,14 +27,6 @@ from mlm_export.stac.publish import publish
 
 pytestmark = LOOPBACK
 HREF_BASE = "https://models.example.com/published"
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _item_files(directory: Path) -> list[Path]:
@@ -102,7 +93,7 @@ def test_published_items_come_back_equal(tmp_path: Path, schema_dir: Path, stac_
         assert validate_item(document, schema_dir, check_files=False).valid  # validated once, before the rewriting
         fetched = httpx.get(result.item_url(document["id"])).json()
         fetched.pop("links"), document.pop("links")
-        assert fetched == _without_nulls(document)
+        assert fetched == without_nulls(document)
     tiny = next(d for d in sent if d["id"].startswith("tiny-mlp-"))
     model_href = next(a["href"] for a in tiny["assets"].values() if "mlm:model" in a["roles"])
     assert model_href.startswith(f"{HREF_BASE}/") and (tmp_path / "items" / model_href[len(HREF_BASE) + 1 :]).is_file()

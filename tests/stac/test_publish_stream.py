@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import EXAMPLES_DIR
-from local_stac import LOOPBACK, GatedProxy
+from local_stac import LOOPBACK, GatedProxy, without_nulls
 
 from mlm_export.errors import ConfigurationError, ItemExistsError, ItemValidationError
 from mlm_export.stac import publish as publish_module
@@ -35,14 +35,6 @@ def small_items(count: int, prefix: str = "stream") -> Iterator[dict[str, Any]]:
         ring = [[west, south], [west + 10, south], [west + 10, south + 10], [west, south + 10], [west, south]]
         item["geometry"] = {"type": "Polygon", "coordinates": [ring]}
         yield item
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _stored(api: LocalSTACAPI, collection: str) -> dict[str, dict[str, Any]]:
@@ -79,7 +71,7 @@ def test_a_generator_is_read_one_chunk_ahead_of_what_was_sent(
     stored = _stored(stac_api, "lazy")
     assert sorted(stored) == sorted(result.published)
     assert [(stored[i["id"]]["properties"], stored[i["id"]]["assets"]) for i in items] == [
-        (_without_nulls(i["properties"]), _without_nulls(i["assets"])) for i in items
+        (without_nulls(i["properties"]), without_nulls(i["assets"])) for i in items
     ]  # read back whole (pgstac drops null members) after the Collection's update
 
 

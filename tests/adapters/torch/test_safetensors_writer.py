@@ -211,9 +211,20 @@ def test_the_file_is_written_while_the_dry_run_runs(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob(".early-*"))
 
 
-def test_a_dry_run_that_changes_the_weights_gets_them_written_again(tmp_path: Path) -> None:
-    """The early file holds the buffer before the forwards: it is dropped, the file holds the state after them."""
-    model = _Counting()
+def _made_plainly() -> torch.nn.Module:
+    return _Counting()
+
+
+def _made_under_inference_mode() -> torch.nn.Module:
+    with torch.inference_mode():
+        return _Counting()
+
+
+@pytest.mark.parametrize("make", [_made_plainly, _made_under_inference_mode], ids=["plain", "inference-mode"])
+def test_a_dry_run_that_changes_the_weights_gets_them_written_after_it(tmp_path: Path, make) -> None:
+    """The file holds the state after the forwards: a plain early file is dropped for it, and inference tensors
+    (version 0 whatever changes them) get no early file at all."""
+    model = make()
     item = export_item(model, artifact_dir=tmp_path, model_kwargs={}, **ARGUMENTS)
 
     assert model.calls.item() > 0
@@ -221,15 +232,3 @@ def test_a_dry_run_that_changes_the_weights_gets_them_written_again(tmp_path: Pa
     assert safetensors.torch.load_file(str(written))["calls"].item() == model.calls.item()
     assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
     assert not list(tmp_path.rglob(".early-*"))
-
-
-def test_a_model_made_under_inference_mode_is_written_after_the_dry_run(tmp_path: Path) -> None:
-    """Inference tensors keep version 0 whatever changes them: no early file, the state after the dry-run."""
-    with torch.inference_mode():
-        model = _Counting()
-    item = export_item(model, artifact_dir=tmp_path, model_kwargs={}, **ARGUMENTS)
-
-    assert model.calls.item() > 0
-    written = tmp_path / "_Counting.safetensors"
-    assert safetensors.torch.load_file(str(written))["calls"].item() == model.calls.item()
-    assert item.assets["model"].extra_fields["file:checksum"] == _sha256(written)
