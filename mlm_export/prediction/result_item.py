@@ -2,7 +2,8 @@
 
 It is valid under :func:`~mlm_export.validate_item`: ``processing:level`` ``L4`` and ``processing:software``
 (mlm-export and the framework's version), ``derived_from`` links to the model Item and every data Item, and one
-asset per output file with ``file:size``/``file:checksum``, ``bands`` and ``raster:bands`` (data type, nodata),
+asset per output file with ``file:size``/``file:checksum``, ``bands`` and ``raster:bands`` (data type, nodata,
+the map's ``spatial_resolution`` in metres when its CRS is projected in metres),
 and ``classification:classes`` for class maps and class scores.
 """
 
@@ -54,9 +55,9 @@ def _asset(output: OutputFile) -> dict[str, Any]:
         "file:checksum": digest.checksum,
     }
     if output.bands:
-        asset["bands"] = [dict(b) for b in output.bands]
+        asset["bands"] = [{k: v for k, v in b.items() if k != "spatial_resolution"} for b in output.bands]
         asset["raster:bands"] = [
-            {k: v for k, v in b.items() if k in ("data_type", "nodata")} for b in output.bands
+            {k: v for k, v in b.items() if k in ("data_type", "nodata", "spatial_resolution")} for b in output.bands
         ]  # fmt: skip
     if output.classes:
         asset["classification:classes"] = [

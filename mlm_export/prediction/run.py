@@ -138,9 +138,10 @@ def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, cha
                    factor: int = 1) -> tuple[list[OutputFile], list[outputs.StagedRaster]]:  # fmt: skip
     """The staged map(s) of a dense output; ``factor`` times finer than the scene for super-resolution."""
     shape, grid = tuple(scene.valid.shape), (scene.transform, scene.crs)
+    resolution = _metres_per_pixel(scene, factor)
     if out.is_classes:
         dtype, nodata = outputs.class_dtype(out.classes)
-        band = {"name": out.name, "data_type": dtype.name, "nodata": nodata}
+        band = {"name": out.name, "data_type": dtype.name, "nodata": nodata, **resolution}
         files = [OutputFile("data", stage / output.name, output.name, [band], out.classes)]
         writers = [outputs.StagedRaster(stage / output.name, 1, shape, dtype, *grid, nodata,
                                         colors=outputs.colormap(out.classes), descriptions=[out.name],
@@ -150,14 +151,30 @@ def _dense_writers(stage: Path, output: Path, scene: Scene, out: OutputSpec, cha
             names = [str(c.get("name", c["value"])) for c in out.classes]
             writers.append(outputs.StagedRaster(stage / name, len(names), shape, "float32", *grid, np.nan,
                                                 descriptions=names, factor=factor))  # fmt: skip
-            bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
+            bands = [{"name": n, "data_type": "float32", "nodata": "nan", **resolution} for n in names]
             files.append(OutputFile("scores", stage / name, name, bands, out.classes))
         return files, writers
     names = [f"{out.name}_{i + 1}" if channels > 1 else out.name for i in range(channels)]
     writers = [outputs.StagedRaster(stage / output.name, channels, shape, "float32", *grid, np.nan, descriptions=names,
                                     factor=factor)]  # fmt: skip
-    bands = [{"name": n, "data_type": "float32", "nodata": "nan"} for n in names]
+    bands = [{"name": n, "data_type": "float32", "nodata": "nan", **resolution} for n in names]
     return [OutputFile("data", stage / output.name, output.name, bands)], writers
+
+
+def _metres_per_pixel(scene: Scene, factor: int) -> dict[str, float]:
+    """``{"spatial_resolution": m}`` of the map written ``factor`` times finer than the scene (``raster:bands``).
+
+    Empty when the grid's CRS is not projected in metres: the raster extension states the resolution in metres.
+    """
+    from pyproj import CRS  # rioxarray's CRS and odc-geo's both give their WKT
+
+    if scene.crs is None:
+        return {}
+    crs = CRS.from_user_input(scene.crs if isinstance(scene.crs, str) else scene.crs.to_wkt())
+    if not crs.is_projected or {a.unit_name for a in crs.axis_info[:2]} != {"metre"}:
+        return {}
+    width, height = abs(scene.transform.a), abs(scene.transform.e)
+    return {"spatial_resolution": (width + height) / 2 / factor}
 
 
 def _class_core(out: OutputSpec, piece: lazy.Piece) -> np.ndarray:

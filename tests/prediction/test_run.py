@@ -12,6 +12,7 @@ import torch
 from scenes import (  # noqa: F401 - scene is a fixture
     CLASSES,
     MEAN,
+    RES,
     STD,
     Seg,
     TileClassifier,
@@ -70,7 +71,8 @@ def test_segmentation_on_single_band_files_in_another_order(tmp_path: Path, scen
     assert set(doc["properties"]["processing:software"]) == {"mlm-export", "torch"}
     assert [link["rel"] for link in doc["links"]] == ["derived_from"]
     assert doc["assets"]["data"]["classification:classes"][0]["name"] == CLASSES[0]["name"]
-    assert doc["assets"]["data"]["raster:bands"] == [{"data_type": "uint8", "nodata": 255}]
+    # the scene's 10 m UTM grid (scenes.RES): the map's resolution in metres
+    assert doc["assets"]["data"]["raster:bands"] == [{"data_type": "uint8", "nodata": 255, "spatial_resolution": RES}]
 
 
 def test_multiband_geotiff_by_band_descriptions_and_onnx(tmp_path: Path, scene: dict) -> None:

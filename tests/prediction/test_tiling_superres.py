@@ -66,7 +66,9 @@ def test_super_resolution_map_on_the_refined_grid(tmp_path: Path, scene: dict, f
     np.testing.assert_allclose(written, expected, atol=1e-5, equal_nan=True)
     assert result.windows > 1
     assert validate_item(result.item).valid
-    assert json.loads(result.item.read_text())["assets"]["data"]["raster:bands"][0]["data_type"] == "float32"
+    raster_band = json.loads(result.item.read_text())["assets"]["data"]["raster:bands"][0]
+    assert raster_band["data_type"] == "float32"
+    assert raster_band["spatial_resolution"] == pytest.approx(RES / factor)  # the finer grid's, in metres (UTM)
 
 
 def test_output_factor_and_fine_core() -> None:
