@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -149,12 +150,9 @@ _BACKGROUND_LOCK = threading.Lock()
 
 
 def _stat_key(path: Path) -> tuple[str, int, int] | None:
-    try:
-        resolved = path.resolve()
-        stat = resolved.stat()
-    except OSError:
-        return None
-    return (str(resolved), stat.st_size, stat.st_mtime_ns) if resolved.is_file() else None
+    """(resolved path, size, mtime_ns) of a regular file, or None: what a hash in flight is checked against."""
+    key = _digest_key(path)
+    return None if key is None else (key[0], key[1][0], key[1][1])
 
 
 def start_background(path: str | os.PathLike[str], *, progress: bool | None = None) -> Future[FileDigest] | None:
@@ -246,12 +244,12 @@ def _digest_key(path: Path) -> tuple[str, tuple[int, int, int, int, int]] | None
     """(resolved path, (size, mtime_ns, ctime_ns, inode, device)) of a regular file, or None."""
     try:
         resolved = path.resolve()
-        stat = resolved.stat()
+        info = resolved.stat()
     except OSError:
         return None
-    if not resolved.is_file():
+    if not stat.S_ISREG(info.st_mode):
         return None
-    return str(resolved), (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    return str(resolved), (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
 
 
 def cached_digest(
