@@ -275,10 +275,10 @@ class _Publication:
     def _prepare(self, chunk: list[Entry], pending: tuple[Future[None], int] | None) -> list[dict[str, Any]]:
         """The chunk's documents as sent, once its ids passed ``if_exists`` and its Items validated."""
         _check_unique(chunk, self.seen)
-        if self.options["upload_to"] is None:  # a local href without href_base: said before asking the server
-            for entry in chunk:
-                _api_document(entry, self.collection_id, self.options["href_base"], self.url)
-        if self.exists is None:
+        if self.exists is None:  # the first chunk: what needs no server is said before the first request
+            if self.options["upload_to"] is None:  # a local href without href_base
+                for entry in chunk:
+                    _api_document(entry, self.collection_id, self.options["href_base"], self.url)
             self.exists = collection_exists(self.loader.client, self.collection_id)
         if self.exists and not self.created and self.if_exists != "replace":  # a Collection we made held no id
             existing = self.loader.existing([e.document["id"] for e in chunk])
