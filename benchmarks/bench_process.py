@@ -34,7 +34,9 @@ Target: every case <= 1.15 x its floor (medians, interleaved rounds), peak RSS <
 the figure. ``--before DIR`` also times the CLI of another checkout (plain folder, ``.pt``) in the same run.
 
 Each process runs once untimed first, with ``PYTHONDONTWRITEBYTECODE`` cleared for the children: it writes its
-modules' bytecode, as ``pip install`` does for an installed package and did for torch's.
+modules' bytecode, as ``pip install`` does for an installed package and did for torch's. Before every process
+(untimed), the script cases' output folders are emptied and ``sync`` runs (:func:`_settle`): each export writes a new
+file on a machine that is not still writing back the previous one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -287,6 +290,20 @@ def _check_source_code(tmp: Path, cases: list[str]) -> None:
             raise RuntimeError(f"{case}: the Item does not record the class's source code as expected ({href!r}).")
 
 
+def _settle(tmp: Path, name: str) -> None:
+    """Before a process (untimed): a script case's output folder emptied, then every dirty page written (``sync``).
+
+    Each process starts as a user's export does: the artifact it writes is a new file (replacing the previous
+    round's 1 GiB file would add its deletion, ~0.5 s of kernel time, to the case), and the kernel is not still
+    writing back an earlier process's gigabyte (which throttles a writer and made one case vary 0.8-2.4 s).
+    """
+    out = tmp / f"out-{name}"
+    if out.is_dir():
+        shutil.rmtree(out)
+        out.mkdir()
+    os.sync()
+
+
 def case_floor(case: str, floor: dict) -> float:
     """The least a case's process can take: max(A, B), or for a script, from where it calls ``export_item`` on.
 
@@ -318,12 +335,14 @@ def measure(
         runs = _runs(tmp, layers, width, before)
         if cases:
             runs = {name: run for name, run in runs.items() if name.startswith("floor") or name in cases}
-        for kind, target, args, env in runs.values():  # bytecode written, page cache warm (see the docstring)
+        for name, (kind, target, args, env) in runs.items():  # bytecode written, page cache warm (see the docstring)
+            _settle(tmp, name)
             _timed(kind, target, args, env, tmp_name)
         _check_source_code(tmp, [case for case in CLI_CASES if case in runs])
         timings: dict[str, list[tuple[float, int, dict]]] = {name: [] for name in runs}
         for _ in range(repeats):
             for name, (kind, target, args, env) in runs.items():
+                _settle(tmp, name)
                 timings[name].append(_timed(kind, target, args, env, tmp_name))
         weights = (tmp / "wide.pt").stat().st_size
     medians = {
