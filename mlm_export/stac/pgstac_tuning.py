@@ -11,6 +11,11 @@ every input (tests/stac/test_pgstac_tuning.py compares both on Items and edge ca
 (:data:`PGSTAC_VERSION`); on another, pgstac's stays. No pgstac setting avoids the cost: ``content_slim`` strips
 every Item against the base item even when the Collection has no ``item_assets``.
 
+Reading has the same shape: every Item a search returns is hydrated by ``merge_jsonb`` (the Item merged back with
+its base item), pgstac's recursive SQL twin of ``strip_jsonb``. :data:`MERGE_JSONB_SQL` is it in PL/pgSQL, the same
+way: formatting a 500-Item page of generated MLM Items took 316 ms with pgstac's and 88 ms with it (identical
+output on 5,000 Items; tests/stac/test_pgstac_tuning.py compares both on the same pairs as ``strip_jsonb``).
+
 :func:`server_options`: the PostgreSQL settings of the local server (see the README, "Local STAC API"):
 ``synchronous_commit=off`` (a commit returns before its WAL reaches the disk: a crash of the machine may lose the
 last fraction of a second of commits, never corrupts the database); ``fsync=off`` only for a temporary database
@@ -53,6 +58,33 @@ END;
 $f$;
 """
 
+#: pgstac 0.10.0's ``merge_jsonb`` (the hydration of every Item a search returns) in PL/pgSQL: same CASE order.
+MERGE_JSONB_SQL = r"""
+CREATE OR REPLACE FUNCTION pgstac.merge_jsonb(_a jsonb, _b jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE
+    ta text := jsonb_typeof(_a);
+    tb text := jsonb_typeof(_b);
+    result jsonb;
+BEGIN
+    IF _a = '"𒍟※"'::jsonb THEN RETURN NULL; END IF;
+    IF _a IS NULL OR ta = 'null' THEN RETURN _b; END IF;
+    IF ta = 'object' AND tb = 'object' THEN
+        SELECT jsonb_strip_nulls(jsonb_object_agg(key, pgstac.merge_jsonb(a.value, b.value))) INTO result
+        FROM jsonb_each(coalesce(_a, '{}'::jsonb)) AS a
+        FULL JOIN jsonb_each(coalesce(_b, '{}'::jsonb)) AS b USING (key);
+        RETURN result;
+    END IF;
+    IF ta = 'array' AND tb = 'array' AND jsonb_array_length(_a) = jsonb_array_length(_b) THEN
+        SELECT jsonb_agg(m) INTO result
+        FROM (SELECT pgstac.merge_jsonb(jsonb_array_elements(_a), jsonb_array_elements(_b)) AS m) AS l;
+        RETURN result;
+    END IF;
+    RETURN _a;
+END;
+$f$;
+"""
+
 #: PostgreSQL settings of the local server (``-c name=value``), whatever the data directory.
 SETTINGS = {
     "synchronous_commit": "off",
@@ -63,11 +95,15 @@ SETTINGS = {
 
 
 def tuning_sql() -> str:
-    """SQL installing :data:`STRIP_JSONB_SQL` when the database runs pgstac :data:`PGSTAC_VERSION` (idempotent)."""
+    """SQL installing :data:`STRIP_JSONB_SQL` and :data:`MERGE_JSONB_SQL` on pgstac :data:`PGSTAC_VERSION`.
+
+    Idempotent: on another pgstac version it installs nothing.
+    """
     return (
         "DO $do$ BEGIN\n"
         f"IF pgstac.get_version() = '{PGSTAC_VERSION}' THEN\n"
         f"EXECUTE $sql${STRIP_JSONB_SQL}$sql$;\n"
+        f"EXECUTE $sql${MERGE_JSONB_SQL}$sql$;\n"
         "END IF;\n"
         "END $do$;\n"
     )

@@ -1,4 +1,4 @@
-"""The local API's pgstac tuning: the PL/pgSQL ``strip_jsonb`` gives what pgstac's SQL one gives; the settings."""
+"""The local API's pgstac tuning: the PL/pgSQL ``strip_jsonb``/``merge_jsonb`` give what pgstac's SQL ones give."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from local_stac import LOOPBACK
+from local_stac import LOOPBACK, without_nulls
 
 from mlm_export.stac.local_api import LocalSTACAPI
 from mlm_export.stac.pgstac_tuning import PGSTAC_VERSION, SETTINGS, server_options
@@ -42,13 +42,34 @@ EDGE_CASES: list[tuple[Any, Any]] = [
 ]
 
 
-def _original_strip_jsonb() -> str:
-    """pgstac's own ``strip_jsonb`` from its migration, renamed to ``pg_temp.strip_jsonb_original``."""
+def _original(function: str) -> str:
+    """pgstac's own ``function`` (``strip_jsonb``, ``merge_jsonb``) from its migration, as ``pg_temp.<it>_original``."""
     migration = importlib.resources.files("pypgstac") / "migrations" / f"pgstac.{PGSTAC_VERSION}.sql"
-    found = re.search(r"CREATE OR REPLACE FUNCTION strip_jsonb\(.*?\$\$ LANGUAGE SQL IMMUTABLE;", migration.read_text(),
+    found = re.search(rf"CREATE OR REPLACE FUNCTION {function}\(.*?\$\$ LANGUAGE SQL IMMUTABLE;", migration.read_text(),
                       re.DOTALL)  # fmt: skip
     assert found is not None
-    return found.group(0).replace("strip_jsonb(", "pg_temp.strip_jsonb_original(")
+    return found.group(0).replace(f"{function}(", f"pg_temp.{function}_original(")
+
+
+def _language(connection: psycopg.Connection, function: str) -> tuple[str] | None:
+    return connection.execute(
+        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = "
+        f"'pgstac.{function}(jsonb, jsonb)'::regprocedure"
+    ).fetchone()
+
+
+def _sql_json(value: Any) -> str | None:
+    """The SQL parameter of a pair member: SQL NULL for None, JSON null for "null", else its JSON text."""
+    return "null" if value == "null" else json.dumps(value) if value is not None else None
+
+
+def _item_pairs() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """30 generated Items and the base items they are stripped against (with and without the weights' fields)."""
+    bases = [{"type": "Feature", "stac_version": "1.0.0", "assets": None, "collection": "c"}]
+    items = list(generate_items(30, seed=3))
+    bases.append({**bases[0], "assets": {"weights": {k: v for k, v in items[0]["assets"]["weights"].items()
+                                                      if k != "href"}}})  # fmt: skip
+    return items, bases
 
 
 @pytest.fixture
@@ -60,16 +81,9 @@ def connection(stac_api: LocalSTACAPI) -> Iterator[psycopg.Connection]:
 
 def test_the_plpgsql_strip_jsonb_is_installed_and_equals_pgstacs(connection: psycopg.Connection) -> None:
     assert connection.execute("SELECT pgstac.get_version()").fetchone() == (PGSTAC_VERSION,)
-    language = connection.execute(
-        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = "
-        "'pgstac.strip_jsonb(jsonb, jsonb)'::regprocedure"
-    ).fetchone()
-    assert language == ("plpgsql",)
-    connection.execute(_original_strip_jsonb())
-    bases = [{"type": "Feature", "stac_version": "1.0.0", "assets": None, "collection": "c"}]
-    items = list(generate_items(30, seed=3))
-    bases.append({**bases[0], "assets": {"weights": {k: v for k, v in items[0]["assets"]["weights"].items()
-                                                      if k != "href"}}})  # fmt: skip
+    assert _language(connection, "strip_jsonb") == ("plpgsql",)
+    connection.execute(_original("strip_jsonb"))
+    items, bases = _item_pairs()
     pairs = EDGE_CASES + [(item, base) for item in items for base in bases]
     compare = (
         "SELECT pgstac.strip_jsonb(a, b), pg_temp.strip_jsonb_original(a, b), "
@@ -78,14 +92,35 @@ def test_the_plpgsql_strip_jsonb_is_installed_and_equals_pgstacs(connection: psy
     )
     stripped_somewhere = 0
     for a, b in pairs:
-        sql_a = json.dumps(a) if a is not None else None
-        sql_b = json.dumps(b) if b is not None else None
-        if a == "null":
-            sql_a = "null"
-        ours, theirs, same = connection.execute(compare, [sql_a, sql_b]).fetchone()
+        ours, theirs, same = connection.execute(compare, [_sql_json(a), _sql_json(b)]).fetchone()
         assert same, (a, b, ours, theirs)
         stripped_somewhere += ours != a
     assert stripped_somewhere >= len(pairs) // 2  # the pairs do strip something, not only pass through
+
+
+def test_the_plpgsql_merge_jsonb_is_installed_and_equals_pgstacs(connection: psycopg.Connection) -> None:
+    """The hydration of what a search returns: pgstac's merge of a stripped Item with its base item."""
+    assert _language(connection, "merge_jsonb") == ("plpgsql",)
+    connection.execute(_original("merge_jsonb"))
+    marker = "\U0001235f\u203b"  # pgstac's "removed from the base item" value
+    pairs = EDGE_CASES + [(b, a) for a, b in EDGE_CASES] + [(marker, 1), ({"x": marker, "y": 2}, {"x": 1, "z": 3})]
+    items, bases = _item_pairs()
+    for item in items:  # what the items table holds: the Item stripped against its base item
+        for base in bases:
+            (stripped,) = connection.execute("SELECT pgstac.strip_jsonb(%s::jsonb, %s::jsonb)",
+                                             [json.dumps(item), json.dumps(base)]).fetchone()  # fmt: skip
+            pairs.append((stripped, base))
+    compare = (
+        "SELECT pgstac.merge_jsonb(a, b), pg_temp.merge_jsonb_original(a, b), "
+        "pgstac.merge_jsonb(a, b) IS NOT DISTINCT FROM pg_temp.merge_jsonb_original(a, b) "
+        "FROM (SELECT %s::jsonb AS a, %s::jsonb AS b) pair"
+    )
+    restored, whole = 0, [without_nulls(item) for item in items]  # pgstac keeps no JSON null
+    for a, b in pairs:
+        ours, theirs, same = connection.execute(compare, [_sql_json(a), _sql_json(b)]).fetchone()
+        assert same, (a, b, ours, theirs)
+        restored += ours in whole
+    assert restored >= len(items)  # the stripped Items do come back whole, not only pass through
 
 
 def test_the_server_runs_with_the_documented_settings(connection: psycopg.Connection) -> None:
