@@ -5,9 +5,9 @@ Run: ``.venv/bin/python benchmarks/bench_catalog_embedded.py --counts 1000,5000 
 For each N (Items from :mod:`catalog_items`, 20 of them rare at every size): the time to write the folder, the
 index build (the first search), then each query in a fresh process (time of the search, freshness check included,
 and peak RSS net of the interpreter with mlm-export imported; on the folder with ``freshness="full"`` and
-``"folders"``): ``framework=onnx``, ``bands=[B02, B03, B04, B08]``,
-a bbox, and the three rare queries (20 hits at every size). ``--catalog`` does the same on the catalog that
-``build_catalog`` writes from the folder (``validate=False``; its build time includes the index; above
+``"folders"``): ``framework=onnx``, ``bands=[B02, B03, B04, B08]``, a bbox, and the rare queries (20 hits at every
+size: bands, framework, channels, and the framework as a CQL2 ``filter``). ``--catalog`` does the same on the catalog
+that ``build_catalog`` writes from the folder (``validate=False``; its build time includes the index; above
 :data:`BUILD_LIMIT` Items the same layout is made with hard links, and the first search builds the index);
 ``--baseline`` adds the search of before the index (every file read) for the rare framework query. Listing costs
 are shown too: ``os.scandir`` of the folder, with a ``stat`` per file, and ``entries.folder_listing``.
@@ -44,6 +44,7 @@ QUERIES: dict[str, dict[str, Any]] = {
     "rare bands": {"bands": RARE_BANDS},
     "rare framework": {"framework": RARE_FRAMEWORK},
     "rare channels": {"input_channels": RARE_CHANNELS},
+    "rare framework (filter)": {"filter": f"\"mlm:framework\" = '{RARE_FRAMEWORK}'"},
 }
 
 
@@ -166,7 +167,7 @@ def measure(count: int, workdir: Path, catalog: bool, baseline: bool) -> Iterato
 
 
 def rare_costs(counts: list[int], workdir: Path) -> dict[int, float]:
-    """The slowest of the three rare queries (20 hits) on a folder of each size, its index built first.
+    """The slowest of the rare queries (20 hits) on a folder of each size, its index built first.
 
     Keys: N for ``freshness="full"`` (the default), -N for ``freshness="folders"``."""
     costs = {}

@@ -43,7 +43,6 @@ from mlm_export.stac.index import (
     select,
     stat_listed,
     store_links,
-    translatable,
 )
 from mlm_export.stac.index_folders import Folder, folder_mtime, keeper, select_by_folders, walk_key
 from mlm_export.stac.io import decode_href, max_json_bytes
@@ -376,14 +375,12 @@ def _index_record(read: Callable[[], Entry]) -> Record:
 def indexed_folder_entries(directory: Path, query: Query, freshness: str = "full") -> Iterator[Entry] | None:
     """The model Items of the folder ``directory`` that may match ``query``, read through its index one at a time.
 
-    None when the query cannot use an index or the folder has no usable index and none can be written (the caller
+    None when the folder has no usable index and none can be written (the caller
     then reads every file). ``freshness="folders"``: see :mod:`mlm_export.stac.index_folders`.
 
     Raises:
         ConfigurationError: the folder holds no model Item (when the iterator is exhausted).
     """
-    if not translatable(query):
-        return None
     mode = _mode("folder")
 
     def reader(entry: Listed) -> Record:
@@ -538,11 +535,9 @@ def _catalog_listing(path: Path) -> tuple[list[Listed], Callable[[Listed], Entry
 def indexed_catalog_entries(path: Path, query: Query) -> Iterator[Entry] | None:
     """The Items linked from the catalog file ``path`` that may match ``query``, read one at a time.
 
-    Through the index beside it; None when the query cannot use an index or there is no usable index and none can
+    Through the index beside it; None when there is no usable index and none can
     be written.
     """
-    if not translatable(query):
-        return None
     listed, read, index = _catalog_listing(path)
     selected = select(path.parent / INDEX_FILE, _mode(f"catalog:{path.name}"), listed, query, index)
     return None if selected is None else (read(entry) for entry in selected[0])

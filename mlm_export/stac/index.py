@@ -7,13 +7,16 @@ beside ``catalog.json``/``collection.json``), and its transactions keep concurre
 **What it holds**, per Item file: the path (relative), ``mtime_ns`` and size, the Item id, its bbox in an R*Tree
 (a bbox crossing the antimeridian as two boxes), its time range, its tasks, its framework keys (as
 :mod:`mlm_export.stac.matching` normalises them), the bands it reads (each with every key that answers to it, as
-matching computes them) and the sizes of its inputs' channel dimensions.
+matching computes them), the sizes of its inputs' channel dimensions and its top-level properties' values (for
+CQL2 filters, :mod:`mlm_export.stac.index_filter`).
 
 **How a query uses it.** :func:`candidate_rows` turns a :class:`~mlm_export.stac.matching.Query` into SQL that
 returns a *superset* of the matching files; only those are read (with every check of :mod:`mlm_export.stac.io`:
 size cap, duplicate keys...) and :func:`~mlm_export.stac.matching.match` decides, so the answers are those of a
-search without index. A file whose fields could not be extracted is always a candidate. A query with a CQL2
-``filter`` is not translated: every file is read, as without index. A query with no criterion reads every Item.
+search without index. A file whose fields could not be extracted is always a candidate. A CQL2 ``filter`` is
+narrowed by :func:`~mlm_export.stac.index_filter.filter_condition` as far as it is translated (comparisons of
+properties with literals, ``and``/``or``); what it cannot translate narrows nothing. A query with no criterion reads
+every Item.
 
 **Freshness.** Every search lists the folder (``os.scandir`` and one ``stat`` per file; for a catalog, the links
 kept from its last walk while no catalog file changed) and compares: a digest of the whole listing equal to the
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlm_export.stac.bands import band_key, definition_aliases, required_bands
+from mlm_export.stac.index_filter import PropertyRow, filter_condition, property_rows
 from mlm_export.stac.spacetime import EARLIEST, LATEST, item_bbox, item_interval
 
 if TYPE_CHECKING:
@@ -54,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = ".mlm-index.sqlite"
 #: Bumped whenever the tables or what is extracted into them change: an index of another version is rebuilt.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: A file modified less than this before it was indexed may change again within the same mtime tick ("racy").
 _RACY_NS = 50_000_000
 #: The same for filesystems with whole-second mtimes (FAT: 2 s).
@@ -78,12 +82,16 @@ CREATE TABLE bands(file INTEGER NOT NULL, band INTEGER NOT NULL, key TEXT NOT NU
 CREATE INDEX bands_by_key ON bands(key, file, band);
 CREATE TABLE channels(file INTEGER NOT NULL, size NUMERIC NOT NULL, PRIMARY KEY(file, size)) WITHOUT ROWID;
 CREATE INDEX channels_by_size ON channels(size, file);
+CREATE TABLE props(file INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, num REAL, text TEXT,
+                   PRIMARY KEY(file, name)) WITHOUT ROWID;
+CREATE INDEX props_by_number ON props(name, num, file);
+CREATE INDEX props_by_text ON props(name, text, file);
 CREATE TABLE catalog_files(rel TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER) WITHOUT ROWID;
 CREATE TABLE links(pos INTEGER PRIMARY KEY, rel TEXT NOT NULL, base TEXT NOT NULL, catalog TEXT NOT NULL);
 CREATE TABLE notes(pos INTEGER PRIMARY KEY, message TEXT NOT NULL);
 CREATE TABLE folders(rel TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) WITHOUT ROWID;
 """
-_SIDE_TABLES = ("tasks", "frameworks", "bands", "channels")
+_SIDE_TABLES = ("tasks", "frameworks", "bands", "channels", "props")
 _SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
@@ -111,6 +119,7 @@ class Record:
     frameworks: set[str] = field(default_factory=set)
     bands: list[set[str]] = field(default_factory=list)
     channels: set[float] = field(default_factory=set)
+    props: list[PropertyRow] = field(default_factory=list)
 
 
 def _micros(value: dt.datetime) -> int:
@@ -144,6 +153,7 @@ def _fill(record: Record, document: Mapping[str, Any]) -> None:
     required = required_bands(document, aliases)
     record.bands = [aliases.get(band_key(name), set()) | {band_key(name)} for name in required]
     record.channels = _channel_sizes(document)
+    record.props = property_rows(document)
 
 
 def extract(document: Mapping[str, Any]) -> Record:
@@ -315,6 +325,7 @@ def _insert(connection: sqlite3.Connection, entry: Listed, record: Record, read_
     rows = [(file_id, band, key) for band, keys in enumerate(record.bands) for key in keys]
     connection.executemany("INSERT INTO bands VALUES (?, ?, ?)", rows)
     connection.executemany("INSERT INTO channels VALUES (?, ?)", [(file_id, s) for s in record.channels])
+    connection.executemany("INSERT OR IGNORE INTO props VALUES (?, ?, ?, ?, ?)", [(file_id, *r) for r in record.props])
     return file_id
 
 
@@ -423,12 +434,11 @@ def _conditions(query: Query) -> tuple[list[str], list[Any]]:
     if query.input_channels is not None:
         conditions.append("id IN (SELECT file FROM channels WHERE size IN (?, -1))")
         parameters.append(query.input_channels)
+    translated = filter_condition(query.filter.to_json()) if query.filter is not None else None
+    if translated is not None:
+        conditions.append(translated[0])
+        parameters += translated[1]
     return conditions, parameters
-
-
-def translatable(query: Query) -> bool:
-    """Whether the index can narrow ``query`` (a CQL2 filter is not translated: every file is then read)."""
-    return query.filter is None
 
 
 def _candidates(connection: sqlite3.Connection, query: Query, columns: str) -> sqlite3.Cursor:
@@ -483,12 +493,10 @@ def select(
 ) -> tuple[list[Listed], dict[str, str]] | None:
     """The files of ``listed`` to read for ``query`` and (rel -> note) of those known not to be model Items.
 
-    None when there is no usable index (or the query cannot be translated): the caller reads every file. Rows of
+    None when there is no usable index: the caller reads every file. Rows of
     files no longer listed are never chosen; files left unindexed are always read, and their old notes dropped.
     ``on_sync`` is called with the index once it is up to date with ``listed`` (to keep what the listing saw).
     """
-    if not translatable(query):
-        return None
     answer = _answer(open_index(index_path, mode), listed, query, reader, on_sync)
     if isinstance(answer, sqlite3.DatabaseError):  # damaged while in use (a busy index is not): rebuilt, once
         answer = None if _busy(answer) else _answer(_rebuilt(index_path, mode), listed, query, reader, on_sync)
