@@ -64,11 +64,15 @@ def _encodable(text: str) -> bool:
 
 
 def property_rows(document: Mapping[str, Any]) -> list[PropertyRow]:
-    """(name, kind, number, text) of every property of the Item JSON ``document`` (see :func:`_value`)."""
+    """(name, kind, number, text) of every property of the Item JSON ``document`` (see :func:`_value`).
+
+    A name the Item also has at its top level is kept as kind "other": cql2 reads the top-level member first.
+    """
     properties = document.get("properties")
     if not isinstance(properties, Mapping):
         return []
-    return [(name, *_value(value)) for name, value in properties.items() if isinstance(name, str)]
+    return [(name, *(_value(value) if name not in document else ("o", None, None)))
+            for name, value in properties.items() if isinstance(name, str)]  # fmt: skip
 
 
 def _literal(value: Any) -> tuple[str, float | str] | None:

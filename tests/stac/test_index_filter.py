@@ -161,3 +161,5 @@ def test_property_rows_keep_kinds_and_leave_out_what_sqlite_cannot_hold() -> Non
                     "long": ("o", None, None), "nul": ("o", None, None), "surrogate": ("o", None, None),
                     "big": ("o", None, None), "none": ("o", None, None), "list": ("o", None, None)}  # fmt: skip
     assert property_rows({"properties": None}) == [] and property_rows({}) == []
+    shadowed = {"id": "a", "foo": 1, "properties": {"foo": 2, "bar": 3}}  # cql2 reads the top-level "foo"
+    assert property_rows(shadowed) == [("foo", "o", None, None), ("bar", "n", 3.0, None)]
