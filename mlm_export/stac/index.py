@@ -82,10 +82,9 @@ CREATE TABLE bands(file INTEGER NOT NULL, band INTEGER NOT NULL, key TEXT NOT NU
 CREATE INDEX bands_by_key ON bands(key, file, band);
 CREATE TABLE channels(file INTEGER NOT NULL, size NUMERIC NOT NULL, PRIMARY KEY(file, size)) WITHOUT ROWID;
 CREATE INDEX channels_by_size ON channels(size, file);
-CREATE TABLE props(file INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, num REAL, text TEXT,
+CREATE TABLE props(file INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, value,
                    PRIMARY KEY(file, name)) WITHOUT ROWID;
-CREATE INDEX props_by_number ON props(name, num, file);
-CREATE INDEX props_by_text ON props(name, text, file);
+CREATE INDEX props_by_value ON props(name, kind, value, file);
 CREATE TABLE catalog_files(rel TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER) WITHOUT ROWID;
 CREATE TABLE links(pos INTEGER PRIMARY KEY, rel TEXT NOT NULL, base TEXT NOT NULL, catalog TEXT NOT NULL);
 CREATE TABLE notes(pos INTEGER PRIMARY KEY, message TEXT NOT NULL);
@@ -325,7 +324,7 @@ def _insert(connection: sqlite3.Connection, entry: Listed, record: Record, read_
     rows = [(file_id, band, key) for band, keys in enumerate(record.bands) for key in keys]
     connection.executemany("INSERT INTO bands VALUES (?, ?, ?)", rows)
     connection.executemany("INSERT INTO channels VALUES (?, ?)", [(file_id, s) for s in record.channels])
-    connection.executemany("INSERT OR IGNORE INTO props VALUES (?, ?, ?, ?, ?)", [(file_id, *r) for r in record.props])
+    connection.executemany("INSERT OR IGNORE INTO props VALUES (?, ?, ?, ?)", [(file_id, *r) for r in record.props])
     return file_id
 
 

@@ -10,7 +10,7 @@ SQLAlchemy/Django models, not these tables), and the translation has to follow w
 matching uses) does, measured:
 
 - numbers are compared as IEEE doubles (``2**60 > 2**60 - 1`` is false there): stored as ``REAL``, so SQLite
-  compares the same doubles;
+  compares the same doubles (booleans as 0.0/1.0, under their own kind);
 - strings are compared as strings, byte by byte, no coercion (``'5' = '5.0'`` and two spellings of one timestamp are
   different): SQLite's ``BINARY`` collation on UTF-8 is that order;
 - a boolean equals only a boolean; a property that is missing, or whose kind differs from the literal's, makes the
@@ -34,25 +34,18 @@ _ITEM_FIELDS = frozenset({"id", "type", "collection", "geometry", "bbox", "links
                           "stac_extensions", "properties"})  # fmt: skip
 #: Longer strings are kept as kind "other" (admitted by every string comparison) so the index stays small.
 MAX_TEXT = 256
-#: (name, kind, number, text) of a property: kind "n" number, "s" string, "b" boolean, "o" anything else.
-PropertyRow = tuple[str, str, float | None, str | None]
+#: (name, kind, value) of a property: kind "n" number, "s" string, "b" boolean (1.0/0.0), "o" anything else (None).
+PropertyRow = tuple[str, str, float | str | None]
+KINDS = ("b", "n", "o", "s")
 _COMPARISONS = {"=": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _FLIPPED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-def _value(value: Any) -> tuple[str, float | None, str | None]:
-    """(kind, number, text) of one property value as the index keeps it."""
-    if isinstance(value, bool):
-        return "b", float(value), None
-    if isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any double: cql2 cannot compare it either way we can
-            return "o", None, None
-        return ("n", number, None) if math.isfinite(number) else ("o", None, None)
-    if isinstance(value, str) and len(value) <= MAX_TEXT and "\x00" not in value and _encodable(value):
-        return "s", None, value
-    return "o", None, None
+def _value(value: Any) -> tuple[str, float | str | None]:
+    """(kind, value) of one property value as the index keeps it."""
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return "o", None
+    return _literal(value) or ("o", None)
 
 
 def _encodable(text: str) -> bool:
@@ -71,18 +64,18 @@ def property_rows(document: Mapping[str, Any]) -> list[PropertyRow]:
     properties = document.get("properties")
     if not isinstance(properties, Mapping):
         return []
-    return [(name, *(_value(value) if name not in document else ("o", None, None)))
+    return [(name, *(_value(value) if name not in document else ("o", None)))
             for name, value in properties.items() if isinstance(name, str)]  # fmt: skip
 
 
 def _literal(value: Any) -> tuple[str, float | str] | None:
-    """(kind, SQL value) of a cql2-json literal the index compares; None for anything else."""
+    """(kind, SQL value) of a value the index compares (a property's or a cql2-json literal); None for others."""
     if isinstance(value, bool):
         return "b", float(value)
     if isinstance(value, (int, float)):
         try:
             number = float(value)
-        except OverflowError:
+        except OverflowError:  # an integer beyond any double: cql2 cannot compare it the way SQLite would
             return None
         return ("n", number) if math.isfinite(number) else None
     if isinstance(value, str) and "\x00" not in value and _encodable(value):
@@ -100,8 +93,15 @@ def _property(argument: Any) -> str | None:
     return name
 
 
-def _column(kind: str) -> str:
-    return "text" if kind == "s" else "num"
+def _kind_or_other(name: str, kind: str, where: str, values: list[Any]) -> tuple[str, list[Any]]:
+    """Files whose property ``name`` is of ``kind`` and meets ``where`` (on ``value``), or is of another kind.
+
+    Two index ranges of ``props_by_value`` (name, kind, value): a cost by the rows that answer, never by the catalog.
+    """
+    others = [k for k in KINDS if k != kind]
+    sql = (f"id IN (SELECT file FROM props WHERE name = ? AND kind = ? AND {where} UNION ALL "
+           f"SELECT file FROM props WHERE name = ? AND kind IN ({','.join('?' * len(others))}))")  # fmt: skip
+    return sql, [name, kind, *values, name, *others]
 
 
 def _compare(name: str, op: str, literal: tuple[str, float | str]) -> tuple[str, list[Any]]:
@@ -109,8 +109,7 @@ def _compare(name: str, op: str, literal: tuple[str, float | str]) -> tuple[str,
     kind, value = literal
     if kind == "b" and op != "=":  # an order of booleans: every file having the property (missing never matches)
         return "id IN (SELECT file FROM props WHERE name = ?)", [name]
-    sql = f"id IN (SELECT file FROM props WHERE name = ? AND (kind <> ? OR {_column(kind)} {_COMPARISONS[op]} ?))"
-    return sql, [name, kind, value]
+    return _kind_or_other(name, kind, f"value {_COMPARISONS[op]} ?", [value])
 
 
 def _comparison(op: str, args: list[Any]) -> tuple[str, list[Any]] | None:
@@ -130,8 +129,7 @@ def _between(args: list[Any]) -> tuple[str, list[Any]] | None:
     name, low, high = _property(args[0]), _literal(args[1]), _literal(args[2])
     if name is None or low is None or high is None or low[0] != "n" or high[0] != "n":
         return None
-    sql = "id IN (SELECT file FROM props WHERE name = ? AND (kind <> 'n' OR num BETWEEN ? AND ?))"
-    return sql, [name, low[1], high[1]]
+    return _kind_or_other(name, "n", "value BETWEEN ? AND ?", [low[1], high[1]])
 
 
 def _in(args: list[Any]) -> tuple[str, list[Any]] | None:

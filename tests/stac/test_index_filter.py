@@ -13,6 +13,7 @@ import pytest
 from test_index import _count_reads, _item, _settled, _with_index, _without_index
 
 from mlm_export.errors import ConfigurationError
+from mlm_export.stac import index
 from mlm_export.stac.index_filter import filter_condition, property_rows
 from mlm_export.stac.matching import matches_filter, parse_filter
 
@@ -65,11 +66,11 @@ def _admitted(items: list[dict[str, Any]], expression: dict[str, Any]) -> set[st
     if condition is None:
         return None
     connection = sqlite3.connect(":memory:")
-    connection.execute("CREATE TABLE files(id INTEGER PRIMARY KEY, item_id TEXT)")
-    connection.execute("CREATE TABLE props(file INTEGER, name TEXT, kind TEXT, num REAL, text TEXT)")
+    connection.executescript(index._SCHEMA)  # the index's own tables
     for number, item in enumerate(items):
-        connection.execute("INSERT INTO files VALUES (?, ?)", (number, item["id"]))
-        connection.executemany("INSERT INTO props VALUES (?, ?, ?, ?, ?)", [(number, *r) for r in property_rows(item)])
+        connection.execute("INSERT INTO files(id, rel, racy, item_id, unsure, nbands) VALUES (?, ?, 0, ?, 0, 0)",
+                           (number, item["id"], item["id"]))  # fmt: skip
+        connection.executemany("INSERT INTO props VALUES (?, ?, ?, ?)", [(number, *r) for r in property_rows(item)])
     sql, parameters = condition
     return {row[0] for row in connection.execute(f"SELECT item_id FROM files WHERE {sql}", parameters)}
 
@@ -156,10 +157,29 @@ def test_property_rows_keep_kinds_and_leave_out_what_sqlite_cannot_hold() -> Non
     surrogate = json.loads('"\\ud800"')
     document = {"properties": {"n": 3, "f": 2.5, "b": True, "s": "x", "long": "y" * 300, "nul": "a\x00b",
                                "surrogate": surrogate, "big": 10**400, "none": None, "list": [1]}}  # fmt: skip
-    rows = {name: (kind, number, text) for name, kind, number, text in property_rows(document)}
-    assert rows == {"n": ("n", 3.0, None), "f": ("n", 2.5, None), "b": ("b", 1.0, None), "s": ("s", None, "x"),
-                    "long": ("o", None, None), "nul": ("o", None, None), "surrogate": ("o", None, None),
-                    "big": ("o", None, None), "none": ("o", None, None), "list": ("o", None, None)}  # fmt: skip
+    rows = {name: (kind, value) for name, kind, value in property_rows(document)}
+    assert rows == {"n": ("n", 3.0), "f": ("n", 2.5), "b": ("b", 1.0), "s": ("s", "x"), "long": ("o", None),
+                    "nul": ("o", None), "surrogate": ("o", None), "big": ("o", None), "none": ("o", None),
+                    "list": ("o", None)}  # fmt: skip
     assert property_rows({"properties": None}) == [] and property_rows({}) == []
     shadowed = {"id": "a", "foo": 1, "properties": {"foo": 2, "bar": 3}}  # cql2 reads the top-level "foo"
-    assert property_rows(shadowed) == [("foo", "o", None, None), ("bar", "n", 3.0, None)]
+    assert property_rows(shadowed) == [("foo", "o", None), ("bar", "n", 3.0)]
+
+
+@pytest.mark.parametrize("expression", [
+    {"op": "<", "args": [{"property": "p"}, 5]},
+    {"op": "=", "args": [{"property": "p"}, "x"]},
+    {"op": "in", "args": [{"property": "p"}, ["x", 3]]},
+    {"op": "between", "args": [{"property": "p"}, 1, 2]},
+    {"op": "or", "args": [{"op": "=", "args": [{"property": "p"}, True]}, {"op": ">", "args": [{"property": "q"}, 1]}]},
+])  # fmt: skip
+def test_a_translated_filter_reads_index_ranges_not_every_row(expression: dict[str, Any]) -> None:
+    """The cost follows the rows that answer: every lookup of props is a range of props_by_value, none a scan."""
+    connection = sqlite3.connect(":memory:")
+    connection.executescript(index._SCHEMA)
+    condition = filter_condition(expression)
+    assert condition is not None
+    plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN SELECT id FROM files WHERE {condition[0]}",
+                                                  condition[1])]  # fmt: skip
+    lookups = [step for step in plan if " props " in f"{step} "]
+    assert lookups and all("USING COVERING INDEX props_by_value (name=? AND kind=?" in step for step in lookups), plan
