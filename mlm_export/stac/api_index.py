@@ -128,7 +128,9 @@ DECLARE
     words text[] := '{}'; grp text[]; keys text[] := '{}'; bad text[] := '{}'; channels text[] := '{}';
     frameworks text[] := '{}'; relations jsonb; odd boolean := false; o boolean; result text[];
 BEGIN
-    IF jsonb_typeof(props->'mlm:framework') = 'string' THEN frameworks := frameworks || (props->>'mlm:framework'); END IF;
+    IF jsonb_typeof(props->'mlm:framework') = 'string' THEN
+        frameworks := frameworks || (props->>'mlm:framework');
+    END IF;
     IF jsonb_typeof(assets) = 'object' THEN
         t := jsonb_path_query_array(assets, '$.*');
         FOR i IN 0 .. jsonb_array_length(t) - 1 LOOP
