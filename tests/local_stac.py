@@ -27,17 +27,23 @@ class GatedProxy:
         url: the proxy's root URL.
         token: the bearer token it accepts (``None``: no auth needed).
         fail_bulk_after: answer 500 to every bulk request after this many have passed (``None``: never).
+        refuse_bulk_with: answer 400, half a second late, to a bulk request holding this Item id (``None``: never).
         bulk_requests: bulk requests seen, failed ones included.
         requests: ``"METHOD /path"`` of every request seen, in order.
     """
 
-    def __init__(self, upstream: str, *, token: str | None = None, fail_bulk_after: int | None = None) -> None:
+    def __init__(
+        self, upstream: str, *, token: str | None = None, fail_bulk_after: int | None = None,
+        refuse_bulk_with: str | None = None,
+    ) -> None:  # fmt: skip
         import http.server
         import threading
+        import time
 
         import httpx
 
         self.token, self.fail_bulk_after, self.bulk_requests = token, fail_bulk_after, 0
+        self.refuse_bulk_with = refuse_bulk_with
         self.requests: list[str] = []
         proxy = self
         client = httpx.Client(base_url=upstream, timeout=60)
@@ -66,6 +72,9 @@ class GatedProxy:
                     proxy.bulk_requests += 1
                     if proxy.fail_bulk_after is not None and proxy.bulk_requests > proxy.fail_bulk_after:
                         return self._answer(500, b'{"code": "InternalError", "description": "database is down"}')
+                    if proxy.refuse_bulk_with is not None and f'"{proxy.refuse_bulk_with}"'.encode() in (body or b""):
+                        time.sleep(0.5)  # the next chunk, sent meanwhile, lands first
+                        return self._answer(400, b'{"code": "BadRequest", "description": "refused"}')
                 headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
                 answer = client.request(self.command, self.path, content=body, headers=headers)
                 self._answer(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))

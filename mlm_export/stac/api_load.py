@@ -1,7 +1,7 @@
 """Loading chunks of Items into a STAC API (Transactions): ``if_exists``, id conflicts, and the Collection's summary.
 
-:class:`Loader` sends one chunk at a time through ``POST /collections/{id}/bulk_items`` while the server offers it
-(else one ``POST``, or ``PUT`` to replace, per Item) and keeps count of what landed; :meth:`Loader.existing` asks
+:class:`Loader` sends a chunk through ``POST /collections/{id}/bulk_items`` while the server offers it (else one
+``POST``, or ``PUT`` to replace, per Item) and keeps count of what landed; :meth:`Loader.existing` asks
 which ids of a chunk the Collection already holds with one ``POST /search`` (``ids``, ``limit``, ``fields``).
 :class:`CollectionSummary` folds the Collection document (extent, MLM summaries) of every chunk sent into one, so
 that a Collection created from the first chunk can be updated once at the end to cover every Item, without keeping
@@ -102,16 +102,25 @@ class Loader:
             "(choices: error, skip, replace).",
         )
 
-    def load(self, chunk: list[dict[str, Any]]) -> None:
-        """Store ``chunk`` (already checked against ``if_exists``)."""
+    def load(self, chunk: list[dict[str, Any]]) -> list[str]:
+        """Store ``chunk`` (already checked against ``if_exists``).
+
+        Returns:
+            The ids stored in bulk, for the caller to add to :attr:`published` in the order of the chunks (two may be
+            in flight); ``[]`` when they were stored one by one (each added to :attr:`published` as it landed).
+        """
         if not chunk:
-            return
-        if self.bulk and self._load_bulk(chunk):
-            return
+            return []
+        if self.bulk:
+            landed = self._load_bulk(chunk)
+            if landed is not None:
+                return landed
         for document in chunk:
             self._load_one(document)
+        return []
 
-    def _load_bulk(self, chunk: list[dict[str, Any]]) -> bool:
+    def _load_bulk(self, chunk: list[dict[str, Any]]) -> list[str] | None:
+        """The ids stored (all of the chunk's), or None when the server has no bulk endpoint."""
         path = f"/collections/{quote(self.collection_id)}/bulk_items"
         method = "upsert" if self.if_exists == "replace" else "insert"
         what = f"POST {self.client.base_url}{path} ({len(chunk)} Items from {chunk[0]['id']!r}; {self.landed()})"
@@ -119,14 +128,13 @@ class Loader:
         response = send(self.client, "POST", path, what, json=body, **self._extra())
         if response.status_code in (404, 405):
             self.bulk = False  # the server has no bulk endpoint
-            return False
+            return None
         if response.status_code == 409:  # stored meanwhile by someone else
             ids = [d["id"] for d in chunk]
             raise self.conflict(sorted(self.existing(ids)) or ids)
         if response.status_code >= 300:
             raise api_error(response, what, self.client.headers, **self._extra())
-        self.published += [d["id"] for d in chunk]
-        return True
+        return [d["id"] for d in chunk]
 
     def _load_one(self, document: dict[str, Any]) -> None:
         what = f"POST {self.client.base_url}{self.items_path} (item {document['id']!r}; {self.landed()})"

@@ -7,13 +7,18 @@ seen earlier in the stream, (2) asks the server which of the chunk's ids it alre
 local hrefs to public URLs (``href_base=``) or uploads the artifacts first (``upload_to=``, see
 :mod:`mlm_export.transfer`), refusing an Item that would still point at a local file, then (4) sends the chunk
 through ``POST /collections/{id}/bulk_items`` when the server offers it, else one ``POST`` (or ``PUT`` to replace)
-per Item. The chunk is sent by a second thread while the next one is read and validated; nothing of a chunk is kept
-once it landed but its ids. Client memory is therefore flat in the number of Items. One chunk is in flight at a time:
-pgstac answered two concurrent ``bulk_items`` into one new Collection with 500 (its partition checks), and the order
-keeps the contract below.
+per Item. Chunks are sent by other threads while the next one is read and validated; nothing of a chunk is kept
+once it landed but its ids. Client memory is therefore flat in the number of Items. Once a first chunk landed in
+bulk (the Collection and its partition exist), :data:`IN_FLIGHT` (2) bulk requests are in flight at a time, so the
+server stores one chunk while it receives the next (on pgstac, two concurrent loads that widen a partition's datetime
+constraints at once can fail; the local API's :mod:`~mlm_export.stac.pgstac_tuning` makes pgstac serialise just
+that step, and elsewhere the 500 is retried like any 5xx); one at a time before that, and when Items go one by one.
 
-Contract: a chunk is sent only once all of its Items passed; an error in chunk *k* leaves chunks 1..k-1 stored
-(``error.published`` lists them) and sends nothing from chunk *k* on. A problem in the first chunk sends nothing.
+Contract: a chunk is sent only once all of its Items passed; an error in chunk *k* leaves chunks 1..k-1 stored and
+sends nothing after chunk *k+1* (nothing from chunk *k* on when the error is found in the client: a check, a
+validation, an id conflict); ``error.published`` lists exactly what landed: chunks 1..k-1, and chunk *k+1* as well
+if it was in flight when the server answered chunk *k* with an error and it landed. A problem in the first chunk
+sends nothing.
 The Collection, when missing, is created from the first chunk (extent and MLM summaries, validated like
 :func:`~mlm_export.stac.collection.build_catalog`'s) and updated once at the end (``PUT``) to cover every Item sent.
 
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +61,11 @@ IfExists = Literal["error", "skip", "replace"]
 IF_EXISTS_CHOICES = ("error", "skip", "replace")
 #: Items per chunk: per bulk request, per id query, per validation step.
 CHUNK_SIZE = 100
+#: Bulk requests in flight at most (once the first chunk landed): the server stores one chunk while it reads the
+#: next request, and PostgreSQL stores two at once on two cores.
+IN_FLIGHT = 2
+#: The "N of M Items landed" of an error's message.
+_LANDED = re.compile(r"\d+(?: of \d+)? Items landed")
 _NOTHING_SENT = "Nothing was sent."
 _STRUCTURAL_RELS = {"self", "root", "parent", "collection", "item", "items"}
 
@@ -249,20 +261,27 @@ class _Publication:
         self.seen: set[str] = set()
 
     def run(self, entries: Iterator[Entry], bar: Any) -> None:
-        """Read, check and send ``entries`` chunk by chunk, the sending of chunk k overlapping the reading of k+1."""
-        pending: tuple[Future[None], int] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="mlm-export-publish") as sender:
+        """Read, check and send ``entries`` chunk by chunk, reading and checking while earlier chunks are sent."""
+        pending: deque[tuple[Future[list[str]], int]] = deque()
+        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="mlm-export-publish") as sender:
             try:
                 for chunk in _chunks(entries, CHUNK_SIZE):
                     documents = self._prepare(chunk, pending)
+                    # one at a time until a chunk landed in bulk (the partition exists; the server has bulk_items);
+                    # a chunk that failed meanwhile is reported before another is sent
+                    while pending and (pending[0][0].done() or len(pending) >= self._in_flight()):
+                        self._wait(pending, bar)
+                    pending.append((sender.submit(self.loader.load, documents), len(chunk)))
+                while pending:
                     self._wait(pending, bar)
-                    pending = (sender.submit(self.loader.load, documents), len(chunk))
-                self._wait(pending, bar)
-                pending = None
                 self._finish()
             except BaseException as exc:
                 self._settle(pending, exc)
                 raise
+
+    def _in_flight(self) -> int:
+        """Chunks that may be in flight: :data:`IN_FLIGHT` once one landed in bulk, else 1."""
+        return IN_FLIGHT if self.loader.bulk and self.loader.published else 1
 
     def _finish(self) -> None:
         """Refuse an empty stream; bring a Collection made from the first chunk up to every Item sent."""
@@ -272,7 +291,7 @@ class _Publication:
             assert self.summary.document is not None
             save_collection(self.loader.client, self.summary.document, self.options["schema_dir"], create=False)
 
-    def _prepare(self, chunk: list[Entry], pending: tuple[Future[None], int] | None) -> list[dict[str, Any]]:
+    def _prepare(self, chunk: list[Entry], pending: deque[tuple[Future[list[str]], int]]) -> list[dict[str, Any]]:
         """The chunk's documents as sent, once its ids passed ``if_exists`` and its Items validated."""
         _check_unique(chunk, self.seen)
         if self.exists is None:  # the first chunk: what needs no server is said before the first request
@@ -283,7 +302,8 @@ class _Publication:
         if self.exists and not self.created and self.if_exists != "replace":  # a Collection we made held no id
             existing = self.loader.existing([e.document["id"] for e in chunk])
             if existing and self.if_exists == "error":
-                self._wait(pending, None)
+                while pending:
+                    self._wait(pending, None)
                 raise self.loader.conflict(sorted(existing))
             self.loader.skipped += [e.document["id"] for e in chunk if e.document["id"] in existing]
             chunk = [e for e in chunk if e.document["id"] not in existing]
@@ -298,18 +318,19 @@ class _Publication:
             self.exists, self.created_with = True, self.summary.count
         return documents
 
-    def _wait(self, pending: tuple[Future[None], int] | None, bar: Any) -> None:
-        if pending is not None:
-            pending[0].result()
-            if bar is not None:
-                bar.update(pending[1])
+    def _wait(self, pending: deque[tuple[Future[list[str]], int]], bar: Any) -> None:
+        """Wait for the oldest chunk in flight; add the ids it stored in bulk to what landed, in the chunks' order."""
+        future, count = pending.popleft()
+        self.loader.published += future.result()
+        if bar is not None:
+            bar.update(count)
 
-    def _settle(self, pending: tuple[Future[None], int] | None, error: BaseException) -> None:
-        """After ``error``: wait for the chunk in flight, then say in the error what landed before it."""
-        if pending is not None:
+    def _settle(self, pending: deque[tuple[Future[list[str]], int]], error: BaseException) -> None:
+        """After ``error``: wait for the chunks in flight, then say in the error exactly what landed."""
+        while pending:
             try:
-                pending[0].result()
-            except Exception:  # noqa: BLE001 - ``error`` is the one reported; this chunk's is not lost: not landed
+                self._wait(pending, None)
+            except Exception:  # noqa: BLE001 - ``error`` is the one reported; this chunk did not land
                 pass
         if not isinstance(error, MLMExportError):
             return
@@ -319,7 +340,9 @@ class _Publication:
             landed = (f"The {len(published)} Items before its chunk landed (error.published lists them); nothing "
                       "from its chunk on was sent.")  # fmt: skip
             error.message = error.message.replace(_NOTHING_SENT, landed)
-            error.args = (error.message, *error.args[1:])
+        else:  # a chunk answered with an error while the next one was in flight: that one may have landed too
+            error.message = _LANDED.sub(self.loader.landed(), error.message)
+        error.args = (error.message, *error.args[1:])
 
 
 def publish(
@@ -340,7 +363,7 @@ def publish(
     Args:
         items: model Items: paths of Item JSON files, of folders of them or of catalogs (``collection.json``,
             ``catalog.json`` or their directory), dicts or ``pystac.Item`` objects; one or any iterable of them,
-            consumed lazily (a generator is read one chunk ahead of what was sent).
+            consumed lazily (a generator is read at most two chunks ahead of what was sent).
         api_url: root URL of a STAC API with the Transactions extension (``http(s)://``).
         collection_id: the Collection; created from the Items (extent, MLM summaries) when missing.
         if_exists: what to do with an Item id the Collection already holds: ``"error"`` (raise

@@ -1,4 +1,5 @@
-"""The local API's pgstac tuning: the PL/pgSQL ``strip_jsonb``/``merge_jsonb`` give what pgstac's SQL ones give."""
+"""The local API's pgstac tuning: the PL/pgSQL ``strip_jsonb``/``merge_jsonb`` give what pgstac's SQL ones give;
+``check_partition`` lets concurrent loads into one collection succeed; the settings."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from local_stac import LOOPBACK, without_nulls
 
 from mlm_export.stac.local_api import LocalSTACAPI
-from mlm_export.stac.pgstac_tuning import PGSTAC_VERSION, SETTINGS, server_options
+from mlm_export.stac.pgstac_tuning import CHECK_PARTITION_SQL, PGSTAC_VERSION, SETTINGS, server_options
 
 pytestmark = LOOPBACK
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -42,13 +45,18 @@ EDGE_CASES: list[tuple[Any, Any]] = [
 ]
 
 
+def _migration_function(pattern: str) -> str:
+    """The text of a function of pgstac's migration (``pattern``: a regular expression from its CREATE on)."""
+    migration = importlib.resources.files("pypgstac") / "migrations" / f"pgstac.{PGSTAC_VERSION}.sql"
+    found = re.search(pattern, migration.read_text(), re.DOTALL)
+    assert found is not None
+    return found.group(0)
+
+
 def _original(function: str) -> str:
     """pgstac's own ``function`` (``strip_jsonb``, ``merge_jsonb``) from its migration, as ``pg_temp.<it>_original``."""
-    migration = importlib.resources.files("pypgstac") / "migrations" / f"pgstac.{PGSTAC_VERSION}.sql"
-    found = re.search(rf"CREATE OR REPLACE FUNCTION {function}\(.*?\$\$ LANGUAGE SQL IMMUTABLE;", migration.read_text(),
-                      re.DOTALL)  # fmt: skip
-    assert found is not None
-    return found.group(0).replace(f"{function}(", f"pg_temp.{function}_original(")
+    original = _migration_function(rf"CREATE OR REPLACE FUNCTION {function}\(.*?\$\$ LANGUAGE SQL IMMUTABLE;")
+    return original.replace(f"{function}(", f"pg_temp.{function}_original(")
 
 
 def _language(connection: psycopg.Connection, function: str) -> tuple[str] | None:
@@ -121,6 +129,41 @@ def test_the_plpgsql_merge_jsonb_is_installed_and_equals_pgstacs(connection: psy
         assert same, (a, b, ours, theirs)
         restored += ours in whole
     assert restored >= len(items)  # the stripped Items do come back whole, not only pass through
+
+
+def test_check_partition_is_pgstacs_with_only_the_lock_added() -> None:
+    original = _migration_function(r"CREATE OR REPLACE FUNCTION check_partition\(.*?\$\$ LANGUAGE PLPGSQL SEC[^;]*;")
+    ours = re.sub(r"\n    -- mlm-export: creating.*?-- mlm-export: end\n", "\n", CHECK_PARTITION_SQL, flags=re.DOTALL)
+    ours = ours.replace("    _widen boolean;  -- mlm-export\n", "")
+    ours = ours.replace("FUNCTION pgstac.check_partition(", "FUNCTION check_partition(")
+    assert ours.strip() == original.strip()
+    assert CHECK_PARTITION_SQL.count("pg_advisory_xact_lock") == 1
+
+
+def test_concurrent_bulk_loads_into_one_new_collection_all_land(stac_api: LocalSTACAPI) -> None:
+    """Four ``bulk_items`` in flight into a new collection, in small chunks of random time ranges: many of them
+    widen the partition's constraints at once (pgstac's check_partition answered 500 here: a violated
+    ``_items_N_dt`` constraint or a deadlock)."""
+    collection = {"type": "Collection", "id": "concurrent", "stac_version": "1.0.0", "description": "concurrent",
+                  "license": "other", "links": [], "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                                             "temporal": {"interval": [[None, None]]}}}  # fmt: skip
+    items = [dict(item, collection="concurrent") for item in generate_items(400, seed=5)]
+    chunks = [items[i : i + 10] for i in range(0, len(items), 10)]
+    with httpx.Client(base_url=stac_api.url, timeout=120) as client:
+        assert client.post("/collections", json=collection).status_code in (200, 201)
+
+        def load(chunk: list[dict[str, Any]]) -> int:
+            body = {"items": {item["id"]: item for item in chunk}, "method": "insert"}
+            return client.post("/collections/concurrent/bulk_items", json=body).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(load, chunks))
+    assert statuses == [200] * len(chunks)
+    password = stac_api.password_file.read_text().strip()
+    with psycopg.connect(stac_api.dsn, password=password) as connection:
+        stored = connection.execute("SELECT count(*), min(datetime), max(end_datetime) FROM pgstac.items "
+                                    "WHERE collection = 'concurrent'").fetchone()  # fmt: skip
+    assert stored is not None and stored[0] == len(items)
 
 
 def test_the_server_runs_with_the_documented_settings(connection: psycopg.Connection) -> None:

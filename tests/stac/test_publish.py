@@ -186,7 +186,9 @@ def test_a_500_mid_bulk_is_retried_then_reported_with_what_landed(
     with GatedProxy(stac_api.url, fail_bulk_after=1) as proxy:
         with pytest.raises(STACAPIError, match=r"500: database is down.*after 4 attempts") as caught:
             publish(files, proxy.url, "half", href_base=HREF_BASE, schema_dir=schema_dir, progress=False)
-        assert proxy.bulk_requests == 1 + 4  # the first chunk, then 4 attempts at the second
+        # the first chunk, then 4 attempts at the second, and at the third if it was sent while the second was in
+        # flight (two chunks are, once one landed)
+        assert proxy.bulk_requests in (1 + 4, 1 + 4 + 4)
     assert caught.value.status == 500 and "3 of 7 Items landed" in str(caught.value)
     landed = httpx.get(f"{stac_api.url}/collections/half/items", params={"limit": 100}).json()["features"]
     assert sorted(f["id"] for f in landed) == sorted(caught.value.published) and len(landed) == 3
