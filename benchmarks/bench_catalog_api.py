@@ -4,8 +4,9 @@ Starts the local STAC API (PostgreSQL + pgstac + stac-fastapi-pgstac, with the c
 :mod:`mlm_export.stac.api_index` unless ``--plain``), loads ``N`` generated Items (:mod:`catalog_items`) per size
 straight into pgstac (pypgstac's loader: the load is not what is measured), then runs each query of :data:`QUERIES`
 in a child process (time of the ``search`` call, peak RSS over the interpreter's before the call, Items the server
-sent). Targets (issue 25): a query with a fixed number of hits (``rare-*``) costs <= 1.5x at 50k what it costs at 5k
-and < 1 s; broad queries cost in proportion to their hits.
+sent; a query under :data:`QUICK_S` runs in three processes, the median reported). Targets (issue 25): a query
+with a fixed number of hits (``rare-*``) costs <= 1.5x at 50k what it costs at 5k and < 1 s; broad queries cost in
+proportion to their hits.
 
 Run: ``python benchmarks/bench_catalog_api.py --counts 1000,5000`` (add 50000 on a quiet machine).
 """
@@ -72,6 +73,15 @@ def child(url: str, collection: str, query: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "hits": len(hits), "transferred": sent, "rss_added": max(peak - before, 0)}
 
 
+#: Queries faster than this (seconds) are run three times, each in its own process: the median is reported.
+QUICK_S = 1.0
+
+
+def _run_child(command: list[str]) -> dict[str, Any]:
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(counts: list[int], plain: bool = False, queries: list[str] | None = None) -> list[dict[str, Any]]:
     """Rows (count, query, seconds, hits, transferred, rss_added, load_s) for each size and query."""
     from mlm_export.stac.local_api import start_local_api
@@ -83,8 +93,10 @@ def measure(counts: list[int], plain: bool = False, queries: list[str] | None = 
             load_s = load(api, collection, count)
             for name in queries or list(QUERIES):
                 command = [sys.executable, __file__, "--child", api.url, collection, json.dumps(QUERIES[name])]
-                done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                results = [_run_child(command)]
+                if results[0]["seconds"] < QUICK_S:  # a query of ~0.1 s: the median of three processes
+                    results += [_run_child(command) for _ in range(2)]
+                result = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
                 rows.append({"count": count, "query": name, "load_s": load_s, **result})
     return rows
 
