@@ -57,15 +57,18 @@ def _encodable(text: str) -> bool:
 
 
 def property_rows(document: Mapping[str, Any]) -> list[PropertyRow]:
-    """(name, kind, number, text) of every property of the Item JSON ``document`` (see :func:`_value`).
+    """(name, kind, value) of every property of the Item JSON ``document`` (see :func:`_value`).
 
-    A name the Item also has at its top level is kept as kind "other": cql2 reads the top-level member first.
+    cql2 reads a top-level member before a property of the same name: a name the Item has at its top level is kept
+    as kind "other" (always admitted), the standard members (:data:`_ITEM_FIELDS`) aside, which no filter is
+    answered from.
     """
     properties = document.get("properties")
-    if not isinstance(properties, Mapping):
-        return []
-    return [(name, *(_value(value) if name not in document else ("o", None)))
+    properties = properties if isinstance(properties, Mapping) else {}
+    rows = [(name, *(_value(value) if name not in document else ("o", None)))
             for name, value in properties.items() if isinstance(name, str)]  # fmt: skip
+    top = [name for name in document if isinstance(name, str) and name not in _ITEM_FIELDS and name not in properties]
+    return rows + [(name, "o", None) for name in top]
 
 
 def _literal(value: Any) -> tuple[str, float | str] | None:

@@ -16,6 +16,7 @@ from mlm_export.errors import ConfigurationError
 from mlm_export.stac import index
 from mlm_export.stac.index_filter import filter_condition, property_rows
 from mlm_export.stac.matching import matches_filter, parse_filter
+from mlm_export.stac.search import search
 
 #: Property values of every kind cql2 meets: integers (one beyond 2**53, where doubles round), floats, strings
 #: (numeric-looking, a timestamp, a long one), booleans, null, arrays, objects; None: the property is missing.
@@ -26,7 +27,7 @@ COMPARISONS = ["=", "<", "<=", ">", ">="]
 
 
 def _items() -> list[dict[str, Any]]:
-    """One Item per value of ``p`` (and of ``q``, shifted), plus Items holding only one of them."""
+    """One Item per value of ``p`` (and of ``q``, shifted), plus two holding ``p`` as a top-level member."""
     items = []
     for number, (p, q) in enumerate(zip(VALUES, VALUES[3:] + VALUES[:3], strict=True)):
         properties = {"datetime": "2024-01-01T00:00:00Z"}
@@ -37,6 +38,9 @@ def _items() -> list[dict[str, Any]]:
                 properties[name] = None
         items.append({"type": "Feature", "stac_version": "1.1.0", "id": f"i{number}", "geometry": None,
                       "properties": properties, "links": [], "assets": {}})  # fmt: skip
+    # "p" as a top-level member only, and at both levels: cql2 reads the top-level one
+    items.append({**items[2], "id": "top", "p": 5, "properties": {"datetime": "2024-01-01T00:00:00Z"}})
+    items.append({**items[2], "id": "both", "p": "abc", "properties": {**items[2]["properties"], "p": 5}})
     return items
 
 
@@ -141,16 +145,10 @@ def test_a_filter_search_reads_only_its_candidates(tmp_path: Path, monkeypatch: 
     for query, ids in zip(queries, expected, strict=True):
         assert _with_index(folder, query) == _without_index(folder, query)
         reads.clear()
-        assert sorted(h.id for h in _search(folder, query)) == ids
+        assert sorted(h.id for h in search(folder, **query)) == ids
         assert sorted(p.stem for p in reads) == ids  # only the candidates were read
     reads.clear()
-    assert _search(folder, {"filter": 'NOT "mlm:total_parameters" < 3000'}) and len(reads) == 20  # not translated
-
-
-def _search(folder: Path, query: dict[str, Any]) -> list[Any]:
-    from mlm_export.stac.search import search
-
-    return search(folder, **query)
+    assert search(folder, filter='NOT "mlm:total_parameters" < 3000') and len(reads) == 20  # not translated
 
 
 def test_property_rows_keep_kinds_and_leave_out_what_sqlite_cannot_hold() -> None:
@@ -162,6 +160,7 @@ def test_property_rows_keep_kinds_and_leave_out_what_sqlite_cannot_hold() -> Non
                     "nul": ("o", None), "surrogate": ("o", None), "big": ("o", None), "none": ("o", None),
                     "list": ("o", None)}  # fmt: skip
     assert property_rows({"properties": None}) == [] and property_rows({}) == []
+    assert property_rows({"id": "a", "foo": 1, "properties": {}}) == [("foo", "o", None)]  # a top-level member only
     shadowed = {"id": "a", "foo": 1, "properties": {"foo": 2, "bar": 3}}  # cql2 reads the top-level "foo"
     assert property_rows(shadowed) == [("foo", "o", None), ("bar", "n", 3.0)]
 
